@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Create .venv with a CPython that NNabla 1.39.0 supports (3.8-3.10) and install the
+# pinned requirements. Re-running is cheap: nothing is reinstalled unless a
+# requirements file changed.
+#   bash scripts/setup.sh           runtime requirements
+#   bash scripts/setup.sh --dev     plus pytest and ruff
+#   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension
+# PYTHON=/path/to/python3.x overrides the interpreter search.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+req_files=("$root/requirements.txt")
+for arg in "$@"; do
+  case "$arg" in
+    --dev) req_files+=("$root/requirements-dev.txt") ;;
+    --gpu) req_files+=("$root/requirements-gpu.txt") ;;
+    *) echo "setup: unknown option '$arg' (use --dev and/or --gpu)" >&2; exit 2 ;;
+  esac
+done
+
+# Prints "3.x" for a working CPython 3.8-3.10 with venv, nothing otherwise. Pyenv shims
+# exist for versions that are not selected and fail when run, hence the real check.
+supported_version() {
+  "$1" - <<'PY' 2>/dev/null
+import platform, sys, venv  # noqa: F401
+if platform.python_implementation() == "CPython" and (3, 8) <= sys.version_info[:2] <= (3, 10):
+    print("%d.%d" % sys.version_info[:2])
+PY
+}
+
+find_python() {
+  if [ -n "${PYTHON:-}" ]; then
+    if [ -n "$(supported_version "$PYTHON")" ]; then echo "$PYTHON"; return 0; fi
+    echo "setup: PYTHON=$PYTHON is not a working CPython 3.8-3.10 with venv" >&2
+    return 1
+  fi
+  local minor candidate pyenv_root
+  for minor in 10 9 8; do
+    candidate="$(command -v "python3.$minor" || true)"
+    if [ -n "$candidate" ] && [ -n "$(supported_version "$candidate")" ]; then
+      echo "$candidate"; return 0
+    fi
+  done
+  pyenv_root="${PYENV_ROOT:-}"
+  if [ -z "$pyenv_root" ] && command -v pyenv >/dev/null 2>&1; then
+    pyenv_root="$(pyenv root 2>/dev/null || true)"
+  fi
+  [ -n "$pyenv_root" ] || pyenv_root="$HOME/.pyenv"
+  for minor in 10 9 8; do
+    # Newest patch release first.
+    for candidate in $(ls -d "$pyenv_root"/versions/3."$minor".*/bin/python 2>/dev/null | sort -rV); do
+      if [ -n "$(supported_version "$candidate")" ]; then echo "$candidate"; return 0; fi
+    done
+  done
+  return 1
+}
+
+if [ -x "$venv/bin/python" ] && [ -n "$(supported_version "$venv/bin/python")" ]; then
+  :
+else
+  if ! python="$(find_python)"; then
+    echo "setup: no CPython 3.8-3.10 found (NNabla 1.39.0 has no wheels for newer Pythons); install one (e.g. 'pyenv install 3.10' or your distribution's python3.10 and python3.10-venv packages) or set PYTHON=/path/to/python3.10, then re-run" >&2
+    exit 1
+  fi
+  echo "setup: creating .venv with $python (Python $(supported_version "$python"))"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+fi
+
+stamp="$venv/.requirements.sha256"
+wanted="$(cat "${req_files[@]}" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
+  echo "setup: installing $(basename -a "${req_files[@]}" | tr '\n' ' ')"
+  args=()
+  for f in "${req_files[@]}"; do args+=(-r "$f"); done
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"
+  echo "$wanted" > "$stamp"
+fi
