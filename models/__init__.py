@@ -4,17 +4,21 @@ Importing the family modules registers their architectures.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Dict, Tuple
 
 import nnabla as nn
 
-from . import efficientnet, mobilenet, resnet  # noqa: F401  (registration side effect)
 from .registry import (
     Architecture,
     UnknownArchitectureError,
     available_architectures,
     get_architecture,
 )
+
+# Registration order is the order users see: ResNet family, MobileNets, EfficientNets.
+for _family in ("resnet", "mobilenet", "efficientnet"):
+    importlib.import_module(f"{__name__}.{_family}")
 
 __all__ = [
     "Architecture",

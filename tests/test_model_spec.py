@@ -88,7 +88,7 @@ def test_parameters_match_published_spec(arch, layout):
     spec_file = PARAM_SPEC_DIR / f"{arch}_{layout}.json"
     if not spec_file.exists():
         pytest.skip(f"published parameter spec not found at {spec_file}")
-    expected = json.loads(spec_file.read_text())
+    expected = [(name, shape) for name, shape in json.loads(spec_file.read_text())]
     channel_last = layout == "nhwc4"
     # The training graph creates the parameters; the inference graph must reuse them all.
     train_params, _, _ = build_params(arch, channel_last, 4 if channel_last else 3, test=False)

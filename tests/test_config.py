@@ -1,0 +1,216 @@
+"""Training configs: the shipped recipes, strict validation, and save/load round trips."""
+import os
+from pathlib import Path
+
+import pytest
+
+from utils.config import ConfigError, TrainConfig, load_config, save_config
+from utils.lr_schedules import EpochCosineSchedule, EpochStepSchedule
+
+CFG = Path(__file__).resolve().parents[1] / "cfg"
+RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
+
+COSINE = """\
+weight_decay: 3.0517578125e-05
+momentum: 0.875
+epochs: 90
+label_smoothing: 0.1
+loss_scaling: 128
+mixup: 0
+lr_scheduler:
+  type: EpochCosineLearningRateScheduler
+  args:
+    base_lr: 0.001
+    warmup_epochs: 16
+    epochs:
+"""
+
+
+def write(tmp_path, text, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_recipes_hold_the_official_values():
+    configs = {name: load_config(CFG / f"{name}.yaml") for name in RECIPES}
+    step = configs["step90"]
+    assert (step.weight_decay, step.momentum, step.epochs) == (1e-4, 0.9, 90)
+    assert (step.label_smoothing, step.loss_scaling, step.mixup) == (0.1, 256, 0)
+    assert step.lr_scheduler.type == "EpochStepLearningRateScheduler"
+    assert step.lr_scheduler.args == EpochStepSchedule(
+        base_lr=0.1 / 256, decay_at=(30, 60, 80), decay_rate=0.1, warmup_epochs=5,
+        legacy_warmup=True,
+    )
+    expected = {"cos90": (90, 0.0), "cos350": (350, 0.0), "mixup90": (90, 0.2),
+                "mixup250": (250, 0.2), "mixup350": (350, 0.2), "finetune10": (10, 0.0)}
+    for name, (epochs, mixup) in expected.items():
+        config = configs[name]
+        assert (config.weight_decay, config.momentum) == (2.0**-15, 0.875), name
+        assert (config.label_smoothing, config.loss_scaling) == (0.1, 128), name
+        assert (config.epochs, config.mixup) == (epochs, mixup), name
+        assert config.lr_scheduler.type == "EpochCosineLearningRateScheduler"
+        warmup = 0 if name == "finetune10" else 16
+        assert config.lr_scheduler.args == EpochCosineSchedule(0.256 / 256, epochs, warmup)
+        assert config.lr_scheduler.per_iteration is False
+
+
+def test_each_recipe_starts_with_a_comment_header():
+    for name in RECIPES:
+        assert (CFG / f"{name}.yaml").read_text().startswith("# "), name
+
+
+def test_exponent_without_dot_is_a_float(tmp_path):
+    config = load_config(write(tmp_path, COSINE.replace("3.0517578125e-05", "1e-4")))
+    assert config.weight_decay == 1e-4
+    config = load_config(write(tmp_path, COSINE.replace("base_lr: 0.001", "base_lr: 1E-3")))
+    assert config.lr_scheduler.args.base_lr == 1e-3
+
+
+def test_epochs_override_fills_the_cosine_epochs(tmp_path):
+    config = load_config(write(tmp_path, COSINE), epochs_override=5)
+    assert config.epochs == 5
+    assert config.lr_scheduler.args.epochs == 5
+    assert load_config(write(tmp_path, COSINE)).lr_scheduler.args.epochs == 90
+    explicit = COSINE.replace("    epochs:\n", "    epochs: 80\n")
+    assert load_config(write(tmp_path, explicit), 5).lr_scheduler.args.epochs == 80
+
+
+def test_empty_top_level_epochs_needs_the_override(tmp_path):
+    path = write(tmp_path, COSINE.replace("epochs: 90", "epochs:"))
+    assert load_config(path, epochs_override=3).epochs == 3
+    with pytest.raises(ConfigError, match="'epochs'"):
+        load_config(path)
+
+
+def test_short_type_names_and_defaults_of_the_official_arguments(tmp_path):
+    text = COSINE.replace("EpochCosineLearningRateScheduler", "EpochCosine")
+    config = load_config(write(tmp_path, text.replace("    warmup_epochs: 16\n", "")))
+    assert config.lr_scheduler.args == EpochCosineSchedule(0.001, 90, 5)
+    assert config.lr_scheduler.type == "EpochCosineLearningRateScheduler"
+    step = COSINE.split("lr_scheduler:")[0] + (
+        "lr_scheduler:\n  type: EpochStep\n  args:\n    base_lr: 0.1\n"
+    )
+    config = load_config(write(tmp_path, step))
+    assert config.lr_scheduler.args == EpochStepSchedule(0.1, (30, 60, 80), 0.1, 5, False)
+
+
+def test_per_iteration_key(tmp_path):
+    config = load_config(write(tmp_path, COSINE + "  per_iteration: true\n"))
+    assert config.lr_scheduler.per_iteration is True
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_save_then_load_gives_an_equal_config(tmp_path, name):
+    config = load_config(CFG / f"{name}.yaml", epochs_override=7)
+    target = tmp_path / "monitor" / "cfg" / f"{name}.yaml"
+    save_config(config, target)
+    again = load_config(target)
+    assert again == config
+    assert os.listdir(target.parent) == [target.name]  # no temporary file left behind
+
+
+def test_save_fills_the_cosine_epochs(tmp_path):
+    target = tmp_path / "saved.yaml"
+    save_config(load_config(CFG / "cos90.yaml"), target)
+    assert "    epochs: 90\n" in target.read_text()
+
+
+def test_save_replaces_an_existing_file(tmp_path):
+    target = write(tmp_path, "old contents")
+    config = load_config(CFG / "mixup250.yaml", epochs_override=1)
+    save_config(config, target)
+    assert load_config(target) == config
+
+
+def test_config_is_frozen():
+    config = load_config(CFG / "cos90.yaml")
+    with pytest.raises(AttributeError):
+        config.epochs = 3  # type: ignore[misc]
+    assert isinstance(config, TrainConfig)
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("momentum: 0.875", "momentun: 0.875", r"unknown key 'momentun'.*did you mean 'momentum'"),
+        ("    warmup_epochs: 16", "    warmup_epoch: 16", r"unknown key 'warmup_epoch' in 'lr_"),
+        ("  args:", "  arguments:", r"unknown key 'arguments' in 'lr_scheduler'"),
+        ("    warmup_epochs: 16", "    decay_at: [3]", r"unknown key 'decay_at'.*valid keys"),
+        ("momentum: 0.875", "momentum: fast", r"'momentum' must be a number, got str 'fast'"),
+        ("momentum: 0.875", "momentum: 1.5", r"'momentum' must be in \[0, 1\)"),
+        ("epochs: 90", "epochs: 90.5", r"'epochs' must be an integer"),
+        ("epochs: 90", "epochs: true", r"'epochs' must be an integer"),
+        ("loss_scaling: 128", "loss_scaling: .inf", r"'loss_scaling' must be finite"),
+        ("mixup: 0\n", "", r"missing or empty required key 'mixup'"),
+        ("    base_lr: 0.001\n", "", r"missing or empty required key 'lr_scheduler.args.base_lr'"),
+        ("    base_lr: 0.001", "    base_lr: [1]", r"'lr_scheduler.args.base_lr' must be a num"),
+        ("EpochCosineLearningRateScheduler", "Cosine", r"unknown lr_scheduler type 'Cosine'"),
+        ("EpochCosineLearningRateScheduler", "[a]", r"unknown lr_scheduler type \['a'\]"),
+        ("  args:\n    base_lr: 0.001\n    warmup_epochs: 16\n    epochs:\n", "  args: 3\n",
+         r"'lr_scheduler.args' must be a mapping"),
+    ],
+)
+def test_mistakes_are_one_line_errors_naming_the_file(tmp_path, old, new, message):
+    assert old in COSINE
+    path = write(tmp_path, COSINE.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert text.startswith(str(path) + ": ")
+    assert "\n" not in text
+
+
+def test_unknown_key_lists_the_valid_keys(tmp_path):
+    path = write(tmp_path, COSINE + "batch_size: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "unknown key 'batch_size' in the top level" in str(caught.value)
+    for key in ("weight_decay", "momentum", "epochs", "label_smoothing", "loss_scaling",
+                "mixup", "lr_scheduler"):
+        assert key in str(caught.value)
+
+
+def test_decay_at_must_be_integers(tmp_path):
+    step = COSINE.split("lr_scheduler:")[0] + (
+        "lr_scheduler:\n  type: EpochStep\n  args:\n    base_lr: 0.1\n    decay_at: [30, x]\n"
+    )
+    with pytest.raises(ConfigError, match=r"'lr_scheduler.args.decay_at\[1\]' must be an int"):
+        load_config(write(tmp_path, step))
+
+
+def test_per_iteration_must_be_a_boolean(tmp_path):
+    with pytest.raises(ConfigError, match="'lr_scheduler.per_iteration' must be true or false"):
+        load_config(write(tmp_path, COSINE + "  per_iteration: sometimes\n"))
+
+
+def test_bad_epochs_override(tmp_path):
+    with pytest.raises(ConfigError, match="'--epochs' must be >= 1"):
+        load_config(write(tmp_path, COSINE), epochs_override=0)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("momentum: [0.9\n", r"malformed YAML at line 2, column 1"),
+        ("a: 1\n b: 2\n", r"malformed YAML at line 2"),
+        ("", r"the config is empty"),
+        ("- 1\n- 2\n", r"the config must be a mapping"),
+    ],
+)
+def test_unusable_files(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(str(path))
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nothere.yaml: config file not found"):
+        load_config(tmp_path / "nothere.yaml")
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path)

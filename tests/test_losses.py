@@ -1,0 +1,149 @@
+"""Losses, error counts and mixup as nnabla graphs, against numpy computed by hand."""
+import nnabla as nn
+import numpy as np
+import pytest
+
+from utils.losses import (
+    MIXUP_SEED,
+    Mixup,
+    classification_loss,
+    smoothed_cross_entropy,
+    top_n_error_count,
+)
+
+LOGITS = np.array([[1.0, 2.0, 3.0], [1.0, 0.0, -1.0], [0.5, 0.5, 2.0], [0.0, 3.0, 1.0]])
+LABELS = np.array([[2], [1], [0], [1]])
+
+
+def variable(array):
+    return nn.Variable.from_numpy_array(np.asarray(array, dtype=np.float32))
+
+
+def evaluate(var):
+    var.forward()
+    return var.d.copy()
+
+
+def log_softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def expected_loss(logits, targets, eps):
+    """(1 - eps) * CE - eps * mean_c(log_softmax), targets as (B, K) probabilities."""
+    logp = log_softmax(logits)
+    ce = -(targets * logp).sum(axis=1, keepdims=True)
+    return (1 - eps) * ce - eps * logp.mean(axis=1, keepdims=True)
+
+
+def one_hot(labels, classes=3):
+    return np.eye(classes)[labels[:, 0]]
+
+
+def test_plain_cross_entropy_when_smoothing_is_zero():
+    logp = log_softmax(LOGITS)
+    plain = -logp[np.arange(4), LABELS[:, 0]][:, None]  # e.g. row 0: log(e+e^2+e^3) - 3
+    assert plain[0, 0] == pytest.approx(np.log(np.e + np.e**2 + np.e**3) - 3)
+    got = evaluate(smoothed_cross_entropy(variable(LOGITS), variable(LABELS), 0.0))
+    np.testing.assert_allclose(got, plain, rtol=1e-5)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_label_smoothing_for_hard_and_soft_labels(eps):
+    expected = expected_loss(LOGITS, one_hot(LABELS), eps)
+    hard = evaluate(smoothed_cross_entropy(variable(LOGITS), variable(LABELS), eps))
+    soft = evaluate(smoothed_cross_entropy(variable(LOGITS), variable(one_hot(LABELS)), eps))
+    np.testing.assert_allclose(hard, expected, rtol=1e-5)
+    np.testing.assert_allclose(soft, expected, rtol=1e-5)
+
+
+def test_soft_labels_with_mixed_targets():
+    targets = np.array([[0.2, 0.0, 0.8], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.1, 0.6, 0.3]])
+    got = evaluate(smoothed_cross_entropy(variable(LOGITS), variable(targets), 0.1))
+    np.testing.assert_allclose(got, expected_loss(LOGITS, targets, 0.1), rtol=1e-5)
+
+
+def test_batch_mean_and_weighted_mean():
+    per_example = expected_loss(LOGITS, one_hot(LABELS), 0.1)
+    loss = evaluate(classification_loss(variable(LOGITS), variable(LABELS), 0.1))
+    assert loss == pytest.approx(per_example.mean(), rel=1e-5)
+    weights = np.array([[1.0], [0.0], [1.0], [0.0]])
+    weighted = classification_loss(variable(LOGITS), variable(LABELS), 0.1, variable(weights))
+    assert evaluate(weighted) == pytest.approx(per_example[[0, 2]].mean(), rel=1e-5)
+    zero = classification_loss(variable(LOGITS), variable(LABELS), 0.1, variable(0 * weights))
+    assert evaluate(zero) == 0.0
+
+
+def test_zero_weight_samples_get_no_gradient():
+    pred = variable(LOGITS)
+    pred.need_grad = True
+    weights = variable([[1.0], [0.0], [1.0], [0.0]])
+    loss = classification_loss(pred, variable(LABELS), 0.1, weights)
+    loss.forward()
+    pred.grad.zero()
+    loss.backward()
+    np.testing.assert_array_equal(pred.g[[1, 3]], 0)
+    assert np.abs(pred.g[[0, 2]]).sum() > 0
+
+
+def test_error_counts():
+    # Predicted classes 2, 0, 2, 1 vs labels 2, 1, 0, 1: samples 1 and 2 are top-1 errors.
+    assert evaluate(top_n_error_count(variable(LOGITS), variable(LABELS))) == 2
+    # Top-2: sample 1 (class 1 is second) is right; sample 2's class 0 ties class 1 for second
+    # place, and nnabla counts a tie against the label: wrong.
+    assert evaluate(top_n_error_count(variable(LOGITS), variable(LABELS), n=2)) == 1
+    weights = variable([[1.0], [1.0], [0.0], [1.0]])
+    assert evaluate(top_n_error_count(variable(LOGITS), variable(LABELS), 1, weights)) == 1
+
+
+def test_shapes_are_checked():
+    with pytest.raises(ValueError, match="do not match"):
+        smoothed_cross_entropy(variable(LOGITS), variable(np.zeros((4, 2))))
+
+
+@pytest.mark.parametrize("shape", [(4, 2, 3, 3), (4, 3, 3, 2)])
+def test_mixup_pairs_sample_i_with_b_minus_1_minus_i(shape):
+    x = np.random.RandomState(0).randn(*shape)
+    mixup = Mixup(alpha=0.2, batch_size=4, num_classes=3, seed=MIXUP_SEED + 1)
+    mixed_x = mixup.mix_inputs(variable(x))
+    mixed_t = mixup.mix_labels(variable(LABELS))
+    lam = mixup.resample()
+    expected_lam = np.random.RandomState(MIXUP_SEED + 1).beta(0.2, 0.2, size=(4, 1, 1, 1))
+    np.testing.assert_allclose(lam, expected_lam, rtol=1e-6)
+    assert len(set(lam.ravel())) == 4  # one draw per sample, pairs not symmetric
+
+    np.testing.assert_allclose(
+        evaluate(mixed_x), lam * x + (1 - lam) * x[::-1], rtol=1e-5, atol=1e-6
+    )
+    lam2 = lam.reshape(4, 1)
+    targets = one_hot(LABELS)
+    expected_targets = lam2 * targets + (1 - lam2) * targets[::-1]
+    np.testing.assert_allclose(evaluate(mixed_t), expected_targets, rtol=1e-5, atol=1e-7)
+    # e.g. sample 0 (class 2) mixes with sample 3 (class 1).
+    assert evaluate(mixed_t)[0] == pytest.approx([0, 1 - lam2[0, 0], lam2[0, 0]], abs=1e-6)
+
+
+def test_mixup_loss_uses_mixed_targets_and_error_the_original_labels():
+    mixup = Mixup(alpha=0.2, batch_size=4, num_classes=3)
+    label = variable(LABELS)
+    loss = classification_loss(variable(LOGITS), mixup.mix_labels(label), 0.1)
+    error = top_n_error_count(variable(LOGITS), label)
+    lam = mixup.resample().reshape(4, 1)
+    targets = lam * one_hot(LABELS) + (1 - lam) * one_hot(LABELS)[::-1]
+    assert evaluate(loss) == pytest.approx(expected_loss(LOGITS, targets, 0.1).mean(), rel=1e-5)
+    assert evaluate(error) == 2
+
+
+def test_mixup_draws_new_ratios_each_iteration():
+    mixup = Mixup(alpha=0.2, batch_size=2, num_classes=3)
+    first = mixup.resample().copy()
+    assert not np.array_equal(first, mixup.resample())
+
+
+def test_mixup_needs_an_even_batch_and_a_positive_alpha():
+    with pytest.raises(ValueError, match="even batch size, got 3"):
+        Mixup(alpha=0.2, batch_size=3, num_classes=10)
+    with pytest.raises(ValueError, match="alpha"):
+        Mixup(alpha=0.0, batch_size=4, num_classes=10)
+    with pytest.raises(ValueError, match="batch 4"):
+        Mixup(alpha=0.2, batch_size=4, num_classes=3).mix_inputs(variable(np.zeros((2, 3))))

@@ -1,0 +1,1 @@
+"""Machinery shared by the scripts: config, data, training maths, state, runtime."""

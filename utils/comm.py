@@ -1,0 +1,148 @@
+"""The communicator for data-parallel training: one small interface, three back ends.
+
+- single process: nothing to exchange;
+- MPI on CPU (mpi4py): NNabla has no CPU communicator, and ranks are the only way to use
+  more than one core since NNabla's CPU backend is single-threaded;
+- NCCL on GPUs, through NNabla's `MultiProcessDataParallelCommunicator`.
+
+Gradients are averaged over ranks, so each rank's loss is a mean over its own batch and the
+update equals one over the global batch. MPI is used only when the process was started by
+an MPI launcher, so a plain `python train.py` never needs an MPI runtime.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Dict, List, Sequence
+
+import nnabla as nn
+import numpy as np
+
+# Environment variables that MPI launchers set in every rank (Open MPI, MPICH/Hydra, PMIx,
+# Slurm's PMI).
+_LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+def launched_by_mpi() -> bool:
+    return any(int(os.environ.get(v, "1") or "1") > 1 for v in _LAUNCHER_SIZE_VARS)
+
+
+class Communicator:
+    """A single process: the base of the multi-process communicators."""
+
+    rank = 0
+    size = 1
+    local_rank = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:
+        """Average the gradients of `params` over ranks, in place."""
+
+    def all_reduce_mean(self, values: Sequence[float]) -> List[float]:
+        return [float(v) for v in values]
+
+    def all_reduce_sum(self, values: Sequence[float]) -> List[float]:
+        return [float(v) for v in values]
+
+    def broadcast_parameters(self, params: Dict[str, nn.Variable]) -> None:
+        """Give every rank rank 0's parameter values (start and resume)."""
+
+    def broadcast_object(self, obj):
+        return obj
+
+    def barrier(self) -> None:
+        pass
+
+    def abort(self, code: int = 1) -> None:
+        """Stop every rank: a failing rank must not leave the others waiting in a collective."""
+        sys.exit(code)
+
+
+class MpiCommunicator(Communicator):
+    """Data parallelism over MPI with numpy buffers (CPU)."""
+
+    def __init__(self):
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self._comm = MPI.COMM_WORLD
+        self.rank = self._comm.Get_rank()
+        self.size = self._comm.Get_size()
+        local = self._comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_rank = local.Get_rank()
+        local.Free()
+        self._buffer = np.empty(0, np.float32)
+
+    def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:
+        # One packed buffer: one collective per step instead of one per tensor.
+        sizes = [p.size for p in params]
+        total = sum(sizes)
+        if self._buffer.size != total:
+            self._buffer = np.empty(total, np.float32)
+        offset = 0
+        for p, n in zip(params, sizes):
+            self._buffer[offset : offset + n] = p.g.ravel()
+            offset += n
+        self._comm.Allreduce(self._mpi.IN_PLACE, self._buffer, op=self._mpi.SUM)
+        self._buffer /= self.size
+        offset = 0
+        for p, n in zip(params, sizes):
+            p.g = self._buffer[offset : offset + n].reshape(p.shape)
+            offset += n
+
+    def all_reduce_sum(self, values: Sequence[float]) -> List[float]:
+        buf = np.asarray(values, np.float64)
+        self._comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
+        return buf.tolist()
+
+    def all_reduce_mean(self, values: Sequence[float]) -> List[float]:
+        return [v / self.size for v in self.all_reduce_sum(values)]
+
+    def broadcast_parameters(self, params: Dict[str, nn.Variable]) -> None:
+        for v in params.values():
+            data = np.ascontiguousarray(v.d, dtype=np.float32)
+            self._comm.Bcast(data, root=0)
+            v.d = data
+
+    def broadcast_object(self, obj):
+        return self._comm.bcast(obj, root=0)
+
+    def barrier(self) -> None:
+        self._comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._comm.Abort(code)
+
+
+class NcclCommunicator(MpiCommunicator):
+    """GPUs: gradients through NNabla's NCCL communicator, small values through MPI.
+
+    Cannot run on a machine without GPUs; kept to NNabla's documented API.
+    """
+
+    def __init__(self, ctx):
+        super().__init__()
+        import nnabla.communicators as C
+
+        self._nccl = C.MultiProcessDataParallelCommunicator(ctx)
+        self._nccl.init()
+
+    def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:
+        self._nccl.all_reduce([p.grad for p in params], division=True, inplace=False)
+
+    def broadcast_parameters(self, params: Dict[str, nn.Variable]) -> None:
+        self._nccl.bcast([v.data for v in params.values()], src=0, inplace=False)
+
+
+def create_communicator(backend: str = "cpu", ctx=None) -> Communicator:
+    """The communicator for this process: MPI-based when under an MPI launcher."""
+    if not launched_by_mpi():
+        return Communicator()
+    if backend == "cpu":
+        return MpiCommunicator()
+    return NcclCommunicator(ctx)

@@ -1,0 +1,42 @@
+"""Choose NNabla's compute context: cuDNN when the CUDA extension and a GPU exist, else CPU."""
+from __future__ import annotations
+
+from nnabla.ext_utils import get_extension_context
+
+CONTEXTS = ("auto", "cpu", "cuda", "cudnn")
+TYPE_CONFIGS = ("float", "half")
+
+
+def gpu_available() -> bool:
+    try:
+        import nnabla_ext.cuda as cuda
+    except ImportError:
+        return False
+    try:
+        return cuda.get_device_count() > 0
+    except Exception:  # the extension is installed but no driver or device is usable
+        return False
+
+
+def select_context(context: str = "auto", device_id: int = 0, type_config: str = "float"):
+    """Return (NNabla context, backend name, a sentence saying why it was chosen)."""
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown context '{context}'; choose from {', '.join(CONTEXTS)}")
+    if type_config not in TYPE_CONFIGS:
+        raise ValueError(f"unknown type config '{type_config}'; choose float or half")
+    if context == "auto":
+        if gpu_available():
+            context, why = "cudnn", "auto: CUDA extension and a GPU found"
+        else:
+            context, why = "cpu", "auto: no usable GPU (CUDA extension or device missing)"
+    else:
+        why = "as requested"
+    ctx = get_extension_context(context, device_id=str(device_id), type_config=type_config)
+    return ctx, context, f"context {context} ({type_config}, device {device_id}): {why}"
+
+
+def float_context(ctx):
+    """The same backend computing in float32: losses and metrics stay exact under -t half."""
+    return get_extension_context(
+        ctx.backend[0].split(":")[0], device_id=ctx.device_id, type_config="float"
+    )

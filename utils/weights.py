@@ -1,0 +1,233 @@
+"""NNabla weight files (.h5): read and write with checks, detect and convert the layout.
+
+One implementation for every script: infer.py and validation.py load published files into
+whatever layout this machine can run, the converter rewrites files, fine-tuning loads all but
+the classifier. Files are read with h5py (not `nn.load_parameters`) so that a file that does
+not fit the network is reported by name before anything is changed.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, Iterable, Mapping, Optional, Tuple
+
+import h5py
+import nnabla as nn
+import numpy as np
+
+
+class WeightFileError(ValueError):
+    """A weight file that cannot be used: unreadable, or not made for this network."""
+
+
+@dataclass
+class Parameter:
+    data: np.ndarray
+    need_grad: bool
+
+
+ParameterDict = "OrderedDict[str, Parameter]"
+
+# NCHW -> NHWC and back, for every 4-D tensor (convolution kernels, batch-norm statistics and
+# the 1x1-convolution classifier of the ResNet family). 1-D biases and 2-D affine weights
+# have no layout.
+TO_CHANNEL_LAST = (0, 2, 3, 1)
+TO_CHANNEL_FIRST = (0, 3, 1, 2)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Memory layout of a parameter set and the input channels of its first convolution."""
+
+    channel_last: bool
+    channels: int
+
+    def __str__(self) -> str:
+        return f"{'NHWC' if self.channel_last else 'NCHW'}, {self.channels} input channels"
+
+
+def read_parameters(path: str) -> ParameterDict:
+    """Read an NNabla parameter file in its saved order."""
+    if not os.path.isfile(path):
+        raise WeightFileError(f"{path}: no such weight file")
+    records = []
+    try:
+        with h5py.File(path, "r") as f:
+
+            def collect(name: str, obj) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    index = obj.attrs.get("index")
+                    if index is None:
+                        raise WeightFileError(
+                            f"{path}: dataset '{name}' has no 'index' attribute, "
+                            "so this is not an NNabla parameter file"
+                        )
+                    records.append(
+                        (int(index), name, obj[()], bool(obj.attrs.get("need_grad", True)))
+                    )
+
+            f.visititems(collect)
+    except WeightFileError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise WeightFileError(
+            f"{path}: not a readable NNabla parameter file (truncated or not HDF5: {e})"
+        ) from None
+    if not records:
+        raise WeightFileError(f"{path}: the file holds no parameters")
+    records.sort(key=lambda r: r[0])
+    return OrderedDict(
+        (name, Parameter(np.asarray(data, dtype=np.float32), need_grad))
+        for _, name, data, need_grad in records
+    )
+
+
+def write_parameters(path: str, params: ParameterDict) -> None:
+    """Write `params` in NNabla's .h5 format, atomically: a crash leaves the old file or none."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for index, (name, p) in enumerate(params.items()):
+                ds = f.create_dataset(name, data=np.asarray(p.data, dtype=np.float32))
+                ds.attrs["index"] = index
+                ds.attrs["need_grad"] = p.need_grad
+            f.flush()
+            os.fsync(f.id.get_vfd_handle())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def network_parameters() -> ParameterDict:
+    """The parameters of the networks built so far, as a ParameterDict (copies of the data)."""
+    return OrderedDict(
+        (name, Parameter(v.d.copy(), v.need_grad))
+        for name, v in nn.get_parameters(grad_only=False).items()
+    )
+
+
+def first_convolution(shapes: Mapping[str, Tuple[int, ...]]) -> str:
+    """Name of the first 4-D weight: the stem convolution (whatever its scope is called)."""
+    for name, shape in shapes.items():
+        if len(shape) == 4 and name.endswith("/W"):
+            return name
+    raise WeightFileError("no convolution weight found")
+
+
+def layout_of(shapes: Mapping[str, Tuple[int, ...]]) -> Layout:
+    """Deduce NCHW/NHWC from the batch-norm tensors, channels from the first convolution.
+
+    Batch-norm tensors are (1, C, 1, 1) in NCHW and (1, 1, 1, C) in NHWC, which tells the
+    layouts apart even for a 3-channel NHWC file (which the official example takes for NCHW).
+    """
+    for shape in shapes.values():
+        if len(shape) == 4 and shape[0] == 1 and shape[2] == 1 and shape[1] != shape[3]:
+            channel_last = shape[1] == 1
+            w = shapes[first_convolution(shapes)]
+            return Layout(channel_last, int(w[3] if channel_last else w[1]))
+    raise WeightFileError("no batch-normalisation parameter found to tell the layout")
+
+
+def shapes_of(params: ParameterDict) -> OrderedDict[str, Tuple[int, ...]]:
+    return OrderedDict((k, tuple(p.data.shape)) for k, p in params.items())
+
+
+def convert_layout(params: ParameterDict, channel_last: bool) -> ParameterDict:
+    """Transpose every 4-D tensor to the other layout (the caller knows the current one)."""
+    axes = TO_CHANNEL_LAST if channel_last else TO_CHANNEL_FIRST
+    return OrderedDict(
+        (
+            name,
+            Parameter(
+                np.ascontiguousarray(p.data.transpose(axes)) if p.data.ndim == 4 else p.data,
+                p.need_grad,
+            ),
+        )
+        for name, p in params.items()
+    )
+
+
+def set_input_channels(params: ParameterDict, channels: int, channel_last: bool) -> ParameterDict:
+    """Give the first convolution `channels` inputs: drop extra ones or add zero-fed ones.
+
+    The 4th input channel of mixed-precision files only ever sees zeros, so dropping it or
+    adding a zero one leaves the network's outputs unchanged.
+    """
+    name = first_convolution(shapes_of(params))
+    w = params[name].data
+    axis = 3 if channel_last else 1
+    have = w.shape[axis]
+    if have > channels:
+        w = np.take(w, range(channels), axis=axis)
+    elif have < channels:
+        pad = [(0, 0)] * 4
+        pad[axis] = (0, channels - have)
+        w = np.pad(w, pad)
+    out = OrderedDict(params)
+    out[name] = Parameter(np.ascontiguousarray(w), params[name].need_grad)
+    return out
+
+
+def adapt(params: ParameterDict, target: Layout) -> Tuple[ParameterDict, Optional[str]]:
+    """Convert `params` to the target layout and channels; say what was done (None: nothing)."""
+    source = layout_of(shapes_of(params))
+    if source == target:
+        return params, None
+    if source.channel_last != target.channel_last:
+        params = convert_layout(params, target.channel_last)
+    if source.channels != target.channels:
+        params = set_input_channels(params, target.channels, target.channel_last)
+    return params, f"converted from {source} to {target}"
+
+
+def first_mismatch(
+    file_params: ParameterDict, expected: Dict[str, Tuple[int, ...]]
+) -> Optional[str]:
+    """Describe the first parameter that differs between a file and a network, or None."""
+    for name, shape in expected.items():
+        if name not in file_params:
+            return f"parameter '{name}' {tuple(shape)} is missing from the file"
+        got = file_params[name].data.shape
+        if tuple(got) != tuple(shape):
+            return (
+                f"parameter '{name}' has shape {tuple(got)} in the file, "
+                f"the network needs {tuple(shape)}"
+            )
+    for name in file_params:
+        if name not in expected:
+            return f"the file has unexpected parameter '{name}'"
+    return None
+
+
+def load_into_network(path: str, arch: str, skip_prefixes: Iterable[str] = ()) -> Optional[str]:
+    """Load a weight file into the parameters of the network already built for `arch`.
+
+    The file is converted in memory to the network's layout and input channels when they
+    differ (the returned note says so). Parameters under `skip_prefixes` (a classifier being
+    replaced) are neither required nor loaded. Nothing is changed if the file does not fit.
+    """
+    skip = tuple(p.rstrip("/") + "/" for p in skip_prefixes)
+    net = OrderedDict(
+        (k, v) for k, v in nn.get_parameters(grad_only=False).items() if not k.startswith(skip)
+    )
+    if not net:
+        raise WeightFileError(f"{path}: build the network before loading weights into it")
+    net_shapes = OrderedDict((k, tuple(v.shape)) for k, v in net.items())
+    params = read_parameters(path)
+    try:
+        params, note = adapt(params, layout_of(net_shapes))
+    except WeightFileError as e:
+        raise WeightFileError(f"{path}: does not fit {arch}: {e}") from None
+    params = OrderedDict((k, p) for k, p in params.items() if not k.startswith(skip))
+    problem = first_mismatch(params, net_shapes)
+    if problem is not None:
+        raise WeightFileError(f"{path}: does not fit {arch}: {problem}")
+    for name, var in net.items():
+        var.d = params[name].data
+    return note
