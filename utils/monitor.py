@@ -1,0 +1,87 @@
+"""Monitor files in NNabla's formats, so `nnabla_cli plot_series` and our plots read them.
+
+`<Name>.series.txt` holds one `<index> <value>` line per epoch and `<Name>.timer.txt` one
+`<index> <seconds per iteration> <iterations> <total seconds>` line. Lines are appended and
+flushed as they come; a resumed run first drops the lines after the epoch it resumes from,
+so an interrupted and resumed run leaves the same series as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Tuple
+
+from .file_list import atomic_write_text
+
+
+def series_path(directory: str, name: str) -> str:
+    return os.path.join(directory, f"{name}.series.txt")
+
+
+def timer_path(directory: str, name: str) -> str:
+    return os.path.join(directory, f"{name}.timer.txt")
+
+
+def read_series(path: str) -> List[Tuple[int, float]]:
+    """(index, value) pairs of a series or timer file; a torn last line is ignored."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if not line.endswith("\n") or len(parts) < 2:
+                break
+            rows.append((int(parts[0]), float(parts[1])))
+    return rows
+
+
+def truncate_series(path: str, last_index: int) -> None:
+    """Keep only the whole lines with index <= last_index (used when resuming)."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if not line.endswith("\n") or not parts:
+                break
+            if int(parts[0]) <= last_index:
+                kept.append(line)
+    atomic_write_text(path, "".join(kept))
+
+
+class MonitorFile:
+    """Appends lines to one monitor file; does nothing on ranks other than 0."""
+
+    def __init__(self, path: str, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+
+    def _append(self, line: str) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_after(self, last_index: int) -> None:
+        if self.enabled:
+            truncate_series(self.path, last_index)
+
+
+class MonitorSeries(MonitorFile):
+    def __init__(self, directory: str, name: str, enabled: bool = True):
+        super().__init__(series_path(directory, name), enabled)
+
+    def add(self, index: int, value: float) -> None:
+        self._append(f"{index} {value:.6g}")
+
+
+class MonitorTimer(MonitorFile):
+    def __init__(self, directory: str, name: str, enabled: bool = True):
+        super().__init__(timer_path(directory, name), enabled)
+
+    def add(self, index: int, seconds: float, iterations: int) -> None:
+        """One epoch: `seconds` spent over `iterations` iterations."""
+        self._append(f"{index} {seconds / max(iterations, 1):.6g} {iterations} {seconds:.6g}")
