@@ -5,17 +5,21 @@
 #   bash scripts/setup.sh           runtime requirements
 #   bash scripts/setup.sh --dev     plus pytest and ruff
 #   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension
+#   bash scripts/setup.sh --export  plus ONNX export and onnxruntime (export.py)
 # PYTHON=/path/to/python3.x overrides the interpreter search.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 req_files=("$root/requirements.txt")
+# Complete pinned closures installed with --no-deps (see requirements-export.txt for why).
+no_deps_files=()
 for arg in "$@"; do
   case "$arg" in
     --dev) req_files+=("$root/requirements-dev.txt") ;;
     --gpu) req_files+=("$root/requirements-gpu.txt") ;;
-    *) echo "setup: unknown option '$arg' (use --dev and/or --gpu)" >&2; exit 2 ;;
+    --export) no_deps_files+=("$root/requirements-export.txt") ;;
+    *) echo "setup: unknown option '$arg' (use --dev, --gpu and/or --export)" >&2; exit 2 ;;
   esac
 done
 
@@ -70,11 +74,14 @@ else
 fi
 
 stamp="$venv/.requirements.sha256"
-wanted="$(cat "${req_files[@]}" | sha256sum | cut -d' ' -f1)"
+wanted="$(cat "${req_files[@]}" "${no_deps_files[@]}" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
-  echo "setup: installing $(basename -a "${req_files[@]}" | tr '\n' ' ')"
+  echo "setup: installing $(basename -a "${req_files[@]}" "${no_deps_files[@]}" | tr '\n' ' ')"
   args=()
   for f in "${req_files[@]}"; do args+=(-r "$f"); done
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"
+  for f in "${no_deps_files[@]}"; do
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$f"
+  done
   echo "$wanted" > "$stamp"
 fi

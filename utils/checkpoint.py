@@ -15,12 +15,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from .atomic import atomic_path
 
 PARAM_PREFIX = "param/"
 SOLVER_PREFIX = "solver/"
@@ -81,29 +82,11 @@ def save_checkpoint(
     record = dict(meta, epoch=epoch, iteration=iteration, sha256=_digest(arrays))
     arrays[_META_KEY] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
     path = os.path.join(directory, checkpoint_name(epoch, iteration))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(directory)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, **arrays)
     for old in list_checkpoints(directory)[keep:]:
         os.remove(old)
     return path
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(directory: str) -> List[str]:

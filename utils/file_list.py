@@ -13,12 +13,13 @@ import io
 import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .atomic import atomic_write_text
 
 # Extensions DALI's image decoder reads; anything else in a data folder is skipped and counted.
 IMAGE_EXTENSIONS = frozenset(
@@ -131,21 +132,6 @@ def _check_listed_files_exist(files: FileList) -> None:
 
 
 # --------------------------------------------------------------------------- writing files
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write through a temporary file and a rename, so a crash never leaves half a list."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def format_file_list(paths: Sequence[str], labels: Iterable[int]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import List, Tuple
 
-from .file_list import atomic_write_text
+from .atomic import atomic_write_text
 
 
 def series_path(directory: str, name: str) -> str:

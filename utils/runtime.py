@@ -53,10 +53,23 @@ class Runtime:
 
 
 def setup_runtime(args: argparse.Namespace) -> Runtime:
-    """Choose the context (one GPU per local rank) and the communicator; log the choice."""
+    """Choose the context (one GPU per local rank) and the communicator; log the choice.
+
+    On the CPU `-t half` becomes float (in `args` too): NNabla's CPU half precision is
+    ~200x slower. A GPU context without NNabla's CUDA extension is a one-line user error.
+    """
     global _active_comm
     device_id = int(args.device_id) + local_rank_from_env()
-    ctx, backend, why = select_context(args.context, device_id, args.type_config)
+    try:
+        ctx, backend, why = select_context(args.context, device_id, args.type_config)
+    except ImportError as e:
+        raise ValueError(f"-c {args.context} needs NNabla's CUDA extension "
+                         f"(requirements-gpu.txt), not installed here ({e}); use -c auto "
+                         "or cpu") from None
+    if backend == "cpu" and args.type_config == "half":
+        args.type_config = "float"
+        ctx, backend, why = select_context(args.context, device_id, "float")
+        why += "; -t half runs in float on the CPU (NNabla's CPU half is ~200x slower)"
     nn.set_default_context(ctx)
     comm = create_communicator(backend, ctx)
     _active_comm = comm

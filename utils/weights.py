@@ -8,7 +8,6 @@ not fit the network is reported by name before anything is changed.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Iterable, Mapping, Optional, Tuple
@@ -16,6 +15,8 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple
 import h5py
 import nnabla as nn
 import numpy as np
+
+from .atomic import atomic_path
 
 
 class WeightFileError(ValueError):
@@ -86,22 +87,11 @@ def read_parameters(path: str) -> ParameterDict:
 
 def write_parameters(path: str, params: ParameterDict) -> None:
     """Write `params` in NNabla's .h5 format, atomically: a crash leaves the old file or none."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=directory)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for index, (name, p) in enumerate(params.items()):
-                ds = f.create_dataset(name, data=np.asarray(p.data, dtype=np.float32))
-                ds.attrs["index"] = index
-                ds.attrs["need_grad"] = p.need_grad
-            f.flush()
-            os.fsync(f.id.get_vfd_handle())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+        for index, (name, p) in enumerate(params.items()):
+            ds = f.create_dataset(name, data=np.asarray(p.data, dtype=np.float32))
+            ds.attrs["index"] = index
+            ds.attrs["need_grad"] = p.need_grad
 
 
 def network_parameters() -> ParameterDict:
@@ -205,12 +195,15 @@ def first_mismatch(
     return None
 
 
-def load_into_network(path: str, arch: str, skip_prefixes: Iterable[str] = ()) -> Optional[str]:
+def load_into_network(
+    path: str, arch: str, skip_prefixes: Iterable[str] = (), params: Optional[ParameterDict] = None
+) -> Optional[str]:
     """Load a weight file into the parameters of the network already built for `arch`.
 
     The file is converted in memory to the network's layout and input channels when they
     differ (the returned note says so). Parameters under `skip_prefixes` (a classifier being
     replaced) are neither required nor loaded. Nothing is changed if the file does not fit.
+    `params`: the file's contents when the caller has already read them (read once).
     """
     skip = tuple(p.rstrip("/") + "/" for p in skip_prefixes)
     net = OrderedDict(
@@ -219,7 +212,7 @@ def load_into_network(path: str, arch: str, skip_prefixes: Iterable[str] = ()) -
     if not net:
         raise WeightFileError(f"{path}: build the network before loading weights into it")
     net_shapes = OrderedDict((k, tuple(v.shape)) for k, v in net.items())
-    params = read_parameters(path)
+    params = read_parameters(path) if params is None else params
     try:
         params, note = adapt(params, layout_of(net_shapes))
     except WeightFileError as e:

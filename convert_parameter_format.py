@@ -1,0 +1,90 @@
+"""Convert a weight file between NCHW and NHWC, and between 3 and 4 input channels.
+
+Works for every architecture: every 4-D tensor (convolution kernels, including grouped and
+depthwise ones, batch-norm parameters and statistics, the ResNet family's 1x1-convolution
+classifier) is transposed; biases and affine classifiers have no layout and are copied as
+they are. The first convolution is found by looking, whatever its name. A 4th input channel
+is only ever fed zeros (mixed-precision NHWC networks), so adding or dropping it leaves the
+network's outputs unchanged. The output is written atomically and never over the input; a
+refused conversion or a file that is not NNabla's is one line on stderr, status 2.
+
+    python convert_parameter_format.py rn50-nhwc.h5 rn50-nchw.h5 -m nchw -3
+    python convert_parameter_format.py rn50.h5 rn50-nhwc.h5 -m nhwc --force-4-channels
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from utils.evaluation import open_weight_file
+from utils.runtime import run
+from utils.weights import Layout, adapt, write_parameters
+
+
+class ConversionRefused(ValueError):
+    """A conversion that would change nothing or harm the input."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="NNabla weight file (.h5) to read")
+    p.add_argument("output", help="weight file to write (not the input)")
+    p.add_argument("-m", "--memory-layout", type=str.lower, choices=("nchw", "nhwc"),
+                   default=None,
+                   help="target layout, any case (default: keep the input's layout)")
+    channels = p.add_mutually_exclusive_group()
+    channels.add_argument("-3", "--force-3-channels", action="store_const", const=3,
+                          dest="channels",
+                          help="give the first convolution 3 input channels (drops the "
+                               "zero-fed 4th channel of mixed-precision NHWC files)")
+    channels.add_argument("--force-4-channels", action="store_const", const=4,
+                          dest="channels",
+                          help="give the first convolution 4 input channels (adds a zero "
+                               "one, as mixed-precision NHWC training expects)")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def target_layout(source: Layout, memory_layout: Optional[str], channels: Optional[int]) -> Layout:
+    """The layout asked for; what is not asked for stays as in the source."""
+    channel_last = source.channel_last if memory_layout is None else memory_layout == "nhwc"
+    return Layout(channel_last, source.channels if channels is None else channels)
+
+
+def check_paths(input_path: str, output_path: str) -> None:
+    same = os.path.abspath(input_path) == os.path.abspath(output_path) or (
+        os.path.exists(input_path) and os.path.exists(output_path)
+        and os.path.samefile(input_path, output_path))
+    if same:
+        raise ConversionRefused(f"{output_path} is the input file; choose another output "
+                                "path (the input is never overwritten)")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    check_paths(args.input, args.output)
+    weights = open_weight_file(args.input)
+    params, source = weights.params, weights.layout
+    target = target_layout(source, args.memory_layout, args.channels)
+    if target == source:
+        wanted = "" if args.memory_layout or args.channels else (
+            "; give -m nchw|nhwc and/or -3 / --force-4-channels")
+        raise ConversionRefused(f"{args.input} is already {source}: nothing to convert{wanted}")
+    converted, _ = adapt(params, target)
+    write_parameters(args.output, converted)
+    transposed = sum(p.data.ndim == 4 for p in params.values())
+    what = (f"{transposed} 4-D tensors transposed" if source.channel_last != target.channel_last
+            else "layout kept")
+    print(f"{args.input} ({source}) -> {args.output} ({target}): {what}, "
+          f"{len(params)} parameters written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

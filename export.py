@@ -1,0 +1,102 @@
+"""Export a weight file as an inference-only model: NNabla .nnp and/or ONNX, verified.
+
+The network is built in test mode (batch-norm running statistics), NCHW, for a fixed batch
+and input size; the weight file may be NCHW or NHWC, with 3 or 4 input channels. Each
+exported file is run (NNabla's NnpLoader, onnxruntime) on a seeded random image batch and
+compared with the NNabla network before it is put in place. ONNX needs the export extra:
+`bash scripts/setup.sh --export`.
+
+    python export.py rn50.h5 -a resnet50 -o rn50.nnp rn50.onnx
+    python export.py b0.h5 -a efficientnet_b0 -o b0.onnx -b 8 --softmax --opset 13
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from utils import cli
+from utils.evaluation import open_weight_file
+from utils.export import (
+    DEFAULT_OPSET,
+    DEFAULT_TOLERANCE,
+    INPUT_NAME,
+    ONNX_OPSETS,
+    VerificationError,
+    build_inference_graph,
+    check_onnx_support,
+    export,
+    load_weights,
+    output_format,
+)
+from utils.runtime import run
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC")
+    cli.add_arch_flags(p, num_classes_default=None,
+                       num_classes_help="number of classes (default: the length of the "
+                                        "weight file's classifier)")
+    cli.add_spatial_size_flag(p)
+    group = p.add_argument_group("export")
+    group.add_argument("-o", "--output", nargs="+", action="extend", required=True,
+                       metavar="FILE",
+                       help="files to write, .nnp (NNabla) and/or .onnx, one or more; the "
+                            "option may be repeated")
+    group.add_argument("-b", "--batch-size", type=int, default=1,
+                       help="batch size of the exported model, fixed in the file "
+                            "(default: %(default)s)")
+    group.add_argument("--softmax", action="store_true",
+                       help="append a softmax: the model outputs 'probabilities' instead of "
+                            "'logits'")
+    group.add_argument("--opset", type=int, choices=ONNX_OPSETS, default=DEFAULT_OPSET,
+                       help="ONNX opset, one that nnabla-converter 1.39.0 implements "
+                            "(default: %(default)s)")
+    group.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                       help="largest difference allowed between an exported model's outputs "
+                            "and the NNabla network's on the test batch, relative to the "
+                            "largest |output| (or absolute when that is below 1) "
+                            "(default: %(default)g)")
+    group.add_argument("--no-verify", action="store_true",
+                       help="write the files without running them")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"argument -b/--batch-size: must be positive, got {args.batch_size}")
+    if not args.tolerance >= 0:
+        p.error(f"argument --tolerance: must be zero or positive, got {args.tolerance}")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    formats = [output_format(path) for path in args.output]
+    if "ONNX" in formats:
+        check_onnx_support()
+    spatial_size = cli.spatial_size_of(args)
+
+    weights = open_weight_file(args.weights, args.arch)
+    num_classes = args.num_classes or weights.num_classes or 1000
+    graph = build_inference_graph(args.arch, num_classes, args.batch_size, spatial_size,
+                                  args.softmax)
+    note = load_weights(graph, args.weights, weights.params)
+    print(f"{args.arch} from {args.weights} ({weights.layout}{'; ' + note if note else ''}): "
+          f"input '{INPUT_NAME}' {graph.image.shape} NCHW, output '{graph.output_name}' "
+          f"{graph.output.shape}")
+
+    try:
+        exported = export(graph, args.output, args.opset,
+                          None if args.no_verify else args.tolerance)
+    except VerificationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for item in exported:
+        checked = item.check.summary() if item.check else "not verified (--no-verify)"
+        print(f"wrote {item.path} ({item.description}); {checked}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,174 @@
+"""Classify images with a weight file: the top-k classes with their names and probabilities.
+
+Images are preprocessed exactly as validation.py does (shorter side resized by 256/224 of
+the input size, centre crop), so the probabilities equal validation's. The layout and input
+channels are read from the weight file; on a CPU an NHWC file is converted in memory. A
+missing or unreadable image, or weights for another network, is one line on stderr, status 2.
+
+    python infer.py photo.jpg more_photos/ rn50-nhwc_mixup250.h5 -a resnet50
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from utils import cli
+from utils.data import ImageBatches
+from utils.evaluation import (
+    EvaluationGraph,
+    build_evaluation_graph,
+    open_weight_file,
+    runnable_layout,
+)
+from utils.file_list import (
+    NUM_IMAGENET_CLASSES,
+    DataError,
+    FileList,
+    imagenet_class_names,
+    is_image_name,
+    probe_image,
+    read_id_csv,
+)
+from utils.runtime import run, setup_runtime
+from utils.weights import load_into_network
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="IMAGE",
+                   help="image files or folders (searched recursively for images)")
+    p.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC")
+    cli.add_runtime_flags(p)
+    cli.add_arch_flags(p, num_classes_default=None,
+                       num_classes_help="number of classes (default: the weight file's)")
+    cli.add_spatial_size_flag(p)
+    cli.add_norm_flag(p)
+    p.add_argument("--labels", default=None,
+                   help="'<id>,<name>' csv of class names, e.g. label_words.csv from "
+                        "create_input_files.py (default: the ImageNet names for 1000 "
+                        "classes, else class ids)")
+    p.add_argument("-k", "--top-k", type=cli.positive_int, default=5,
+                   help="classes shown per image (default: %(default)s)")
+    p.add_argument("-b", "--batch-size", type=cli.positive_int, default=16,
+                   help="images classified together (default: %(default)s)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (predictions and timings) instead of text")
+    p.add_argument("--channel-last", action="store_true",
+                   help="accepted for compatibility; ignored, the layout is read from the "
+                        "weight file")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def image_paths(inputs: Sequence[str]) -> List[str]:
+    """The images named, and those under the folders named (sorted); each header checked."""
+    paths: List[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(folder, name)
+                for folder, _, names in os.walk(item) for name in names if is_image_name(name))
+            if not found:
+                raise DataError(f"no images in folder {item}")
+            paths.extend(found)
+        elif os.path.exists(item):
+            paths.append(item)
+        else:
+            raise DataError(f"no such image or folder: {item}")
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                probe_image(f.read())
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e.strerror}") from None
+        except DataError as e:
+            raise DataError(f"cannot read image {path}: {e}") from None
+    return paths
+
+
+def class_names(labels: Optional[str], num_classes: int) -> List[Optional[str]]:
+    """Names indexed by class id: --labels, the ImageNet names, or None (ids only)."""
+    if labels is not None:
+        names = read_id_csv(labels)
+        if len(names) != num_classes:
+            raise DataError(f"{labels} names {len(names)} classes, the weights have "
+                            f"{num_classes}")
+        return list(names)
+    if num_classes == NUM_IMAGENET_CLASSES:
+        return list(imagenet_class_names())
+    return [None] * num_classes
+
+
+def top_k(probabilities: np.ndarray, k: int, names: List[Optional[str]]) -> List[Dict]:
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [{"class": int(c), "name": names[c], "probability": float(probabilities[c])}
+            for c in order]
+
+
+def classify(graph: EvaluationGraph, batches: ImageBatches, timings: Dict[str, float]
+             ) -> np.ndarray:
+    """Probabilities (N, K) of every image, in input order; adds to the phase timings."""
+    probabilities = np.zeros((batches.num_samples, graph.probabilities.shape[1]), np.float32)
+    timings["preprocess"] = timings["forward"] = 0.0
+    clock = time.perf_counter()
+    for batch in batches.epoch(0):
+        batch.copy_to(graph.image, graph.ctx)
+        now = time.perf_counter()
+        timings["preprocess"] += now - clock
+        graph.probabilities.forward(clear_buffer=True)
+        valid = batch.mask[:, 0] > 0
+        probabilities[batch.indices[valid]] = graph.probabilities.d[valid]
+        clock = time.perf_counter()
+        timings["forward"] += clock - now
+    return probabilities
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    rt = setup_runtime(args)
+    spatial_size = cli.spatial_size_of(args)
+    paths = image_paths(args.inputs)
+    timings: Dict[str, float] = {}  # seconds of each phase, for the benchmark
+    clock = time.perf_counter()
+    weights = open_weight_file(args.weights, args.arch)
+    num_classes = weights.classes(args.num_classes)
+    names = class_names(args.labels, num_classes)
+    layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
+    batches = ImageBatches(
+        FileList.from_files(paths), min(args.batch_size, len(paths)), training=False,
+        spatial_size=spatial_size, channels=layout.channels, channel_last=layout.channel_last,
+        dtype=np.float16 if args.type_config == "half" else np.float32, norm=args.norm_config,
+        num_threads=min(4, os.cpu_count() or 1), prefetch=1, device_id=rt.data_device_id)
+    graph = build_evaluation_graph(args.arch, batches.image_shape, num_classes,
+                                   layout.channel_last, rt.ctx)
+    note = load_into_network(args.weights, args.arch, params=weights.params)
+    timings["weights"] = time.perf_counter() - clock
+    rt.log(weights.describe(num_classes, note))
+    with batches:
+        probabilities = classify(graph, batches, timings)
+    predictions = [{"image": path, "top_k": top_k(p, args.top_k, names)}
+                   for path, p in zip(paths, probabilities)]
+    if args.json:
+        print(json.dumps({"weights": args.weights, "arch": args.arch,
+                          "predictions": predictions, "timings": timings}))
+        return 0
+    for prediction in predictions:
+        print(prediction["image"])
+        for rank, guess in enumerate(prediction["top_k"], 1):
+            name = f"  {guess['name']}" if guess["name"] is not None else ""
+            print(f"  {rank}. {100 * guess['probability']:6.2f} %  class {guess['class']}{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,68 @@
+"""plot_curves.py and utils/plots.py on monitor folders, and nnabla_cli on our series files."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import plot_curves
+from utils.evaluation import EvaluationResult, record
+from utils.monitor import MonitorSeries
+from utils.plots import plot_monitor
+
+
+@pytest.fixture
+def monitor(tmp_path):
+    """A monitor folder as training writes it: 6 epochs, validation every 2."""
+    folder = tmp_path / "tmp.monitor.20250101000000"
+    folder.mkdir()
+    loss = MonitorSeries(str(folder), "Train-loss")
+    error = MonitorSeries(str(folder), "Train-error")
+    for epoch in range(6):
+        loss.add(epoch, 6.9 - epoch)
+        error.add(epoch, 0.99 - 0.1 * epoch)
+    for epoch in (2, 4, 6):
+        record(EvaluationResult(7 - epoch, 1 - 0.1 * epoch, 0.5 - 0.05 * epoch, 100, 1.0),
+               str(folder), epoch)
+    return folder
+
+
+def test_command_writes_loss_top1_and_top5_charts(monitor, tmp_path, capsys):
+    out = tmp_path / "charts"
+    assert plot_curves.main([str(monitor), "-o", str(out)]) == 0
+    written = capsys.readouterr().out.split()
+    assert written == [str(out / n) for n in ("loss.png", "error.png", "top5-error.png")]
+    for path in written:
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.size == (640, 400)
+    assert sorted(os.listdir(out)) == ["error.png", "loss.png", "top5-error.png"]  # no temp
+
+
+def test_missing_series_are_left_out_and_torn_lines_ignored(tmp_path):
+    (tmp_path / "Train-loss.series.txt").write_text("0 2.5\n1 2.0\n2 1.")
+    assert plot_monitor(str(tmp_path)) == [str(tmp_path / "loss.png")]
+
+
+def test_nothing_to_plot_is_an_error(tmp_path, capsys):
+    assert plot_curves.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: no loss or error series in {tmp_path}\n"
+    assert plot_curves.main([str(tmp_path / "nope")]) == 2
+    assert "no such monitor folder" in capsys.readouterr().err
+
+
+def test_nnabla_cli_plot_series_reads_our_files(monitor, tmp_path):
+    nnabla_cli = Path(sys.executable).parent / "nnabla_cli"
+    if not nnabla_cli.exists():
+        pytest.skip("nnabla_cli not installed beside this Python")
+    out = tmp_path / "cli.png"
+    subprocess.run(
+        [str(nnabla_cli), "plot_series", "-x", "epoch", "-y", "loss", "-l", "training",
+         "-l", "validation", "-o", str(out), str(monitor / "Train-loss.series.txt"),
+         str(monitor / "Validation-loss.series.txt")],
+        check=True, capture_output=True, env={**os.environ, "MPLBACKEND": "Agg"}, timeout=120)
+    with Image.open(out) as img:
+        assert img.format == "PNG"

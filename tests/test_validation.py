@@ -1,0 +1,184 @@
+"""validation.py as a user runs it: exact coverage alone and under MPI, series files, JSON,
+agreement with infer.py, and one-line errors.
+
+The data are 12 greyscale 28x28 images of the committed demo set and matplotlib's 512x600
+colour photograph: 13 images, an awkward size (with batch 4 one rank pads 3 slots, two ranks
+pad 3 of 16). The network is a random-weight resnet18 with 10 classes at 32x32.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from eval_fixtures import (
+    DEMO,
+    demo_val_images,
+    error_lines,
+    make_weight_file,
+    run_main,
+    run_script,
+    write_val_list,
+)
+
+import validation
+from utils.runtime import USER_ERROR_STATUS
+
+IMAGES = 13
+
+
+def images():
+    """(path relative to the demo val folder, or absolute; class id)."""
+    import matplotlib
+
+    photo = f"{matplotlib.get_data_path()}/sample_data/grace_hopper.jpg"
+    return demo_val_images(IMAGES - 1) + [(photo, 3)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("val")
+    weights = make_weight_file(folder / "rn18.h5", "resnet18", num_classes=10)
+    val_list = write_val_list(folder / "val_label", images())
+    return folder, weights, val_list
+
+
+def common_args(setup, *extra):
+    _, weights, val_list = setup
+    return [str(weights), "-a", "resnet18", "-V", str(DEMO / "val"), "--val-list",
+            str(val_list), "--spatial-size", "32", "-b", "4", *extra]
+
+
+def test_two_ranks_give_the_same_result_as_one(setup, tmp_path):
+    one = run_script("validation.py", *common_args(setup, "--json", "-M", tmp_path / "one"))
+    two = run_script("validation.py", *common_args(setup, "--json", "-M", tmp_path / "two"),
+                     mpi_ranks=2)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    a, b = json.loads(one.stdout), json.loads(two.stdout)  # one JSON line, from rank 0 only
+    assert a["num_images"] == b["num_images"] == IMAGES
+    assert a["top1_error"] == b["top1_error"] and a["top5_error"] == b["top5_error"]
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    assert "Validation: 100%" in one.stderr and "it/s" in one.stderr  # the progress bar
+    for run, result in (("one", a), ("two", b)):
+        series = {name: (tmp_path / run / f"{name}.series.txt").read_text()
+                  for name in ("Validation-loss", "Validation-error", "Validation-top5-error")}
+        assert series["Validation-loss"] == f"0 {result['loss']:.6g}\n"
+        assert series["Validation-error"] == f"0 {result['top1_error']:.6g}\n"
+        assert series["Validation-top5-error"] == f"0 {result['top5_error']:.6g}\n"
+
+
+def test_infer_prints_the_probabilities_validation_scores(setup):
+    """Same preprocessing and network: infer's probabilities give validation's exact loss."""
+    folder, weights, val_list = setup
+    val = run_script("validation.py", *common_args(setup, "--json", "-M", folder / "mon"))
+    listed = images()
+    paths = [str(DEMO / "val" / name) for name, _ in listed]
+    inferred = run_script("infer.py", *paths, str(weights), "-a", "resnet18",
+                          "--spatial-size", "32", "-k", "10", "--json")
+    assert val.returncode == 0 and inferred.returncode == 0, inferred.stderr
+    result = json.loads(val.stdout)
+    predictions = json.loads(inferred.stdout)["predictions"]
+    assert [p["image"] for p in predictions] == paths
+    losses, top1, top5 = [], 0, 0
+    for prediction, (_, label) in zip(predictions, listed):
+        ranked = [guess["class"] for guess in prediction["top_k"]]
+        probability = {guess["class"]: guess["probability"] for guess in prediction["top_k"]}
+        losses.append(-np.log(probability[label]))
+        top1 += ranked[0] != label
+        top5 += label not in ranked[:5]
+    assert result["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert result["top1_error"] == top1 / IMAGES and result["top5_error"] == top5 / IMAGES
+
+
+def test_summary_line_and_compatibility_flags(setup, tmp_path, capsys):
+    code = run_main(validation.main, *common_args(setup, "-E", "--channel-last",
+                                                  "--no-progress", "-M", tmp_path / "mon"))
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1
+    assert out[0].startswith(f"resnet18 {setup[1]}: {IMAGES} images: top-1 error ")
+    assert (tmp_path / "mon" / "Validation-error.series.txt").exists()
+
+
+def test_wrong_architecture_is_one_line_naming_the_parameter(setup, tmp_path, capsys):
+    args = common_args(setup, "-M", str(tmp_path / "mon"))
+    args[2] = "resnet34"
+    assert run_main(validation.main, *args) == USER_ERROR_STATUS
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {setup[1]}: does not fit resnet34: parameter "
+        "'res1/layer3/basicblock1/conv/W' (64, 64, 3, 3) is missing from the file"]
+    assert not (tmp_path / "mon").exists()
+
+
+def test_wrong_class_count_and_bad_lists_are_named(setup, tmp_path, capsys):
+    folder, _, val_list = setup
+    assert run_main(validation.main, *common_args(setup, "--num-classes", "12")) == 2
+    assert "does not fit resnet18: parameter 'fc/fc/conv/W' has shape (10, 512, 1, 1) in " \
+           "the file, the network needs (12, 512, 1, 1)" in capsys.readouterr().err
+    bad = write_val_list(tmp_path / "bad", demo_val_images(2) + [("ILSVRC2012_val_00000003.JPEG",
+                                                                  10)])
+    args = common_args(setup)
+    args[args.index(str(val_list))] = str(bad)
+    assert run_main(validation.main, *args) == USER_ERROR_STATUS
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {bad}:3: class id 10 out of range (0..9)"]
+
+
+def test_unknown_architecture_lists_the_known_ones(setup, capsys):
+    args = common_args(setup)
+    args[2] = "resnet51"
+    with pytest.raises(SystemExit) as e:
+        validation.main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "argument -a/--arch: unknown architecture 'resnet51'; available: resnet18," in err
+
+
+@pytest.mark.parametrize("script", ["validation", "infer"])
+def test_every_flag_is_documented(script):
+    parser = __import__(script).build_parser()
+    for action in parser._actions:
+        assert action.help, f"{script}: {action.option_strings or action.dest} has no help"
+
+
+def test_nvjpeg_padding_is_in_bytes_default_included():
+    assert validation.parse_args(["w.h5", "-a", "resnet18", "--dali-nvjpeg-memory-padding-mb",
+                                  "2"]).dali_nvjpeg_memory_padding == 2 << 20
+    assert validation.parse_args(["w.h5", "-a", "resnet18"]).dali_nvjpeg_memory_padding == 64 << 20
+
+
+def test_spatial_size_takes_one_or_two_numbers():
+    from utils.cli import spatial_size_of
+
+    parse = validation.parse_args
+    assert spatial_size_of(parse(["w.h5", "-a", "efficientnet_b1"])) == (240, 240)
+    assert spatial_size_of(parse(["w.h5", "-a", "resnet18", "--spatial-size", "64"])) == (64, 64)
+    assert spatial_size_of(parse(["w.h5", "-a", "resnet18", "--spatial-size", "64", "48"])) \
+        == (64, 48)
+    for bad in (["1", "2", "3"], ["0"]):
+        with pytest.raises(SystemExit):
+            parse(["w.h5", "-a", "resnet18", "--spatial-size", *bad])
+
+
+def test_missing_list_is_one_line(setup, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, weights, _ = setup
+    assert run_main(validation.main, weights, "-a", "resnet18", "-V", tmp_path) == 2
+    assert error_lines(capsys.readouterr().err) == ["error: list file not found: val_label"]
+
+
+def test_default_list_is_found_beside_the_images(setup, tmp_path, capsys, monkeypatch):
+    """Without --val-list: ./val_label, else <val-dir>/val_label (create_input_files -o)."""
+    import shutil
+
+    folder = tmp_path / "val"
+    folder.mkdir()
+    for name, _ in demo_val_images(3):
+        shutil.copy(DEMO / "val" / name, folder / name)
+    write_val_list(folder / "val_label", demo_val_images(3))
+    monkeypatch.chdir(tmp_path)
+    assert run_main(validation.main, setup[1], "-a", "resnet18", "-V", folder, "--json",
+                    "--spatial-size", "32", "--no-progress") == 0
+    assert json.loads(capsys.readouterr().out)["num_images"] == 3
+    assert (tmp_path / "tmp.val" / "Validation-loss.series.txt").exists()

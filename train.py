@@ -1,0 +1,346 @@
+"""Train an ImageNet classifier: one process, or data-parallel under `mpirun -n N`.
+
+    mpirun -n 4 python train.py -a resnet50 -b 192 -t half --channel-last \
+        -C cfg/cos90.yaml -T <train dir> -V <val dir>
+
+Every epoch ends with a checkpoint in `<monitor path>/checkpoints`; running the same command
+again (or with `--resume`) continues exactly where the run stopped. SIGTERM, SIGINT and
+SIGUSR1 make the run finish its iteration, checkpoint and exit with status 75.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import nnabla as nn
+import numpy as np
+
+from models import build_network, get_architecture
+from utils import cli
+from utils.atomic import atomic_write_text
+from utils.checkpoint import (
+    CheckpointError,
+    checkpoint_dir,
+    identity_mismatch,
+    latest_checkpoint,
+    save_checkpoint,
+)
+from utils.comm import Communicator
+from utils.config import TrainConfig, load_config, save_config
+from utils.data import ImageBatches
+from utils.evaluation import VALIDATION_SERIES, build_evaluation_graph, evaluate, record
+from utils.file_list import read_file_list
+from utils.losses import MIXUP_SEED, Mixup, classification_loss, top_n_error_count
+from utils.lr_schedules import build_schedule, solver_learning_rate
+from utils.monitor import MonitorSeries, MonitorTimer, series_path, truncate_series
+from utils.optim import MomentumSolver
+from utils.plots import plot_monitor
+from utils.progress import Progress
+from utils.runtime import run, setup_runtime
+from utils.weights import load_into_network, network_parameters, write_parameters
+
+PREEMPTED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    cli.add_runtime_flags(p)
+    cli.add_arch_flags(p)
+    cli.add_spatial_size_flag(p)
+    g = p.add_argument_group("training")
+    g.add_argument("-b", "--batch-size", type=int, default=128,
+                   help="batch size per process (the global batch is this times the ranks)")
+    g.add_argument("-e", "--epochs", type=int, default=None,
+                   help="number of epochs (overrides the config's epochs)")
+    g.add_argument("-C", "--train-config", default=DEFAULT_CONFIG,
+                   help="recipe YAML (see cfg/)")
+    g.add_argument("--channel-last", action="store_true",
+                   help="NHWC layout (GPU only: NNabla's CPU backend runs NCHW)")
+    g.add_argument("-m", "--monitor-path", default=None,
+                   help="output directory; default tmp.monitor.<YYYYmmddHHMMSS>")
+    g.add_argument("-v", "--val-interval", type=int, default=10,
+                   help="validate every N epochs and at the end; <= 0 disables validation")
+    g.add_argument("-s", "--model-save-interval", type=int, default=10,
+                   help="write param_NNN.h5 every N epochs (and at the end)")
+    g.add_argument("--model-load-path", default=None,
+                   help="weight file to start from (all parameters, or all but the "
+                        "classifier with --finetune)")
+    g.add_argument("--finetune", action="store_true",
+                   help="replace the classifier of --model-load-path by a new "
+                        "--num-classes one and train the whole network")
+    g.add_argument("--resume", action="store_true",
+                   help="require a checkpoint in --monitor-path and continue from it "
+                        "(re-running into a monitor path with checkpoints also resumes)")
+    g.add_argument("--keep-checkpoints", type=int, default=3,
+                   help="how many of the newest checkpoints to keep")
+    g.add_argument("--dynamic-loss-scaling", action="store_true",
+                   help="with -t half: start at the config's loss scale, halve it and skip "
+                        "the step on overflow, double it after 2000 good steps")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of initialisation, shuffling, augmentation and mixup")
+    cli.add_train_dataset_flags(p)
+    cli.add_val_dataset_flags(p)
+    cli.add_dali_flags(p)
+    args = p.parse_args(argv)
+    cli.spatial_size_of(args)
+    args.val_list = cli.val_list_of(args)
+    if args.finetune and not args.model_load_path:
+        p.error("--finetune needs --model-load-path")
+    if args.batch_size < 1:
+        p.error("--batch-size must be positive")
+    return args
+
+
+def run_identity(args: argparse.Namespace, config: TrainConfig, num_ranks: int) -> Dict[str, Any]:
+    """What must not change when a run is resumed."""
+    return {
+        "arch": args.arch,
+        "num_classes": args.num_classes,
+        "type_config": args.type_config,
+        "channel_last": args.channel_last,
+        "spatial_size": list(args.spatial_size),
+        "batch_size": args.batch_size,
+        "num_ranks": num_ranks,
+        "config": config.to_dict(),
+        "model_load_path": args.model_load_path,
+        "finetune": args.finetune,
+        "seed": args.seed,
+    }
+
+
+class StopRequest:
+    """Remembers a stop signal so that the run stops between iterations, never inside one."""
+
+    def __init__(self):
+        self.signal: Optional[int] = None
+        for s in STOP_SIGNALS:
+            signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+
+def iteration_seed(seed: int, rank: int, epoch: int, iteration: int) -> int:
+    """Seed of NNabla's random functions (dropout, drop-connect) for one iteration.
+
+    Re-seeding every iteration makes them a function of the position, so a resumed run
+    draws what the uninterrupted one would have.
+    """
+    return (seed * 1_000_003 + rank * 7_919 + epoch * 100_003 + iteration) % (2**31 - 1)
+
+
+class TrainingMonitors:
+    """The training series of the run (rank 0 writes); validation ones go through `record`."""
+
+    def __init__(self, path: str, enabled: bool, resumed_epoch: Optional[int]):
+        self.loss = MonitorSeries(path, "Train-loss", enabled)
+        self.error = MonitorSeries(path, "Train-error", enabled)
+        self.epoch_time = MonitorTimer(path, "Epoch-time", enabled)
+        if resumed_epoch is not None and enabled:
+            # Drop what the interrupted run wrote after its checkpoint: training series are
+            # indexed by epoch (0..), validation series by epochs done (1..).
+            for m in (self.loss, self.error, self.epoch_time):
+                m.truncate_after(resumed_epoch - 1)
+            for name in VALIDATION_SERIES:
+                truncate_series(series_path(path, name), resumed_epoch)
+
+
+def write_run_description(path: str, args: argparse.Namespace, config: TrainConfig) -> None:
+    """Arguments.txt (sorted key=value lines) and the effective config, as the official."""
+    lines = "".join(f"{k}={v}\n" for k, v in sorted(vars(args).items()))
+    atomic_write_text(os.path.join(path, "Arguments.txt"), lines)
+    save_config(config, os.path.join(path, "train_config.yaml"))
+
+
+def save_training_state(directory: str, epoch: int, iteration: int, identity: Dict[str, Any],
+                        solver: MomentumSolver, train_data: ImageBatches,
+                        mixup: Optional[Mixup], comm: Communicator, keep: int) -> None:
+    """Checkpoint the run (rank 0 writes; every rank contributes its RNG state)."""
+    extra: Dict[str, np.ndarray] = {}
+    positions: List[Any] = []
+    if mixup is not None:
+        states = comm.all_gather_object(mixup.rng.get_state())
+        for rank, (_, keys, pos, has_gauss, gauss) in enumerate(states):
+            extra[f"mixup_rng_{rank}"] = keys
+            positions.append([int(pos), int(has_gauss), float(gauss)])
+    if comm.is_main:
+        meta = {"identity": identity, "train_data": train_data.state(),
+                "mixup_rng_pos": positions}
+        params = {k: v.d for k, v in nn.get_parameters(grad_only=False).items()}
+        save_checkpoint(directory, epoch, iteration, meta, params, solver.state_dict(), extra,
+                        keep)
+    comm.barrier()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    rt = setup_runtime(args)
+    comm, log = rt.comm, rt.log
+    arch = get_architecture(args.arch)
+    config = load_config(args.train_config, args.epochs)
+    if args.channel_last and rt.backend == "cpu":
+        raise ValueError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
+    monitor_path = comm.broadcast_object(
+        args.monitor_path or time.strftime("tmp.monitor.%Y%m%d%H%M%S"))
+    channels = 4 if args.type_config == "half" else 3
+
+    # ---- data: this rank's shard of each split
+    data_options = dict(
+        spatial_size=args.spatial_size, channels=channels, channel_last=args.channel_last,
+        dtype=np.float16 if args.type_config == "half" else np.float32,
+        rank=comm.rank, num_ranks=comm.size, num_threads=args.dali_num_threads,
+        prefetch=args.dali_prefetch_queue, device_id=rt.data_device_id,
+        decoder_padding=args.dali_nvjpeg_memory_padding,
+    )
+    train_files = read_file_list(args.train_list, args.train_dir, args.num_classes)
+    train_data = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed,
+                              **data_options)
+    val_data = None
+    if args.val_interval > 0:
+        val_files = read_file_list(args.val_list, args.val_dir, args.num_classes)
+        val_data = ImageBatches(val_files, args.batch_size, training=False, **data_options)
+
+    # ---- graphs: training (creates the parameters), then evaluation (shares them)
+    nn.seed(args.seed)
+    b = args.batch_size
+    x = nn.Variable(train_data.image_shape)
+    label = nn.Variable((b, 1))
+    mask = nn.Variable((b, 1))
+    mixup = None
+    inputs, target = x, label
+    if config.mixup > 0:
+        mixup = Mixup(config.mixup, b, args.num_classes, seed=MIXUP_SEED + comm.rank)
+        inputs, target = mixup.mix_inputs(x), mixup.mix_labels(label)
+    pred, _ = build_network(inputs, args.num_classes, arch.name, test=False,
+                            channel_last=args.channel_last)
+    pred.persistent = True
+    with nn.context_scope(rt.float_ctx):
+        loss = classification_loss(pred, target, config.label_smoothing, weight=mask)
+        error = top_n_error_count(pred, label, n=1, weight=mask)
+    loss.persistent = error.persistent = True
+    val_graph = None
+    if val_data is not None:
+        val_graph = build_evaluation_graph(arch.name, val_data.image_shape, args.num_classes,
+                                           args.channel_last, rt.float_ctx)
+
+    if args.model_load_path:
+        skip = [arch.classifier_scope] if args.finetune else []
+        note = load_into_network(args.model_load_path, arch.name, skip)
+        log(f"loaded {args.model_load_path}" + (" (new classifier)" if skip else "")
+            + (f"; {note}" if note else ""))
+    comm.broadcast_parameters(nn.get_parameters(grad_only=False))
+
+    loss_scale = config.loss_scaling if args.type_config == "half" else 1.0
+    solver = MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay,
+                            loss_scale=loss_scale, dynamic_loss_scaling=args.dynamic_loss_scaling)
+    schedule = build_schedule(config.lr_scheduler, train_data.iterations_per_epoch)
+    global_batch = b * comm.size
+
+    # ---- resume from the newest intact checkpoint of this monitor path, if any
+    identity = run_identity(args, config, comm.size)
+    ckpt_dir = checkpoint_dir(monitor_path)
+    start_epoch = 0
+    checkpoint, skipped = latest_checkpoint(ckpt_dir)
+    for note in skipped:
+        log(f"skipping damaged checkpoint: {note}")
+    if args.resume and checkpoint is None:
+        raise CheckpointError(f"--resume: no intact checkpoint in {ckpt_dir}")
+    if checkpoint is not None:
+        mismatch = identity_mismatch(checkpoint.meta["identity"], identity)
+        if mismatch:
+            raise CheckpointError(f"{checkpoint.path}: cannot resume a different run "
+                                  f"({mismatch}); use another --monitor-path")
+        for name, var in nn.get_parameters(grad_only=False).items():
+            var.d = checkpoint.params[name]
+        solver.load_state_dict(checkpoint.solver)
+        if mixup is not None:
+            pos, has_gauss, gauss = checkpoint.meta["mixup_rng_pos"][comm.rank]
+            mixup.rng.set_state(("MT19937", checkpoint.extra[f"mixup_rng_{comm.rank}"],
+                                 pos, has_gauss, gauss))
+        start_epoch = checkpoint.meta["epoch"]
+        train_data.restore(checkpoint.meta["train_data"])
+        log(f"resuming from {checkpoint.path} (epoch {start_epoch}, "
+            f"iteration {checkpoint.meta['iteration']})")
+    if comm.is_main:
+        os.makedirs(monitor_path, exist_ok=True)
+        write_run_description(monitor_path, args, config)
+    monitors = TrainingMonitors(monitor_path, comm.is_main,
+                                start_epoch if checkpoint is not None else None)
+
+    def checkpoint_at(epoch: int, iteration: int) -> None:
+        save_training_state(ckpt_dir, epoch, iteration, identity, solver, train_data, mixup,
+                            comm, args.keep_checkpoints)
+
+    # ---- training
+    stop = StopRequest()
+    for epoch in range(start_epoch, config.epochs):
+        started = time.time()
+        sums = np.zeros(3)  # sum of loss over valid samples, wrong, valid
+        first = train_data.state()["iteration"] if epoch == start_epoch else 0
+        bar = Progress(comm, train_data.iterations_per_epoch, f"epoch {epoch}", initial=first,
+                       images_per_iteration=global_batch)
+        for batch in train_data.epoch(epoch):
+            lr = schedule(epoch, batch.iteration)
+            solver.set_learning_rate(solver_learning_rate(lr, global_batch))
+            batch.copy_to(x)
+            label.d = batch.labels
+            mask.d = batch.mask
+            if mixup is not None:
+                mixup.resample()
+            nn.seed(iteration_seed(args.seed, comm.rank, epoch, batch.iteration))
+            solver.zero_grad()
+            nn.forward_all([loss, error], clear_no_need_grad=True)
+            loss.backward(solver.loss_scale, clear_buffer=True)
+            comm.all_reduce_gradients(solver.parameters())
+            updated = solver.update()
+            value, wrong = float(loss.d), float(error.d)
+            sums += (value * batch.num_valid, wrong, batch.num_valid)
+            stop_now, bad_loss = comm.all_reduce_sum(
+                [stop.signal is not None, updated and not np.isfinite(value)])
+            if bad_loss:
+                raise FloatingPointError(
+                    f"non-finite training loss at epoch {epoch}, iteration {batch.iteration}; "
+                    f"the last checkpoint in {ckpt_dir} is intact (lower the learning rate "
+                    "or use --dynamic-loss-scaling)")
+            bar.update(loss=value, error=wrong / max(batch.num_valid, 1), lr=lr)
+            if stop_now:
+                bar.close()
+                checkpoint_at(epoch, batch.iteration + 1)
+                log(f"stopped by a signal at epoch {epoch}, iteration {batch.iteration + 1}; "
+                    "run the same command again to resume")
+                return PREEMPTED_EXIT_STATUS
+        bar.close()
+        loss_sum, wrong, seen = comm.all_reduce_sum(sums.tolist())
+        seconds = time.time() - started
+        monitors.loss.add(epoch, loss_sum / seen)
+        monitors.error.add(epoch, wrong / seen)
+        monitors.epoch_time.add(epoch, seconds, train_data.iterations_per_epoch)
+        log(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, error {wrong / seen:.4f} "
+            f"({seconds:.1f} s)")
+        done = epoch + 1
+        if val_graph is not None and (done % args.val_interval == 0 or done == config.epochs):
+            result = evaluate(val_graph, val_data, comm, description=f"validation {done}")
+            record(result, monitor_path, done, enabled=comm.is_main)
+            log(f"epoch {epoch}: validation loss {result.loss:.4f}, top-1 error "
+                f"{result.top1_error:.4f}, top-5 error {result.top5_error:.4f}")
+        if comm.is_main and (done % args.model_save_interval == 0 or done == config.epochs):
+            write_parameters(os.path.join(monitor_path, f"param_{done:03d}.h5"),
+                             network_parameters())
+        checkpoint_at(done, 0)
+        if comm.is_main:
+            plot_monitor(monitor_path)
+    log(f"finished {config.epochs} epochs; results in {monitor_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,170 @@
+"""Command-line flag groups shared by the scripts, and the values resolved after parsing.
+
+Each `add_*` function adds one documented argument group to a parser, so that train.py,
+validation.py and infer.py spell and default the same flags the same way (names and short
+forms as in the official example). Values that depend on other flags (the spatial size
+defaults to the architecture's native resolution) are resolved after parsing by
+`spatial_size_of` and `val_list_of`; `utils.runtime.setup_runtime` turns the runtime flags
+into a context and communicator.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Optional, Tuple
+
+from models import UnknownArchitectureError, available_architectures, get_architecture
+
+from .context import CONTEXTS, TYPE_CONFIGS
+from .data import NORMALIZATIONS
+
+MEBIBYTE = 1 << 20
+DEFAULT_DALI_PADDING_MB = 64
+DEFAULT_TRAIN_LIST = "train_label"
+DEFAULT_VAL_LIST = "val_label"
+
+
+def _architecture(name: str) -> str:
+    try:
+        return get_architecture(name).name
+    except UnknownArchitectureError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def _megabytes_to_bytes(text: str) -> int:
+    return non_negative_int(text) * MEBIBYTE
+
+
+class _SpatialSizeAction(argparse.Action):
+    """One size (square) or two (height width), stored as a (height, width) tuple."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: Optional[str] = None) -> None:
+        if len(values) > 2:
+            raise argparse.ArgumentError(self, f"expected one or two sizes, got {len(values)}")
+        setattr(namespace, self.dest, (values[0], values[-1]))
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """-c/--context, -d/--device-id, -t/--type-config."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("-c", "--context", choices=CONTEXTS, default="auto",
+                       help="compute back end: auto picks cudnn when the CUDA extension and a "
+                            "GPU are usable, else cpu (default: %(default)s)")
+    group.add_argument("-d", "--device-id", type=non_negative_int, default=0,
+                       help="first GPU; under MPI rank r uses device-id + its local rank "
+                            "(default: %(default)s)")
+    group.add_argument("-t", "--type-config", choices=TYPE_CONFIGS, default="float",
+                       help="float, or half for mixed precision on a GPU; on the CPU half "
+                            "runs in float, since NNabla's CPU half is ~200x slower and the "
+                            "results only differ by rounding (default: %(default)s)")
+    return group
+
+
+def add_arch_flags(
+    parser: argparse.ArgumentParser, required: bool = True,
+    num_classes_default: Optional[int] = 1000, num_classes_help: Optional[str] = None,
+) -> argparse._ArgumentGroup:
+    """-a/--arch (any case; an unknown name lists the known ones) and --num-classes."""
+    group = parser.add_argument_group("architecture")
+    group.add_argument("-a", "--arch", type=_architecture, required=required,
+                       metavar="ARCH",
+                       help=f"network, one of: {', '.join(available_architectures())}")
+    group.add_argument("--num-classes", type=positive_int, default=num_classes_default,
+                       help=num_classes_help or "number of classes (default: %(default)s)")
+    return group
+
+
+def add_spatial_size_flag(parser: argparse.ArgumentParser) -> argparse.Action:
+    """--spatial-size: one size or height and width; default the architecture's resolution."""
+    return parser.add_argument(
+        "--spatial-size", type=positive_int, nargs="+", action=_SpatialSizeAction,
+        default=None, metavar="SIZE",
+        help="network input size, one number (square) or height and width (default: the "
+             "architecture's native resolution, e.g. 224, or 240 for efficientnet_b1)")
+
+
+def spatial_size_of(args: argparse.Namespace) -> Tuple[int, int]:
+    """(height, width): --spatial-size if given, else the native resolution of --arch.
+
+    Also stored back into `args.spatial_size`, so that saved arguments show the size used.
+    """
+    if args.spatial_size is None:
+        size = get_architecture(args.arch).resolution
+        args.spatial_size = (size, size)
+    return tuple(args.spatial_size)
+
+
+def add_norm_flag(parser: argparse.ArgumentParser) -> argparse.Action:
+    """-n/--norm-config: the mean/std preset the weights were trained with."""
+    return parser.add_argument(
+        "-n", "--norm-config", type=str.lower, choices=list(NORMALIZATIONS), default="default",
+        help="input normalisation: default (ImageNet mean/std, every file trained here) or "
+             "senet_author (mean (123, 117, 104), no std: the SENet authors' converted "
+             "weights) (default: %(default)s)")
+
+
+def add_dali_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """DALI worker threads, prefetch depth and nvJPEG padding (stored in bytes)."""
+    group = parser.add_argument_group("DALI")
+    group.add_argument("--dali-num-threads", type=positive_int, default=4,
+                       help="DALI worker threads per process (default: %(default)s)")
+    group.add_argument("--dali-prefetch-queue", type=positive_int, default=2,
+                       help="batches DALI prepares ahead (default: %(default)s)")
+    group.add_argument("--dali-nvjpeg-memory-padding-mb", type=_megabytes_to_bytes,
+                       dest="dali_nvjpeg_memory_padding",
+                       default=DEFAULT_DALI_PADDING_MB * MEBIBYTE, metavar="MB",
+                       help="nvJPEG device and host memory padding in MiB, GPU decoding "
+                            f"only (default: {DEFAULT_DALI_PADDING_MB})")
+    return group
+
+
+def add_train_dataset_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """-T/--train-dir and --train-list (the list create_input_files.py writes)."""
+    group = parser.add_argument_group("training data")
+    group.add_argument("-T", "--train-dir", default="./",
+                       help="folder the paths of the training list are relative to "
+                            "(default: %(default)s)")
+    group.add_argument("--train-list", default=DEFAULT_TRAIN_LIST,
+                       help="list file, one '<path> <class id>' line per image, as written "
+                            "by create_input_files.py (default: %(default)s)")
+    return group
+
+
+def add_val_dataset_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """-V/--val-dir and --val-list (the list create_input_files.py writes)."""
+    group = parser.add_argument_group("validation data")
+    group.add_argument("-V", "--val-dir", default="./",
+                       help="folder the paths of the validation list are relative to "
+                            "(default: %(default)s)")
+    group.add_argument("--val-list", default=DEFAULT_VAL_LIST,
+                       help="list file, one '<path> <class id>' line per image, as written "
+                            "by create_input_files.py (default: %(default)s in the current "
+                            "folder, else in --val-dir)")
+    return group
+
+
+def val_list_of(args: argparse.Namespace) -> str:
+    """--val-list; the default ./val_label falls back to <val-dir>/val_label if only that
+    one exists (create_input_files.py -o <val-dir>)."""
+    beside = os.path.join(args.val_dir, DEFAULT_VAL_LIST)
+    if args.val_list == DEFAULT_VAL_LIST and not os.path.exists(args.val_list) \
+            and os.path.exists(beside):
+        return beside
+    return args.val_list

@@ -1,0 +1,220 @@
+"""The one evaluation loop (validation.py, and train.py between epochs) and its network.
+
+`build_evaluation_graph` builds an architecture in test mode on an input Variable of the
+batches' shape, with the loss (no label smoothing) and the top-1 / top-5 error counts of the
+samples whose mask is 1. Built after a training graph, it shares that graph's parameters (they
+are found by name), so train.py validates the weights it is training. `evaluate` runs it over
+one epoch of `ImageBatches` and sums the counts over ranks: every image is counted exactly
+once whatever the dataset size, batch size and number of ranks.
+
+`open_weight_file` and `runnable_layout` are what infer.py and validation.py share to run a
+published file: its layout, input channels and class count are read from the file, not from
+flags.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Sequence
+
+import nnabla as nn
+import nnabla.functions as F
+import numpy as np
+
+from models import build_network, get_architecture
+
+from .comm import Communicator
+from .context import float_context
+from .data import ImageBatches
+from .file_list import NUM_IMAGENET_CLASSES
+from .losses import smoothed_cross_entropy, top_n_error_count
+from .monitor import MonitorSeries
+from .progress import Progress
+from .weights import Layout, ParameterDict, WeightFileError, layout_of, read_parameters, shapes_of
+
+TOP_K = 5
+# Series names in the monitor folder: <prefix>-loss, <prefix>-error (top-1, the official
+# name) and <prefix>-top5-error.
+SERIES_SUFFIXES = {"loss": "loss", "top1_error": "error", "top5_error": "top5-error"}
+VALIDATION_SERIES = tuple(f"Validation-{suffix}" for suffix in SERIES_SUFFIXES.values())
+# Device sums are moved to float64 host sums this often (a GPU waits for nothing meanwhile).
+FLUSH_EVERY = 10
+
+
+@dataclass
+class EvaluationGraph:
+    """Inputs to fill per batch and outputs of the evaluation network."""
+
+    image: nn.Variable  # (B, C, H, W) or (B, H, W, C)
+    label: nn.Variable  # int (B, 1)
+    mask: nn.Variable  # float (B, 1): 1 counts the sample, 0 is padding
+    logits: nn.Variable  # (B, K)
+    probabilities: nn.Variable  # softmax of logits, float32
+    sums: nn.Variable  # (3,): masked sum of losses, top-1 errors, top-5 errors
+    ctx: Any  # the network's context (where images are copied to)
+
+    @property
+    def batch_size(self) -> int:
+        return self.image.shape[0]
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Mean loss and error rates over every image of the split, on all ranks together."""
+
+    loss: float
+    top1_error: float
+    top5_error: float
+    num_images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.num_images / self.seconds if self.seconds > 0 else float("nan")
+
+    def as_dict(self) -> Dict[str, float]:
+        return {**asdict(self), "images_per_second": self.images_per_second}
+
+    def summary(self) -> str:
+        return (f"{self.num_images} images: top-1 error {100 * self.top1_error:.2f} %, "
+                f"top-5 error {100 * self.top5_error:.2f} %, loss {self.loss:.4f} "
+                f"({self.images_per_second:.1f} images/s)")
+
+
+def build_evaluation_graph(
+    arch: str,
+    image_shape: Sequence[int],
+    num_classes: int,
+    channel_last: bool = False,
+    ctx: Any = None,
+) -> EvaluationGraph:
+    """The test-mode network of `arch` on images of `image_shape`, with its metrics.
+
+    The network runs in `ctx` (default: the current context); loss, errors and
+    probabilities are computed in float32 even when the network runs in half precision.
+    """
+    ctx = nn.get_current_context() if ctx is None else ctx
+    batch = image_shape[0]
+    with nn.context_scope(ctx):
+        image = nn.Variable(tuple(image_shape))
+        logits, _ = build_network(image, num_classes, arch, test=True, channel_last=channel_last)
+    label = nn.Variable((batch, 1))
+    mask = nn.Variable((batch, 1))
+    mask.d = 1
+    with nn.context_scope(float_context(ctx)):
+        loss = F.sum(smoothed_cross_entropy(logits, label) * mask)
+        top1 = top_n_error_count(logits, label, 1, mask)
+        top5 = top_n_error_count(logits, label, min(TOP_K, num_classes), mask)
+        sums = F.stack(loss, top1, top5)
+        probabilities = F.softmax(logits, axis=1)
+    return EvaluationGraph(image, label, mask, logits, probabilities, sums, ctx)
+
+
+def evaluate(
+    graph: EvaluationGraph,
+    batches: ImageBatches,
+    comm: Communicator,
+    epoch: int = 0,
+    progress: bool = True,
+    description: str = "Validation",
+) -> EvaluationResult:
+    """Loss and top-1/top-5 error of `graph` over epoch `epoch` of `batches`, all ranks.
+
+    Padding slots (mask 0) are not counted, so the result is over exactly the split's images.
+    The progress bar (rank 0, unless `progress` is False) shows the rate, the ETA and rank
+    0's running loss and top-1 error.
+    """
+    if tuple(batches.image_shape) != tuple(graph.image.shape):
+        raise ValueError(f"batches of {batches.image_shape} for a network input of "
+                         f"{graph.image.shape}")
+    bar = Progress(comm, len(batches), description,
+                   images_per_iteration=batches.batch_size * batches.num_ranks) \
+        if progress else None
+    host = np.zeros(4, np.float64)  # loss, top-1, top-5, images
+    start = time.perf_counter()
+    with nn.context_scope(float_context(graph.ctx)):
+        device = nn.NdArray((3,))
+        device.zero()
+        pending, flushed = 0, 0.0  # batches not yet summed on the host; images that are
+        for batch in batches.epoch(epoch):
+            batch.copy_to(graph.image, graph.ctx)
+            graph.label.d = batch.labels
+            graph.mask.d = batch.mask
+            graph.sums.forward(clear_buffer=True)
+            device += graph.sums.data
+            host[3] += batch.num_valid
+            pending += 1
+            if pending == FLUSH_EVERY or batch.iteration + 1 == len(batches):
+                host[:3] += device.data
+                device.zero()
+                pending = 0
+                flushed = host[3]
+            if bar is not None:
+                bar.update(**({"loss": host[0] / flushed, "top1_error": host[1] / flushed}
+                              if flushed else {}))
+    if bar is not None:
+        bar.close()
+    loss, top1, top5, count = comm.all_reduce_sum(host.tolist())
+    seconds = time.perf_counter() - start
+    count = int(round(count))
+    if count != batches.num_samples:
+        raise RuntimeError(f"evaluated {count} images of {batches.num_samples}")
+    return EvaluationResult(loss / count, top1 / count, top5 / count, count, seconds)
+
+
+def record(result: EvaluationResult, directory: str, index: int, prefix: str = "Validation",
+           enabled: bool = True) -> None:
+    """Append loss, top-1 and top-5 error at `index` to the monitor series in `directory`."""
+    if not enabled:
+        return
+    os.makedirs(directory, exist_ok=True)
+    for field_name, suffix in SERIES_SUFFIXES.items():
+        MonitorSeries(directory, f"{prefix}-{suffix}").add(index, getattr(result, field_name))
+
+
+# --------------------------------------------------------------------------- weight files
+
+
+@dataclass
+class WeightFile:
+    """A weight file read once: its parameters and what they say about the network."""
+
+    path: str
+    params: ParameterDict
+    layout: Layout
+    num_classes: Optional[int]  # None: no classifier of the expected architecture found
+
+    def classes(self, requested: Optional[int]) -> int:
+        """--num-classes if given (a mismatch is then reported by loading), else the file's,
+        else ImageNet's 1000."""
+        return requested or self.num_classes or NUM_IMAGENET_CLASSES
+
+    def describe(self, num_classes: int, note: Optional[str]) -> str:
+        """The log line saying what was loaded and whether it was converted in memory."""
+        return (f"{self.path}: {self.layout}, {num_classes} classes"
+                + (f"; {note} in memory" if note else ""))
+
+
+def classes_in(params: ParameterDict, arch: str) -> Optional[int]:
+    """Number of classes of the file's classifier (its bias length), if `arch`'s is there."""
+    scope = get_architecture(arch).classifier_scope + "/"
+    biases = [p.data.size for name, p in params.items()
+              if name.startswith(scope) and p.data.ndim == 1]
+    return biases[-1] if biases else None
+
+
+def open_weight_file(path: str, arch: Optional[str] = None) -> WeightFile:
+    """Read `path` and deduce its layout, input channels and (given `arch`) class count."""
+    params = read_parameters(path)
+    try:
+        layout = layout_of(shapes_of(params))
+    except WeightFileError as e:
+        raise WeightFileError(f"{path}: {e}") from None
+    return WeightFile(path, params, layout, None if arch is None else classes_in(params, arch))
+
+
+def runnable_layout(file_layout: Layout, on_gpu: bool) -> Layout:
+    """The layout to build the network in: the file's on a GPU; NCHW with 3 channels on the
+    CPU, which runs NCHW only (an NHWC file's zero-fed 4th input channel is dropped)."""
+    return file_layout if on_gpu else Layout(channel_last=False, channels=3)

@@ -1,0 +1,99 @@
+"""Top-1 and top-5 error of a weight file over a validation set, every image exactly once.
+
+Runs on the CPU or a GPU, alone or under `mpirun -n N` (each rank evaluates its share), for
+any number of images. The layout and input channels are read from the weight file.
+Appends `0 <value>` to Validation-loss / Validation-error (top-1) / Validation-top5-error
+series in --monitor-path and prints a one-line summary (or JSON with --json). A weight file
+for another network, a bad list or an undecodable image is one line on stderr, status 2.
+
+    python validation.py rn50.h5 -a resnet50 -V /data/imagenet/val --val-list val_label
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+from utils import cli
+from utils.data import ImageBatches
+from utils.evaluation import (
+    build_evaluation_graph,
+    evaluate,
+    open_weight_file,
+    record,
+    runnable_layout,
+)
+from utils.file_list import read_file_list
+from utils.runtime import run, setup_runtime
+from utils.weights import load_into_network
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC")
+    cli.add_runtime_flags(p)
+    cli.add_arch_flags(p, num_classes_default=None,
+                       num_classes_help="number of classes (default: the weight file's)")
+    cli.add_spatial_size_flag(p)
+    cli.add_norm_flag(p)
+    cli.add_val_dataset_flags(p)
+    cli.add_dali_flags(p)
+    p.add_argument("-b", "--batch-size", type=cli.positive_int, default=100,
+                   help="images per batch and rank; any size works (default: %(default)s)")
+    p.add_argument("-M", "--monitor-path", default="tmp.val",
+                   help="folder of the series files (default: %(default)s)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object instead of the summary line")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-E", "--disable-dataset-size-error", action="store_true",
+                   help="accepted for compatibility with the official script; does nothing, "
+                        "since any dataset size is evaluated exactly")
+    p.add_argument("--channel-last", action="store_true",
+                   help="accepted for compatibility; ignored, the layout is read from the "
+                        "weight file")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    rt = setup_runtime(args)
+    comm = rt.comm
+    spatial_size = cli.spatial_size_of(args)
+    weights = open_weight_file(args.weights, args.arch)
+    num_classes = weights.classes(args.num_classes)
+    files = read_file_list(cli.val_list_of(args), args.val_dir, num_classes)
+    layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
+    batches = ImageBatches(
+        files, args.batch_size, training=False, spatial_size=spatial_size,
+        channels=layout.channels, channel_last=layout.channel_last,
+        dtype=np.float16 if args.type_config == "half" else np.float32, norm=args.norm_config,
+        rank=comm.rank, num_ranks=comm.size, num_threads=args.dali_num_threads,
+        prefetch=args.dali_prefetch_queue, device_id=rt.data_device_id,
+        decoder_padding=args.dali_nvjpeg_memory_padding)
+    graph = build_evaluation_graph(args.arch, batches.image_shape, num_classes,
+                                   layout.channel_last, rt.ctx)
+    note = load_into_network(args.weights, args.arch, params=weights.params)
+    rt.log(weights.describe(num_classes, note))
+    rt.log(f"{len(files)} images from {files.source}, {comm.size} rank(s) x batch "
+           f"{args.batch_size}, {spatial_size[0]}x{spatial_size[1]}, norm {args.norm_config}")
+    with batches:
+        result = evaluate(graph, batches, comm, progress=not args.no_progress)
+    if comm.is_main:
+        record(result, args.monitor_path, 0)
+        if args.json:
+            print(json.dumps({"weights": args.weights, "arch": args.arch, **result.as_dict()}))
+        else:
+            print(f"{args.arch} {args.weights}: {result.summary()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
