@@ -15,9 +15,12 @@ import json
 import sys
 from typing import Optional, Sequence
 
+import nnabla as nn
 import numpy as np
 
+from models import build_network
 from utils import cli
+from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.evaluation import (
     build_evaluation_graph,
@@ -41,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_spatial_size_flag(p)
     cli.add_norm_flag(p)
     cli.add_val_dataset_flags(p)
+    cli.add_train_dataset_flags(p)
     cli.add_dali_flags(p)
     p.add_argument("-b", "--batch-size", type=cli.positive_int, default=100,
                    help="images per batch and rank; any size works (default: %(default)s)")
@@ -52,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-E", "--disable-dataset-size-error", action="store_true",
                    help="accepted for compatibility with the official script; does nothing, "
                         "since any dataset size is evaluated exactly")
+    p.add_argument("--recompute-bn", type=cli.non_negative_int, default=0, metavar="N",
+                   help="first re-estimate the batch-norm statistics as the average over N "
+                        "training batches per rank (needs -T and --train-list; the weight "
+                        "file is not changed) (default: 0, off)")
     p.add_argument("--channel-last", action="store_true",
                    help="accepted for compatibility; ignored, the layout is read from the "
                         "weight file")
@@ -71,17 +79,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     num_classes = weights.classes(args.num_classes)
     files = read_file_list(cli.val_list_of(args), args.val_dir, num_classes)
     layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
-    batches = ImageBatches(
-        files, args.batch_size, training=False, spatial_size=spatial_size,
-        channels=layout.channels, channel_last=layout.channel_last,
+    data_options = dict(
+        spatial_size=spatial_size, channels=layout.channels, channel_last=layout.channel_last,
         dtype=np.float16 if args.type_config == "half" else np.float32, norm=args.norm_config,
         rank=comm.rank, num_ranks=comm.size, num_threads=args.dali_num_threads,
         prefetch=args.dali_prefetch_queue, device_id=rt.data_device_id,
         decoder_padding=args.dali_nvjpeg_memory_padding)
+    batches = ImageBatches(files, args.batch_size, training=False, **data_options)
     graph = build_evaluation_graph(args.arch, batches.image_shape, num_classes,
                                    layout.channel_last, rt.ctx)
     note = load_into_network(args.weights, args.arch, params=weights.params)
     rt.log(weights.describe(num_classes, note))
+    if args.recompute_bn:
+        train_batches = ImageBatches(
+            read_file_list(args.train_list, args.train_dir, num_classes), args.batch_size,
+            training=True, **data_options)
+        x = nn.Variable(train_batches.image_shape)
+        train_logits, _ = build_network(x, num_classes, args.arch, test=False,
+                                        channel_last=layout.channel_last)
+        with train_batches:
+            used = recompute_batch_norm(
+                train_logits, training_feeds(train_batches, 0, args.recompute_bn, x), comm)
+        rt.log(f"batch-norm statistics recomputed from {used} training batches per rank")
     rt.log(f"{len(files)} images from {files.source}, {comm.size} rank(s) x batch "
            f"{args.batch_size}, {spatial_size[0]}x{spatial_size[1]}, norm {args.norm_config}")
     with batches:
