@@ -1,17 +1,20 @@
-"""Train an ImageNet classifier: one process, or data-parallel under `mpirun -n N`.
+r"""Train an ImageNet classifier: one process, or data-parallel under `mpirun -n N`.
 
     mpirun -n 4 python train.py -a resnet50 -b 192 -t half --channel-last \
         -C cfg/cos90.yaml -T <train dir> -V <val dir>
 
 Every epoch ends with a checkpoint in `<monitor path>/checkpoints`; running the same command
-again (or with `--resume`) continues exactly where the run stopped. SIGTERM, SIGINT and
-SIGUSR1 make the run finish its iteration, checkpoint and exit with status 75.
+again (or with `--resume`) continues exactly where the run stopped, from the newest intact
+checkpoint (damaged ones are named and skipped). SIGTERM, SIGINT and SIGUSR1 (on any rank)
+make the run finish its iteration, checkpoint and exit with status 75. A non-finite loss
+stops the run before anything non-finite is saved; with --dynamic-loss-scaling, steps whose
+gradients overflow are skipped and counted instead. Errors (bad inputs, an unwritable or
+full monitor path, divergence) are one line on stderr and status 2.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -21,12 +24,15 @@ import numpy as np
 
 from models import build_network, get_architecture
 from utils import cli
-from utils.atomic import atomic_write_text
+from utils.atomic import atomic_write_text, check_room, check_writable, remove_stale_temporaries
+from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.checkpoint import (
     CheckpointError,
     checkpoint_dir,
+    checkpoint_name,
     identity_mismatch,
     latest_checkpoint,
+    list_checkpoints,
     save_checkpoint,
 )
 from utils.comm import Communicator
@@ -40,37 +46,37 @@ from utils.monitor import MonitorSeries, MonitorTimer, series_path, truncate_ser
 from utils.optim import MomentumSolver
 from utils.plots import plot_monitor
 from utils.progress import Progress
-from utils.runtime import run, setup_runtime
+from utils.runtime import StopRequest, run, setup_runtime
 from utils.weights import load_into_network, network_parameters, write_parameters
 
 PREEMPTED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_runtime_flags(p)
     cli.add_arch_flags(p)
     cli.add_spatial_size_flag(p)
     g = p.add_argument_group("training")
     g.add_argument("-b", "--batch-size", type=int, default=128,
-                   help="batch size per process (the global batch is this times the ranks)")
+                   help="batch size per process; the global batch is this times the ranks "
+                        "(default: %(default)s)")
     g.add_argument("-e", "--epochs", type=int, default=None,
                    help="number of epochs (overrides the config's epochs)")
     g.add_argument("-C", "--train-config", default=DEFAULT_CONFIG,
-                   help="recipe YAML (see cfg/)")
+                   help="recipe YAML, see cfg/ (default: cfg/cos90.yaml of this repository)")
     g.add_argument("--channel-last", action="store_true",
                    help="NHWC layout (GPU only: NNabla's CPU backend runs NCHW)")
     g.add_argument("-m", "--monitor-path", default=None,
                    help="output directory; default tmp.monitor.<YYYYmmddHHMMSS>")
     g.add_argument("-v", "--val-interval", type=int, default=10,
-                   help="validate every N epochs and at the end; <= 0 disables validation")
-    g.add_argument("-s", "--model-save-interval", type=int, default=10,
-                   help="write param_NNN.h5 every N epochs (and at the end)")
+                   help="validate every N epochs and at the end; <= 0 disables validation "
+                        "(default: %(default)s)")
+    g.add_argument("-s", "--model-save-interval", type=cli.positive_int, default=10,
+                   help="write param_NNN.h5 every N epochs and at the end "
+                        "(default: %(default)s)")
     g.add_argument("--model-load-path", default=None,
                    help="weight file to start from (all parameters, or all but the "
                         "classifier with --finetune)")
@@ -80,13 +86,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     g.add_argument("--resume", action="store_true",
                    help="require a checkpoint in --monitor-path and continue from it "
                         "(re-running into a monitor path with checkpoints also resumes)")
-    g.add_argument("--keep-checkpoints", type=int, default=3,
-                   help="how many of the newest checkpoints to keep")
+    g.add_argument("--keep-checkpoints", type=cli.positive_int, default=3,
+                   help="how many of the newest checkpoints to keep (default: %(default)s)")
     g.add_argument("--dynamic-loss-scaling", action="store_true",
-                   help="with -t half: start at the config's loss scale, halve it and skip "
-                        "the step on overflow, double it after 2000 good steps")
+                   help="start at the config's loss scale (in any precision), halve it and "
+                        "skip the step when a gradient overflows, double it after 2000 good "
+                        "steps; skipped steps are counted in the epoch's log line")
+    g.add_argument("--recompute-bn", type=cli.non_negative_int, default=0, metavar="N",
+                   help="before each validation, re-estimate the batch-norm statistics as the "
+                        "average over N training batches per rank (0: off; the running "
+                        "averages lag behind the weights in short runs) (default: 0)")
     g.add_argument("--seed", type=int, default=0,
-                   help="seed of initialisation, shuffling, augmentation and mixup")
+                   help="seed of initialisation, shuffling, augmentation and mixup "
+                        "(default: %(default)s)")
     cli.add_train_dataset_flags(p)
     cli.add_val_dataset_flags(p)
     cli.add_dali_flags(p)
@@ -117,18 +129,6 @@ def run_identity(args: argparse.Namespace, config: TrainConfig, num_ranks: int) 
     }
 
 
-class StopRequest:
-    """Remembers a stop signal so that the run stops between iterations, never inside one."""
-
-    def __init__(self):
-        self.signal: Optional[int] = None
-        for s in STOP_SIGNALS:
-            signal.signal(s, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.signal = signum
-
-
 def iteration_seed(seed: int, rank: int, epoch: int, iteration: int) -> int:
     """Seed of NNabla's random functions (dropout, drop-connect) for one iteration.
 
@@ -141,17 +141,18 @@ def iteration_seed(seed: int, rank: int, epoch: int, iteration: int) -> int:
 class TrainingMonitors:
     """The training series of the run (rank 0 writes); validation ones go through `record`."""
 
-    def __init__(self, path: str, enabled: bool, resumed_epoch: Optional[int]):
+    def __init__(self, path: str, enabled: bool, start_epoch: int):
         self.loss = MonitorSeries(path, "Train-loss", enabled)
         self.error = MonitorSeries(path, "Train-error", enabled)
         self.epoch_time = MonitorTimer(path, "Epoch-time", enabled)
-        if resumed_epoch is not None and enabled:
-            # Drop what the interrupted run wrote after its checkpoint: training series are
-            # indexed by epoch (0..), validation series by epochs done (1..).
+        if enabled:
+            # Drop what an interrupted run wrote after the checkpoint resumed from (all of it
+            # when starting afresh): training series are indexed by epoch (0..), validation
+            # series by epochs done (1..).
             for m in (self.loss, self.error, self.epoch_time):
-                m.truncate_after(resumed_epoch - 1)
+                m.truncate_after(start_epoch - 1)
             for name in VALIDATION_SERIES:
-                truncate_series(series_path(path, name), resumed_epoch)
+                truncate_series(series_path(path, name), start_epoch)
 
 
 def write_run_description(path: str, args: argparse.Namespace, config: TrainConfig) -> None:
@@ -161,12 +162,38 @@ def write_run_description(path: str, args: argparse.Namespace, config: TrainConf
     save_config(config, os.path.join(path, "train_config.yaml"))
 
 
-def save_training_state(directory: str, epoch: int, iteration: int, identity: Dict[str, Any],
-                        solver: MomentumSolver, train_data: ImageBatches,
-                        mixup: Optional[Mixup], comm: Communicator, keep: int) -> None:
-    """Checkpoint the run (rank 0 writes; every rank contributes its RNG state)."""
+def check_finite_parameters(comm: Communicator, ckpt_dir: str, where: str) -> None:
+    """Stop every rank before a non-finite parameter is saved (a step can overflow the
+    weights while its loss was still finite)."""
+    bad = [k for k, v in nn.get_parameters(grad_only=False).items() if not np.isfinite(v.d).all()]
+    if comm.all_reduce_sum([len(bad)])[0]:
+        raise diverged(f"non-finite parameters {where}" + (f" ('{bad[0]}')" if bad else ""),
+                       ckpt_dir)
+
+
+def diverged(what: str, ckpt_dir: str) -> FloatingPointError:
+    """The error of a run that diverged, saying what was kept."""
+    saved = list_checkpoints(ckpt_dir)
+    kept = f"the last checkpoint, {saved[0]}, is intact" if saved else "no checkpoint was saved"
+    return FloatingPointError(f"{what}: training diverged; {kept}; train again with a lower "
+                              "learning rate in a new --monitor-path")
+
+
+def save_training_state(directory: str, epoch: int, iteration: int, sums: np.ndarray,
+                        identity: Dict[str, Any], solver: MomentumSolver,
+                        train_data: ImageBatches, mixup: Optional[Mixup], comm: Communicator,
+                        keep: int) -> str:
+    """Checkpoint the run (rank 0 writes; every rank contributes its RNG state, batch-norm
+    statistics and sums of the epoch so far); return the checkpoint's path."""
     extra: Dict[str, np.ndarray] = {}
     positions: List[Any] = []
+    all_sums = comm.all_gather_object(sums.tolist())
+    # Batch-norm running statistics are each rank's own (only gradients are averaged).
+    statistics = comm.all_gather_object({k: v.d.copy() for k, v in
+                                         nn.get_parameters(grad_only=False).items()
+                                         if not v.need_grad})
+    for rank, values in enumerate(statistics[1:], 1):
+        extra.update({f"rank{rank}/{name}": value for name, value in values.items()})
     if mixup is not None:
         states = comm.all_gather_object(mixup.rng.get_state())
         for rank, (_, keys, pos, has_gauss, gauss) in enumerate(states):
@@ -174,23 +201,34 @@ def save_training_state(directory: str, epoch: int, iteration: int, identity: Di
             positions.append([int(pos), int(has_gauss), float(gauss)])
     if comm.is_main:
         meta = {"identity": identity, "train_data": train_data.state(),
-                "mixup_rng_pos": positions}
+                "mixup_rng_pos": positions, "epoch_sums": all_sums}
         params = {k: v.d for k, v in nn.get_parameters(grad_only=False).items()}
         save_checkpoint(directory, epoch, iteration, meta, params, solver.state_dict(), extra,
                         keep)
     comm.barrier()
+    return os.path.join(directory, checkpoint_name(epoch, iteration))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args)
     comm, log = rt.comm, rt.log
+    stop = StopRequest()  # from now on a stop signal is acted on after the next iteration
     arch = get_architecture(args.arch)
     config = load_config(args.train_config, args.epochs)
     if args.channel_last and rt.backend == "cpu":
         raise ValueError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
+    if config.mixup > 0 and args.batch_size % 2:
+        raise ValueError(f"{config.source}: mixup pairs sample i with sample B-1-i and needs "
+                         f"an even --batch-size, got {args.batch_size}")
     monitor_path = comm.broadcast_object(
         args.monitor_path or time.strftime("tmp.monitor.%Y%m%d%H%M%S"))
+    ckpt_dir = checkpoint_dir(monitor_path)
+    if comm.is_main:  # fail now, not after the first epoch; clear what a kill -9 left
+        check_writable(monitor_path, "monitor path")
+        for folder in (monitor_path, ckpt_dir):
+            for path in remove_stale_temporaries(folder):
+                log(f"removed {path}, left by an interrupted write")
     channels = 4 if args.type_config == "half" else 3
 
     # ---- data: this rank's shard of each split
@@ -227,64 +265,80 @@ def main(argv: Optional[List[str]] = None) -> int:
         loss = classification_loss(pred, target, config.label_smoothing, weight=mask)
         error = top_n_error_count(pred, label, n=1, weight=mask)
     loss.persistent = error.persistent = True
-    val_graph = None
+    val_graph = bn_data = None
     if val_data is not None:
         val_graph = build_evaluation_graph(arch.name, val_data.image_shape, args.num_classes,
                                            args.channel_last, rt.float_ctx)
+        if args.recompute_bn:
+            bn_data = ImageBatches(train_files, b, training=True, seed=args.seed + 1,
+                                   **data_options)
 
-    if args.model_load_path:
+    # ---- the newest intact checkpoint of this monitor path, if any, is resumed below
+    checkpoint, skipped = latest_checkpoint(ckpt_dir)
+    for note in skipped:
+        log(f"skipping damaged checkpoint: {note}")
+    if args.resume and checkpoint is None:
+        raise CheckpointError(f"--resume: no intact checkpoint in {ckpt_dir}")
+
+    if args.model_load_path and checkpoint is None:  # (a checkpoint holds every parameter)
         skip = [arch.classifier_scope] if args.finetune else []
         note = load_into_network(args.model_load_path, arch.name, skip)
         log(f"loaded {args.model_load_path}" + (" (new classifier)" if skip else "")
             + (f"; {note}" if note else ""))
     comm.broadcast_parameters(nn.get_parameters(grad_only=False))
 
-    loss_scale = config.loss_scaling if args.type_config == "half" else 1.0
+    # A static scale only matters in half precision; a dynamic one is honoured in any.
+    scaled = args.type_config == "half" or args.dynamic_loss_scaling
+    loss_scale = config.loss_scaling if scaled else 1.0
     solver = MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay,
                             loss_scale=loss_scale, dynamic_loss_scaling=args.dynamic_loss_scaling)
     schedule = build_schedule(config.lr_scheduler, train_data.iterations_per_epoch)
     global_batch = b * comm.size
+    # Batch-norm running statistics: each rank's own (only gradients are averaged).
+    statistics = [v for v in nn.get_parameters(grad_only=False).values() if not v.need_grad]
+    if comm.is_main:  # room for the next checkpoint (parameters and momenta) and weight file
+        param_bytes = 4 * sum(v.size for v in nn.get_parameters(grad_only=False).values())
+        check_room(monitor_path, largest_file=2 * param_bytes, total=3 * param_bytes,
+                   what="monitor path")
 
-    # ---- resume from the newest intact checkpoint of this monitor path, if any
+    # ---- resume
     identity = run_identity(args, config, comm.size)
-    ckpt_dir = checkpoint_dir(monitor_path)
     start_epoch = 0
-    checkpoint, skipped = latest_checkpoint(ckpt_dir)
-    for note in skipped:
-        log(f"skipping damaged checkpoint: {note}")
-    if args.resume and checkpoint is None:
-        raise CheckpointError(f"--resume: no intact checkpoint in {ckpt_dir}")
+    resumed_sums = None
     if checkpoint is not None:
         mismatch = identity_mismatch(checkpoint.meta["identity"], identity)
         if mismatch:
             raise CheckpointError(f"{checkpoint.path}: cannot resume a different run "
                                   f"({mismatch}); use another --monitor-path")
         for name, var in nn.get_parameters(grad_only=False).items():
-            var.d = checkpoint.params[name]
+            var.d = checkpoint.extra.get(f"rank{comm.rank}/{name}", checkpoint.params[name])
         solver.load_state_dict(checkpoint.solver)
         if mixup is not None:
             pos, has_gauss, gauss = checkpoint.meta["mixup_rng_pos"][comm.rank]
             mixup.rng.set_state(("MT19937", checkpoint.extra[f"mixup_rng_{comm.rank}"],
                                  pos, has_gauss, gauss))
         start_epoch = checkpoint.meta["epoch"]
+        resumed_sums = checkpoint.meta["epoch_sums"][comm.rank]
         train_data.restore(checkpoint.meta["train_data"])
         log(f"resuming from {checkpoint.path} (epoch {start_epoch}, "
             f"iteration {checkpoint.meta['iteration']})")
     if comm.is_main:
-        os.makedirs(monitor_path, exist_ok=True)
         write_run_description(monitor_path, args, config)
-    monitors = TrainingMonitors(monitor_path, comm.is_main,
-                                start_epoch if checkpoint is not None else None)
+    monitors = TrainingMonitors(monitor_path, comm.is_main, start_epoch)
 
-    def checkpoint_at(epoch: int, iteration: int) -> None:
-        save_training_state(ckpt_dir, epoch, iteration, identity, solver, train_data, mixup,
-                            comm, args.keep_checkpoints)
+    def checkpoint_at(epoch: int, iteration: int, sums: np.ndarray) -> str:
+        return save_training_state(ckpt_dir, epoch, iteration, sums, identity, solver,
+                                   train_data, mixup, comm, args.keep_checkpoints)
 
     # ---- training
-    stop = StopRequest()
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
-        sums = np.zeros(3)  # sum of loss over valid samples, wrong, valid
+        # This rank's sums: loss over valid samples, wrong, valid, and steps skipped on
+        # overflow (--dynamic-loss-scaling; the same on every rank). Kept by mid-epoch
+        # checkpoints, so a resumed epoch reports what the uninterrupted one would.
+        sums = np.zeros(4)
+        if epoch == start_epoch and resumed_sums is not None:
+            sums = np.array(resumed_sums)
         first = train_data.state()["iteration"] if epoch == start_epoch else 0
         bar = Progress(comm, train_data.iterations_per_epoch, f"epoch {epoch}", initial=first,
                        images_per_iteration=global_batch)
@@ -303,31 +357,42 @@ def main(argv: Optional[List[str]] = None) -> int:
             comm.all_reduce_gradients(solver.parameters())
             updated = solver.update()
             value, wrong = float(loss.d), float(error.d)
-            sums += (value * batch.num_valid, wrong, batch.num_valid)
-            stop_now, bad_loss = comm.all_reduce_sum(
-                [stop.signal is not None, updated and not np.isfinite(value)])
+            sums += (value * batch.num_valid, wrong, batch.num_valid, not updated)
+            # One collective per step: did any rank get a stop signal or a non-finite loss?
+            # (Loss scaling cannot fix a non-finite loss: it only scales the gradients.)
+            stop_now, bad_loss = comm.all_reduce_sum([stop.requested, not np.isfinite(value)])
             if bad_loss:
-                raise FloatingPointError(
-                    f"non-finite training loss at epoch {epoch}, iteration {batch.iteration}; "
-                    f"the last checkpoint in {ckpt_dir} is intact (lower the learning rate "
-                    "or use --dynamic-loss-scaling)")
+                raise diverged(f"non-finite training loss at epoch {epoch}, iteration "
+                               f"{batch.iteration}", ckpt_dir)
             bar.update(loss=value, error=wrong / max(batch.num_valid, 1), lr=lr)
-            if stop_now:
+            if stop_now and batch.iteration + 1 < train_data.iterations_per_epoch:
                 bar.close()
-                checkpoint_at(epoch, batch.iteration + 1)
-                log(f"stopped by a signal at epoch {epoch}, iteration {batch.iteration + 1}; "
-                    "run the same command again to resume")
+                check_finite_parameters(comm, ckpt_dir, f"at epoch {epoch}")
+                path = checkpoint_at(epoch, batch.iteration + 1, sums)
+                log(f"stopped by {stop.describe()} at epoch {epoch}, iteration "
+                    f"{batch.iteration + 1}; saved {path}; run the same command to resume")
                 return PREEMPTED_EXIT_STATUS
-        bar.close()
-        loss_sum, wrong, seen = comm.all_reduce_sum(sums.tolist())
+        bar.close()  # a stop at the epoch's last iteration ends the epoch first (below)
+        check_finite_parameters(comm, ckpt_dir, f"after epoch {epoch}")
+        comm.average_values(statistics)  # one model to validate and save, the same on all ranks
+        loss_sum, wrong, seen = comm.all_reduce_sum(sums[:3].tolist())
+        skipped = int(sums[3])
         seconds = time.time() - started
         monitors.loss.add(epoch, loss_sum / seen)
         monitors.error.add(epoch, wrong / seen)
         monitors.epoch_time.add(epoch, seconds, train_data.iterations_per_epoch)
+        overflow = (f"; {skipped} overflow step(s) skipped, loss scale now "
+                    f"{solver.loss_scale:g}" if args.dynamic_loss_scaling else "")
         log(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, error {wrong / seen:.4f} "
-            f"({seconds:.1f} s)")
+            f"({seconds:.1f} s){overflow}")
         done = epoch + 1
         if val_graph is not None and (done % args.val_interval == 0 or done == config.epochs):
+            if bn_data is not None:
+                if mixup is not None:
+                    mixup.lam.d = 1.0  # statistics of the unmixed images
+                nn.seed(iteration_seed(args.seed, comm.rank, done, -1))
+                recompute_batch_norm(pred, training_feeds(bn_data, done, args.recompute_bn, x),
+                                     comm)
             result = evaluate(val_graph, val_data, comm, description=f"validation {done}")
             record(result, monitor_path, done, enabled=comm.is_main)
             log(f"epoch {epoch}: validation loss {result.loss:.4f}, top-1 error "
@@ -335,9 +400,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if comm.is_main and (done % args.model_save_interval == 0 or done == config.epochs):
             write_parameters(os.path.join(monitor_path, f"param_{done:03d}.h5"),
                              network_parameters())
-        checkpoint_at(done, 0)
+        path = checkpoint_at(done, 0, np.zeros(4))
         if comm.is_main:
             plot_monitor(monitor_path)
+        if done < config.epochs and stop.agreed(comm):
+            log(f"stopped by {stop.describe()} after epoch {epoch}; saved {path}; run the "
+                "same command to resume")
+            return PREEMPTED_EXIT_STATUS
     log(f"finished {config.epochs} epochs; results in {monitor_path}")
     return 0
 

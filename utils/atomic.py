@@ -1,14 +1,22 @@
 """Atomic file output: write beside the destination, sync, then rename over it.
 
-A crash or an error at any moment leaves either the old file or the complete new one, never
-a half-written file under the real name.
+A crash or an error at any moment (a full disk included) leaves either the old file or the
+complete new one, never a half-written file under the real name. Only `kill -9` or a power
+cut can leave a temporary `.tmp-<name>.*` file behind; `remove_stale_temporaries` deletes
+them when a run restarts. `check_writable` and `check_room` find an output folder that
+cannot take the files before any work starts.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
+import shutil
 import tempfile
-from typing import Iterator
+from typing import Iterator, List
+
+TEMPORARY_PREFIX = ".tmp-"
+MEGABYTE = 1 << 20
 
 
 def _current_umask() -> int:
@@ -25,13 +33,26 @@ def _fsync_directory(folder: str) -> None:
         os.close(fd)
 
 
+def _naming(path: str, error: OSError) -> OSError:
+    """The same error, its message naming the file being written (an ENOSPC says no file)."""
+    named = OSError(f"cannot write {path}: {error.strerror or error}")
+    named.errno = error.errno
+    return named
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
-    """Yield a temporary path to write; it replaces `path` when the block ends without error."""
+    """Yield a temporary path to write; it replaces `path` when the block ends without error.
+
+    An OSError (full disk, file size limit, read-only folder) comes out naming `path`.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}.", suffix=suffix,
-                               dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{os.path.basename(path)}.",
+                                   suffix=suffix, dir=folder)
+    except OSError as e:
+        raise _naming(path, e) from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 suits secrets, not results
     try:
@@ -40,12 +61,59 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_directory(folder)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise _naming(path, e) from None
         raise
 
 
 def atomic_write_text(path: str, text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Delete the temporary files that interrupted atomic writes left in `folder`.
+
+    Only for a folder no other process is writing to (a run's own output folder).
+    """
+    removed = []
+    if os.path.isdir(folder):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_file():
+                os.remove(entry.path)
+                removed.append(entry.path)
+    return removed
+
+
+def check_writable(folder: str, what: str = "output folder") -> None:
+    """Create `folder` if needed and write, sync and delete a file in it.
+
+    Raises OSError with a one-line reason (not a folder, read-only, no permission, full).
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}write-test.", dir=folder)
+        try:
+            os.write(fd, b"ok\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.remove(probe)
+    except OSError as e:
+        raise OSError(f"cannot write to the {what} {folder}: {e.strerror or e}") from None
+
+
+def check_room(folder: str, largest_file: int, total: int, what: str = "output folder") -> None:
+    """Raise OSError unless `folder` has `total` bytes free and files of `largest_file` bytes
+    are allowed (the shell's `ulimit -f`)."""
+    free = shutil.disk_usage(folder).free
+    if free < total:
+        raise OSError(f"not enough space in the {what} {folder}: {free / MEGABYTE:.1f} MB "
+                      f"free, {total / MEGABYTE:.1f} MB needed")
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit != resource.RLIM_INFINITY and limit < largest_file:
+        raise OSError(f"the file size limit (ulimit -f) of {limit / MEGABYTE:.1f} MB is below "
+                      f"the {largest_file / MEGABYTE:.1f} MB files written to {folder}")

@@ -5,8 +5,8 @@ statistics included), the solver state, any extra arrays (e.g. an RNG state) and
 record of where the run stands (epoch, iteration, data position, run identity). A SHA-256
 over all arrays is stored in the record and checked on load, so a file damaged after it
 was written is detected and the previous checkpoint used instead. Files are written to a
-temporary name, synced and renamed, so a crash never leaves a half-written checkpoint under
-a real name; the last few are kept.
+temporary name, synced and renamed, so a crash (kill -9, a full disk) never leaves a
+half-written checkpoint under a real name; the last few are kept.
 """
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ def save_checkpoint(
     keep: int = 3,
 ) -> str:
     """Write a checkpoint atomically, then delete all but the newest `keep`; return its path."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 (the checkpoint just written), got {keep}")
     os.makedirs(directory, exist_ok=True)
     arrays: Dict[str, np.ndarray] = {}
     arrays.update({PARAM_PREFIX + k: np.asarray(v) for k, v in params.items()})
@@ -83,10 +85,20 @@ def save_checkpoint(
     arrays[_META_KEY] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
     path = os.path.join(directory, checkpoint_name(epoch, iteration))
     with atomic_path(path, ".npz") as tmp:
-        np.savez(tmp, **arrays)
+        _write_npz(tmp, arrays)
     for old in list_checkpoints(directory)[keep:]:
         os.remove(old)
     return path
+
+
+def _write_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
+    """`np.savez`'s format (one `<key>.npy` per array in an uncompressed zip), with the zip
+    closed even when a write fails: np.savez leaves it to the garbage collector, which then
+    prints a second error for a full disk."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, value in arrays.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def list_checkpoints(directory: str) -> List[str]:
@@ -132,11 +144,16 @@ def latest_checkpoint(directory: str) -> Tuple[Optional[Checkpoint], List[str]]:
     return None, skipped
 
 
+def _differences(saved: Any, current: Any, key: str) -> List[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [diff for k in sorted(set(saved) | set(current))
+                for diff in _differences(saved.get(k), current.get(k), f"{key}.{k}")]
+    return [] if saved == current else [f"{key}: {saved!r} in the checkpoint, {current!r} now"]
+
+
 def identity_mismatch(saved: Dict[str, Any], current: Dict[str, Any]) -> Optional[str]:
-    """Say how the run being resumed differs from the one that wrote the checkpoint."""
-    diffs = [
-        f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
-        for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key)
-    ]
+    """Say how the run being resumed differs from the one that wrote the checkpoint: each
+    differing key, nested ones dotted (`config.epochs: 90 in the checkpoint, 100 now`)."""
+    diffs = [diff for key in sorted(set(saved) | set(current))
+             for diff in _differences(saved.get(key), current.get(key), key)]
     return "; ".join(diffs) if diffs else None

@@ -47,6 +47,10 @@ class Communicator:
     def all_reduce_sum(self, values: Sequence[float]) -> List[float]:
         return [float(v) for v in values]
 
+    def average_values(self, variables: Sequence[nn.Variable]) -> None:
+        """Replace the values of `variables` by their mean over ranks, in place (for the
+        batch-norm running statistics, which each rank accumulates from its own shard)."""
+
     def broadcast_parameters(self, params: Dict[str, nn.Variable]) -> None:
         """Give every rank rank 0's parameter values (start and resume)."""
 
@@ -104,6 +108,17 @@ class MpiCommunicator(Communicator):
 
     def all_reduce_mean(self, values: Sequence[float]) -> List[float]:
         return [v / self.size for v in self.all_reduce_sum(values)]
+
+    def average_values(self, variables: Sequence[nn.Variable]) -> None:
+        if not variables:
+            return
+        buffer = np.concatenate([np.asarray(v.d, np.float64).ravel() for v in variables])
+        self._comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
+        buffer /= self.size
+        offset = 0
+        for v in variables:
+            v.d = buffer[offset : offset + v.size].reshape(v.shape)
+            offset += v.size
 
     def broadcast_parameters(self, params: Dict[str, nn.Variable]) -> None:
         for v in params.values():

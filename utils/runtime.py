@@ -1,13 +1,17 @@
 """Process set-up shared by the scripts: context, communicator, logging, clean failure.
 
-A user error (bad flag value, file, config or weight file) ends the script with one line
-on stderr and exit status 2 instead of a traceback. Under MPI a failing rank aborts the
-whole job, so no rank is left waiting in a collective for it.
+A user error (bad flag value, file, config or weight file, an output folder that cannot be
+written, a training run that diverged) ends the script with one line on stderr and exit
+status 2 instead of a traceback; Ctrl-C outside training ends it with status 130. Under MPI
+a failing rank aborts the whole job, so no rank is left waiting in a collective for it:
+the launcher stops every rank at once and the failing rank's message is on stderr.
+`StopRequest` turns the signals of a preemption into a flag a training loop polls.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -20,6 +24,9 @@ from .comm import Communicator, create_communicator
 from .context import float_context, select_context
 
 USER_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+# SIGUSR1 is what batch schedulers (Slurm --signal, LSF, PBS) send ahead of a time limit.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # Launcher variables giving a rank's index on its node (Open MPI, MPICH/Hydra, Slurm).
 _LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID")
 
@@ -86,14 +93,64 @@ def _abort_job(exc_type, exc, tb) -> None:
     _active_comm.abort(1)
 
 
+class StopRequest:
+    """Remembers a stop signal (SIGTERM, SIGINT, SIGUSR1) so that a loop can stop cleanly.
+
+    The handler only sets a flag: the loop finishes what it is doing, saves its state and
+    exits. Every rank must agree before stopping (see `agreed`), as a scheduler may signal
+    only some of them.
+    """
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        for s in STOP_SIGNALS:
+            signal.signal(s, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        """Whether this process received a stop signal."""
+        return self.signal is not None
+
+    def agreed(self, comm: Communicator) -> bool:
+        """Whether any rank received one (a collective: every rank must call it)."""
+        return comm.all_reduce_sum([self.requested])[0] > 0
+
+    def describe(self) -> str:
+        """'SIGTERM' (...) or, when only other ranks were signalled, 'a signal to another rank'."""
+        return signal.Signals(self.signal).name if self.requested else "a signal to another rank"
+
+
+def _close_progress_bars() -> None:
+    """End any open tqdm bar, so that the error starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _fail(message: str, status: int) -> int:
+    _close_progress_bars()
+    prefix = f"[rank {_active_comm.rank}] " if _active_comm.size > 1 else ""
+    sys.stderr.write(f"{prefix}{message}\n")
+    sys.stderr.flush()
+    if _active_comm.size > 1:
+        _active_comm.abort(status)
+    return status
+
+
 def run(main: Callable[[], int]) -> int:
-    """Run a script's main; user errors (ValueError and OSError) become one line, status 2."""
+    """Run a script's main; user errors become one line on stderr and status 2.
+
+    User errors are ValueError (bad flags, inputs, configs, weight files), OSError (files
+    that cannot be read or written, a full disk) and FloatingPointError (a diverged run).
+    Anything else is a bug and keeps its traceback.
+    """
     try:
         return main()
-    except (ValueError, OSError) as e:
-        prefix = f"[rank {_active_comm.rank}] " if _active_comm.size > 1 else ""
-        sys.stderr.write(f"{prefix}error: {e}\n")
-        sys.stderr.flush()
-        if _active_comm.size > 1:
-            _active_comm.abort(USER_ERROR_STATUS)
-        return USER_ERROR_STATUS
+    except (ValueError, OSError, FloatingPointError) as e:
+        return _fail(f"error: {e}", USER_ERROR_STATUS)
+    except KeyboardInterrupt:
+        return _fail("interrupted", INTERRUPTED_STATUS)

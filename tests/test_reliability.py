@@ -1,0 +1,658 @@
+"""Fault tests: every script run as a user would (subprocess, mpirun), then hurt on purpose.
+
+Preemption (SIGTERM, SIGINT, SIGUSR1; one process and `mpirun -n 2`), `kill -9` at random
+moments and during a checkpoint write, a rank dying or failing alone under mpirun,
+divergence and loss-scale overflow, an unwritable or full monitor path, and the bad inputs
+below. Every process runs under a deadline and is killed with its process group if it
+overruns, so a hang fails a test instead of holding CI.
+
+Bad inputs tried (`BAD_INPUTS`, one test each, the real script run). "2:" means exit status
+2 with exactly one stderr line `error: <text>` naming the file and the problem, no traceback,
+and no partial output file; <list> and <n> are the list file and its line.
+
+| script | bad input | what it gets |
+| --- | --- | --- |
+| train.py | truncated JPEG in the list | 2: cannot decode <file> (line <n> of <list>): ... |
+| train.py | garbage bytes named .JPEG | 2: cannot decode <file> (...): not an image (...) |
+| train.py | zero-byte .JPEG | 2: cannot decode <file> (line <n> of <list>): empty file |
+| train.py | listed file missing | 2: <list>:<n>: file not found: <file> |
+| train.py | class id 10, --num-classes 10 | 2: <list>:<n>: class id 10 out of range (0..9) |
+| train.py | PNG, CMYK JPEG named .JPEG | works |
+| train.py | --model-load-path, other arch | 2: <h5>: does not fit mobilenet_v2: parameter ... |
+| train.py | --model-load-path, cut .h5 | 2: <h5>: not a readable NNabla parameter file (...) |
+| train.py | malformed YAML | 2: <yaml>: malformed YAML at line 2, column 9: ... |
+| train.py | unknown config key | 2: <yaml>: unknown key 'momentumm' ... 'momentum'? ... |
+| train.py | odd -b, mixup config | 2: <yaml>: mixup ... needs an even --batch-size, got 7 |
+| validation.py | truncated / garbage / empty | 2: cannot decode <file> (line <n> of <list>): ... |
+| validation.py | listed file missing | 2: <list>:<n>: file not found: <file> |
+| validation.py | class id out of range | 2: <list>:<n>: class id 10 out of range (0..9) |
+| validation.py | PNG, CMYK JPEG named .JPEG | works |
+| validation.py | other arch / cut .h5 | 2: <h5>: does not fit ... / not a readable ... |
+| infer.py | truncated JPEG | 2: cannot decode <file> (line 1 of <memory>): ... |
+| infer.py | garbage / zero-byte .JPEG | 2: cannot read image <file>: not an image / empty file |
+| infer.py | missing image | 2: no such image or folder: <file> |
+| infer.py | PNG, CMYK JPEG named .JPEG | works |
+| infer.py | other arch / cut .h5 | 2: <h5>: does not fit ... / not a readable ... |
+| convert_parameter_format.py | cut .h5 | 2: <h5>: not a readable NNabla parameter file |
+| export.py | other arch / cut .h5 | 2: <h5>: does not fit ... / not a readable ... |
+| create_input_files.py | --verify, cut + empty JPEG | 0: each "unreadable: <file>: ...", left out |
+| create_input_files.py | folder missing | 1 (its documented status): folder not found: <dir> |
+
+Train-time faults (one test each, below): a corrupt image only in rank 1's shard under
+mpirun (the job stops with "[rank 1] error: cannot decode ...", status 2), an unwritable
+monitor path (under a file, under /proc, a read-only mount), too little space or a too
+small `ulimit -f` (each an error before training starts), and a disk that fills mid-run
+(an error naming the file; no temporary file left; the run resumes once there is room).
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import resource
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pytest
+import yaml
+from data_fixtures import photo, save
+from eval_fixtures import make_weight_file
+from fault_fixtures import Process, alive, rank_pids, run, tmpfs
+
+from utils.checkpoint import list_checkpoints, load_checkpoint
+from utils.data import batch_positions, epoch_order
+from utils.weights import read_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
+ARCH = "mobilenet_v3_small"
+BATCH = 8
+PREEMPTED = 75
+SERIES = ("Train-loss", "Train-error", "Validation-loss", "Validation-error",
+          "Validation-top5-error")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def write_config(path: Path, **changes) -> Path:
+    """A quick recipe (cosine per iteration, 2 epochs); `changes` replace top-level keys."""
+    config = {"weight_decay": 5.0e-05, "momentum": 0.9, "epochs": 2, "label_smoothing": 0.1,
+              "loss_scaling": 128.0, "mixup": 0.0,
+              "lr_scheduler": {"type": "EpochCosineLearningRateScheduler",
+                               "args": {"base_lr": 0.002, "warmup_epochs": 1},
+                               "per_iteration": True}}
+    config.update(changes)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def data(work) -> Dict[str, Path]:
+    """List files over the demo set: 24 training images (3 iterations of 8), the first 8
+    of them (1 iteration), 8 validation images; and the recipes."""
+    classes = sorted(p.name for p in (DEMO / "train").iterdir() if p.is_dir())
+    rows = []
+    for label, name in enumerate(classes[:8]):
+        files = sorted((DEMO / "train" / name).iterdir())[:3]
+        rows += [f"{name}/{f.name} {label}\n" for f in files]
+    rows = [rows[i] for i in np.random.RandomState(0).permutation(len(rows))]
+    truth = (DEMO / "val_ground_truth.txt").read_text().split()
+    out = {"train24": work / "train24", "train8": work / "train8", "val8": work / "val8"}
+    out["train24"].write_text("".join(rows))
+    out["train8"].write_text("".join(rows[:8]))
+    out["val8"].write_text("".join(f"ILSVRC2012_val_{i:08d}.JPEG {truth[i - 1]}\n"
+                                   for i in range(1, 9)))
+    out["config"] = write_config(work / "quick.yaml")
+    return out
+
+
+def train_args(monitor: Path, data: Dict[str, Path], *extra: object, train_list: str = "train24",
+               config: Optional[Path] = None, train_dir: Path = DEMO / "train",
+               validate: bool = True) -> List[str]:
+    return ["train.py", "-a", ARCH, "--num-classes", "10", "--spatial-size", "32",
+            "-b", str(BATCH), "-C", str(config or data["config"]), "-T", str(train_dir),
+            "--train-list", str(data[train_list]) if train_list in data else train_list,
+            "-V", str(DEMO / "val"), "--val-list", str(data["val8"]),
+            "-v", "1" if validate else "0", "--dali-num-threads", "1", "-m", str(monitor),
+            *map(str, extra)]
+
+
+def assert_same_run(reference: Path, monitor: Path, final_epoch: int,
+                    series: Sequence[str] = SERIES) -> None:
+    """The series files (text) and the final weight file (arrays) are identical."""
+    for name in series:
+        assert (monitor / f"{name}.series.txt").read_text() == \
+            (reference / f"{name}.series.txt").read_text(), name
+    ours = read_parameters(str(monitor / f"param_{final_epoch:03d}.h5"))
+    theirs = read_parameters(str(reference / f"param_{final_epoch:03d}.h5"))
+    assert list(ours) == list(theirs)
+    for name in ours:
+        np.testing.assert_array_equal(ours[name].data, theirs[name].data, err_msg=name)
+
+
+def checkpoint_names(monitor: Path) -> List[str]:
+    return [Path(p).name for p in list_checkpoints(str(monitor / "checkpoints"))]
+
+
+def leftovers(folder: Path) -> List[str]:
+    """Temporary files of an interrupted atomic write anywhere under `folder`."""
+    return sorted(str(p) for p in folder.rglob(".tmp-*"))
+
+
+def one_error(result, *parts: str, status: int = 2) -> str:
+    """The run failed with exactly one error line holding every one of `parts`."""
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = result.error_lines()
+    assert len(errors) == 1, result.stderr[-3000:]
+    for part in parts:
+        assert part in errors[0], (part, errors[0])
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def reference(work, data) -> Path:
+    """An uninterrupted single-process run (2 epochs of 3 iterations, validated)."""
+    monitor = work / "reference"
+    assert run(train_args(monitor, data), work, "reference").returncode == 0
+    return monitor
+
+
+@pytest.fixture(scope="module")
+def reference_two_ranks(work, data) -> Path:
+    """The same run on 2 ranks (2 iterations an epoch)."""
+    monitor = work / "reference2"
+    assert run(train_args(monitor, data), work, "reference2", mpi_ranks=2).returncode == 0
+    return monitor
+
+
+# --------------------------------------------------------------------------- 1. preemption
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_stop_signal_checkpoints_mid_epoch_and_the_resumed_run_matches(signum, work, data,
+                                                                       reference):
+    name = signal.Signals(signum).name
+    monitor = work / f"stop-{name}"
+    process = Process(train_args(monitor, data), work, f"stop-{name}")
+    process.wait_for("epoch 0:")  # the bar appears just before the first iteration
+    process.signal(signum)
+    stopped = process.finish()
+    assert stopped.returncode == PREEMPTED, stopped.stderr[-3000:]
+    saved = checkpoint_names(monitor)
+    assert saved == ["checkpoint_e0000_i0000001.npz"]
+    assert f"stopped by {name} at epoch 0, iteration 1; saved {monitor}/checkpoints/" \
+           f"{saved[0]}" in stopped.stderr
+    load_checkpoint(str(monitor / "checkpoints" / saved[0]))  # checksum verified
+
+    resumed = run(train_args(monitor, data), work, f"resume-{name}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {monitor}/checkpoints/{saved[0]} (epoch 0, iteration 1)" \
+           in resumed.stderr
+    assert_same_run(reference, monitor, 2)
+
+
+@pytest.mark.parametrize("signum,target", [
+    (signal.SIGTERM, "launcher"), (signal.SIGINT, "launcher"), (signal.SIGUSR1, "launcher"),
+    (signal.SIGTERM, "rank 1"),
+], ids=["SIGTERM-mpirun", "SIGINT-mpirun", "SIGUSR1-mpirun", "SIGTERM-rank1-only"])
+def test_stop_under_mpirun_is_agreed_by_every_rank(signum, target, work, data,
+                                                   reference_two_ranks):
+    """mpirun (MPICH's Hydra) passes the signal on to the ranks; a signal that reaches only
+    one rank (a scheduler signalling processes) stops them all at the same iteration."""
+    case = f"mpi-{signal.Signals(signum).name}-{target.replace(' ', '')}"
+    monitor = work / case
+    process = Process(train_args(monitor, data), work, case, mpi_ranks=2)
+    process.wait_for("epoch 0:")
+    if target == "launcher":
+        process.signal(signum)
+    else:
+        ranks = rank_pids(process.pid)
+        assert sorted(ranks) == [0, 1], ranks
+        os.kill(ranks[1], signum)
+    stopped = process.finish()
+    assert stopped.returncode == PREEMPTED, stopped.stdout + stopped.stderr[-3000:]
+    by = "a signal to another rank" if target == "rank 1" else signal.Signals(signum).name
+    assert f"stopped by {by} at epoch 0, iteration 1" in stopped.stderr
+    assert checkpoint_names(monitor) == ["checkpoint_e0000_i0000001.npz"]
+    if signum == signal.SIGTERM:  # the resumed job continues exactly
+        resumed = run(train_args(monitor, data), work, case + "-resume", mpi_ranks=2)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert_same_run(reference_two_ranks, monitor, 2)
+
+
+# --------------------------------------------------------------------------- 2. kill -9
+
+
+def test_kill_9_at_any_moment_never_loses_the_newest_intact_checkpoint(work, data):
+    """One iteration an epoch, so a good part of the time goes to checkpoints: killed once
+    while a checkpoint file is being written (seen by its temporary file), then at random
+    moments, then with the newest checkpoint damaged on disk. Each restart resumes from the
+    newest intact checkpoint and says so; the finished run equals an uninterrupted one."""
+    epochs = 8
+    args = dict(train_list="train8", validate=False)
+    reference = work / "kill-reference"
+    assert run(train_args(reference, data, "-e", epochs, **args), work,
+               "kill-reference").returncode == 0
+    monitor = work / "kill-9"
+    command = train_args(monitor, data, "-e", epochs, **args)
+    checkpoints = monitor / "checkpoints"
+
+    # a) kill -9 in the middle of a checkpoint write (a write takes some 30 ms here)
+    for attempt in range(5):
+        process = Process(command, work, f"kill-write-{attempt}")
+        deadline = time.monotonic() + 120
+        while process.popen.poll() is None and time.monotonic() < deadline:
+            if checkpoints.is_dir() and any(p.name.startswith(".tmp-")
+                                            for p in checkpoints.iterdir()):
+                break
+            time.sleep(0.002)
+        process.kill()
+        if leftovers(checkpoints):
+            break
+    else:
+        pytest.fail("never caught a checkpoint being written")
+    stale = leftovers(checkpoints)
+    for path in list_checkpoints(str(checkpoints)):
+        load_checkpoint(path)  # every complete one is intact
+
+    # b) kill -9 at random moments after the resume began
+    rng = random.Random(7)
+    for attempt in range(4):
+        newest = list_checkpoints(str(checkpoints))
+        process = Process(command, work, f"kill-random-{attempt}")
+        if newest:
+            process.wait_for(f"resuming from {newest[0]} ")
+        else:
+            process.wait_for("epoch 0:")
+        if attempt == 0:
+            for path in stale:
+                assert f"removed {path}, left by an interrupted write" in process.stderr()
+            assert not leftovers(checkpoints)
+        time_to_kill = rng.uniform(0.0, 2.0)
+        try:
+            process.popen.wait(timeout=time_to_kill)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        saved = list_checkpoints(str(checkpoints))
+        if saved:  # (none yet when the kill came before the first epoch's end)
+            load_checkpoint(saved[0])  # the newest is always intact
+
+    # c) the newest checkpoint damaged on disk: named, skipped, the one before used
+    if len(list_checkpoints(str(checkpoints))) < 2:  # the random kills all came early
+        assert run(command, work, "kill-complete").returncode == 0
+    saved = list_checkpoints(str(checkpoints))
+    with open(saved[0], "r+b") as f:
+        f.seek(len(Path(saved[0]).read_bytes()) // 2)
+        f.write(b"\0" * 64)
+    finished = run(command, work, "kill-finish")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"skipping damaged checkpoint: {saved[0]}: " in finished.stderr
+    assert f"resuming from {saved[1]} " in finished.stderr
+    assert_same_run(reference, monitor, epochs, series=("Train-loss", "Train-error"))
+    assert not leftovers(monitor)
+
+
+# --------------------------------------------------------------------------- 3. dead ranks
+
+
+def test_a_rank_killed_under_mpirun_stops_the_job(work, data):
+    monitor = work / "rank-killed"
+    process = Process(train_args(monitor, data, "-e", 20), work, "rank-killed", mpi_ranks=2)
+    process.wait_for("epoch 0:")
+    ranks = rank_pids(process.pid)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    finished = process.finish(timeout=60)  # bounded: rank 0 must not wait in an all-reduce
+    assert finished.returncode != 0
+    assert "BAD TERMINATION" in finished.stdout and "signal 9" in finished.stdout
+    assert not alive(ranks[0])
+
+
+def test_an_error_in_one_rank_only_stops_the_job_with_its_message(work, data):
+    """A corrupt image that only rank 1 reads: rank 1 reports it and aborts the job; rank 0,
+    waiting in the gradient all-reduce, is stopped with it."""
+    lines = data["train24"].read_text().splitlines()
+    order = epoch_order(len(lines), 0, 0, shuffle=True)
+    positions, _ = batch_positions(len(lines), BATCH, rank=1, num_ranks=2, iteration=0)
+    victim = int(order[positions[0]])
+    root = work / "rank1-shard"
+    for number, line in enumerate(lines, 1):
+        path = root / line.split()[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data_bytes = (DEMO / "train" / line.split()[0]).read_bytes()
+        path.write_bytes(data_bytes[:300] if number == victim + 1 else data_bytes)
+    bad = root / lines[victim].split()[0]
+    monitor = work / "rank1-error"
+    finished = run(train_args(monitor, data, train_dir=root), work, "rank1-error",
+                   mpi_ranks=2, timeout=60)
+    assert finished.returncode == 2, finished.stdout + finished.stderr[-3000:]
+    assert "Traceback" not in finished.stderr
+    errors = finished.error_lines()
+    assert len(errors) == 1, finished.stderr[-3000:]
+    assert errors[0].startswith(f"[rank 1] error: cannot decode {bad} (line {victim + 1} of "
+                                f"{data['train24']})"), errors
+
+
+# --------------------------------------------------------------------------- 4. numerical
+
+
+def test_divergence_stops_with_a_clear_message_and_the_last_checkpoint_intact(work, data):
+    """Learning rate x 1e12 from epoch 1 (a step schedule): epoch 0 is checkpointed, then the
+    loss turns non-finite at the second step (or the weights at the epoch's end)."""
+    config = write_config(work / "diverges.yaml", lr_scheduler={
+        "type": "EpochStepLearningRateScheduler",
+        "args": {"base_lr": 0.002, "decay_at": [1], "decay_rate": 1.0e12, "warmup_epochs": 0}})
+    monitor = work / "diverges"
+    finished = run(train_args(monitor, data, "-e", 4, config=config, validate=False), work,
+                   "diverges")
+    last = monitor / "checkpoints" / "checkpoint_e0001_i0000000.npz"
+    line = one_error(finished, "training diverged", f"the last checkpoint, {last}, is intact",
+                     "lower learning rate")
+    assert re.match(r"error: non-finite (training loss at|parameters after) epoch 1", line), line
+    assert checkpoint_names(monitor) == [last.name]
+    kept = load_checkpoint(str(last))
+    assert all(np.isfinite(v).all() for v in kept.params.values())
+    assert not leftovers(monitor)
+
+
+def test_dynamic_loss_scaling_skips_and_counts_overflowing_steps(work, data):
+    """A loss scale of 1e36 overflows float32 gradients here: those steps are skipped and the
+    scale halved until they fit (near 1e35), then training goes on."""
+    config = write_config(work / "overflow.yaml", loss_scaling=1.0e36)
+    monitor = work / "overflow"
+    finished = run(train_args(monitor, data, "-e", 3, "--dynamic-loss-scaling", config=config,
+                              validate=False), work, "overflow")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    logged = re.findall(r"; (\d+) overflow step\(s\) skipped, loss scale now (\S+)",
+                        finished.stderr)
+    assert len(logged) == 3, finished.stderr[-3000:]
+    skipped = sum(int(count) for count, _ in logged)
+    assert 0 < skipped < 9, logged  # some steps skipped, then real ones
+    assert float(logged[-1][1]) == 1.0e36 / 2**skipped  # each skip halved the scale
+    params = read_parameters(str(monitor / "param_003.h5"))
+    assert all(np.isfinite(p.data).all() for p in params.values())
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    """A step can overflow the weights while its loss was still finite; train.py checks them
+    before every checkpoint and weight file (in-process: no run provokes this on demand)."""
+    import nnabla as nn
+
+    import train
+    from utils.comm import Communicator
+
+    weights = nn.parameter.get_parameter_or_create("affine/W", (2, 2))
+    weights.d = np.ones((2, 2))
+    train.check_finite_parameters(Communicator(), str(tmp_path), "after epoch 3")
+    weights.d = np.array([[1.0, np.inf], [0.0, 1.0]])
+    with pytest.raises(FloatingPointError, match=r"^non-finite parameters after epoch 3 "
+                       r"\('affine/W'\): training diverged; no checkpoint was saved"):
+        train.check_finite_parameters(Communicator(), str(tmp_path), "after epoch 3")
+
+
+# --------------------------------------------------------------------------- 5. disk
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_unwritable_monitor_path_is_an_error_before_training(where, work, data):
+    blocker = work / "a-file"
+    blocker.write_text("not a folder\n")
+    monitor = blocker / "run" if where == "under-a-file" else Path("/proc/imagenet-run")
+    finished = run(train_args(monitor, data), work, f"unwritable-{where}")
+    one_error(finished, f"cannot write to the monitor path {monitor}: ")
+    assert "epoch 0" not in finished.stderr
+
+
+def test_read_only_monitor_path_is_an_error_before_training(work, data):
+    with tmpfs(work / "read-only", "1m", read_only=True) as folder:
+        finished = run(train_args(folder / "run", data), work, "read-only")
+    one_error(finished, "cannot write to the monitor path", "Read-only file system")
+    assert "epoch 0" not in finished.stderr
+
+
+def test_file_size_limit_below_a_checkpoint_is_an_error_before_training(work, data):
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+
+    finished = run(train_args(work / "ulimit", data), work, "ulimit", preexec_fn=limit)
+    one_error(finished, "the file size limit (ulimit -f) of 1.0 MB is below")
+    assert "epoch 0" not in finished.stderr
+
+
+def test_too_little_space_is_an_error_before_training(work, data):
+    with tmpfs(work / "tiny-disk", "2m") as folder:
+        finished = run(train_args(folder / "run", data), work, "tiny-disk")
+        one_error(finished, f"not enough space in the monitor path {folder / 'run'}: ")
+        assert "epoch 0" not in finished.stderr
+        assert not leftovers(folder)
+
+
+def test_disk_filling_up_mid_run_leaves_no_partial_file_and_the_run_resumes(work, data):
+    """28 MB holds two checkpoints (12 MB each) but not a third: the third write fails with
+    an error naming it, the two before stay intact, and with more room the run resumes."""
+    with tmpfs(work / "filling-disk", "28m") as folder:
+        monitor = folder / "run"
+        args = train_args(monitor, data, "-e", 4, "-s", 1000, train_list="train8",
+                          validate=False)
+        finished = run(args, work, "disk-full")
+        one_error(finished, f"cannot write {monitor}/checkpoints/checkpoint_e0003_i0000000.npz"
+                            ": No space left on device")
+        assert checkpoint_names(monitor) == ["checkpoint_e0002_i0000000.npz",
+                                             "checkpoint_e0001_i0000000.npz"]
+        load_checkpoint(str(monitor / "checkpoints" / "checkpoint_e0002_i0000000.npz"))
+        assert not leftovers(monitor)
+        grown = subprocess.run(["mount", "-o", "remount,size=80m", str(folder)])
+        assert grown.returncode == 0
+        resumed = run(args, work, "disk-full-resume")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resuming from" in resumed.stderr and "checkpoint_e0002_i0000000.npz" \
+            in resumed.stderr
+        assert [line.split()[0] for line in
+                (monitor / "Train-loss.series.txt").read_text().splitlines()] == \
+            ["0", "1", "2", "3"]
+
+
+# --------------------------------------------------------------------------- 6. bad inputs
+
+
+@pytest.fixture(scope="module")
+def bad(work, data) -> Dict[str, Path]:
+    """Images (good, broken, and odd-but-valid), lists around each, and weight files."""
+    root = work / "images"
+    root.mkdir()
+    demo = sorted((DEMO / "train" / "bag").iterdir())[:7]
+    good = []
+    for i, src in enumerate(demo):
+        (root / f"good_{i}.JPEG").write_bytes(src.read_bytes())
+        good.append(f"good_{i}.JPEG")
+    jpeg = save(photo(64, 64, seed=1), str(work / "whole.jpg"))
+    encoded = Path(jpeg).read_bytes()
+    (root / "truncated.JPEG").write_bytes(encoded[: len(encoded) * 6 // 10])
+    (root / "garbage.JPEG").write_bytes(b"this is not an image\n" * 20)
+    (root / "empty.JPEG").write_bytes(b"")
+    save(photo(40, 30, seed=2), str(root / "png.JPEG"), "PNG")
+    photo(30, 40, seed=3).convert("CMYK").save(root / "cmyk.JPEG", "JPEG")
+
+    out: Dict[str, Path] = {"root": root, "config": data["config"]}
+    labelled = [f"{name} {i % 10}\n" for i, name in enumerate(good)]
+
+    def write_list(name: str, last: str) -> None:
+        out[name] = work / f"list-{name}"
+        out[name].write_text("".join(labelled) + last)
+
+    for kind in ("truncated", "garbage", "empty"):
+        write_list(kind, f"{kind}.JPEG 3\n")
+    write_list("missing", "missing.JPEG 3\n")
+    write_list("label", "good_0.JPEG 10\n")
+    out["odd"] = work / "list-odd"
+    out["odd"].write_text("".join(labelled[:6]) + "png.JPEG 1\ncmyk.JPEG 2\n")
+    out["weights"] = make_weight_file(work / "mnv3.h5", ARCH, num_classes=10, size=32)
+    whole = out["weights"].read_bytes()
+    out["truncated_h5"] = work / "truncated.h5"
+    out["truncated_h5"].write_bytes(whole[: len(whole) // 2])
+    out["malformed_yaml"] = work / "malformed.yaml"
+    out["malformed_yaml"].write_text("epochs: [1, 2\nmomentum: 0.9\n")
+    out["unknown_key"] = work / "unknown-key.yaml"
+    out["unknown_key"].write_text(yaml.safe_dump({"momentumm": 0.9}))
+    out["mixup"] = write_config(work / "mixup.yaml", mixup=0.2)
+    return out
+
+
+def _train(bad: Dict[str, Path], work: Path, case: str, list_name: str = "odd",
+           *extra: str, config: str = "config", arch: str = ARCH, batch: int = 8) -> List[str]:
+    return ["train.py", "-a", arch, "--num-classes", "10", "--spatial-size", "32",
+            "-b", str(batch), "-C", str(bad[config]), "-T", str(bad["root"]),
+            "--train-list", str(bad[list_name]), "-v", "0", "-e", "1",
+            "--dali-num-threads", "1", "-m", str(work / f"bad-{case}"), *extra]
+
+
+def _validation(bad: Dict[str, Path], work: Path, list_name: str, weights: str = "weights",
+                arch: str = ARCH) -> List[str]:
+    return ["validation.py", str(bad[weights]), "-a", arch, "--spatial-size", "32",
+            "-V", str(bad["root"]), "--val-list", str(bad[list_name]), "-b", "8",
+            "--dali-num-threads", "1", "--no-progress", "-M", str(work / "bad-val-monitor")]
+
+
+def _infer(bad: Dict[str, Path], image: str, weights: str = "weights",
+           arch: str = ARCH) -> List[str]:
+    return ["infer.py", *[str(bad["root"] / name) for name in image.split()], str(bad[weights]),
+            "-a", arch, "--spatial-size", "32"]
+
+
+def _class_tree(work: Path) -> Path:
+    """Two class folders for create_input_files.py, one truncated and one empty image."""
+    tree = work / "tree"
+    for name in ("cat", "dog"):
+        for i in range(3):
+            save(photo(24, 20, seed=i), str(tree / name / f"{name}_{i}.JPEG"))
+    whole = (tree / "cat" / "cat_0.JPEG").read_bytes()
+    (tree / "cat" / "cat_0.JPEG").write_bytes(whole[: len(whole) // 2])
+    (tree / "dog" / "dog_0.JPEG").write_bytes(b"")
+    return tree
+
+
+# (id, builds the command from (bad, work), expected status, parts of the one error line,
+#  or for status 0 parts of the output). `{root}`, `{list}`, `{weights}`... are filled in.
+BAD_INPUTS = [
+    ("train-truncated-jpeg", lambda b, w: _train(b, w, "t", "truncated"), 2,
+     ["cannot decode {root}/truncated.JPEG (line 8 of {list:truncated})", "truncated"]),
+    ("train-garbage-jpeg", lambda b, w: _train(b, w, "g", "garbage"), 2,
+     ["cannot decode {root}/garbage.JPEG (line 8 of {list:garbage})", "not an image"]),
+    ("train-zero-byte", lambda b, w: _train(b, w, "z", "empty"), 2,
+     ["cannot decode {root}/empty.JPEG (line 8 of {list:empty}): empty file"]),
+    ("train-missing-file", lambda b, w: _train(b, w, "m", "missing"), 2,
+     ["{list:missing}:8: file not found: {root}/missing.JPEG"]),
+    ("train-label-out-of-range", lambda b, w: _train(b, w, "l", "label"), 2,
+     ["{list:label}:8: class id 10 out of range (0..9)"]),
+    ("train-png-and-cmyk-named-jpeg", lambda b, w: _train(b, w, "ok", "odd"), 0,
+     ["finished 1 epochs"]),
+    ("train-weights-of-another-arch", lambda b, w: _train(
+        b, w, "wa", "odd", "--model-load-path", str(b["weights"]), arch="mobilenet_v2"), 2,
+     ["{weights}: does not fit mobilenet_v2"]),
+    ("train-truncated-h5", lambda b, w: _train(b, w, "th", "odd", "--model-load-path",
+                                               str(b["truncated_h5"])), 2,
+     ["{truncated_h5}: not a readable NNabla parameter file"]),
+    ("train-malformed-yaml", lambda b, w: _train(b, w, "y", config="malformed_yaml"), 2,
+     ["{malformed_yaml}: malformed YAML at line 2"]),
+    ("train-unknown-config-key", lambda b, w: _train(b, w, "k", config="unknown_key"), 2,
+     ["{unknown_key}: unknown key 'momentumm'", "did you mean 'momentum'?"]),
+    ("train-odd-batch-with-mixup",
+     lambda b, w: _train(b, w, "mx", config="mixup", batch=7), 2,
+     ["{mixup}: mixup pairs sample i with sample B-1-i and needs an even --batch-size, got 7"]),
+    ("validation-truncated-jpeg", lambda b, w: _validation(b, w, "truncated"), 2,
+     ["cannot decode {root}/truncated.JPEG (line 8 of {list:truncated})"]),
+    ("validation-garbage-jpeg", lambda b, w: _validation(b, w, "garbage"), 2,
+     ["cannot decode {root}/garbage.JPEG (line 8 of {list:garbage})", "not an image"]),
+    ("validation-zero-byte", lambda b, w: _validation(b, w, "empty"), 2,
+     ["cannot decode {root}/empty.JPEG (line 8 of {list:empty}): empty file"]),
+    ("validation-missing-file", lambda b, w: _validation(b, w, "missing"), 2,
+     ["{list:missing}:8: file not found: {root}/missing.JPEG"]),
+    ("validation-label-out-of-range", lambda b, w: _validation(b, w, "label"), 2,
+     ["{list:label}:8: class id 10 out of range (0..9)"]),
+    ("validation-png-and-cmyk-named-jpeg", lambda b, w: _validation(b, w, "odd"), 0,
+     ["8 images: top-1 error"]),
+    ("validation-weights-of-another-arch",
+     lambda b, w: _validation(b, w, "odd", arch="mobilenet_v2"), 2,
+     ["{weights}: does not fit mobilenet_v2"]),
+    ("validation-truncated-h5", lambda b, w: _validation(b, w, "odd", weights="truncated_h5"), 2,
+     ["{truncated_h5}: not a readable NNabla parameter file"]),
+    ("infer-truncated-jpeg", lambda b, w: _infer(b, "truncated.JPEG"), 2,
+     ["cannot decode {root}/truncated.JPEG", "truncated"]),
+    ("infer-garbage-jpeg", lambda b, w: _infer(b, "garbage.JPEG"), 2,
+     ["cannot read image {root}/garbage.JPEG: not an image"]),
+    ("infer-zero-byte", lambda b, w: _infer(b, "empty.JPEG"), 2,
+     ["cannot read image {root}/empty.JPEG: empty file"]),
+    ("infer-missing-file", lambda b, w: _infer(b, "missing.JPEG"), 2,
+     ["no such image or folder: {root}/missing.JPEG"]),
+    ("infer-png-and-cmyk-named-jpeg", lambda b, w: _infer(b, "png.JPEG cmyk.JPEG"), 0,
+     ["{root}/png.JPEG", "{root}/cmyk.JPEG", "1. "]),
+    ("infer-weights-of-another-arch", lambda b, w: _infer(b, "good_0.JPEG",
+                                                          arch="mobilenet_v2"), 2,
+     ["{weights}: does not fit mobilenet_v2"]),
+    ("infer-truncated-h5", lambda b, w: _infer(b, "good_0.JPEG", weights="truncated_h5"), 2,
+     ["{truncated_h5}: not a readable NNabla parameter file"]),
+    ("convert-truncated-h5",
+     lambda b, w: ["convert_parameter_format.py", str(b["truncated_h5"]),
+                   str(w / "converted.h5"), "-m", "nhwc"], 2,
+     ["{truncated_h5}: not a readable NNabla parameter file"]),
+    ("export-weights-of-another-arch",
+     lambda b, w: ["export.py", str(b["weights"]), "-a", "mobilenet_v2", "--spatial-size", "32",
+                   "-o", str(w / "exported.nnp")], 2,
+     ["{weights}: does not fit mobilenet_v2"]),
+    ("export-truncated-h5",
+     lambda b, w: ["export.py", str(b["truncated_h5"]), "-a", ARCH, "--spatial-size", "32",
+                   "-o", str(w / "exported.nnp")], 2,
+     ["{truncated_h5}: not a readable NNabla parameter file"]),
+    ("create-input-files-verify-broken-images",
+     lambda b, w: ["create_input_files.py", "-T", str(_class_tree(w)), "--verify",
+                   "--workers", "1", "--no-progress", "-o", str(w / "lists")], 0,
+     ["unreadable: {tree}/cat/cat_0.JPEG: ", "unreadable: {tree}/dog/dog_0.JPEG: empty file",
+      "left out 2 unreadable image(s)", "train: 4 images"]),
+    ("create-input-files-missing-folder",
+     lambda b, w: ["create_input_files.py", "-T", str(w / "no-such-folder"), "--no-progress",
+                   "-o", str(w / "lists-missing")], 1,
+     ["folder not found: {work}/no-such-folder"]),
+]
+
+
+def _fill(text: str, bad: Dict[str, Path], work: Path) -> str:
+    def value(match: re.Match) -> str:
+        key = match.group(1)
+        if key.startswith("list:"):
+            return str(bad[key[5:]])
+        return {"root": str(bad["root"]), "work": str(work), "tree": str(work / "tree")}.get(
+            key, str(bad.get(key, "")))
+
+    return re.sub(r"\{([a-z_:0-9]+)\}", value, text)
+
+
+@pytest.mark.parametrize("case,command,status,parts", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input(case, command, status, parts, bad, work, data):
+    before = set(work.iterdir())
+    result = run(command(bad, work), work / "logs", case)
+    expected = [_fill(part, bad, work) for part in parts]
+    if status == 0:
+        assert result.returncode == 0, result.stderr[-3000:]
+        for part in expected:
+            assert part in result.stdout + result.stderr, (part, result.stdout[-2000:])
+        return
+    one_error(result, *expected, status=status)
+    if case.startswith("train-") and "jpeg" not in case and "zero-byte" not in case:
+        assert "epoch 0" not in result.stderr  # refused before training started
+    # nothing half-made: outputs of a failed run are absent or hold no partial file
+    for path in set(work.iterdir()) - before:
+        assert not leftovers(path) if path.is_dir() else not path.name.startswith(".tmp-")
+    for output in ("converted.h5", "exported.nnp"):
+        assert not (work / output).exists()
