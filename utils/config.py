@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Unio
 
 import yaml
 
+from .atomic import atomic_write_text
 from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -249,24 +250,13 @@ def load_config(path: PathLike, epochs_override: Optional[int] = None) -> TrainC
 def save_config(config: TrainConfig, path: PathLike) -> None:
     """Write the effective config as YAML that `load_config` reads back equal.
 
-    The file is written to a temporary name in the same directory and renamed, so a reader
-    never sees a partial file. Missing parent directories are created.
+    Written atomically (utils.atomic); missing parent directories are created.
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     header = f"# Effective training configuration (from {config.source or 'memory'}).\n"
     text = header + yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    atomic_write_text(path, text)
 
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "save_config"]

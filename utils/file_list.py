@@ -353,7 +353,9 @@ def probe_image(data: bytes) -> Tuple[str, int, int]:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 fmt, size = img.format, img.size
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        except UnidentifiedImageError:
+            raise DataError("not an image (no decoder recognises it)") from None
+        except (OSError, ValueError, SyntaxError) as e:
             raise DataError(f"not an image ({e})") from None
         if fmt not in DALI_FORMATS:
             raise DataError(f"unsupported image format {fmt}")
