@@ -38,6 +38,7 @@ from utils.checkpoint import (
 from utils.comm import Communicator
 from utils.config import TrainConfig, load_config, save_config
 from utils.data import ImageBatches
+from utils.ema import WeightEma
 from utils.evaluation import VALIDATION_SERIES, build_evaluation_graph, evaluate, record
 from utils.file_list import read_file_list
 from utils.losses import MIXUP_SEED, Mixup, classification_loss, top_n_error_count
@@ -96,6 +97,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="before each validation, re-estimate the batch-norm statistics as the "
                         "average over N training batches per rank (0: off; the running "
                         "averages lag behind the weights in short runs) (default: 0)")
+    g.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
+                   help="keep an exponential moving average of the trainable weights "
+                        "(e.g. 0.9998 per iteration), validate it too (Validation-EMA-* "
+                        "series) and save it as param_ema_NNN.h5 (default: 0, off)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of initialisation, shuffling, augmentation and mixup "
                         "(default: %(default)s)")
@@ -107,6 +112,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.val_list = cli.val_list_of(args)
     if args.finetune and not args.model_load_path:
         p.error("--finetune needs --model-load-path")
+    if not 0.0 <= args.ema_decay < 1.0:
+        p.error(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
     if args.batch_size < 1:
         p.error("--batch-size must be positive")
     return args
@@ -126,6 +133,7 @@ def run_identity(args: argparse.Namespace, config: TrainConfig, num_ranks: int) 
         "model_load_path": args.model_load_path,
         "finetune": args.finetune,
         "seed": args.seed,
+        "ema_decay": args.ema_decay,
     }
 
 
@@ -181,8 +189,8 @@ def diverged(what: str, ckpt_dir: str) -> FloatingPointError:
 
 def save_training_state(directory: str, epoch: int, iteration: int, sums: np.ndarray,
                         identity: Dict[str, Any], solver: MomentumSolver,
-                        train_data: ImageBatches, mixup: Optional[Mixup], comm: Communicator,
-                        keep: int) -> str:
+                        train_data: ImageBatches, mixup: Optional[Mixup],
+                        ema: Optional[WeightEma], comm: Communicator, keep: int) -> str:
     """Checkpoint the run (rank 0 writes; every rank contributes its RNG state, batch-norm
     statistics and sums of the epoch so far); return the checkpoint's path."""
     extra: Dict[str, np.ndarray] = {}
@@ -199,6 +207,8 @@ def save_training_state(directory: str, epoch: int, iteration: int, sums: np.nda
         for rank, (_, keys, pos, has_gauss, gauss) in enumerate(states):
             extra[f"mixup_rng_{rank}"] = keys
             positions.append([int(pos), int(has_gauss), float(gauss)])
+    if ema is not None:  # the same on every rank: it averages the all-reduced updates
+        extra.update({f"ema/{name}": value for name, value in ema.state_dict().items()})
     if comm.is_main:
         meta = {"identity": identity, "train_data": train_data.state(),
                 "mixup_rng_pos": positions, "epoch_sums": all_sums}
@@ -294,6 +304,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                             loss_scale=loss_scale, dynamic_loss_scaling=args.dynamic_loss_scaling)
     schedule = build_schedule(config.lr_scheduler, train_data.iterations_per_epoch)
     global_batch = b * comm.size
+    ema = WeightEma(nn.get_parameters(), args.ema_decay) if args.ema_decay else None
     # Batch-norm running statistics: each rank's own (only gradients are averaged).
     statistics = [v for v in nn.get_parameters(grad_only=False).values() if not v.need_grad]
     if comm.is_main:  # room for the next checkpoint (parameters and momenta) and weight file
@@ -317,6 +328,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             pos, has_gauss, gauss = checkpoint.meta["mixup_rng_pos"][comm.rank]
             mixup.rng.set_state(("MT19937", checkpoint.extra[f"mixup_rng_{comm.rank}"],
                                  pos, has_gauss, gauss))
+        if ema is not None:
+            ema.load_state_dict({k[len("ema/"):]: v for k, v in checkpoint.extra.items()
+                                 if k.startswith("ema/")})
         start_epoch = checkpoint.meta["epoch"]
         resumed_sums = checkpoint.meta["epoch_sums"][comm.rank]
         train_data.restore(checkpoint.meta["train_data"])
@@ -328,7 +342,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def checkpoint_at(epoch: int, iteration: int, sums: np.ndarray) -> str:
         return save_training_state(ckpt_dir, epoch, iteration, sums, identity, solver,
-                                   train_data, mixup, comm, args.keep_checkpoints)
+                                   train_data, mixup, ema, comm, args.keep_checkpoints)
 
     # ---- training
     for epoch in range(start_epoch, config.epochs):
@@ -356,6 +370,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             loss.backward(solver.loss_scale, clear_buffer=True)
             comm.all_reduce_gradients(solver.parameters())
             updated = solver.update()
+            if ema is not None and updated:
+                ema.update()
             value, wrong = float(loss.d), float(error.d)
             sums += (value * batch.num_valid, wrong, batch.num_valid, not updated)
             # One collective per step: did any rank get a stop signal or a non-finite loss?
@@ -397,9 +413,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             record(result, monitor_path, done, enabled=comm.is_main)
             log(f"epoch {epoch}: validation loss {result.loss:.4f}, top-1 error "
                 f"{result.top1_error:.4f}, top-5 error {result.top5_error:.4f}")
+            if ema is not None:
+                with ema.swapped_in():
+                    result = evaluate(val_graph, val_data, comm, description=f"EMA {done}")
+                record(result, monitor_path, done, prefix="Validation-EMA",
+                       enabled=comm.is_main)
+                log(f"epoch {epoch}: EMA weights: validation top-1 error "
+                    f"{result.top1_error:.4f}")
         if comm.is_main and (done % args.model_save_interval == 0 or done == config.epochs):
             write_parameters(os.path.join(monitor_path, f"param_{done:03d}.h5"),
                              network_parameters())
+            if ema is not None:
+                with ema.swapped_in():
+                    write_parameters(os.path.join(monitor_path, f"param_ema_{done:03d}.h5"),
+                                     network_parameters())
         path = checkpoint_at(done, 0, np.zeros(4))
         if comm.is_main:
             plot_monitor(monitor_path)
