@@ -135,29 +135,28 @@ def add_dali_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return group
 
 
-def add_train_dataset_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """-T/--train-dir and --train-list (the list create_input_files.py writes)."""
-    group = parser.add_argument_group("training data")
-    group.add_argument("-T", "--train-dir", default="./",
-                       help="folder the paths of the training list are relative to "
+def _add_dataset_flags(parser: argparse.ArgumentParser, split: str, short: str, title: str,
+                       default_list: str, list_default_note: str) -> argparse._ArgumentGroup:
+    """-X/--<split>-dir and --<split>-list (the list create_input_files.py writes)."""
+    group = parser.add_argument_group(f"{title} data")
+    group.add_argument(short, f"--{split}-dir", default="./",
+                       help=f"folder the paths of the {title} list are relative to "
                             "(default: %(default)s)")
-    group.add_argument("--train-list", default=DEFAULT_TRAIN_LIST,
+    group.add_argument(f"--{split}-list", default=default_list,
                        help="list file, one '<path> <class id>' line per image, as written "
-                            "by create_input_files.py (default: %(default)s)")
+                            f"by create_input_files.py (default: %(default)s{list_default_note})")
     return group
+
+
+def add_train_dataset_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """-T/--train-dir and --train-list."""
+    return _add_dataset_flags(parser, "train", "-T", "training", DEFAULT_TRAIN_LIST, "")
 
 
 def add_val_dataset_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """-V/--val-dir and --val-list (the list create_input_files.py writes)."""
-    group = parser.add_argument_group("validation data")
-    group.add_argument("-V", "--val-dir", default="./",
-                       help="folder the paths of the validation list are relative to "
-                            "(default: %(default)s)")
-    group.add_argument("--val-list", default=DEFAULT_VAL_LIST,
-                       help="list file, one '<path> <class id>' line per image, as written "
-                            "by create_input_files.py (default: %(default)s in the current "
-                            "folder, else in --val-dir)")
-    return group
+    """-V/--val-dir and --val-list."""
+    return _add_dataset_flags(parser, "val", "-V", "validation", DEFAULT_VAL_LIST,
+                              " in the current folder, else in --val-dir")
 
 
 def val_list_of(args: argparse.Namespace) -> str:
