@@ -3,6 +3,7 @@ import h5py
 import nnabla as nn
 import numpy as np
 import pytest
+from eval_fixtures import randomise_parameters
 
 from models import build_network
 from utils.weights import (
@@ -33,13 +34,8 @@ def image_batch():
 def resnet18_file(tmp_path, image_batch):
     """A resnet18 weight file (10 classes) with non-trivial BN statistics, and its logits."""
     nn.seed(1)
-    logits = forward("resnet18", image_batch)
-    rng = np.random.RandomState(2)
-    for name, v in nn.get_parameters(grad_only=False).items():
-        if name.endswith("/mean") or name.endswith("/beta"):
-            v.d = rng.randn(*v.shape) * 0.1
-        elif name.endswith("/var"):
-            v.d = rng.uniform(0.5, 1.5, v.shape)
+    forward("resnet18", image_batch)
+    randomise_parameters(2)
     logits = forward("resnet18", image_batch)
     path = tmp_path / "rn18.h5"
     write_parameters(str(path), network_parameters())
