@@ -69,6 +69,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def name_list(names: Sequence[str], limit: int = 10) -> str:
+    """Names separated by spaces, the first `limit` only and a count of the others."""
+    if not names:
+        return "-"
+    shown = " ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} ... ({len(names) - limit} more)"
+
+
 def class_ids(folders: List[str], csv_path: Optional[str]) -> List[str]:
     """Class names indexed by id: the folders, or the -L csv (which must cover them)."""
     if csv_path is None:
@@ -92,8 +100,8 @@ def check_imagenet(classes: List[str], allow_other: bool) -> bool:
     if not missing and not unexpected and len(classes) == len(imagenet_wnids()):
         return True
     report = (f"the class folders look like ImageNet WordNet IDs but are not ImageNet-1k's "
-              f"1000: {len(missing)} missing: {' '.join(missing) or '-'}; "
-              f"{len(unexpected)} unexpected: {' '.join(unexpected) or '-'}")
+              f"1000: {len(missing)} missing: {name_list(missing)}; "
+              f"{len(unexpected)} unexpected: {name_list(unexpected)}")
     if not allow_other:
         raise DataError(report + " (--no-imagenet-check writes the lists anyway, with ids in "
                                  "the order of these folders)")
@@ -184,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     if scan.empty_classes:
         print(f"warning: {len(scan.empty_classes)} class folder(s) without images: "
-              f"{' '.join(scan.empty_classes)}", file=sys.stderr)
+              f"{name_list(scan.empty_classes)}", file=sys.stderr)
     if args.verify:
         train = drop_unreadable(args.train_file_dir, train, args.workers, progress, "train")
         if val is not None and args.val_dir is not None:

@@ -73,15 +73,25 @@ else
   "$venv/bin/python" -m pip install --quiet --upgrade pip
 fi
 
-stamp="$venv/.requirements.sha256"
-wanted="$(cat "${req_files[@]}" "${no_deps_files[@]}" | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
-  echo "setup: installing $(basename -a "${req_files[@]}" "${no_deps_files[@]}" | tr '\n' ' ')"
+# One stamp per requirements file, holding the hash it was installed at: a plain set-up after
+# `--dev --export` (as the quickstart does after the tests) installs nothing.
+stamps="$venv/.installed"
+mkdir -p "$stamps"
+stale=()
+for f in "${req_files[@]}" "${no_deps_files[@]}"; do
+  if [ "$(cat "$stamps/$(basename "$f")" 2>/dev/null || true)" != "$(sha256sum < "$f")" ]; then
+    stale+=("$f")
+  fi
+done
+if [ ${#stale[@]} -gt 0 ]; then
+  echo "setup: installing $(basename -a "${stale[@]}" | tr '\n' ' ')"
   args=()
   for f in "${req_files[@]}"; do args+=(-r "$f"); done
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"
   for f in "${no_deps_files[@]}"; do
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$f"
   done
-  echo "$wanted" > "$stamp"
+  for f in "${req_files[@]}" "${no_deps_files[@]}"; do
+    sha256sum < "$f" > "$stamps/$(basename "$f")"
+  done
 fi

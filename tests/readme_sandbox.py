@@ -1,0 +1,97 @@
+"""A folder where the README's commands run as written, without ImageNet or published weights.
+
+It holds the repository's entries (symbolic links, so `python train.py` and `cfg/...` resolve
+as in a checkout) and, under the names the README uses, stand-ins for what a user brings:
+
+- `train/`: the 1000 ImageNet WordNet-ID class folders, the first few with one demo photo each
+  (empty class folders are allowed, with a warning), and `val/`: the first validation images
+  under their official flat names, so the ImageNet ground truth labels them;
+- `photo.jpg`, `photos/`: demo photos to classify;
+- `caltech/` with `caltech_train` and `caltech_val`: a small fine-tuning dataset;
+- weight files named as the published ones, with random weights of the right architecture,
+  layout and input channels (NHWC files with a zero 4th input channel, as mixed-precision
+  training leaves them).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, Tuple
+
+from eval_fixtures import DEMO, REPO, make_weight_file
+
+from utils.file_list import imagenet_wnids
+from utils.weights import convert_layout, read_parameters, set_input_channels, write_parameters
+
+# file name -> (architecture, layout) of the weight files the README's commands read.
+WEIGHT_STAND_INS: Dict[str, Tuple[str, str]] = {
+    "rn50-nhwc_cos90.h5": ("resnet50", "nhwc4"),
+    "rn50-nhwc_mixup250.h5": ("resnet50", "nhwc4"),
+    "rn50-nhwc.h5": ("resnet50", "nhwc4"),
+    "rn50.h5": ("resnet50", "nchw3"),
+    "mbnv3_large_nchw_cos90.v2.h5": ("mobilenet_v3_large", "nchw3"),
+    "b0.h5": ("efficientnet_b0", "nchw3"),
+}
+TRAIN_IMAGES = 16
+VAL_IMAGES = 16
+NOT_LINKED = {".git", ".venv", "runs", "__pycache__", ".pytest_cache", ".ruff_cache"}
+
+
+def demo_photos(count: int) -> list:
+    """The first `count` demo training photos, in a fixed order over the classes."""
+    folders = sorted(p for p in (DEMO / "train").iterdir() if p.is_dir())
+    per_class = [sorted(c.iterdir()) for c in folders]
+    return [per_class[i % len(folders)][i // len(folders)] for i in range(count)]
+
+
+def weight_stand_in(path: Path, arch: str, layout: str) -> Path:
+    """Random weights for `arch` saved in `layout` ('nchw3' or 'nhwc4') with 1000 classes."""
+    make_weight_file(path, arch, num_classes=1000)
+    if layout == "nhwc4":
+        params = set_input_channels(convert_layout(read_parameters(str(path)), True), 4, True)
+        write_parameters(str(path), params)
+    return path
+
+
+def build(root: Path) -> Path:
+    """Fill `root` as described in the module docstring; returns it."""
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in REPO.iterdir():
+        if entry.name not in NOT_LINKED and not entry.name.startswith("tmp."):
+            (root / entry.name).symlink_to(entry)
+    (root / ".venv").symlink_to(Path(sys.prefix))  # the environment running the tests
+
+    photos = demo_photos(TRAIN_IMAGES + 20)
+    for i, wnid in enumerate(imagenet_wnids()):
+        (root / "train" / wnid).mkdir(parents=True)
+        if i < TRAIN_IMAGES:
+            shutil.copy(photos[i], root / "train" / wnid / f"{wnid}_{i + 1}.JPEG")
+    (root / "val").mkdir()
+    for i in range(1, VAL_IMAGES + 1):
+        name = f"ILSVRC2012_val_{i:08d}.JPEG"
+        shutil.copy(DEMO / "val" / name, root / "val" / name)
+
+    shutil.copy(photos[TRAIN_IMAGES], root / "photo.jpg")
+    (root / "photos").mkdir()
+    for i, src in enumerate(photos[TRAIN_IMAGES + 1:TRAIN_IMAGES + 4]):
+        shutil.copy(src, root / "photos" / f"photo_{i}.jpg")
+
+    classes = sorted(p.name for p in (DEMO / "train").iterdir() if p.is_dir())
+    caltech_rows = []
+    for src in photos[TRAIN_IMAGES + 4:]:
+        rel = f"{src.parent.name}/{src.name}"
+        (root / "caltech" / src.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / "caltech" / rel)
+        caltech_rows.append(f"{rel} {classes.index(src.parent.name)}\n")
+    (root / "caltech_train").write_text("".join(caltech_rows[:12]))
+    (root / "caltech_val").write_text("".join(caltech_rows[12:]))
+
+    made: Dict[Tuple[str, str], Path] = {}
+    for name, kind in WEIGHT_STAND_INS.items():
+        if kind in made:  # the same weights under another name
+            os.link(made[kind], root / name)
+        else:
+            made[kind] = weight_stand_in(root / name, *kind)
+    return root
