@@ -23,14 +23,19 @@ for arg in "$@"; do
   esac
 done
 
-# Prints "3.x" for a working CPython 3.8-3.10 with venv, nothing otherwise. Pyenv shims
-# exist for versions that are not selected and fail when run, hence the real check.
+# Prints "3.x" for a working CPython 3.8-3.10 with venv, nothing otherwise. Pyenv shims exist
+# for versions that are not selected and fail when run, hence running each candidate.
 supported_version() {
-  "$1" - <<'PY' 2>/dev/null
+  local version
+  version="$("$1" - <<'PY' 2>/dev/null
 import platform, sys, venv  # noqa: F401
 if platform.python_implementation() == "CPython" and (3, 8) <= sys.version_info[:2] <= (3, 10):
-    print("%d.%d" % sys.version_info[:2])
+    print("supported %d.%d" % sys.version_info[:2])
 PY
+)" || return 0
+  case "$version" in
+    "supported 3.8" | "supported 3.9" | "supported 3.10") echo "${version#supported }" ;;
+  esac
 }
 
 find_python() {
@@ -39,9 +44,9 @@ find_python() {
     echo "setup: PYTHON=$PYTHON is not a working CPython 3.8-3.10 with venv" >&2
     return 1
   fi
-  local minor candidate pyenv_root
-  for minor in 10 9 8; do
-    candidate="$(command -v "python3.$minor" || true)"
+  local name minor candidate pyenv_root
+  for name in python3.10 python3.9 python3.8 python3; do
+    candidate="$(command -v "$name" || true)"
     if [ -n "$candidate" ] && [ -n "$(supported_version "$candidate")" ]; then
       echo "$candidate"; return 0
     fi
