@@ -24,7 +24,13 @@ import numpy as np
 
 from models import build_network, get_architecture
 from utils import cli
-from utils.atomic import atomic_write_text, check_room, check_writable, remove_stale_temporaries
+from utils.atomic import (
+    atomic_write_text,
+    check_room,
+    check_writable,
+    lock_folder,
+    remove_stale_temporaries,
+)
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.checkpoint import (
     CheckpointError,
@@ -236,6 +242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ckpt_dir = checkpoint_dir(monitor_path)
     if comm.is_main:  # fail now, not after the first epoch; clear what a kill -9 left
         check_writable(monitor_path, "monitor path")
+        _monitor_lock = lock_folder(monitor_path, "monitor path")  # held until main returns
         for folder in (monitor_path, ckpt_dir):
             for path in remove_stale_temporaries(folder):
                 log(f"removed {path}, left by an interrupted write")

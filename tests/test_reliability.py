@@ -41,8 +41,9 @@ and no partial output file; <list> and <n> are the list file and its line.
 Train-time faults (one test each, below): a corrupt image only in rank 1's shard under
 mpirun (the job stops with "[rank 1] error: cannot decode ...", status 2), an unwritable
 monitor path (under a file, under /proc, a read-only mount), too little space or a too
-small `ulimit -f` (each an error before training starts), and a disk that fills mid-run
-(an error naming the file; no temporary file left; the run resumes once there is room).
+small `ulimit -f` (each an error before training starts), a disk that fills mid-run
+(an error naming the file; no temporary file left; the run resumes once there is room),
+and a second run started into the monitor path of a running one (refused, naming it).
 """
 from __future__ import annotations
 
@@ -403,6 +404,23 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 # --------------------------------------------------------------------------- 5. disk
+
+
+def test_a_second_run_into_a_monitor_path_in_use_is_refused_and_the_first_goes_on(
+        work, data, reference):
+    monitor = work / "shared-monitor"
+    first = Process(train_args(monitor, data), work, "in-use-first")
+    first.wait_for("epoch 0:")
+    second = run(train_args(monitor, data, "--seed", "1"), work, "in-use-second")
+    one_error(second, f"{monitor}: monitor path in use by the run with pid {first.pid} on ",
+              "choose another path")
+    assert "epoch 0" not in second.stderr
+    finished = first.finish()
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert_same_run(reference, monitor, 2)
+    # The lock ends with its run: the same path takes a new run (which resumes, at the end).
+    again = run(train_args(monitor, data), work, "in-use-again")
+    assert again.returncode == 0 and "resuming from" in again.stderr, again.stderr[-3000:]
 
 
 @pytest.mark.parametrize("where", ["under-a-file", "proc"])

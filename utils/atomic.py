@@ -4,18 +4,24 @@ A crash or an error at any moment (a full disk included) leaves either the old f
 complete new one, never a half-written file under the real name. Only `kill -9` or a power
 cut can leave a temporary `.tmp-<name>.*` file behind; `remove_stale_temporaries` deletes
 them when a run restarts. `check_writable` and `check_room` find an output folder that
-cannot take the files before any work starts.
+cannot take the files before any work starts, and `lock_folder` keeps a second run out of a
+folder that one is writing to (it would remove the first one's temporaries and interleave
+its outputs).
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import resource
 import shutil
+import socket
 import tempfile
-from typing import Iterator, List
+import time
+from typing import IO, Iterator, List
 
 TEMPORARY_PREFIX = ".tmp-"
+LOCK_NAME = ".lock"
 MEGABYTE = 1 << 20
 
 
@@ -117,3 +123,29 @@ def check_room(folder: str, largest_file: int, total: int, what: str = "output f
     if limit != resource.RLIM_INFINITY and limit < largest_file:
         raise OSError(f"the file size limit (ulimit -f) of {limit / MEGABYTE:.1f} MB is below "
                       f"the {largest_file / MEGABYTE:.1f} MB files written to {folder}")
+
+
+def lock_folder(folder: str, what: str = "output folder") -> IO[str]:
+    """Lock `folder` for this process until it exits, or raise naming the run that holds it.
+
+    The operating system drops the lock when its holder dies, even by `kill -9`, so a crashed
+    run never leaves a stale lock. Keep the returned file open for as long as the lock is
+    needed.
+    """
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK_NAME)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise OSError(f"{folder}: {what} in use by {holder}; wait for that run to end, stop "
+                      f"it, or choose another path") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"the run with pid {os.getpid()} on {socket.gethostname()} started "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    return handle
