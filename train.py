@@ -54,6 +54,7 @@ from utils.optim import MomentumSolver
 from utils.plots import plot_monitor
 from utils.progress import Progress
 from utils.runtime import StopRequest, run, setup_runtime
+from utils.watchdog import heartbeat, start_watchdog
 from utils.weights import load_into_network, network_parameters, write_parameters
 
 PREEMPTED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable
@@ -63,7 +64,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg",
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_runtime_flags(p)
+    cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
     cli.add_arch_flags(p)
     cli.add_spatial_size_flag(p)
     g = p.add_argument_group("training")
@@ -229,6 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args)
     comm, log = rt.comm, rt.log
+    start_watchdog(args.hang_timeout, comm)  # set-up, then every iteration and batch
     stop = StopRequest()  # from now on a stop signal is acted on after the next iteration
     arch = get_architecture(args.arch)
     config = load_config(args.train_config, args.epochs)
@@ -388,6 +390,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise diverged(f"non-finite training loss at epoch {epoch}, iteration "
                                f"{batch.iteration}", ckpt_dir)
             bar.update(loss=value, error=wrong / max(batch.num_valid, 1), lr=lr)
+            heartbeat()
             if stop_now and batch.iteration + 1 < train_data.iterations_per_epoch:
                 bar.close()
                 check_finite_parameters(comm, ckpt_dir, f"at epoch {epoch}")

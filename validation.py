@@ -31,6 +31,7 @@ from utils.evaluation import (
 )
 from utils.file_list import read_file_list
 from utils.runtime import run, setup_runtime
+from utils.watchdog import start_watchdog
 from utils.weights import load_into_network
 
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC")
-    cli.add_runtime_flags(p)
+    cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
     cli.add_arch_flags(p, num_classes_default=None,
                        num_classes_help="number of classes (default: the weight file's)")
     cli.add_spatial_size_flag(p)
@@ -74,6 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args)
     comm = rt.comm
+    start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
     spatial_size = cli.spatial_size_of(args)
     weights = open_weight_file(args.weights, args.arch)
     num_classes = weights.classes(args.num_classes)

@@ -73,6 +73,7 @@ DEMO = REPO / "data" / "demo"
 ARCH = "mobilenet_v3_small"
 BATCH = 8
 PREEMPTED = 75
+HUNG = 124
 SERIES = ("Train-loss", "Train-error", "Validation-loss", "Validation-error",
           "Validation-top5-error")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -344,6 +345,48 @@ def test_an_error_in_one_rank_only_stops_the_job_with_its_message(work, data):
     assert len(errors) == 1, finished.stderr[-3000:]
     assert errors[0].startswith(f"[rank 1] error: cannot decode {bad} (line {victim + 1} of "
                                 f"{data['train24']})"), errors
+
+
+def test_a_rank_that_hangs_under_mpirun_ends_the_job_with_where_it_waits(work, data):
+    """Rank 1 stopped (alive, never progressing): rank 0, waiting in a collective for it,
+    gives up after --hang-timeout with the stacks of its threads; the launcher ends both."""
+    monitor = work / "rank-hangs"
+    process = Process(train_args(monitor, data, "-e", 20, "--hang-timeout", 4), work,
+                      "rank-hangs", mpi_ranks=2)
+    process.wait_for("epoch 0:")
+    ranks = rank_pids(process.pid)
+    os.kill(ranks[1], signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    finished = process.finish(timeout=60)
+    assert time.monotonic() - stopped_at < 30, finished.stderr[-3000:]
+    errors = finished.error_lines()
+    assert errors and errors[0].startswith("[rank 0] error: no progress for "), errors
+    assert "(--hang-timeout 4): this rank is stuck, or waits in a collective" in errors[0]
+    stack = finished.stderr[finished.stderr.index(errors[0]):]
+    assert "thread MainThread, most recent call last:" in stack, stack[-3000:]
+    assert re.search(r"in all_reduce_\w+", stack) and "_give_up" not in stack, stack[-3000:]
+    assert finished.returncode == HUNG, finished.stdout[-2000:]
+    assert not alive(ranks[0]) and not alive(ranks[1])
+
+
+def test_a_single_process_stuck_reading_its_data_gives_up(work, data):
+    """A listed image that is a named pipe nobody writes to: reading it blocks forever, as a
+    dead network file system would."""
+    root = work / "stuck-io"
+    lines = data["train24"].read_text().splitlines()
+    for line in lines:
+        path = root / line.split()[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.symlink_to(DEMO / "train" / line.split()[0])
+    stuck = root / lines[0].split()[0]
+    stuck.unlink()
+    os.mkfifo(stuck)
+    finished = run(train_args(work / "stuck-io-run", data, "--hang-timeout", 3,
+                              train_dir=root), work, "stuck-io", timeout=60)
+    assert finished.returncode == HUNG, finished.stderr[-3000:]
+    assert finished.error_lines()[0].startswith("error: no progress for ")
+    assert finished.seconds < 30
 
 
 # --------------------------------------------------------------------------- 4. numerical

@@ -18,6 +18,7 @@ import nnabla as nn
 import numpy as np
 
 from .comm import Communicator
+from .watchdog import heartbeat
 
 _BATCH_NORM_FUNCTIONS = ("BatchNormalization", "FusedBatchNormalization")
 
@@ -72,6 +73,7 @@ def recompute_batch_norm(
         for s, total in zip(stats, totals):
             total += s.variable.d / (1.0 - s.decay)
         count += 1
+        heartbeat()
     if count == 0:
         raise ValueError("no batches to recompute batch-norm statistics from")
     flat = np.concatenate([t.ravel() for t in totals]) / count

@@ -17,6 +17,7 @@ from models import UnknownArchitectureError, available_architectures, get_archit
 
 from .context import CONTEXTS, TYPE_CONFIGS
 from .data import NORMALIZATIONS
+from .watchdog import DEFAULT_HANG_TIMEOUT
 
 MEBIBYTE = 1 << 20
 DEFAULT_DALI_PADDING_MB = 64
@@ -75,6 +76,16 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
                             "runs in float, since NNabla's CPU half is ~200x slower and the "
                             "results only differ by rounding (default: %(default)s)")
     return group
+
+
+def add_hang_timeout_flag(group: argparse._ArgumentGroup) -> None:
+    """--hang-timeout, for the scripts that run collectives under MPI."""
+    group.add_argument("--hang-timeout", type=float, default=DEFAULT_HANG_TIMEOUT,
+                       metavar="SECONDS",
+                       help="end the job with status 124, printing where this rank is, when "
+                            "no iteration or batch completes for this long (a rank stuck in "
+                            "I/O or a collective would otherwise hold every rank until the "
+                            "time limit); <= 0 disables (default: %(default)g)")
 
 
 def add_arch_flags(

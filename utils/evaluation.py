@@ -31,6 +31,7 @@ from .file_list import NUM_IMAGENET_CLASSES
 from .losses import smoothed_cross_entropy, top_n_error_count
 from .monitor import MonitorSeries
 from .progress import Progress
+from .watchdog import heartbeat
 from .weights import Layout, ParameterDict, WeightFileError, layout_of, read_parameters, shapes_of
 
 TOP_K = 5
@@ -153,6 +154,7 @@ def evaluate(
             if bar is not None:
                 bar.update(**({"loss": host[0] / flushed, "top1_error": host[1] / flushed}
                               if flushed else {}))
+            heartbeat()
     if bar is not None:
         bar.close()
     loss, top1, top5, count = comm.all_reduce_sum(host.tolist())

@@ -22,6 +22,7 @@ from nnabla.logger import logger
 
 from .comm import Communicator, create_communicator
 from .context import float_context, select_context
+from .watchdog import stop_watchdog
 
 USER_ERROR_STATUS = 2
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -146,7 +147,8 @@ def run(main: Callable[[], int]) -> int:
 
     User errors are ValueError (bad flags, inputs, configs, weight files), OSError (files
     that cannot be read or written, a full disk) and FloatingPointError (a diverged run).
-    Anything else is a bug and keeps its traceback.
+    Anything else is a bug and keeps its traceback. A watchdog the script started
+    (`utils.watchdog`) stops with it.
     """
     try:
         return main()
@@ -154,3 +156,5 @@ def run(main: Callable[[], int]) -> int:
         return _fail(f"error: {e}", USER_ERROR_STATUS)
     except KeyboardInterrupt:
         return _fail("interrupted", INTERRUPTED_STATUS)
+    finally:
+        stop_watchdog()  # main may have started one; nothing watches a finished script
