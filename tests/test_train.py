@@ -33,6 +33,7 @@ from train_rank_digests import MARKER, parameter_digest
 
 import train
 from models import build_network, get_architecture
+from utils.atomic import LOCK_NAME
 from utils.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
 from utils.config import load_config
 from utils.monitor import read_series, series_path, timer_path
@@ -401,6 +402,12 @@ def test_stale_series_of_a_run_killed_before_its_first_checkpoint_are_dropped(se
 # --------------------------------------------------------------------------- refused resumes
 
 
+def outputs(monitor: Path) -> dict:
+    """The monitor folder's files and contents, but the lock (which names the last run)."""
+    return {p.name: p.read_bytes() for p in monitor.iterdir() if p.is_file()
+            and p.name != LOCK_NAME}
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == USER_ERROR_STATUS, result.stderr
     lines = error_lines(result.stderr)
@@ -415,13 +422,12 @@ def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
 def test_resume_of_another_run_is_refused(setup, mobilenet_run, tmp_path, change, words):
     monitor = tmp_path / "other"
     shutil.copytree(mobilenet_run[0], monitor)
-    before = {p.name: p.read_bytes() for p in monitor.iterdir() if p.is_file()}
+    before = outputs(monitor)
     line = assert_one_line_error(run_train(*train_args(setup, monitor, **change)))
     assert "cannot resume" in line and "--monitor-path" in line
     for word in words:
         assert word in line, line
-    after = {p.name: p.read_bytes() for p in monitor.iterdir() if p.is_file()}
-    assert after == before  # nothing written
+    assert outputs(monitor) == before  # nothing written
 
 
 def test_resume_flag_needs_a_checkpoint(setup, tmp_path):

@@ -38,7 +38,8 @@ class Watchdog:
         self._comm = comm
         self._last = self._armed = time.monotonic()
         self._stopped = threading.Event()
-        faulthandler.dump_traceback_later(2 * timeout, exit=True)
+        self._backstop_file = _file_with_descriptor()
+        self._arm_backstop()
         self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
         self._thread.start()
 
@@ -47,12 +48,18 @@ class Watchdog:
         self._last = now
         # Re-arming starts a C thread: at most once a second, well before the backstop fires.
         if now - self._armed > min(1.0, self.timeout / 2):
-            faulthandler.dump_traceback_later(2 * self.timeout, exit=True)
+            self._arm_backstop()
             self._armed = now
+
+    def _arm_backstop(self) -> None:
+        if self._backstop_file is not None:
+            faulthandler.dump_traceback_later(2 * self.timeout, exit=True,
+                                              file=self._backstop_file)
 
     def stop(self) -> None:
         self._stopped.set()
-        faulthandler.cancel_dump_traceback_later()
+        if self._backstop_file is not None:
+            faulthandler.cancel_dump_traceback_later()
 
     def _watch(self) -> None:
         while not self._stopped.wait(min(1.0, self.timeout / 10)):
@@ -75,6 +82,17 @@ class Watchdog:
         if self._comm.size > 1:
             self._comm.abort(HUNG_STATUS)
         os._exit(HUNG_STATUS)
+
+
+def _file_with_descriptor():
+    """stderr, or the original one when stderr was replaced (faulthandler writes to an fd)."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            stream.fileno()
+            return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return None
 
 
 def start_watchdog(timeout: float, comm: Communicator) -> Optional[Watchdog]:
