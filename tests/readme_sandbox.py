@@ -7,7 +7,8 @@ as in a checkout) and, under the names the README uses, stand-ins for what a use
   (empty class folders are allowed, with a warning), and `val/`: the first validation images
   under their official flat names, so the ImageNet ground truth labels them;
 - `photo.jpg`, `photos/`: demo photos to classify;
-- `caltech/` with `caltech_train` and `caltech_val`: a small fine-tuning dataset;
+- `101_ObjectCategories/`: a small fine-tuning dataset laid out as Caltech101 is, with its
+  `BACKGROUND_Google` and `Faces_easy` folders;
 - weight files named as the published ones, with random weights of the right architecture,
   layout and input channels (NHWC files with a zero 4th input channel, as mixed-precision
   training leaves them).
@@ -63,7 +64,7 @@ def build(root: Path) -> Path:
             (root / entry.name).symlink_to(entry)
     (root / ".venv").symlink_to(Path(sys.prefix))  # the environment running the tests
 
-    photos = demo_photos(TRAIN_IMAGES + 20)
+    photos = demo_photos(TRAIN_IMAGES + 4 + 30)
     for i, wnid in enumerate(imagenet_wnids()):
         (root / "train" / wnid).mkdir(parents=True)
         if i < TRAIN_IMAGES:
@@ -78,15 +79,14 @@ def build(root: Path) -> Path:
     for i, src in enumerate(photos[TRAIN_IMAGES + 1:TRAIN_IMAGES + 4]):
         shutil.copy(src, root / "photos" / f"photo_{i}.jpg")
 
-    classes = sorted(p.name for p in (DEMO / "train").iterdir() if p.is_dir())
-    caltech_rows = []
-    for src in photos[TRAIN_IMAGES + 4:]:
-        rel = f"{src.parent.name}/{src.name}"
-        (root / "caltech" / src.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, root / "caltech" / rel)
-        caltech_rows.append(f"{rel} {classes.index(src.parent.name)}\n")
-    (root / "caltech_train").write_text("".join(caltech_rows[:12]))
-    (root / "caltech_val").write_text("".join(caltech_rows[12:]))
+    caltech = root / "101_ObjectCategories"
+    for src in photos[TRAIN_IMAGES + 4:]:  # 3 images in each of the 10 demo classes
+        (caltech / src.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, caltech / src.parent.name / src.name)
+    for folder in ("BACKGROUND_Google", "Faces_easy"):
+        (caltech / folder).mkdir()
+        for i, src in enumerate(photos[:2]):
+            shutil.copy(src, caltech / folder / f"image_{i:04d}.jpg")
 
     made: Dict[Tuple[str, str], Path] = {}
     for name, kind in WEIGHT_STAND_INS.items():

@@ -218,3 +218,45 @@ def test_command_line_as_a_user_runs_it(tmp_path):
     assert "train: 4 images, 2 classes" in result.stdout
     assert "scanning" in result.stderr  # the progress bar
     assert lines(tmp_path / "train_label")[-1] == "dog/dog_1.JPEG 1"
+
+
+def test_caltech_style_split_per_class_and_excluded_folders(tmp_path, capsys):
+    """No validation set: of each class (sorted paths), the first int(0.8 n) train."""
+    root, out = tmp_path / "101_ObjectCategories", tmp_path / "caltech"
+    sizes = {"accordion": 5, "BACKGROUND_Google": 4, "Faces_easy": 3, "ant": 10, "wrench": 1}
+    for c, (name, n) in enumerate(sizes.items()):
+        for i in range(n):
+            save(photo(12, 12, seed=10 * c + i), str(root / name / f"image_{i:04d}.jpg"))
+    assert run("-T", str(root), "--exclude", "Faces_easy", "--train-fraction", "0.8",
+               "-o", str(out)) == 0
+    classes = ["BACKGROUND_Google", "accordion", "ant", "wrench"]  # sorted, Faces_easy out
+    assert [line.split(",")[1] for line in lines(out / "label_words.csv")] == classes
+    expected_train, expected_val = [], []
+    for label, name in enumerate(classes):
+        files = [f"{name}/image_{i:04d}.jpg {label}" for i in range(sizes[name])]
+        cut = int(0.8 * sizes[name])
+        expected_train += files[:cut]
+        expected_val += files[cut:]
+    assert lines(out / "train_label") == expected_train
+    assert lines(out / "val_label") == expected_val
+    assert len(expected_train) == 3 + 4 + 8 + 0 and len(expected_val) == 1 + 1 + 2 + 1
+    captured = capsys.readouterr()
+    assert "val: 5 images (of -T, the last 20% of each class)" in captured.out
+    assert "1 class(es) too small to keep a training image at --train-fraction 0.8: wrench" \
+        in captured.err
+    # The lists load as train.py reads them, against the same folder.
+    assert read_file_list(str(out / "val_label"), str(root), 4).labels.tolist() == [0, 1, 2, 2, 3]
+
+
+def test_split_and_exclude_mistakes_are_named(tmp_path, capsys):
+    class_tree(str(tmp_path / "t"), ["a", "b"], 2)
+    assert run("-T", str(tmp_path / "t"), "--exclude", "Faces_eas") == 1
+    assert f"error: {tmp_path / 't'}: no class folder Faces_eas to exclude" in \
+        capsys.readouterr().err
+    for bad in (["--train-fraction", "1.5"], ["--train-fraction", "0.8", "--val-dir", "x"]):
+        with pytest.raises(SystemExit) as e:
+            run("-T", str(tmp_path / "t"), *bad)
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be between 0 and 1, got 1.5" in err
+    assert "--train-fraction makes the validation split itself" in err

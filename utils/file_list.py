@@ -190,15 +190,22 @@ def list_subfolders(root: str) -> List[str]:
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
 
 
-def scan_class_folders(root: str, progress: bool = True) -> ScanResult:
+def scan_class_folders(root: str, progress: bool = True,
+                       exclude: Sequence[str] = ()) -> ScanResult:
     """One sub-folder per class; class ids are the alphabetical order of the folder names.
 
     Images are searched recursively inside each class folder, in sorted path order. Files
-    directly under `root` and non-image files are skipped and counted.
+    directly under `root` and non-image files are skipped and counted. Folders named in
+    `exclude` are not classes (a name that is not a folder there is an error: a typo would
+    otherwise shift every class id silently).
     """
     from tqdm import tqdm
 
     classes = list_subfolders(root)
+    unknown = sorted(set(exclude) - set(classes))
+    if unknown:
+        raise DataError(f"{root}: no class folder {', '.join(unknown)} to exclude")
+    classes = [c for c in classes if c not in set(exclude)]
     if not classes:
         raise DataError(f"no class folders in {root}")
     skipped = sum(1 for e in os.scandir(root) if e.is_file())
@@ -222,6 +229,27 @@ def scan_class_folders(root: str, progress: bool = True) -> ScanResult:
             empty.append(name)
         bar.set_postfix(images=len(paths), refresh=False)
     return ScanResult(classes, paths, labels, skipped, empty)
+
+
+def split_per_class(
+    paths: Sequence[str], labels: Sequence[int], train_fraction: float
+) -> Tuple[Tuple[List[str], List[int]], Tuple[List[str], List[int]]]:
+    """(train, val) for a dataset without a validation set: of each class's images, in the
+    given order, the first int(train_fraction * n) train and the rest validate (the split
+    the official Caltech101 script makes with 0.8)."""
+    by_class: Dict[int, List[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
+    train: List[int] = []
+    val: List[int] = []
+    for members in by_class.values():
+        cut = int(train_fraction * len(members))
+        train += members[:cut]
+        val += members[cut:]
+    train.sort()
+    val.sort()
+    return ([paths[i] for i in train], [int(labels[i]) for i in train]), \
+        ([paths[i] for i in val], [int(labels[i]) for i in val])
 
 
 def scan_flat_folder(root: str) -> Tuple[List[str], int]:
