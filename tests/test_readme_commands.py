@@ -22,6 +22,7 @@ from typing import Dict, List
 import numpy as np
 import pytest
 import readme_sandbox
+from markdown_links import broken_links
 from PIL import Image
 
 from models.registry import get_architecture
@@ -77,6 +78,12 @@ def test_the_readme_shows_commands():
     assert set(NOT_RUN_HERE) <= set(COMMANDS), "NOT_RUN_HERE names a command the README lost"
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert "bash scripts/test.sh" in ci, "CI must run the README's test command"
+
+
+@pytest.mark.parametrize("page", ["README.md", "results/README.md", "data/demo/README.md",
+                                  "obsolete/README.md"])
+def test_links_lead_somewhere(page):
+    assert broken_links(REPO / page) == []
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=IDS)
