@@ -35,6 +35,7 @@ from utils.file_list import (
     probe_image,
     read_id_csv,
 )
+from utils.published import norm_warning
 from utils.runtime import run, setup_runtime
 from utils.weights import load_into_network
 
@@ -154,6 +155,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     note = load_into_network(args.weights, args.arch, params=weights.params)
     timings["weights"] = time.perf_counter() - clock
     rt.log(weights.describe(num_classes, note))
+    warning = norm_warning(args.weights, args.norm_config)
+    if warning and rt.comm.is_main:
+        print(warning, file=sys.stderr)
     with batches:
         probabilities = classify(graph, batches, timings)
     predictions = [{"image": path, "top_k": top_k(p, args.top_k, names)}

@@ -24,15 +24,16 @@ from typing import Dict, Tuple
 from eval_fixtures import DEMO, REPO, make_weight_file
 
 from utils.file_list import imagenet_wnids
+from utils.published import PUBLISHED
 from utils.weights import convert_layout, read_parameters, set_input_channels, write_parameters
 
-# file name -> (architecture, layout) of the weight files the README's commands read.
+# file name -> (architecture, layout) of the weight files the README's commands read: the
+# published ones as published, and two of a user's own.
 WEIGHT_STAND_INS: Dict[str, Tuple[str, str]] = {
-    "rn50-nhwc_cos90.h5": ("resnet50", "nhwc4"),
-    "rn50-nhwc_mixup250.h5": ("resnet50", "nhwc4"),
-    "rn50-nhwc.h5": ("resnet50", "nhwc4"),
+    **{name: (PUBLISHED[name].arch, "nhwc4" if PUBLISHED[name].channel_last else "nchw3")
+       for name in ("rn50-nhwc_cos90.h5", "rn50-nhwc_mixup250.h5", "rn50-nhwc.h5",
+                    "mbnv3_large_nchw_cos90.v2.h5")},
     "rn50.h5": ("resnet50", "nchw3"),
-    "mbnv3_large_nchw_cos90.v2.h5": ("mobilenet_v3_large", "nchw3"),
     "b0.h5": ("efficientnet_b0", "nchw3"),
 }
 TRAIN_IMAGES = 16

@@ -31,6 +31,7 @@ from .file_list import NUM_IMAGENET_CLASSES
 from .losses import smoothed_cross_entropy, top_n_error_count
 from .monitor import MonitorSeries
 from .progress import Progress
+from .published import published
 from .watchdog import heartbeat
 from .weights import Layout, ParameterDict, WeightFileError, layout_of, read_parameters, shapes_of
 
@@ -194,8 +195,10 @@ class WeightFile:
 
     def describe(self, num_classes: int, note: Optional[str]) -> str:
         """The log line saying what was loaded and whether it was converted in memory."""
+        known = published(self.path)
         return (f"{self.path}: {self.layout}, {num_classes} classes"
-                + (f"; {note} in memory" if note else ""))
+                + (f"; {note} in memory" if note else "")
+                + (f"; {known.describe()}" if known else ""))
 
 
 def classes_in(params: ParameterDict, arch: str) -> Optional[int]:

@@ -17,6 +17,7 @@ import nnabla as nn
 import numpy as np
 
 from .atomic import atomic_path
+from .published import arch_hint, where_to_get
 
 
 class WeightFileError(ValueError):
@@ -52,7 +53,7 @@ class Layout:
 def read_parameters(path: str) -> ParameterDict:
     """Read an NNabla parameter file in its saved order."""
     if not os.path.isfile(path):
-        raise WeightFileError(f"{path}: no such weight file")
+        raise WeightFileError(f"{path}: no such weight file{where_to_get(path)}")
     records = []
     try:
         with h5py.File(path, "r") as f:
@@ -216,11 +217,12 @@ def load_into_network(
     try:
         params, note = adapt(params, layout_of(net_shapes))
     except WeightFileError as e:
-        raise WeightFileError(f"{path}: does not fit {arch}: {e}") from None
+        raise WeightFileError(f"{path}: does not fit {arch}: {e}{arch_hint(path, arch)}") \
+            from None
     params = OrderedDict((k, p) for k, p in params.items() if not k.startswith(skip))
     problem = first_mismatch(params, net_shapes)
     if problem is not None:
-        raise WeightFileError(f"{path}: does not fit {arch}: {problem}")
+        raise WeightFileError(f"{path}: does not fit {arch}: {problem}{arch_hint(path, arch)}")
     for name, var in net.items():
         var.d = params[name].data
     return note
