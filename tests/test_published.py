@@ -36,6 +36,7 @@ def test_the_readme_table_is_this_list():
         if len(cells) != 5 or ".h5" not in cells[4]:
             continue
         files = re.findall(r"`([^`]+\.h5)`", cells[4])
+        assert re.findall(r"\]\(([^)]+)\)", cells[4]) == [BASE_URL + f for f in files], line
         errors = [float(e) for e in cells[3].split(" / ")]
         mixed = cells[1].split(" / ")
         assert len(errors) == len(files), line
