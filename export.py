@@ -36,10 +36,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC")
-    cli.add_arch_flags(p, num_classes_default=None,
-                       num_classes_help="number of classes (default: the length of the "
-                                        "weight file's classifier)")
+    cli.add_weight_file_flags(p, "number of classes (default: the length of the weight "
+                                 "file's classifier)")
     cli.add_spatial_size_flag(p)
     group = p.add_argument_group("export")
     group.add_argument("-o", "--output", nargs="+", action="extend", required=True,
@@ -62,7 +60,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                             "(default: %(default)g)")
     group.add_argument("--no-verify", action="store_true",
                        help="write the files without running them")
-    args = p.parse_args(argv)
+    args = cli.apply_weight_file_defaults(p, p.parse_args(argv))
     if args.batch_size < 1:
         p.error(f"argument -b/--batch-size: must be positive, got {args.batch_size}")
     if not args.tolerance >= 0:

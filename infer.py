@@ -45,10 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="IMAGE",
                    help="image files or folders (searched recursively for images)")
-    p.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC")
+    cli.add_weight_file_flags(p, "number of classes (default: the weight file's)")
     cli.add_runtime_flags(p)
-    cli.add_arch_flags(p, num_classes_default=None,
-                       num_classes_help="number of classes (default: the weight file's)")
     cli.add_spatial_size_flag(p)
     cli.add_norm_flag(p)
     p.add_argument("--labels", default=None,
@@ -68,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    return cli.apply_weight_file_defaults(parser, parser.parse_args(argv))
 
 
 def image_paths(inputs: Sequence[str]) -> List[str]:

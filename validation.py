@@ -39,10 +39,8 @@ from utils.weights import load_into_network
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC")
+    cli.add_weight_file_flags(p, "number of classes (default: the weight file's)")
     cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
-    cli.add_arch_flags(p, num_classes_default=None,
-                       num_classes_help="number of classes (default: the weight file's)")
     cli.add_spatial_size_flag(p)
     cli.add_norm_flag(p)
     cli.add_val_dataset_flags(p)
@@ -69,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    return cli.apply_weight_file_defaults(parser, parser.parse_args(argv))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

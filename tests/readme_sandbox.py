@@ -32,7 +32,7 @@ from utils.weights import convert_layout, read_parameters, set_input_channels, w
 WEIGHT_STAND_INS: Dict[str, Tuple[str, str]] = {
     **{name: (PUBLISHED[name].arch, "nhwc4" if PUBLISHED[name].channel_last else "nchw3")
        for name in ("rn50-nhwc_cos90.h5", "rn50-nhwc_mixup250.h5", "rn50-nhwc.h5",
-                    "mbnv3_large_nchw_cos90.v2.h5")},
+                    "mbnv3_large_nchw_cos90.v2.h5", "se_resnet50_by_author.h5")},
     "rn50.h5": ("resnet50", "nchw3"),
     "b0.h5": ("efficientnet_b0", "nchw3"),
 }

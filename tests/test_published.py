@@ -1,12 +1,14 @@
 """The list of published weight files: consistent with the models, recipes and README, and
 used by the scripts to say where a missing file is, which -a a file needs and which
 normalisation the SENet authors' weights need."""
+import json
 import re
 from pathlib import Path
 
 import pytest
 from eval_fixtures import error_lines, make_weight_file, run_main, run_script
 
+import export
 import infer
 import validation
 from models import available_architectures
@@ -68,14 +70,41 @@ def test_a_published_file_run_with_another_architecture_names_its_own(tmp_path, 
     assert line.endswith("(rn18-nhwc.h5 is the published resnet18 file: use -a resnet18)")
 
 
-@pytest.mark.parametrize("norm, warned", [([], True), (["-n", "senet_author"], False)])
-def test_the_senet_authors_weights_warn_without_their_normalisation(tmp_path, norm, warned):
+def test_the_senet_authors_weights_get_their_normalisation_or_a_warning(tmp_path):
     weights = make_weight_file(tmp_path / "se_resnet50_by_author.h5", "se_resnet50",
                                num_classes=1000)
-    result = run_script("infer.py", PHOTO, weights, "-a", "se_resnet50", "--spatial-size",
-                        "32", *norm, check=True)
-    warning = ("warning: se_resnet50_by_author.h5 was trained with -n senet_author "
-               "normalisation; with -n default its predictions are off")
-    assert (warning in result.stderr) == warned
+
+    def classify(*norm):
+        result = run_script("infer.py", PHOTO, weights, "--spatial-size", "32", "--json",
+                            *norm, check=True)
+        return json.loads(result.stdout)["predictions"], result.stderr
+
+    implied, log = classify()  # -a and -n from the published name
+    explicit, _ = classify("-n", "senet_author")
+    assert implied == explicit
     assert "published se_resnet50 weights (the SENet authors' weights; top-1 error 22.42 % " \
-           "as published)" in result.stderr
+           "as published)" in log and "warning" not in log
+    other, log = classify("-n", "default")
+    assert other != explicit
+    assert ("warning: se_resnet50_by_author.h5 was trained with -n senet_author "
+            "normalisation; with -n default its predictions are off") in log
+
+
+@pytest.mark.parametrize("script", [infer, validation, export])
+def test_a_published_file_brings_its_network_and_normalisation(script, capsys):
+    first = [str(PHOTO)] if script is infer else []
+    args = script.parse_args([*first, "se_resnext50_by_author.h5", "-o", "x.onnx"]
+                             if script is export else [*first, "se_resnext50_by_author.h5"])
+    assert args.arch == "se_resnext50"
+    assert getattr(args, "norm_config", "senet_author") == "senet_author"
+    mine = script.parse_args([*first, "mine.h5", "-a", "resnet18"]
+                             + (["-o", "x.nnp"] if script is export else []))
+    assert mine.arch == "resnet18" and getattr(mine, "norm_config", "default") == "default"
+    given = script.parse_args([*first, "rn50-nhwc.h5", "-a", "resnet34"]
+                              + (["-o", "x.nnp"] if script is export else []))
+    assert given.arch == "resnet34"  # what is given wins (and loading then says it is wrong)
+    with pytest.raises(SystemExit) as e:
+        script.parse_args([*first, "mine.h5"] + (["-o", "x.nnp"] if script is export else []))
+    assert e.value.code == 2
+    assert "required: -a/--arch (only a published weight file's name tells its network)" \
+        in capsys.readouterr().err

@@ -28,6 +28,7 @@ from PIL import Image
 from models.registry import get_architecture
 from utils.context import gpu_available
 from utils.file_list import imagenet_class_names, imagenet_val_ground_truth
+from utils.published import published
 from utils.weights import layout_of, read_parameters, shapes_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +169,10 @@ def check_infer(argv, result, box):
         lines = result.stdout.splitlines()
         assert lines[0] == argv[2] and len(lines) == 6
         assert all(re.match(r"\s+\d\.\s+[0-9.]+ %\s+class \d+\s+\S", line) for line in lines[1:])
-        if not gpu_available():  # a GPU runs the NHWC file as it is
+        known = published(argv[3])
+        assert f"published {known.arch} weights" in result.stderr and "warning" not in \
+            result.stderr
+        if known.channel_last and not gpu_available():  # a GPU runs NHWC files as they are
             assert "converted from NHWC, 4 input channels to NCHW, 3 input channels" in \
                 result.stderr
 

@@ -17,6 +17,7 @@ from models import UnknownArchitectureError, available_architectures, get_archit
 
 from .context import CONTEXTS, TYPE_CONFIGS
 from .data import NORMALIZATIONS
+from .published import published
 from .watchdog import DEFAULT_HANG_TIMEOUT
 
 MEBIBYTE = 1 << 20
@@ -91,12 +92,14 @@ def add_hang_timeout_flag(group: argparse._ArgumentGroup) -> None:
 def add_arch_flags(
     parser: argparse.ArgumentParser, required: bool = True,
     num_classes_default: Optional[int] = 1000, num_classes_help: Optional[str] = None,
+    arch_help: str = "",
 ) -> argparse._ArgumentGroup:
     """-a/--arch (any case; an unknown name lists the known ones) and --num-classes."""
     group = parser.add_argument_group("architecture")
     group.add_argument("-a", "--arch", type=_architecture, required=required,
                        metavar="ARCH",
-                       help=f"network, one of: {', '.join(available_architectures())}")
+                       help=f"network, one of: {', '.join(available_architectures())} "
+                            f"{arch_help}".strip())
     group.add_argument("--num-classes", type=positive_int, default=num_classes_default,
                        help=num_classes_help or "number of classes (default: %(default)s)")
     return group
@@ -125,10 +128,32 @@ def spatial_size_of(args: argparse.Namespace) -> Tuple[int, int]:
 def add_norm_flag(parser: argparse.ArgumentParser) -> argparse.Action:
     """-n/--norm-config: the mean/std preset the weights were trained with."""
     return parser.add_argument(
-        "-n", "--norm-config", type=str.lower, choices=list(NORMALIZATIONS), default="default",
+        "-n", "--norm-config", type=str.lower, choices=list(NORMALIZATIONS), default=None,
         help="input normalisation: default (ImageNet mean/std, every file trained here) or "
              "senet_author (mean (123, 117, 104), no std: the SENet authors' converted "
-             "weights) (default: %(default)s)")
+             "weights) (default: a published file's own, else default)")
+
+
+def add_weight_file_flags(parser: argparse.ArgumentParser, num_classes_help: str) -> None:
+    """WEIGHTS, then -a (optional for a published file: its name tells) and --num-classes."""
+    parser.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC")
+    add_arch_flags(parser, required=False, num_classes_default=None,
+                   num_classes_help=num_classes_help,
+                   arch_help="(default for a published weight file: its network)")
+
+
+def apply_weight_file_defaults(parser: argparse.ArgumentParser,
+                               args: argparse.Namespace) -> argparse.Namespace:
+    """-a and -n left out: those of the published file named by WEIGHTS, if it is one."""
+    known = published(args.weights)
+    if args.arch is None:
+        if known is None:
+            parser.error("the following arguments are required: -a/--arch (only a published "
+                         "weight file's name tells its network)")
+        args.arch = known.arch
+    if getattr(args, "norm_config", "") is None:
+        args.norm_config = known.norm if known else "default"
+    return args
 
 
 def add_dali_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
