@@ -52,7 +52,7 @@ from utils.lr_schedules import build_schedule, solver_learning_rate
 from utils.monitor import MonitorSeries, MonitorTimer, series_path, truncate_series
 from utils.optim import MomentumSolver
 from utils.plots import plot_monitor
-from utils.progress import Progress
+from utils.progress import Progress, format_duration, run_eta
 from utils.runtime import StopRequest, run, setup_runtime
 from utils.watchdog import heartbeat, start_watchdog
 from utils.weights import load_into_network, network_parameters, write_parameters
@@ -354,6 +354,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    train_data, mixup, ema, comm, args.keep_checkpoints)
 
     # ---- training
+    epoch_walls: List[float] = []  # seconds of each epoch of this process, end to end
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
         # This rank's sums: loss over valid samples, wrong, valid, and steps skipped on
@@ -440,6 +441,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         path = checkpoint_at(done, 0, np.zeros(4))
         if comm.is_main:
             plot_monitor(monitor_path)
+        epoch_walls.append(time.time() - started)
+        if done < config.epochs:
+            log(f"epoch {epoch}: done in {format_duration(epoch_walls[-1])}; "
+                f"{run_eta(epoch_walls, config.epochs - done)}")
         if done < config.epochs and stop.agreed(comm):
             log(f"stopped by {stop.describe()} after epoch {epoch}; saved {path}; run the "
                 "same command to resume")

@@ -1,12 +1,37 @@
-"""Progress bars on rank 0 only: rate, ETA and the latest metrics."""
+"""Progress bars on rank 0 only (rate, ETA and the latest metrics) and the run's ETA."""
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Optional, Sequence
 
 from tqdm import tqdm
 
 from .comm import Communicator
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3 h 05 min', '2 d 04 h': two units at most, as people say them."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours:02d} h"
+
+
+def run_eta(epoch_seconds: Sequence[float], epochs_left: int) -> str:
+    """What is left of a run, from the wall time of its epochs so far (validation, checkpoints
+    included): the mean of the last few, which follows a change of speed without jumping."""
+    if epochs_left <= 0 or not epoch_seconds:
+        return ""
+    recent = epoch_seconds[-5:]
+    left = sum(recent) / len(recent) * epochs_left
+    return f"{epochs_left} epoch(s) left, about {format_duration(left)}"
 
 
 class Progress:
