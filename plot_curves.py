@@ -1,7 +1,9 @@
-"""Draw a monitor folder's curves as PNGs: training and validation loss, top-1 and top-5
-error against epochs (top-5 when recorded).
+"""Draw monitor folders' curves as PNGs: training and validation loss, top-1 and top-5 error
+against epochs (top-5 and the weight EMA's validation when recorded). One folder: its curves,
+written into it. Several: the runs compared on the same charts, written into -o.
 
-    python plot_curves.py tmp.monitor.20250101120000 -o curves/
+    python plot_curves.py tmp.monitor.20250101120000
+    python plot_curves.py runs/cos90 runs/mixup250 -o compare/
 
 The series files are NNabla's format, so `nnabla_cli plot_series <file>...` reads them too.
 """
@@ -12,7 +14,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from utils.plots import plot_monitor
+from utils.plots import plot_runs
 
 USER_ERROR_STATUS = 2  # as utils.runtime.run returns (not imported: it loads NNabla)
 
@@ -20,25 +22,32 @@ USER_ERROR_STATUS = 2  # as utils.runtime.run returns (not imported: it loads NN
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("monitor_dir", help="folder holding the *.series.txt files")
+    p.add_argument("monitor_dirs", nargs="+", metavar="MONITOR_DIR",
+                   help="folders holding the *.series.txt files, one per run")
     p.add_argument("-o", "--out-dir", default=None,
-                   help="where to write loss.png, error.png, top5-error.png "
-                        "(default: the monitor folder)")
+                   help="where to write loss.png, error.png, top5-error.png (default: the "
+                        "monitor folder, when there is one)")
     return p
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if len(args.monitor_dirs) > 1 and args.out_dir is None:
+        parser.error("several runs are compared on one set of charts: give -o/--out-dir")
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if not os.path.isdir(args.monitor_dir):
-        print(f"error: no such monitor folder: {args.monitor_dir}", file=sys.stderr)
-        return USER_ERROR_STATUS
-    written = plot_monitor(args.monitor_dir, args.out_dir)
+    for folder in args.monitor_dirs:
+        if not os.path.isdir(folder):
+            print(f"error: no such monitor folder: {folder}", file=sys.stderr)
+            return USER_ERROR_STATUS
+    written = plot_runs(args.monitor_dirs, args.out_dir or args.monitor_dirs[0])
     if not written:
-        print(f"error: no loss or error series in {args.monitor_dir}", file=sys.stderr)
+        print(f"error: no loss or error series in {', '.join(args.monitor_dirs)}",
+              file=sys.stderr)
         return USER_ERROR_STATUS
     for path in written:
         print(path)

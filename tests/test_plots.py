@@ -12,7 +12,7 @@ from PIL import Image
 import plot_curves
 from utils.evaluation import EvaluationResult, record
 from utils.monitor import MonitorSeries
-from utils.plots import plot_monitor
+from utils.plots import CHARTS, chart_lines, plot_monitor, run_names
 
 
 @pytest.fixture
@@ -40,6 +40,35 @@ def test_command_writes_loss_top1_and_top5_charts(monitor, tmp_path, capsys):
         with Image.open(path) as img:
             assert img.format == "PNG" and img.size == (640, 400)
     assert sorted(os.listdir(out)) == ["error.png", "loss.png", "top5-error.png"]  # no temp
+
+
+def test_several_runs_share_the_charts_a_colour_per_run_a_style_per_series(monitor, tmp_path,
+                                                                          capsys):
+    other = tmp_path / "mixup" / "tmp.monitor.20250101000000"  # the same name elsewhere
+    other.mkdir(parents=True)
+    MonitorSeries(str(other), "Train-error").add(0, 0.8)
+    record(EvaluationResult(3.0, 0.7, 0.4, 100, 1.0), str(other), 1)
+    record(EvaluationResult(3.0, 0.6, 0.3, 100, 1.0), str(other), 1, prefix="Validation-EMA")
+    error_chart = CHARTS[1]
+    lines = chart_lines(error_chart, [str(monitor), str(other)])
+    first, second = run_names([str(monitor), str(other)])
+    assert first == str(monitor) and second == str(other)  # clashing names: whole paths
+    assert [(line.label, line.color, line.style) for line in lines] == [
+        (f"{first}: training", "C0", "--"), (f"{first}: validation", "C0", "-"),
+        (f"{second}: training", "C1", "--"), (f"{second}: validation", "C1", "-"),
+        (f"{second}: validation (EMA)", "C1", ":")]
+    assert lines[1].epochs == (2, 4, 6) and lines[4].values == (0.6,)
+    # One run keeps plain labels and matplotlib's own colours.
+    assert [(line.label, line.color) for line in chart_lines(error_chart, [str(other)])] == [
+        ("training", None), ("validation", None), ("validation (EMA)", None)]
+
+    out = tmp_path / "compare"
+    assert plot_curves.main([str(monitor), str(other), "-o", str(out)]) == 0
+    assert capsys.readouterr().out.split() == [
+        str(out / n) for n in ("loss.png", "error.png", "top5-error.png")]
+    with pytest.raises(SystemExit) as e:
+        plot_curves.main([str(monitor), str(other)])
+    assert e.value.code == 2 and "give -o/--out-dir" in capsys.readouterr().err
 
 
 def test_missing_series_are_left_out_and_torn_lines_ignored(tmp_path):

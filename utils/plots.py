@@ -1,9 +1,11 @@
-"""PNG training curves from a monitor folder: loss, top-1 and top-5 error against epochs.
+"""PNG training curves from monitor folders: loss, top-1 and top-5 error against epochs.
 
 Reads the `<Name>.series.txt` files train.py and validation.py write (one `<epoch> <value>`
-line each) and draws the training and validation series of each quantity on one chart, like
-the curves of the README. Headless (matplotlib's Agg canvas, no display or pyplot state), so
-train.py can redraw them after every epoch; each PNG is replaced atomically.
+line each) and draws the training and validation series of each quantity on one chart (and
+the weight EMA's validation, when recorded). Several runs go on the same charts to compare
+them: a colour per run, a line style per series. Headless (matplotlib's Agg canvas, no
+display or pyplot state), so train.py can redraw them after every epoch; each PNG is replaced
+atomically.
 """
 from __future__ import annotations
 
@@ -22,13 +24,48 @@ class Chart:
     series: Tuple[Tuple[str, str], ...]  # (series name, legend label)
 
 
+def _chart(file_name: str, ylabel: str, quantity: str) -> Chart:
+    return Chart(file_name, ylabel, ((f"Train-{quantity}", "training"),
+                                     (f"Validation-{quantity}", "validation"),
+                                     (f"Validation-EMA-{quantity}", "validation (EMA)")))
+
+
 CHARTS: Tuple[Chart, ...] = (
-    Chart("loss.png", "loss", (("Train-loss", "training"), ("Validation-loss", "validation"))),
-    Chart("error.png", "top-1 error",
-          (("Train-error", "training"), ("Validation-error", "validation"))),
-    Chart("top5-error.png", "top-5 error",
-          (("Train-top5-error", "training"), ("Validation-top5-error", "validation"))),
+    _chart("loss.png", "loss", "loss"),
+    _chart("error.png", "top-1 error", "error"),
+    _chart("top5-error.png", "top-5 error", "top5-error"),
 )
+LINE_STYLES = ("--", "-", ":")  # training, validation, EMA validation, for several runs
+
+
+@dataclass(frozen=True)
+class Line:
+    label: str
+    epochs: Tuple[float, ...]
+    values: Tuple[float, ...]
+    color: Optional[str]  # None: matplotlib's cycle (one run)
+    style: str
+
+
+def run_names(directories: Sequence[str]) -> List[str]:
+    """Legend names: each folder's own name, or its whole path where two names clash."""
+    names = [os.path.basename(os.path.abspath(d)) for d in directories]
+    return [n if names.count(n) == 1 else os.path.normpath(d) for n, d in zip(names, directories)]
+
+
+def chart_lines(chart: Chart, directories: Sequence[str]) -> List[Line]:
+    """The lines of `chart` for the runs in `directories`, from the series they hold."""
+    several = len(directories) > 1
+    lines = []
+    for run, (name, directory) in enumerate(zip(run_names(directories), directories)):
+        for kind, (series, label) in enumerate(chart.series):
+            rows = read_series(series_path(directory, series))
+            if rows:
+                epochs, values = zip(*rows)
+                lines.append(Line(f"{name}: {label}" if several else label, epochs, values,
+                                  f"C{run}" if several else None,
+                                  LINE_STYLES[kind] if several else "-"))
+    return lines
 
 
 def _save_png(figure, path: str) -> None:
@@ -39,38 +76,42 @@ def _save_png(figure, path: str) -> None:
         figure.savefig(tmp, format="png", dpi=100)
 
 
-def plot_chart(chart: Chart, directory: str, out_dir: str, title: str) -> Optional[str]:
-    """Draw one chart from the series present in `directory`; None if none is."""
+def plot_chart(chart: Chart, directories: Sequence[str], out_dir: str,
+               title: str) -> Optional[str]:
+    """Draw one chart from the series present in `directories`; None if none is."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    curves = [(label, read_series(series_path(directory, name))) for name, label in chart.series]
-    curves = [(label, rows) for label, rows in curves if rows]
-    if not curves:
+    lines = chart_lines(chart, directories)
+    if not lines:
         return None
     figure = Figure(figsize=(6.4, 4.0))
     axes = figure.add_subplot()
-    for label, rows in curves:
-        epochs, values = zip(*rows)
-        axes.plot(epochs, values, marker="o" if len(rows) < 30 else None, markersize=3,
-                  label=label)
+    for line in lines:
+        axes.plot(line.epochs, line.values, marker="o" if len(line.epochs) < 30 else None,
+                  markersize=3, label=line.label, color=line.color, linestyle=line.style)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel(chart.ylabel)
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize="small" if len(lines) > 4 else None)
     figure.tight_layout()
     path = os.path.join(out_dir, chart.file_name)
     _save_png(figure, path)
     return path
 
 
+def plot_runs(directories: Sequence[str], out_dir: str,
+              charts: Sequence[Chart] = CHARTS) -> List[str]:
+    """Write the charts whose series exist in any of the monitor folders (PNG paths back)."""
+    os.makedirs(out_dir, exist_ok=True)
+    title = run_names(directories)[0] if len(directories) == 1 else "runs compared"
+    written = [plot_chart(chart, directories, out_dir, title) for chart in charts]
+    return [path for path in written if path is not None]
+
+
 def plot_monitor(directory: str, out_dir: Optional[str] = None,
                  charts: Sequence[Chart] = CHARTS) -> List[str]:
-    """Write the charts whose series exist in monitor folder `directory` (PNG paths back)."""
-    out_dir = directory if out_dir is None else out_dir
-    os.makedirs(out_dir, exist_ok=True)
-    title = os.path.basename(os.path.normpath(os.path.abspath(directory)))
-    written = [plot_chart(chart, directory, out_dir, title) for chart in charts]
-    return [path for path in written if path is not None]
+    """One run's charts, written into its monitor folder unless `out_dir` is given."""
+    return plot_runs([directory], directory if out_dir is None else out_dir, charts)
