@@ -43,10 +43,10 @@ echo "(true classes: $(head -3 data/demo/val_ground_truth.txt | while read -r id
 echo "== 5/5 curves"
 $py plot_curves.py "$out/train"
 
-top1=$($py -c "import json, sys; print(json.load(open(sys.argv[1]))['top1_error'])" \
+top1=$($py -c "import json, sys; print('%.2f' % (100 * json.load(open(sys.argv[1]))['top1_error']))" \
     "$out/validation.json")
 echo
 echo "Done in $(( $(date +%s) - started )) s. Results in $out:"
 echo "  training monitor, weights, checkpoints and curves: $out/train"
 echo "  validation: $out/validation.json ($out/validation)"
-echo "Final top-1 error on the 400 demo validation images: $top1 (chance: 0.9)"
+echo "Final top-1 error on the 400 demo validation images: $top1 % (chance: 90 %)"
