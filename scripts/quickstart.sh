@@ -3,6 +3,7 @@
 # out like ImageNet), on the CPU: set-up, list files, training under mpirun with one rank per
 # core, validation, inference on a few images, PNG curves. A few minutes on 2 cores.
 #   bash scripts/quickstart.sh [output dir]      (default: runs/quickstart-<date-time>)
+# QUICKSTART_EPOCHS (default 15) and QUICKSTART_RANKS (default: the number of cores) override.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
