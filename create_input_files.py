@@ -224,8 +224,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             val = drop_unreadable(args.val_dir, val, args.workers, progress, "val")
     if args.train_fraction is not None:
         train, val = split_per_class(*train, args.train_fraction)
-        untrained = sorted(set(range(len(classes))) - set(train[1]) - set(
-            classes.index(c) for c in scan.empty_classes))
+        untrained = sorted(set(range(len(classes))) - set(train[1])
+                           - {index[c] for c in scan.empty_classes})
         if untrained:
             print(f"warning: {len(untrained)} class(es) too small to keep a training image "
                   f"at --train-fraction {args.train_fraction:g}: "

@@ -35,7 +35,6 @@ from utils.file_list import (
     probe_image,
     read_id_csv,
 )
-from utils.published import norm_warning
 from utils.runtime import run, setup_runtime
 from utils.weights import load_into_network
 
@@ -153,10 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    layout.channel_last, rt.ctx)
     note = load_into_network(args.weights, args.arch, params=weights.params)
     timings["weights"] = time.perf_counter() - clock
-    rt.log(weights.describe(num_classes, note))
-    warning = norm_warning(args.weights, args.norm_config)
-    if warning and rt.comm.is_main:
-        print(warning, file=sys.stderr)
+    weights.report(rt, num_classes, note, args.norm_config)
     with batches:
         probabilities = classify(graph, batches, timings)
     predictions = [{"image": path, "top_k": top_k(p, args.top_k, names)}

@@ -30,7 +30,6 @@ from utils.evaluation import (
     runnable_layout,
 )
 from utils.file_list import read_file_list
-from utils.published import norm_warning
 from utils.runtime import run, setup_runtime
 from utils.watchdog import start_watchdog
 from utils.weights import load_into_network
@@ -91,10 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     graph = build_evaluation_graph(args.arch, batches.image_shape, num_classes,
                                    layout.channel_last, rt.ctx)
     note = load_into_network(args.weights, args.arch, params=weights.params)
-    rt.log(weights.describe(num_classes, note))
-    warning = norm_warning(args.weights, args.norm_config)
-    if warning and rt.comm.is_main:
-        print(warning, file=sys.stderr)
+    weights.report(rt, num_classes, note, args.norm_config)
     if args.recompute_bn:
         train_batches = ImageBatches(
             read_file_list(args.train_list, args.train_dir, num_classes), args.batch_size,

@@ -14,6 +14,7 @@ flags.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Sequence
@@ -31,7 +32,8 @@ from .file_list import NUM_IMAGENET_CLASSES
 from .losses import smoothed_cross_entropy, top_n_error_count
 from .monitor import MonitorSeries
 from .progress import Progress
-from .published import published
+from .published import norm_warning, published
+from .runtime import Runtime
 from .watchdog import heartbeat
 from .weights import Layout, ParameterDict, WeightFileError, layout_of, read_parameters, shapes_of
 
@@ -193,12 +195,16 @@ class WeightFile:
         else ImageNet's 1000."""
         return requested or self.num_classes or NUM_IMAGENET_CLASSES
 
-    def describe(self, num_classes: int, note: Optional[str]) -> str:
-        """The log line saying what was loaded and whether it was converted in memory."""
+    def report(self, rt: Runtime, num_classes: int, note: Optional[str], norm: str) -> None:
+        """Log what was loaded (converted in memory? a published file?); warn on rank 0 when
+        a published file is run with another normalisation than its own."""
         known = published(self.path)
-        return (f"{self.path}: {self.layout}, {num_classes} classes"
-                + (f"; {note} in memory" if note else "")
-                + (f"; {known.describe()}" if known else ""))
+        rt.log(f"{self.path}: {self.layout}, {num_classes} classes"
+               + (f"; {note} in memory" if note else "")
+               + (f"; {known.describe()}" if known else ""))
+        warning = norm_warning(self.path, norm)
+        if warning and rt.comm.is_main:
+            print(warning, file=sys.stderr)
 
 
 def classes_in(params: ParameterDict, arch: str) -> Optional[int]:
