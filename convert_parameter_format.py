@@ -18,12 +18,12 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from utils.evaluation import open_weight_file
+from utils.errors import UserError
 from utils.runtime import run
-from utils.weights import Layout, adapt, write_parameters
+from utils.weights import Layout, adapt, open_weight_file, write_parameters
 
 
-class ConversionRefused(ValueError):
+class ConversionRefused(UserError, ValueError):
     """A conversion that would change nothing or harm the input."""
 
 

@@ -24,24 +24,24 @@ from typing import List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from utils.file_list import (
-    DataError,
+from utils.errors import DataError
+from utils.file_list import read_id_csv, write_csv, write_file_list
+from utils.image_folders import (
+    list_subfolders,
+    scan_class_folders,
+    scan_flat_folder,
+    split_per_class,
+)
+from utils.image_probe import verify_image
+from utils.imagenet import (
     compare_with_imagenet,
     imagenet_class_names,
     imagenet_val_ground_truth,
     imagenet_val_label,
     imagenet_wnids,
-    list_subfolders,
     looks_like_wnids,
     read_ground_truth,
-    read_id_csv,
-    scan_class_folders,
-    scan_flat_folder,
-    split_per_class,
     validation_index,
-    verify_image,
-    write_csv,
-    write_file_list,
 )
 
 Split = Tuple[List[str], List[int]]

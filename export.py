@@ -16,8 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from utils import cli
-from utils.evaluation import open_weight_file
-from utils.export import (
+from utils.model_export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
     INPUT_NAME,
@@ -30,6 +29,7 @@ from utils.export import (
     output_format,
 )
 from utils.runtime import run
+from utils.weights import open_weight_file
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -20,23 +20,14 @@ import numpy as np
 
 from utils import cli
 from utils.data import ImageBatches
-from utils.evaluation import (
-    EvaluationGraph,
-    build_evaluation_graph,
-    open_weight_file,
-    runnable_layout,
-)
-from utils.file_list import (
-    NUM_IMAGENET_CLASSES,
-    DataError,
-    FileList,
-    imagenet_class_names,
-    is_image_name,
-    probe_image,
-    read_id_csv,
-)
+from utils.errors import DataError
+from utils.evaluation import EvaluationGraph, network_for_weights
+from utils.file_list import FileList, read_id_csv
+from utils.image_folders import is_image_name
+from utils.image_probe import probe_image
+from utils.imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names
 from utils.runtime import run, setup_runtime
-from utils.weights import load_into_network
+from utils.weights import open_weight_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,24 +126,16 @@ def classify(graph: EvaluationGraph, batches: ImageBatches, timings: Dict[str, f
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args)
-    spatial_size = cli.spatial_size_of(args)
     paths = image_paths(args.inputs)
     timings: Dict[str, float] = {}  # seconds of each phase, for the benchmark
     clock = time.perf_counter()
     weights = open_weight_file(args.weights, args.arch)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
-    layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
-    batches = ImageBatches(
-        FileList.from_files(paths), min(args.batch_size, len(paths)), training=False,
-        spatial_size=spatial_size, channels=layout.channels, channel_last=layout.channel_last,
-        dtype=np.float16 if args.type_config == "half" else np.float32, norm=args.norm_config,
-        num_threads=min(4, os.cpu_count() or 1), prefetch=1, device_id=rt.data_device_id)
-    graph = build_evaluation_graph(args.arch, batches.image_shape, num_classes,
-                                   layout.channel_last, rt.ctx)
-    note = load_into_network(args.weights, args.arch, params=weights.params)
+    batches, graph = network_for_weights(
+        weights, args.arch, num_classes, FileList.from_files(paths),
+        min(args.batch_size, len(paths)), rt, args.norm_config, cli.pipeline_options(args, rt))
     timings["weights"] = time.perf_counter() - clock
-    weights.report(rt, num_classes, note, args.norm_config)
     with batches:
         probabilities = classify(graph, batches, timings)
     predictions = [{"image": path, "top_k": top_k(p, args.top_k, names)}

@@ -14,9 +14,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from utils.errors import USER_ERROR_STATUS
 from utils.plots import plot_runs
-
-USER_ERROR_STATUS = 2  # as utils.runtime.run returns (not imported: it loads NNabla)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,10 +45,12 @@ from utils.comm import Communicator
 from utils.config import TrainConfig, load_config, save_config
 from utils.data import ImageBatches
 from utils.ema import WeightEma
+from utils.errors import TrainingDiverged, UsageError
 from utils.evaluation import VALIDATION_SERIES, build_evaluation_graph, evaluate, record
 from utils.file_list import read_file_list
-from utils.losses import MIXUP_SEED, Mixup, classification_loss, top_n_error_count
+from utils.losses import classification_loss, top_n_error_count
 from utils.lr_schedules import build_schedule, solver_learning_rate
+from utils.mixup import MIXUP_SEED, Mixup
 from utils.monitor import MonitorSeries, MonitorTimer, series_path, truncate_series
 from utils.optim import MomentumSolver
 from utils.plots import plot_monitor
@@ -186,11 +188,11 @@ def check_finite_parameters(comm: Communicator, ckpt_dir: str, where: str) -> No
                        ckpt_dir)
 
 
-def diverged(what: str, ckpt_dir: str) -> FloatingPointError:
+def diverged(what: str, ckpt_dir: str) -> TrainingDiverged:
     """The error of a run that diverged, saying what was kept."""
     saved = list_checkpoints(ckpt_dir)
     kept = f"the last checkpoint, {saved[0]}, is intact" if saved else "no checkpoint was saved"
-    return FloatingPointError(f"{what}: training diverged; {kept}; train again with a lower "
+    return TrainingDiverged(f"{what}: training diverged; {kept}; train again with a lower "
                               "learning rate in a new --monitor-path")
 
 
@@ -235,9 +237,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     arch = get_architecture(args.arch)
     config = load_config(args.train_config, args.epochs)
     if args.channel_last and rt.backend == "cpu":
-        raise ValueError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
+        raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
     if config.mixup > 0 and args.batch_size % 2:
-        raise ValueError(f"{config.source}: mixup pairs sample i with sample B-1-i and needs "
+        raise UsageError(f"{config.source}: mixup pairs sample i with sample B-1-i and needs "
                          f"an even --batch-size, got {args.batch_size}")
     monitor_path = comm.broadcast_object(
         args.monitor_path or time.strftime("tmp.monitor.%Y%m%d%H%M%S"))

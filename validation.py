@@ -16,23 +16,16 @@ import sys
 from typing import Optional, Sequence
 
 import nnabla as nn
-import numpy as np
 
 from models import build_network
 from utils import cli
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
-from utils.evaluation import (
-    build_evaluation_graph,
-    evaluate,
-    open_weight_file,
-    record,
-    runnable_layout,
-)
+from utils.evaluation import evaluate, network_for_weights, record
 from utils.file_list import read_file_list
 from utils.runtime import run, setup_runtime
 from utils.watchdog import start_watchdog
-from utils.weights import load_into_network
+from utils.weights import open_weight_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,35 +68,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rt = setup_runtime(args)
     comm = rt.comm
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
-    spatial_size = cli.spatial_size_of(args)
     weights = open_weight_file(args.weights, args.arch)
     num_classes = weights.classes(args.num_classes)
     files = read_file_list(cli.val_list_of(args), args.val_dir, num_classes)
-    layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
-    data_options = dict(
-        spatial_size=spatial_size, channels=layout.channels, channel_last=layout.channel_last,
-        dtype=np.float16 if args.type_config == "half" else np.float32, norm=args.norm_config,
-        rank=comm.rank, num_ranks=comm.size, num_threads=args.dali_num_threads,
-        prefetch=args.dali_prefetch_queue, device_id=rt.data_device_id,
-        decoder_padding=args.dali_nvjpeg_memory_padding)
-    batches = ImageBatches(files, args.batch_size, training=False, **data_options)
-    graph = build_evaluation_graph(args.arch, batches.image_shape, num_classes,
-                                   layout.channel_last, rt.ctx)
-    note = load_into_network(args.weights, args.arch, params=weights.params)
-    weights.report(rt, num_classes, note, args.norm_config)
+    pipeline = cli.pipeline_options(args, rt)
+    batches, graph = network_for_weights(weights, args.arch, num_classes, files,
+                                         args.batch_size, rt, args.norm_config, pipeline)
     if args.recompute_bn:
         train_batches = ImageBatches(
             read_file_list(args.train_list, args.train_dir, num_classes), args.batch_size,
-            training=True, **data_options)
+            training=True, channels=batches.channels, channel_last=batches.channel_last,
+            norm=args.norm_config, **pipeline)
         x = nn.Variable(train_batches.image_shape)
         train_logits, _ = build_network(x, num_classes, args.arch, test=False,
-                                        channel_last=layout.channel_last)
+                                        channel_last=batches.channel_last)
         with train_batches:
             used = recompute_batch_norm(
                 train_logits, training_feeds(train_batches, 0, args.recompute_bn, x), comm)
         rt.log(f"batch-norm statistics recomputed from {used} training batches per rank")
+    height, width = batches.spatial_size
     rt.log(f"{len(files)} images from {files.source}, {comm.size} rank(s) x batch "
-           f"{args.batch_size}, {spatial_size[0]}x{spatial_size[1]}, norm {args.norm_config}")
+           f"{args.batch_size}, {height}x{width}, norm {args.norm_config}")
     with batches:
         result = evaluate(graph, batches, comm, progress=not args.no_progress)
     if comm.is_main:

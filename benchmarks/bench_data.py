@@ -21,12 +21,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from utils.data import (  # noqa: E402
-    NORMALIZATIONS,
-    ImageBatches,
-    augmentation_plan,
-    resize_by_ratio,
-)
+from models import NORMALIZATIONS  # noqa: E402
+from utils.data import ImageBatches, augmentation_plan, resize_for_crop  # noqa: E402
 from utils.file_list import FileList  # noqa: E402
 
 MEAN, STD = (np.array(v, dtype=np.float32) for v in NORMALIZATIONS["default"])
@@ -67,7 +63,7 @@ def pillow_epoch(paths: List[str], batch_size: int, size: int, training: bool, e
                 im = im.crop((x, y, x + w, y + h)).resize((size, size), Image.BILINEAR)
                 out.append(to_chw(im.transpose(Image.FLIP_LEFT_RIGHT) if flip else im))
         else:
-            target = resize_by_ratio(size)
+            target = resize_for_crop(size)
             for im in images:
                 scale = target / min(im.size)
                 w, h = round(im.width * scale), round(im.height * scale)

@@ -66,6 +66,13 @@ def random_weights(path: str, arch: str, size: int) -> None:
     nn.clear_parameters()
 
 
+def host_copy(batch) -> np.ndarray:
+    """The batch's images as a host array (what the bare loop feeds)."""
+    array = nn.NdArray(batch.image_shape)
+    batch.copy_to(array)
+    return array.data.copy()
+
+
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO,
                           capture_output=True, text=True, check=True)
@@ -126,7 +133,7 @@ def main() -> None:
         with ImageBatches(files, args.batch_size, training=False, spatial_size=size,
                           num_threads=args.threads) as pipeline:
             batches_file = os.path.join(folder, "batches.npy")
-            np.save(batches_file, np.stack([batch.images for batch in pipeline.epoch(0)]))
+            np.save(batches_file, np.stack([host_copy(batch) for batch in pipeline.epoch(0)]))
 
         rates = {"validation.py": [], "bare forward": []}
         for _ in range(args.repeats):

@@ -10,6 +10,8 @@ from typing import Dict, Tuple
 import nnabla as nn
 
 from .registry import (
+    DEFAULT_CROP_PCT,
+    NORMALIZATIONS,
     Architecture,
     UnknownArchitectureError,
     available_architectures,
@@ -21,6 +23,8 @@ for _family in ("resnet", "mobilenet", "efficientnet"):
     importlib.import_module(f"{__name__}.{_family}")
 
 __all__ = [
+    "DEFAULT_CROP_PCT",
+    "NORMALIZATIONS",
     "Architecture",
     "UnknownArchitectureError",
     "available_architectures",

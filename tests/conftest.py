@@ -1,5 +1,4 @@
 """Shared fixtures: the repository on sys.path, a clean NNabla parameter scope per test."""
-import os
 import sys
 from pathlib import Path
 
@@ -9,8 +8,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-# The published parameter spec lives beside the repository (development and CI only).
-PARAM_SPEC_DIR = Path(os.environ.get("PARAM_SPEC_DIR", REPO.parent / "shared" / "param-spec"))
+# The published weight files' tensor names and shapes (facts, kept as test data).
+DATA_DIR = REPO / "tests" / "data"
+PARAM_SPEC_DIR = DATA_DIR / "param-spec"
 
 
 @pytest.fixture(autouse=True)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Iterable, List, Sequence, Tuple
+from typing import Any, Iterable, List, Sequence, Tuple
 
+import nnabla as nn
+import numpy as np
 from PIL import Image
+
+from utils.data import Batch, ImageBatches
+from utils.file_list import FileList
 
 
 @lru_cache(maxsize=None)
@@ -55,3 +60,18 @@ def write_list(path: str, rows: Iterable[Tuple[str, int]]) -> str:
     with open(path, "w") as f:
         f.writelines(f"{p} {c}\n" for p, c in rows)
     return path
+
+
+def host_images(batch: Batch) -> np.ndarray:
+    """A host copy of a batch's images, through the copy the scripts use (`Batch.copy_to`)."""
+    array = nn.NdArray(batch.image_shape)
+    batch.copy_to(array)
+    return array.data.copy()
+
+
+def load_images(paths: Sequence[str], spatial_size: Any = 224, **options: Any) -> np.ndarray:
+    """Image files preprocessed exactly as validation does, as one array."""
+    files = FileList.from_files(paths)
+    with ImageBatches(files, len(files), training=False, spatial_size=spatial_size,
+                      num_threads=1, prefetch=1, **options) as batches:
+        return host_images(next(batches.epoch(0)))

@@ -23,7 +23,7 @@ from typing import Dict, Tuple
 
 from eval_fixtures import DEMO, REPO, make_weight_file
 
-from utils.file_list import imagenet_wnids
+from utils.imagenet import imagenet_wnids
 from utils.published import PUBLISHED
 from utils.weights import convert_layout, read_parameters, set_input_channels, write_parameters
 

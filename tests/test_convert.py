@@ -20,6 +20,7 @@ import nnabla.functions as F
 import numpy as np
 import pytest
 from conftest import PARAM_SPEC_DIR
+from data_fixtures import load_images
 from eval_fixtures import (
     make_weight_file,
     randomise_parameters,
@@ -29,7 +30,6 @@ from eval_fixtures import (
 
 import convert_parameter_format
 from models import available_architectures, build_network
-from utils.data import load_images
 from utils.runtime import USER_ERROR_STATUS
 from utils.weights import (
     Layout,
@@ -76,9 +76,8 @@ def test_every_architecture_round_trips_and_classifies_the_same(arch, photo_batc
     nhwc4, _ = adapt(params, Layout(channel_last=True, channels=4))
     assert layout_of(shapes_of(nhwc4)) == Layout(True, 4)
     spec_file = PARAM_SPEC_DIR / f"{arch}_nhwc4.json"
-    if spec_file.exists():
-        spec = [(name, tuple(shape)) for name, shape in json.loads(spec_file.read_text())]
-        assert list(shapes_of(nhwc4).items()) == spec
+    spec = [(name, tuple(shape)) for name, shape in json.loads(spec_file.read_text())]
+    assert list(shapes_of(nhwc4).items()) == spec
     for name, p in params.items():  # 1-D and 2-D tensors are copied untouched
         if p.data.ndim < 4:
             np.testing.assert_array_equal(nhwc4[name].data, p.data)

@@ -13,12 +13,12 @@ import pytest
 from data_fixtures import class_tree, photo, save
 
 import create_input_files
-from utils.file_list import (
+from utils.file_list import read_file_list
+from utils.imagenet import (
     compare_with_imagenet,
     imagenet_class_names,
     imagenet_val_ground_truth,
     imagenet_wnids,
-    read_file_list,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,24 +10,24 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
-from data_fixtures import image_set, photo, save, write_list
+from data_fixtures import host_images, image_set, load_images, photo, save, write_list
 from PIL import Image
 
+from models import NORMALIZATIONS
 from utils.data import (
-    NORMALIZATIONS,
     ImageBatches,
     ImageDecodeError,
     augmentation_plan,
     batch_positions,
     epoch_order,
     iterations_per_epoch,
-    load_images,
     random_resized_crop_window,
-    resize_by_ratio,
+    resize_for_crop,
     to_hw,
     validation_resize,
 )
-from utils.file_list import DataError, FileList, read_file_list
+from utils.errors import DataError
+from utils.file_list import FileList, read_file_list
 
 SIZES = [(40, 30), (30, 44), (64, 48), (50, 50), (36, 60), (48, 32), (33, 47), (60, 40),
          (44, 44), (52, 36), (38, 50), (46, 34), (30, 30)]  # 13 images: awkward on purpose
@@ -49,7 +49,7 @@ def batches(files: FileList, batch_size: int = 4, training: bool = False, **kw) 
 
 
 def run_epoch(loader: ImageBatches, epoch: int) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    return [(b.indices.copy(), b.mask[:, 0].copy(), b.images) for b in loader.epoch(epoch)]
+    return [(b.indices.copy(), b.mask[:, 0].copy(), host_images(b)) for b in loader.epoch(epoch)]
 
 
 def normalised(pixels: np.ndarray, norm: str = "default") -> np.ndarray:
@@ -60,10 +60,10 @@ def normalised(pixels: np.ndarray, norm: str = "default") -> np.ndarray:
 # --------------------------------------------------------------------------- pure maths
 
 
-def test_resize_by_ratio_matches_the_official_table():
+def test_resize_for_crop_matches_the_official_table():
     table = {224: 256, 240: 274, 260: 298, 300: 342, 380: 434, 456: 522, 528: 604, 600: 686,
              672: 768, 800: 914}
-    assert {s: resize_by_ratio(s) for s in table} == table
+    assert {s: resize_for_crop(s) for s in table} == table
     assert validation_resize((224, 240)) == (256, 274)
     assert to_hw(224) == (224, 224) and to_hw([7]) == (7, 7) and to_hw((3, 5)) == (3, 5)
 
@@ -128,7 +128,7 @@ def test_output_shape_dtype_layout_and_range(photos, training, channel_last, cha
     loader = batches(photos, training=training, spatial_size=size, channels=channels,
                      channel_last=channel_last, dtype=dtype)
     batch = next(loader.epoch(0))
-    images = batch.images
+    images = host_images(batch)
     h, w = to_hw(size)
     expected = (4, h, w, channels) if channel_last else (4, channels, h, w)
     assert images.shape == expected == loader.image_shape and images.dtype == dtype
@@ -146,9 +146,9 @@ def test_output_shape_dtype_layout_and_range(photos, training, channel_last, cha
 
 
 def test_layouts_and_precisions_carry_the_same_values(photos):
-    nchw = next(batches(photos).epoch(0)).images
-    nhwc4 = next(batches(photos, channel_last=True, channels=4).epoch(0)).images
-    half = next(batches(photos, dtype=np.float16).epoch(0)).images
+    nchw = host_images(next(batches(photos).epoch(0)))
+    nhwc4 = host_images(next(batches(photos, channel_last=True, channels=4).epoch(0)))
+    half = host_images(next(batches(photos, dtype=np.float16).epoch(0)))
     assert (nhwc4[..., :3].transpose(0, 3, 1, 2) == nchw).all()
     assert np.allclose(half.astype(np.float32), nchw, atol=4e-3)
 
@@ -160,14 +160,14 @@ def test_normalisation_is_exact_on_a_flat_colour(tmp_path, norm, training):
     path = save(Image.new("RGB", (37, 23), colour), str(tmp_path / "flat.png"), "PNG")
     loader = batches(FileList.from_files([path]), batch_size=2, training=training, norm=norm,
                      channel_last=True)
-    images = next(loader.epoch(0)).images
+    images = host_images(next(loader.epoch(0)))
     assert np.allclose(images, normalised(np.array(colour), norm), rtol=1e-6, atol=1e-6)
 
 
 def pillow_validation(path: str, size: int) -> np.ndarray:
-    """The validation protocol written with Pillow: shorter side to resize_by_ratio, centre."""
+    """The validation protocol written with Pillow: shorter side to resize_for_crop, centre."""
     img = Image.open(path).convert("RGB")
-    scale = resize_by_ratio(size) / min(img.size)
+    scale = resize_for_crop(size) / min(img.size)
     w, h = round(img.width * scale), round(img.height * scale)
     img = img.resize((w, h), Image.BILINEAR)
     x, y = int(np.floor((w - size) / 2 + 0.5)), int(np.floor((h - size) / 2 + 0.5))
@@ -192,7 +192,7 @@ def test_training_crops_and_flips_follow_the_plan(photos):
     sizes = [SIZES[i] for i in batch.indices]
     plan = augmentation_plan(sizes, 5, 0, 0, 0)
     assert {p[4] for p in plan} == {False, True}  # both branches are checked
-    for index, (x, y, w, h, flip), image in zip(batch.indices, plan, batch.images):
+    for index, (x, y, w, h, flip), image in zip(batch.indices, plan, host_images(batch)):
         img = Image.open(photos.full_path(index)).convert("RGB")
         ref = img.crop((x, y, x + w, y + h)).resize((24, 20), Image.BILINEAR)
         ref = normalised(np.asarray(ref.transpose(Image.FLIP_LEFT_RIGHT) if flip else ref))
@@ -219,7 +219,7 @@ def test_exif_orientation_is_ignored_like_the_crop_planning_does(tmp_path):
     base.save(rotated, "JPEG", quality=90, exif=exif.tobytes())
     for training in (False, True):
         files = FileList.from_files([plain, rotated])
-        images = next(batches(files, batch_size=2, training=training, seed=1).epoch(0)).images
+        images = host_images(next(batches(files, batch_size=2, training=training, seed=1).epoch(0)))
         if not training:
             assert (images[0] == images[1]).all()
         assert images.shape == (2, 3, 16, 16)
@@ -233,15 +233,15 @@ def test_copy_to_fills_an_nnabla_variable(photos):
         batch = next(loader.epoch(0))
         x = nn.Variable(loader.image_shape)
         batch.copy_to(x)
-        assert x.d.dtype == dtype and (x.d == batch.images).all()
+        assert x.d.dtype == dtype and (x.d == host_images(batch)).all()
     with pytest.raises(ValueError, match="images are"):
         batch.copy_to(nn.Variable((1, 3, 16, 16)))
 
 
-def test_load_images_equals_the_validation_pipeline(photos):
+def test_one_image_alone_preprocesses_as_in_a_batch(photos):
     from_pipeline = {}
     for b in batches(photos).epoch(0):
-        from_pipeline.update({int(i): img for i, img in zip(b.indices, b.images)})
+        from_pipeline.update({int(i): img for i, img in zip(b.indices, host_images(b))})
     single = load_images([photos.full_path(5)], spatial_size=16)
     assert (single[0] == from_pipeline[5]).all()
 
@@ -300,7 +300,7 @@ def test_resume_reproduces_the_batches_bit_for_bit(photos):
     first = [next(epoch1) for _ in range(2)]
     mid = json.loads(json.dumps(interrupted.state()))
     assert (mid["epoch"], mid["iteration"]) == (1, 2)
-    assert all((f.images == e[2]).all() for f, e in zip(first, expected[5:7]))
+    assert all((host_images(f) == e[2]).all() for f, e in zip(first, expected[5:7]))
     epoch1.close()
 
     resumed = make()

@@ -4,22 +4,23 @@ from __future__ import annotations
 import nnabla as nn
 import numpy as np
 import pytest
+from data_fixtures import load_images
 from eval_fixtures import DEMO, demo_val_images, make_weight_file, randomise_parameters
 
 from models import build_network
 from utils.comm import Communicator
-from utils.data import ImageBatches, load_images
-from utils.evaluation import (
-    EvaluationResult,
-    build_evaluation_graph,
+from utils.data import ImageBatches
+from utils.evaluation import EvaluationResult, build_evaluation_graph, evaluate, record
+from utils.file_list import FileList
+from utils.weights import (
+    Layout,
+    WeightFileError,
+    adapt,
     classes_in,
-    evaluate,
     open_weight_file,
-    record,
+    read_parameters,
     runnable_layout,
 )
-from utils.file_list import FileList
-from utils.weights import Layout, WeightFileError, adapt, read_parameters
 
 SIZE = 32
 

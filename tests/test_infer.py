@@ -13,7 +13,8 @@ from eval_fixtures import error_lines, make_weight_file, run_main, run_script
 from PIL import Image
 
 import infer
-from utils.file_list import imagenet_class_names, write_csv
+from utils.file_list import write_csv
+from utils.imagenet import imagenet_class_names
 from utils.runtime import setup_runtime
 from utils.weights import Layout, adapt, read_parameters, write_parameters
 

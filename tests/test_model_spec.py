@@ -1,9 +1,8 @@
 """Every architecture creates exactly the parameters of the published weight files.
 
-The published names, order and shapes come from ../shared/param-spec (present in development
-and CI). Facts a user can check without it (parameter counts, output shapes) are pinned
-below for every architecture. Building a graph runs no forward pass, so NHWC networks are
-checked on CPU too.
+The published names, order and shapes come from tests/data/param-spec. Parameter counts and
+output shapes are pinned below for every architecture. Building a graph runs no forward
+pass, so NHWC networks are checked on CPU too.
 """
 import json
 
@@ -86,8 +85,6 @@ def test_native_resolution(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_parameters_match_published_spec(arch, layout):
     spec_file = PARAM_SPEC_DIR / f"{arch}_{layout}.json"
-    if not spec_file.exists():
-        pytest.skip(f"published parameter spec not found at {spec_file}")
     expected = [(name, shape) for name, shape in json.loads(spec_file.read_text())]
     channel_last = layout == "nhwc4"
     # The training graph creates the parameters; the inference graph must reuse them all.

@@ -27,7 +27,7 @@ from PIL import Image
 
 from models.registry import get_architecture
 from utils.context import gpu_available
-from utils.file_list import imagenet_class_names, imagenet_val_ground_truth
+from utils.imagenet import imagenet_class_names, imagenet_val_ground_truth
 from utils.published import published
 from utils.weights import layout_of, read_parameters, shapes_of
 

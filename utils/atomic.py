@@ -20,6 +20,8 @@ import tempfile
 import time
 from typing import IO, Iterator, List
 
+from .errors import OutputError
+
 TEMPORARY_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 MEGABYTE = 1 << 20
@@ -39,9 +41,9 @@ def _fsync_directory(folder: str) -> None:
         os.close(fd)
 
 
-def _naming(path: str, error: OSError) -> OSError:
+def _naming(path: str, error: OSError) -> OutputError:
     """The same error, its message naming the file being written (an ENOSPC says no file)."""
-    named = OSError(f"cannot write {path}: {error.strerror or error}")
+    named = OutputError(f"cannot write {path}: {error.strerror or error}")
     named.errno = error.errno
     return named
 
@@ -97,7 +99,7 @@ def remove_stale_temporaries(folder: str) -> List[str]:
 def check_writable(folder: str, what: str = "output folder") -> None:
     """Create `folder` if needed and write, sync and delete a file in it.
 
-    Raises OSError with a one-line reason (not a folder, read-only, no permission, full).
+    Raises OutputError with a one-line reason (not a folder, read-only, no permission, full).
     """
     try:
         os.makedirs(folder, exist_ok=True)
@@ -109,19 +111,19 @@ def check_writable(folder: str, what: str = "output folder") -> None:
             os.close(fd)
             os.remove(probe)
     except OSError as e:
-        raise OSError(f"cannot write to the {what} {folder}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write to the {what} {folder}: {e.strerror or e}") from None
 
 
 def check_room(folder: str, largest_file: int, total: int, what: str = "output folder") -> None:
-    """Raise OSError unless `folder` has `total` bytes free and files of `largest_file` bytes
+    """Raise OutputError unless `folder` has `total` bytes free and files of `largest_file` bytes
     are allowed (the shell's `ulimit -f`)."""
     free = shutil.disk_usage(folder).free
     if free < total:
-        raise OSError(f"not enough space in the {what} {folder}: {free / MEGABYTE:.1f} MB "
+        raise OutputError(f"not enough space in the {what} {folder}: {free / MEGABYTE:.1f} MB "
                       f"free, {total / MEGABYTE:.1f} MB needed")
     limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
     if limit != resource.RLIM_INFINITY and limit < largest_file:
-        raise OSError(f"the file size limit (ulimit -f) of {limit / MEGABYTE:.1f} MB is below "
+        raise OutputError(f"the file size limit (ulimit -f) of {limit / MEGABYTE:.1f} MB is below "
                       f"the {largest_file / MEGABYTE:.1f} MB files written to {folder}")
 
 
@@ -141,7 +143,7 @@ def lock_folder(folder: str, what: str = "output folder") -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise OSError(f"{folder}: {what} in use by {holder}; wait for that run to end, stop "
+        raise OutputError(f"{folder}: {what} in use by {holder}; wait for that run to end, stop "
                       f"it, or choose another path") from None
     handle.seek(0)
     handle.truncate()

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .atomic import atomic_path
+from .errors import UserError
 
 PARAM_PREFIX = "param/"
 SOLVER_PREFIX = "solver/"
@@ -30,7 +31,7 @@ _META_KEY = "meta"
 _NAME = re.compile(r"checkpoint_e(\d+)_i(\d+)\.npz$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used: damaged, or from a different run."""
 
 

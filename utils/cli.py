@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from models import UnknownArchitectureError, available_architectures, get_architecture
+import numpy as np
+
+from models import (
+    NORMALIZATIONS,
+    UnknownArchitectureError,
+    available_architectures,
+    get_architecture,
+)
 
 from .context import CONTEXTS, TYPE_CONFIGS
-from .data import NORMALIZATIONS
 from .published import published
 from .watchdog import DEFAULT_HANG_TIMEOUT
 
@@ -193,6 +199,21 @@ def add_val_dataset_flags(parser: argparse.ArgumentParser) -> argparse._Argument
     """-V/--val-dir and --val-list."""
     return _add_dataset_flags(parser, "val", "-V", "validation", DEFAULT_VAL_LIST,
                               " in the current folder, else in --val-dir")
+
+
+def pipeline_options(args: argparse.Namespace, rt: Any) -> Dict[str, Any]:
+    """The `ImageBatches` options the shared flags and the runtime decide: input size,
+    precision, this rank's shard, the DALI flags (defaults for a script without them) and
+    where DALI runs. Layout, channels and normalisation are the caller's."""
+    return dict(
+        spatial_size=spatial_size_of(args),
+        dtype=np.float16 if args.type_config == "half" else np.float32,
+        rank=rt.comm.rank, num_ranks=rt.comm.size,
+        num_threads=getattr(args, "dali_num_threads", min(4, os.cpu_count() or 1)),
+        prefetch=getattr(args, "dali_prefetch_queue", 1),
+        device_id=rt.data_device_id,
+        decoder_padding=getattr(args, "dali_nvjpeg_memory_padding", None),
+    )
 
 
 def val_list_of(args: argparse.Namespace) -> str:

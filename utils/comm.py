@@ -32,7 +32,6 @@ class Communicator:
 
     rank = 0
     size = 1
-    local_rank = 0
 
     @property
     def is_main(self) -> bool:
@@ -79,9 +78,6 @@ class MpiCommunicator(Communicator):
         self._comm = MPI.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
-        local = self._comm.Split_type(MPI.COMM_TYPE_SHARED)
-        self.local_rank = local.Get_rank()
-        local.Free()
         self._buffer = np.empty(0, np.float32)
 
     def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:

@@ -27,12 +27,13 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Unio
 import yaml
 
 from .atomic import atomic_write_text
+from .errors import UserError
 from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A training config that cannot be used; the message is one line naming the file."""
 
 

@@ -34,23 +34,17 @@ import collections
 import ctypes
 import hashlib
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .file_list import DataError, FileList, probe_image, verify_image
+from models import DEFAULT_CROP_PCT, NORMALIZATIONS
 
-# Pixel-scale (0..255) RGB mean and std of each normalisation preset.
-NORMALIZATIONS: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
-    "default": (
-        tuple(255 * v for v in (0.485, 0.456, 0.406)),
-        tuple(255 * v for v in (0.229, 0.224, 0.225)),
-    ),
-    # The SENet authors' Caffe weights: BGR mean (104, 117, 123) in RGB order, no std.
-    "senet_author": ((123.0, 117.0, 104.0), (1.0, 1.0, 1.0)),
-}
+from .errors import DataError
+from .file_list import FileList
+from .image_probe import probe_image, verify_image
+
 CROP_AREA = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 CROP_ATTEMPTS = 10
@@ -68,9 +62,10 @@ class ImageDecodeError(DataError):
 # --------------------------------------------------------------------------- pure maths
 
 
-def resize_by_ratio(size: int) -> int:
-    """Validation resize target for crop `size`: the 256/224 ratio, rounded to an even number."""
-    return int(round(256 / 224 * size / 2) * 2)
+def resize_for_crop(size: int, crop_pct: float = DEFAULT_CROP_PCT) -> int:
+    """Validation resize target for crop `size`: size / crop_pct (the official 256/224),
+    rounded to an even number."""
+    return int(round(size / crop_pct / 2) * 2)
 
 
 def to_hw(spatial_size: SpatialSize) -> Tuple[int, int]:
@@ -88,10 +83,10 @@ def to_hw(spatial_size: SpatialSize) -> Tuple[int, int]:
 def validation_resize(spatial_size: SpatialSize) -> Tuple[int, int]:
     """The (height, width) an image is resized to cover (aspect kept) before the centre crop.
 
-    For a square size s this is resizing the shorter side to `resize_by_ratio(s)`.
+    For a square size s this is resizing the shorter side to `resize_for_crop(s)`.
     """
     h, w = to_hw(spatial_size)
-    return resize_by_ratio(h), resize_by_ratio(w)
+    return resize_for_crop(h), resize_for_crop(w)
 
 
 def random_resized_crop_window(
@@ -192,10 +187,9 @@ class Batch:
         return int(self.mask.sum())
 
     @property
-    def images(self) -> np.ndarray:
-        """A host copy of the images (B, C, H, W) or (B, H, W, C)."""
-        images = self._images.as_cpu() if self.on_gpu else self._images
-        return images.as_array()
+    def image_shape(self) -> Tuple[int, ...]:
+        """(B, C, H, W) or (B, H, W, C)."""
+        return tuple(self._images.as_tensor().shape())
 
     def copy_to(self, x: Any, ctx: Any = None) -> None:
         """Copy the images into `x` (an nn.Variable or nn.NdArray of the same shape).
@@ -207,16 +201,15 @@ class Batch:
         from nnabla.ext_utils import get_extension_context
 
         array = x.data if isinstance(x, nn.Variable) else x
-        tensor = self._images.as_tensor()
-        if tuple(array.shape) != tuple(tensor.shape()):
-            raise ValueError(f"images are {tuple(tensor.shape())}, input is {array.shape}")
+        if tuple(array.shape) != self.image_shape:
+            raise ValueError(f"images are {self.image_shape}, input is {array.shape}")
         if self.on_gpu:
             ctx = nn.get_current_context() if ctx is None else ctx
             ptr = array.data_ptr(self.dtype, ctx, write_only=True)
             self._images.copy_to_external(ctypes.c_void_p(ptr))
         else:
             ptr = array.data_ptr(self.dtype, get_extension_context("cpu"), write_only=True)
-            tensor.copy_to_external(ctypes.c_void_p(ptr))
+            self._images.as_tensor().copy_to_external(ctypes.c_void_p(ptr))
 
 
 @dataclass
@@ -504,21 +497,3 @@ class ImageBatches:
                         return ImageDecodeError(
                             f"cannot decode {self.files.where(index)}: {reason}")
         return None
-
-
-def load_images(
-    paths: Sequence[str],
-    spatial_size: SpatialSize = 224,
-    channels: int = 3,
-    channel_last: bool = False,
-    dtype: Any = np.float32,
-    norm: str = "default",
-    device_id: Optional[int] = None,
-) -> np.ndarray:
-    """Image files preprocessed exactly as validation does (for infer.py), as one array."""
-    files = FileList.from_files(paths)
-    with ImageBatches(files, len(files), training=False, spatial_size=spatial_size,
-                      channels=channels, channel_last=channel_last, dtype=dtype, norm=norm,
-                      num_threads=min(4, os.cpu_count() or 1), prefetch=1,
-                      device_id=device_id) as batches:
-        return next(batches.epoch(0)).images

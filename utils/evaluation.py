@@ -7,9 +7,8 @@ are found by name), so train.py validates the weights it is training. `evaluate`
 one epoch of `ImageBatches` and sums the counts over ranks: every image is counted exactly
 once whatever the dataset size, batch size and number of ranks.
 
-`open_weight_file` and `runnable_layout` are what infer.py and validation.py share to run a
-published file: its layout, input channels and class count are read from the file, not from
-flags.
+`network_for_weights` is the set-up infer.py and validation.py share to run a weight file:
+its layout, input channels and class count are read from the file, not from flags.
 """
 from __future__ import annotations
 
@@ -17,25 +16,25 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence, Tuple
 
 import nnabla as nn
 import nnabla.functions as F
 import numpy as np
 
-from models import build_network, get_architecture
+from models import build_network
 
 from .comm import Communicator
 from .context import float_context
 from .data import ImageBatches
-from .file_list import NUM_IMAGENET_CLASSES
+from .file_list import FileList
 from .losses import smoothed_cross_entropy, top_n_error_count
 from .monitor import MonitorSeries
 from .progress import Progress
-from .published import norm_warning, published
+from .published import norm_warning
 from .runtime import Runtime
 from .watchdog import heartbeat
-from .weights import Layout, ParameterDict, WeightFileError, layout_of, read_parameters, shapes_of
+from .weights import WeightFile, load_into_network, runnable_layout
 
 TOP_K = 5
 # Series names in the monitor folder: <prefix>-loss, <prefix>-error (top-1, the official
@@ -168,6 +167,35 @@ def evaluate(
     return EvaluationResult(loss / count, top1 / count, top5 / count, count, seconds)
 
 
+def network_for_weights(
+    weights: WeightFile,
+    arch: str,
+    num_classes: int,
+    files: FileList,
+    batch_size: int,
+    rt: Runtime,
+    norm: str,
+    pipeline: Dict[str, Any],
+) -> Tuple[ImageBatches, EvaluationGraph]:
+    """Batches of `files` and the evaluation network of `arch` with `weights` loaded.
+
+    Both in the layout this machine runs (see `runnable_layout`); `pipeline` holds the other
+    `ImageBatches` options (see `utils.cli.pipeline_options`). Logs what was loaded and warns
+    (rank 0) when a published file is run with another normalisation than its own.
+    """
+    layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
+    batches = ImageBatches(files, batch_size, training=False, channels=layout.channels,
+                           channel_last=layout.channel_last, norm=norm, **pipeline)
+    graph = build_evaluation_graph(arch, batches.image_shape, num_classes, layout.channel_last,
+                                   rt.ctx)
+    note = load_into_network(weights.path, arch, params=weights.params)
+    rt.log(weights.describe(num_classes, note))
+    warning = norm_warning(weights.path, norm)
+    if warning and rt.comm.is_main:
+        print(warning, file=sys.stderr)
+    return batches, graph
+
+
 def record(result: EvaluationResult, directory: str, index: int, prefix: str = "Validation",
            enabled: bool = True) -> None:
     """Append loss, top-1 and top-5 error at `index` to the monitor series in `directory`."""
@@ -176,56 +204,3 @@ def record(result: EvaluationResult, directory: str, index: int, prefix: str = "
     os.makedirs(directory, exist_ok=True)
     for field_name, suffix in SERIES_SUFFIXES.items():
         MonitorSeries(directory, f"{prefix}-{suffix}").add(index, getattr(result, field_name))
-
-
-# --------------------------------------------------------------------------- weight files
-
-
-@dataclass
-class WeightFile:
-    """A weight file read once: its parameters and what they say about the network."""
-
-    path: str
-    params: ParameterDict
-    layout: Layout
-    num_classes: Optional[int]  # None: no classifier of the expected architecture found
-
-    def classes(self, requested: Optional[int]) -> int:
-        """--num-classes if given (a mismatch is then reported by loading), else the file's,
-        else ImageNet's 1000."""
-        return requested or self.num_classes or NUM_IMAGENET_CLASSES
-
-    def report(self, rt: Runtime, num_classes: int, note: Optional[str], norm: str) -> None:
-        """Log what was loaded (converted in memory? a published file?); warn on rank 0 when
-        a published file is run with another normalisation than its own."""
-        known = published(self.path)
-        rt.log(f"{self.path}: {self.layout}, {num_classes} classes"
-               + (f"; {note} in memory" if note else "")
-               + (f"; {known.describe()}" if known else ""))
-        warning = norm_warning(self.path, norm)
-        if warning and rt.comm.is_main:
-            print(warning, file=sys.stderr)
-
-
-def classes_in(params: ParameterDict, arch: str) -> Optional[int]:
-    """Number of classes of the file's classifier (its bias length), if `arch`'s is there."""
-    scope = get_architecture(arch).classifier_scope + "/"
-    biases = [p.data.size for name, p in params.items()
-              if name.startswith(scope) and p.data.ndim == 1]
-    return biases[-1] if biases else None
-
-
-def open_weight_file(path: str, arch: Optional[str] = None) -> WeightFile:
-    """Read `path` and deduce its layout, input channels and (given `arch`) class count."""
-    params = read_parameters(path)
-    try:
-        layout = layout_of(shapes_of(params))
-    except WeightFileError as e:
-        raise WeightFileError(f"{path}: {e}") from None
-    return WeightFile(path, params, layout, None if arch is None else classes_in(params, arch))
-
-
-def runnable_layout(file_layout: Layout, on_gpu: bool) -> Layout:
-    """The layout to build the network in: the file's on a GPU; NCHW with 3 channels on the
-    CPU, which runs NCHW only (an NHWC file's zero-fed 4th input channel is dropped)."""
-    return file_layout if on_gpu else Layout(channel_last=False, channels=3)

