@@ -17,12 +17,13 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, List, Optional, Tuple
 
 import nnabla as nn
 import numpy as np
 
-from models import build_network, get_architecture
+from models import get_architecture
 from utils import cli
 from utils.atomic import (
     atomic_write_text,
@@ -32,30 +33,28 @@ from utils.atomic import (
     remove_stale_temporaries,
 )
 from utils.bn_stats import recompute_batch_norm, training_feeds
-from utils.checkpoint import (
-    CheckpointError,
-    checkpoint_dir,
-    checkpoint_name,
-    identity_mismatch,
-    latest_checkpoint,
-    list_checkpoints,
-    save_checkpoint,
-)
+from utils.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_checkpoint
 from utils.comm import Communicator
 from utils.config import TrainConfig, load_config, save_config
 from utils.data import ImageBatches
 from utils.ema import WeightEma
-from utils.errors import TrainingDiverged, UsageError
-from utils.evaluation import VALIDATION_SERIES, build_evaluation_graph, evaluate, record
+from utils.errors import UsageError
+from utils.evaluation import EvaluationGraph, build_evaluation_graph, evaluate, record
 from utils.file_list import read_file_list
-from utils.losses import classification_loss, top_n_error_count
-from utils.lr_schedules import build_schedule, solver_learning_rate
-from utils.mixup import MIXUP_SEED, Mixup
-from utils.monitor import MonitorSeries, MonitorTimer, series_path, truncate_series
+from utils.lr_schedules import LearningRateSchedule, build_schedule, solver_learning_rate
+from utils.monitor import VALIDATION_EMA, TrainingMonitors
 from utils.optim import MomentumSolver
 from utils.plots import plot_monitor
 from utils.progress import Progress, format_duration, run_eta
-from utils.runtime import StopRequest, run, setup_runtime
+from utils.runtime import Runtime, StopRequest, run, setup_runtime
+from utils.training import (
+    EpochSums,
+    TrainingGraph,
+    TrainingState,
+    build_training_graph,
+    diverged,
+    iteration_seed,
+)
 from utils.watchdog import heartbeat, start_watchdog
 from utils.weights import load_into_network, network_parameters, write_parameters
 
@@ -69,6 +68,24 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
     cli.add_arch_flags(p)
     cli.add_spatial_size_flag(p)
+    add_training_flags(p)
+    add_output_flags(p)
+    cli.add_train_dataset_flags(p)
+    cli.add_val_dataset_flags(p)
+    cli.add_dali_flags(p)
+    args = p.parse_args(argv)
+    cli.spatial_size_of(args)
+    args.val_list = cli.val_list_of(args)
+    if args.finetune and not args.model_load_path:
+        p.error("--finetune needs --model-load-path")
+    if not 0.0 <= args.ema_decay < 1.0:
+        p.error(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
+    if args.batch_size < 1:
+        p.error("--batch-size must be positive")
+    return args
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("-b", "--batch-size", type=int, default=128,
                    help="batch size per process; the global batch is this times the ranks "
@@ -79,25 +96,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="recipe YAML, see cfg/ (default: cfg/cos90.yaml of this repository)")
     g.add_argument("--channel-last", action="store_true",
                    help="NHWC layout (GPU only: NNabla's CPU backend runs NCHW)")
-    g.add_argument("-m", "--monitor-path", default=None,
-                   help="output directory; default tmp.monitor.<YYYYmmddHHMMSS>")
-    g.add_argument("-v", "--val-interval", type=int, default=10,
-                   help="validate every N epochs and at the end; <= 0 disables validation "
-                        "(default: %(default)s)")
-    g.add_argument("-s", "--model-save-interval", type=cli.positive_int, default=10,
-                   help="write param_NNN.h5 every N epochs and at the end "
-                        "(default: %(default)s)")
     g.add_argument("--model-load-path", default=None,
                    help="weight file to start from (all parameters, or all but the "
                         "classifier with --finetune)")
     g.add_argument("--finetune", action="store_true",
                    help="replace the classifier of --model-load-path by a new "
                         "--num-classes one and train the whole network")
-    g.add_argument("--resume", action="store_true",
-                   help="require a checkpoint in --monitor-path and continue from it "
-                        "(re-running into a monitor path with checkpoints also resumes)")
-    g.add_argument("--keep-checkpoints", type=cli.positive_int, default=3,
-                   help="how many of the newest checkpoints to keep (default: %(default)s)")
     g.add_argument("--dynamic-loss-scaling", action="store_true",
                    help="start at the config's loss scale (in any precision), halve it and "
                         "skip the step when a gradient overflows, double it after 2000 good "
@@ -113,19 +117,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     g.add_argument("--seed", type=int, default=0,
                    help="seed of initialisation, shuffling, augmentation and mixup "
                         "(default: %(default)s)")
-    cli.add_train_dataset_flags(p)
-    cli.add_val_dataset_flags(p)
-    cli.add_dali_flags(p)
-    args = p.parse_args(argv)
-    cli.spatial_size_of(args)
-    args.val_list = cli.val_list_of(args)
-    if args.finetune and not args.model_load_path:
-        p.error("--finetune needs --model-load-path")
-    if not 0.0 <= args.ema_decay < 1.0:
-        p.error(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
-    if args.batch_size < 1:
-        p.error("--batch-size must be positive")
-    return args
+
+
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("outputs and resuming")
+    g.add_argument("-m", "--monitor-path", default=None,
+                   help="output directory; default tmp.monitor.<YYYYmmddHHMMSS>")
+    g.add_argument("-v", "--val-interval", type=int, default=10,
+                   help="validate every N epochs and at the end; <= 0 disables validation "
+                        "(default: %(default)s)")
+    g.add_argument("-s", "--model-save-interval", type=cli.positive_int, default=10,
+                   help="write param_NNN.h5 every N epochs and at the end "
+                        "(default: %(default)s)")
+    g.add_argument("--resume", action="store_true",
+                   help="require a checkpoint in --monitor-path and continue from it "
+                        "(re-running into a monitor path with checkpoints also resumes)")
+    g.add_argument("--keep-checkpoints", type=cli.positive_int, default=3,
+                   help="how many of the newest checkpoints to keep (default: %(default)s)")
 
 
 def run_identity(args: argparse.Namespace, config: TrainConfig, num_ranks: int) -> Dict[str, Any]:
@@ -146,30 +154,172 @@ def run_identity(args: argparse.Namespace, config: TrainConfig, num_ranks: int) 
     }
 
 
-def iteration_seed(seed: int, rank: int, epoch: int, iteration: int) -> int:
-    """Seed of NNabla's random functions (dropout, drop-connect) for one iteration.
+@dataclass
+class Validator:
+    """The evaluation network (sharing the training parameters) and what it validates on."""
 
-    Re-seeding every iteration makes them a function of the position, so a resumed run
-    draws what the uninterrupted one would have.
-    """
-    return (seed * 1_000_003 + rank * 7_919 + epoch * 100_003 + iteration) % (2**31 - 1)
+    graph: EvaluationGraph
+    data: ImageBatches
+    bn_data: Optional[ImageBatches]  # training batches to recompute batch-norm statistics
 
 
-class TrainingMonitors:
-    """The training series of the run (rank 0 writes); validation ones go through `record`."""
+@dataclass
+class Training:
+    """Everything the epoch functions work with, built once by main()."""
 
-    def __init__(self, path: str, enabled: bool, start_epoch: int):
-        self.loss = MonitorSeries(path, "Train-loss", enabled)
-        self.error = MonitorSeries(path, "Train-error", enabled)
-        self.epoch_time = MonitorTimer(path, "Epoch-time", enabled)
-        if enabled:
-            # Drop what an interrupted run wrote after the checkpoint resumed from (all of it
-            # when starting afresh): training series are indexed by epoch (0..), validation
-            # series by epochs done (1..).
-            for m in (self.loss, self.error, self.epoch_time):
-                m.truncate_after(start_epoch - 1)
-            for name in VALIDATION_SERIES:
-                truncate_series(series_path(path, name), start_epoch)
+    args: argparse.Namespace
+    config: TrainConfig
+    rt: Runtime
+    monitor_path: str
+    checkpoints: str  # the checkpoint folder
+    graph: TrainingGraph
+    schedule: LearningRateSchedule
+    state: TrainingState
+    monitors: TrainingMonitors
+    validator: Optional[Validator]
+    stop: StopRequest
+    epoch_walls: List[float] = field(default_factory=list)  # seconds of each epoch, end to end
+
+    @property
+    def comm(self) -> Communicator:
+        return self.rt.comm
+
+    def due(self, done: int, interval: int) -> bool:
+        """Whether something done every `interval` epochs and at the end is due after `done`."""
+        return done % interval == 0 or done == self.config.epochs
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    rt = setup_runtime(args)
+    start_watchdog(args.hang_timeout, rt.comm)  # set-up, then every iteration and batch
+    stop = StopRequest()  # from now on a stop signal is acted on after the next iteration
+    config = load_config(args.train_config, args.epochs)
+    check_options(args, config, rt)
+    monitor_path = rt.comm.broadcast_object(
+        args.monitor_path or time.strftime("tmp.monitor.%Y%m%d%H%M%S"))
+    checkpoints = checkpoint_dir(monitor_path)
+    _lock = claim_monitor_path(monitor_path, checkpoints, rt)  # held until main returns
+    train_data, val_data, bn_data = build_datasets(args, rt)
+
+    nn.seed(args.seed)  # the training graph creates the parameters; evaluation shares them
+    graph = build_training_graph(
+        args.arch, train_data.image_shape, args.num_classes, args.channel_last,
+        config.label_smoothing, config.mixup, rt.comm.rank, rt.float_ctx)
+    validator = None
+    if val_data is not None:
+        validator = Validator(build_evaluation_graph(
+            args.arch, val_data.image_shape, args.num_classes, args.channel_last,
+            rt.float_ctx), val_data, bn_data)
+    checkpoint = find_checkpoint(checkpoints, args.resume, rt)
+    if args.model_load_path and checkpoint is None:  # (a checkpoint holds every parameter)
+        load_initial_weights(args, rt)
+    rt.comm.broadcast_parameters(nn.get_parameters(grad_only=False))
+
+    ema = WeightEma(nn.get_parameters(), args.ema_decay) if args.ema_decay else None
+    state = TrainingState(run_identity(args, config, rt.comm.size), rt.comm,
+                          build_solver(args, config), train_data, graph.mixup, ema)
+    if rt.comm.is_main:
+        check_room_for_outputs(monitor_path)
+    if checkpoint is not None:
+        state.resume(checkpoint)
+        rt.log(f"resuming from {checkpoint.path} (epoch {checkpoint.meta['epoch']}, "
+               f"iteration {checkpoint.meta['iteration']})")
+    if rt.comm.is_main:
+        write_run_description(monitor_path, args, config)
+    start_epoch = state.position[0]
+    training = Training(args, config, rt, monitor_path, checkpoints, graph,
+              build_schedule(config.lr_scheduler, train_data.iterations_per_epoch), state,
+              TrainingMonitors(monitor_path, rt.comm.is_main, start_epoch), validator, stop)
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.time()
+        if not train_one_epoch(training, epoch):
+            return PREEMPTED_EXIT_STATUS
+        path = end_of_epoch(training, epoch, started)
+        if epoch + 1 < config.epochs and stop.agreed(rt.comm):
+            rt.log(f"stopped by {stop.describe()} after epoch {epoch}; saved {path}; run the "
+                   "same command to resume")
+            return PREEMPTED_EXIT_STATUS
+    rt.log(f"finished {config.epochs} epochs; results in {monitor_path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def check_options(args: argparse.Namespace, config: TrainConfig, rt: Runtime) -> None:
+    """Refuse combinations that cannot run, before any work."""
+    if args.channel_last and rt.backend == "cpu":
+        raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
+    if config.mixup > 0 and args.batch_size % 2:
+        raise UsageError(f"{config.source}: mixup pairs sample i with sample B-1-i and needs "
+                         f"an even --batch-size, got {args.batch_size}")
+
+
+def claim_monitor_path(monitor_path: str, checkpoints: str, rt: Runtime) -> Optional[IO[str]]:
+    """Rank 0: fail now if the monitor path cannot be written, not after the first epoch;
+    lock it for the run (the returned handle); clear what a kill -9 left."""
+    if not rt.comm.is_main:
+        return None
+    check_writable(monitor_path, "monitor path")
+    lock = lock_folder(monitor_path, "monitor path")
+    for folder in (monitor_path, checkpoints):
+        for path in remove_stale_temporaries(folder):
+            rt.log(f"removed {path}, left by an interrupted write")
+    return lock
+
+
+def build_datasets(args: argparse.Namespace, rt: Runtime
+                   ) -> Tuple[ImageBatches, Optional[ImageBatches], Optional[ImageBatches]]:
+    """This rank's shard of the training split; of the validation split (None with -v 0);
+    and the training batches that re-estimate batch-norm statistics (--recompute-bn)."""
+    pipeline = dict(cli.pipeline_options(args, rt), channel_last=args.channel_last,
+                    channels=4 if args.type_config == "half" else 3)
+    train_files = read_file_list(args.train_list, args.train_dir, args.num_classes)
+    train = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed, **pipeline)
+    if args.val_interval <= 0:
+        return train, None, None
+    val_files = read_file_list(args.val_list, args.val_dir, args.num_classes)
+    val = ImageBatches(val_files, args.batch_size, training=False, **pipeline)
+    bn = None
+    if args.recompute_bn:
+        bn = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed + 1,
+                          **pipeline)
+    return train, val, bn
+
+
+def find_checkpoint(checkpoints: str, required: bool, rt: Runtime) -> Optional[Checkpoint]:
+    """The newest intact checkpoint of this monitor path (damaged ones are named), if any."""
+    checkpoint, skipped = latest_checkpoint(checkpoints)
+    for note in skipped:
+        rt.log(f"skipping damaged checkpoint: {note}")
+    if required and checkpoint is None:
+        raise CheckpointError(f"--resume: no intact checkpoint in {checkpoints}")
+    return checkpoint
+
+
+def load_initial_weights(args: argparse.Namespace, rt: Runtime) -> None:
+    """--model-load-path: every parameter, or all but the classifier with --finetune."""
+    skip = [get_architecture(args.arch).classifier_scope] if args.finetune else []
+    note = load_into_network(args.model_load_path, args.arch, skip)
+    rt.log(f"loaded {args.model_load_path}" + (" (new classifier)" if skip else "")
+           + (f"; {note}" if note else ""))
+
+
+def build_solver(args: argparse.Namespace, config: TrainConfig) -> MomentumSolver:
+    # A static scale only matters in half precision; a dynamic one is honoured in any.
+    scaled = args.type_config == "half" or args.dynamic_loss_scaling
+    return MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay,
+                          loss_scale=config.loss_scaling if scaled else 1.0,
+                          dynamic_loss_scaling=args.dynamic_loss_scaling)
+
+
+def check_room_for_outputs(monitor_path: str) -> None:
+    """Room for the next checkpoint (parameters and momenta) and weight file."""
+    param_bytes = 4 * sum(v.size for v in nn.get_parameters(grad_only=False).values())
+    check_room(monitor_path, largest_file=2 * param_bytes, total=3 * param_bytes,
+               what="monitor path")
 
 
 def write_run_description(path: str, args: argparse.Namespace, config: TrainConfig) -> None:
@@ -179,280 +329,115 @@ def write_run_description(path: str, args: argparse.Namespace, config: TrainConf
     save_config(config, os.path.join(path, "train_config.yaml"))
 
 
-def check_finite_parameters(comm: Communicator, ckpt_dir: str, where: str) -> None:
-    """Stop every rank before a non-finite parameter is saved (a step can overflow the
-    weights while its loss was still finite)."""
-    bad = [k for k, v in nn.get_parameters(grad_only=False).items() if not np.isfinite(v.d).all()]
-    if comm.all_reduce_sum([len(bad)])[0]:
-        raise diverged(f"non-finite parameters {where}" + (f" ('{bad[0]}')" if bad else ""),
-                       ckpt_dir)
+# --------------------------------------------------------------------------- the epoch
 
 
-def diverged(what: str, ckpt_dir: str) -> TrainingDiverged:
-    """The error of a run that diverged, saying what was kept."""
-    saved = list_checkpoints(ckpt_dir)
-    kept = f"the last checkpoint, {saved[0]}, is intact" if saved else "no checkpoint was saved"
-    return TrainingDiverged(f"{what}: training diverged; {kept}; train again with a lower "
-                              "learning rate in a new --monitor-path")
+def train_one_epoch(training: Training, epoch: int) -> bool:
+    """Train `epoch` from where the state stands; False if a stop signal ended it early (the
+    run is then checkpointed mid-epoch)."""
+    graph, state, comm = training.graph, training.state, training.comm
+    solver, data = state.solver, state.data
+    global_batch = training.args.batch_size * comm.size
+    bar = Progress(comm, data.iterations_per_epoch, f"epoch {epoch}",
+                   initial=state.position[1], images_per_iteration=global_batch)
+    for batch in data.epoch(epoch):
+        lr = training.schedule(epoch, batch.iteration)
+        solver.set_learning_rate(solver_learning_rate(lr, global_batch))
+        graph.feed(batch)
+        nn.seed(iteration_seed(training.args.seed, comm.rank, epoch, batch.iteration))
+        solver.zero_grad()
+        nn.forward_all([graph.loss, graph.error], clear_no_need_grad=True)
+        graph.loss.backward(solver.loss_scale, clear_buffer=True)
+        comm.all_reduce_gradients(solver.parameters())
+        updated = solver.update()
+        if state.ema is not None and updated:
+            state.ema.update()
+        loss, wrong = float(graph.loss.d), float(graph.error.d)
+        state.sums.add(loss * batch.num_valid, wrong, batch.num_valid, not updated)
+        # One collective per step: did any rank get a stop signal or a non-finite loss?
+        # (Loss scaling cannot fix a non-finite loss: it only scales the gradients.)
+        stop_now, bad_loss = comm.all_reduce_sum([training.stop.requested, not np.isfinite(loss)])
+        if bad_loss:
+            raise diverged(f"non-finite training loss at epoch {epoch}, iteration "
+                           f"{batch.iteration}", training.checkpoints)
+        bar.update(loss=loss, error=wrong / max(batch.num_valid, 1), lr=lr)
+        heartbeat()
+        if stop_now and batch.iteration + 1 < data.iterations_per_epoch:
+            bar.close()
+            state.check_finite(training.checkpoints)
+            path = state.save(training.checkpoints, training.args.keep_checkpoints)
+            training.rt.log(f"stopped by {training.stop.describe()} at epoch {epoch}, iteration "
+                       f"{batch.iteration + 1}; saved {path}; run the same command to resume")
+            return False
+    bar.close()  # a stop at the epoch's last iteration ends the epoch first
+    return True
 
 
-def save_training_state(directory: str, epoch: int, iteration: int, sums: np.ndarray,
-                        identity: Dict[str, Any], solver: MomentumSolver,
-                        train_data: ImageBatches, mixup: Optional[Mixup],
-                        ema: Optional[WeightEma], comm: Communicator, keep: int) -> str:
-    """Checkpoint the run (rank 0 writes; every rank contributes its RNG state, batch-norm
-    statistics and sums of the epoch so far); return the checkpoint's path."""
-    extra: Dict[str, np.ndarray] = {}
-    positions: List[Any] = []
-    all_sums = comm.all_gather_object(sums.tolist())
-    # Batch-norm running statistics are each rank's own (only gradients are averaged).
-    statistics = comm.all_gather_object({k: v.d.copy() for k, v in
-                                         nn.get_parameters(grad_only=False).items()
-                                         if not v.need_grad})
-    for rank, values in enumerate(statistics[1:], 1):
-        extra.update({f"rank{rank}/{name}": value for name, value in values.items()})
-    if mixup is not None:
-        states = comm.all_gather_object(mixup.rng.get_state())
-        for rank, (_, keys, pos, has_gauss, gauss) in enumerate(states):
-            extra[f"mixup_rng_{rank}"] = keys
-            positions.append([int(pos), int(has_gauss), float(gauss)])
-    if ema is not None:  # the same on every rank: it averages the all-reduced updates
-        extra.update({f"ema/{name}": value for name, value in ema.state_dict().items()})
-    if comm.is_main:
-        meta = {"identity": identity, "train_data": train_data.state(),
-                "mixup_rng_pos": positions, "epoch_sums": all_sums}
-        params = {k: v.d for k, v in nn.get_parameters(grad_only=False).items()}
-        save_checkpoint(directory, epoch, iteration, meta, params, solver.state_dict(), extra,
-                        keep)
-    comm.barrier()
-    return os.path.join(directory, checkpoint_name(epoch, iteration))
+def end_of_epoch(training: Training, epoch: int, started: float) -> str:
+    """Log the epoch, validate, write the weight files, checkpoint and plot; return the
+    checkpoint's path."""
+    args, state, done = training.args, training.state, epoch + 1
+    state.check_finite(training.checkpoints)
+    state.average_statistics()  # one model to validate and save, the same on all ranks
+    log_epoch(training, epoch, time.time() - started)
+    state.sums = EpochSums()
+    if training.validator is not None and training.due(done, args.val_interval):
+        validate(training, done)
+    if training.comm.is_main and training.due(done, args.model_save_interval):
+        write_weight_files(training.monitor_path, done, state.ema)
+    path = state.save(training.checkpoints, args.keep_checkpoints)
+    if training.comm.is_main:
+        plot_monitor(training.monitor_path)
+    training.epoch_walls.append(time.time() - started)
+    if done < training.config.epochs:
+        training.rt.log(f"epoch {epoch}: done in {format_duration(training.epoch_walls[-1])}; "
+                   f"{run_eta(training.epoch_walls, training.config.epochs - done)}")
+    return path
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    rt = setup_runtime(args)
-    comm, log = rt.comm, rt.log
-    start_watchdog(args.hang_timeout, comm)  # set-up, then every iteration and batch
-    stop = StopRequest()  # from now on a stop signal is acted on after the next iteration
-    arch = get_architecture(args.arch)
-    config = load_config(args.train_config, args.epochs)
-    if args.channel_last and rt.backend == "cpu":
-        raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
-    if config.mixup > 0 and args.batch_size % 2:
-        raise UsageError(f"{config.source}: mixup pairs sample i with sample B-1-i and needs "
-                         f"an even --batch-size, got {args.batch_size}")
-    monitor_path = comm.broadcast_object(
-        args.monitor_path or time.strftime("tmp.monitor.%Y%m%d%H%M%S"))
-    ckpt_dir = checkpoint_dir(monitor_path)
-    if comm.is_main:  # fail now, not after the first epoch; clear what a kill -9 left
-        check_writable(monitor_path, "monitor path")
-        _monitor_lock = lock_folder(monitor_path, "monitor path")  # held until main returns
-        for folder in (monitor_path, ckpt_dir):
-            for path in remove_stale_temporaries(folder):
-                log(f"removed {path}, left by an interrupted write")
-    channels = 4 if args.type_config == "half" else 3
+def log_epoch(training: Training, epoch: int, seconds: float) -> None:
+    """The epoch's training loss and error over all ranks: series and log line."""
+    sums = training.state.sums
+    loss_sum, wrong, seen = training.comm.all_reduce_sum([sums.loss, sums.wrong, sums.seen])
+    training.monitors.add(epoch, loss_sum / seen, wrong / seen, seconds,
+                     training.state.data.iterations_per_epoch)
+    overflow = ""
+    if training.args.dynamic_loss_scaling:
+        overflow = (f"; {int(sums.skipped)} overflow step(s) skipped, loss scale now "
+                    f"{training.state.solver.loss_scale:g}")
+    training.rt.log(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, error {wrong / seen:.4f} "
+               f"({seconds:.1f} s){overflow}")
 
-    # ---- data: this rank's shard of each split
-    data_options = dict(
-        spatial_size=args.spatial_size, channels=channels, channel_last=args.channel_last,
-        dtype=np.float16 if args.type_config == "half" else np.float32,
-        rank=comm.rank, num_ranks=comm.size, num_threads=args.dali_num_threads,
-        prefetch=args.dali_prefetch_queue, device_id=rt.data_device_id,
-        decoder_padding=args.dali_nvjpeg_memory_padding,
-    )
-    train_files = read_file_list(args.train_list, args.train_dir, args.num_classes)
-    train_data = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed,
-                              **data_options)
-    val_data = None
-    if args.val_interval > 0:
-        val_files = read_file_list(args.val_list, args.val_dir, args.num_classes)
-        val_data = ImageBatches(val_files, args.batch_size, training=False, **data_options)
 
-    # ---- graphs: training (creates the parameters), then evaluation (shares them)
-    nn.seed(args.seed)
-    b = args.batch_size
-    x = nn.Variable(train_data.image_shape)
-    label = nn.Variable((b, 1))
-    mask = nn.Variable((b, 1))
-    mixup = None
-    inputs, target = x, label
-    if config.mixup > 0:
-        mixup = Mixup(config.mixup, b, args.num_classes, seed=MIXUP_SEED + comm.rank)
-        inputs, target = mixup.mix_inputs(x), mixup.mix_labels(label)
-    pred, _ = build_network(inputs, args.num_classes, arch.name, test=False,
-                            channel_last=args.channel_last)
-    pred.persistent = True
-    with nn.context_scope(rt.float_ctx):
-        loss = classification_loss(pred, target, config.label_smoothing, weight=mask)
-        error = top_n_error_count(pred, label, n=1, weight=mask)
-    loss.persistent = error.persistent = True
-    val_graph = bn_data = None
-    if val_data is not None:
-        val_graph = build_evaluation_graph(arch.name, val_data.image_shape, args.num_classes,
-                                           args.channel_last, rt.float_ctx)
-        if args.recompute_bn:
-            bn_data = ImageBatches(train_files, b, training=True, seed=args.seed + 1,
-                                   **data_options)
+def validate(training: Training, done: int) -> None:
+    """Validate after `done` epochs (re-estimating the batch-norm statistics first with
+    --recompute-bn), and the EMA weights too with --ema-decay."""
+    validator, comm, graph, epoch = training.validator, training.comm, training.graph, done - 1
+    if validator.bn_data is not None:
+        if graph.mixup is not None:
+            graph.mixup.lam.d = 1.0  # statistics of the unmixed images
+        nn.seed(iteration_seed(training.args.seed, comm.rank, done, -1))
+        feeds = training_feeds(validator.bn_data, done, training.args.recompute_bn, graph.image)
+        recompute_batch_norm(graph.logits, feeds, comm)
+    result = evaluate(validator.graph, validator.data, comm, description=f"validation {done}")
+    record(result, training.monitor_path, done, enabled=comm.is_main)
+    training.rt.log(f"epoch {epoch}: validation loss {result.loss:.4f}, top-1 error "
+               f"{result.top1_error:.4f}, top-5 error {result.top5_error:.4f}")
+    if training.state.ema is not None:
+        with training.state.ema.swapped_in():
+            result = evaluate(validator.graph, validator.data, comm, description=f"EMA {done}")
+        record(result, training.monitor_path, done, part=VALIDATION_EMA, enabled=comm.is_main)
+        training.rt.log(f"epoch {epoch}: EMA weights: validation top-1 error "
+                   f"{result.top1_error:.4f}")
 
-    # ---- the newest intact checkpoint of this monitor path, if any, is resumed below
-    checkpoint, skipped = latest_checkpoint(ckpt_dir)
-    for note in skipped:
-        log(f"skipping damaged checkpoint: {note}")
-    if args.resume and checkpoint is None:
-        raise CheckpointError(f"--resume: no intact checkpoint in {ckpt_dir}")
 
-    if args.model_load_path and checkpoint is None:  # (a checkpoint holds every parameter)
-        skip = [arch.classifier_scope] if args.finetune else []
-        note = load_into_network(args.model_load_path, arch.name, skip)
-        log(f"loaded {args.model_load_path}" + (" (new classifier)" if skip else "")
-            + (f"; {note}" if note else ""))
-    comm.broadcast_parameters(nn.get_parameters(grad_only=False))
-
-    # A static scale only matters in half precision; a dynamic one is honoured in any.
-    scaled = args.type_config == "half" or args.dynamic_loss_scaling
-    loss_scale = config.loss_scaling if scaled else 1.0
-    solver = MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay,
-                            loss_scale=loss_scale, dynamic_loss_scaling=args.dynamic_loss_scaling)
-    schedule = build_schedule(config.lr_scheduler, train_data.iterations_per_epoch)
-    global_batch = b * comm.size
-    ema = WeightEma(nn.get_parameters(), args.ema_decay) if args.ema_decay else None
-    # Batch-norm running statistics: each rank's own (only gradients are averaged).
-    statistics = [v for v in nn.get_parameters(grad_only=False).values() if not v.need_grad]
-    if comm.is_main:  # room for the next checkpoint (parameters and momenta) and weight file
-        param_bytes = 4 * sum(v.size for v in nn.get_parameters(grad_only=False).values())
-        check_room(monitor_path, largest_file=2 * param_bytes, total=3 * param_bytes,
-                   what="monitor path")
-
-    # ---- resume
-    identity = run_identity(args, config, comm.size)
-    start_epoch = 0
-    resumed_sums = None
-    if checkpoint is not None:
-        mismatch = identity_mismatch(checkpoint.meta["identity"], identity)
-        if mismatch:
-            raise CheckpointError(f"{checkpoint.path}: cannot resume a different run "
-                                  f"({mismatch}); use another --monitor-path")
-        for name, var in nn.get_parameters(grad_only=False).items():
-            var.d = checkpoint.extra.get(f"rank{comm.rank}/{name}", checkpoint.params[name])
-        solver.load_state_dict(checkpoint.solver)
-        if mixup is not None:
-            pos, has_gauss, gauss = checkpoint.meta["mixup_rng_pos"][comm.rank]
-            mixup.rng.set_state(("MT19937", checkpoint.extra[f"mixup_rng_{comm.rank}"],
-                                 pos, has_gauss, gauss))
-        if ema is not None:
-            ema.load_state_dict({k[len("ema/"):]: v for k, v in checkpoint.extra.items()
-                                 if k.startswith("ema/")})
-        start_epoch = checkpoint.meta["epoch"]
-        resumed_sums = checkpoint.meta["epoch_sums"][comm.rank]
-        train_data.restore(checkpoint.meta["train_data"])
-        log(f"resuming from {checkpoint.path} (epoch {start_epoch}, "
-            f"iteration {checkpoint.meta['iteration']})")
-    if comm.is_main:
-        write_run_description(monitor_path, args, config)
-    monitors = TrainingMonitors(monitor_path, comm.is_main, start_epoch)
-
-    def checkpoint_at(epoch: int, iteration: int, sums: np.ndarray) -> str:
-        return save_training_state(ckpt_dir, epoch, iteration, sums, identity, solver,
-                                   train_data, mixup, ema, comm, args.keep_checkpoints)
-
-    # ---- training
-    epoch_walls: List[float] = []  # seconds of each epoch of this process, end to end
-    for epoch in range(start_epoch, config.epochs):
-        started = time.time()
-        # This rank's sums: loss over valid samples, wrong, valid, and steps skipped on
-        # overflow (--dynamic-loss-scaling; the same on every rank). Kept by mid-epoch
-        # checkpoints, so a resumed epoch reports what the uninterrupted one would.
-        sums = np.zeros(4)
-        if epoch == start_epoch and resumed_sums is not None:
-            sums = np.array(resumed_sums)
-        first = train_data.state()["iteration"] if epoch == start_epoch else 0
-        bar = Progress(comm, train_data.iterations_per_epoch, f"epoch {epoch}", initial=first,
-                       images_per_iteration=global_batch)
-        for batch in train_data.epoch(epoch):
-            lr = schedule(epoch, batch.iteration)
-            solver.set_learning_rate(solver_learning_rate(lr, global_batch))
-            batch.copy_to(x)
-            label.d = batch.labels
-            mask.d = batch.mask
-            if mixup is not None:
-                mixup.resample()
-            nn.seed(iteration_seed(args.seed, comm.rank, epoch, batch.iteration))
-            solver.zero_grad()
-            nn.forward_all([loss, error], clear_no_need_grad=True)
-            loss.backward(solver.loss_scale, clear_buffer=True)
-            comm.all_reduce_gradients(solver.parameters())
-            updated = solver.update()
-            if ema is not None and updated:
-                ema.update()
-            value, wrong = float(loss.d), float(error.d)
-            sums += (value * batch.num_valid, wrong, batch.num_valid, not updated)
-            # One collective per step: did any rank get a stop signal or a non-finite loss?
-            # (Loss scaling cannot fix a non-finite loss: it only scales the gradients.)
-            stop_now, bad_loss = comm.all_reduce_sum([stop.requested, not np.isfinite(value)])
-            if bad_loss:
-                raise diverged(f"non-finite training loss at epoch {epoch}, iteration "
-                               f"{batch.iteration}", ckpt_dir)
-            bar.update(loss=value, error=wrong / max(batch.num_valid, 1), lr=lr)
-            heartbeat()
-            if stop_now and batch.iteration + 1 < train_data.iterations_per_epoch:
-                bar.close()
-                check_finite_parameters(comm, ckpt_dir, f"at epoch {epoch}")
-                path = checkpoint_at(epoch, batch.iteration + 1, sums)
-                log(f"stopped by {stop.describe()} at epoch {epoch}, iteration "
-                    f"{batch.iteration + 1}; saved {path}; run the same command to resume")
-                return PREEMPTED_EXIT_STATUS
-        bar.close()  # a stop at the epoch's last iteration ends the epoch first (below)
-        check_finite_parameters(comm, ckpt_dir, f"after epoch {epoch}")
-        comm.average_values(statistics)  # one model to validate and save, the same on all ranks
-        loss_sum, wrong, seen = comm.all_reduce_sum(sums[:3].tolist())
-        skipped = int(sums[3])
-        seconds = time.time() - started
-        monitors.loss.add(epoch, loss_sum / seen)
-        monitors.error.add(epoch, wrong / seen)
-        monitors.epoch_time.add(epoch, seconds, train_data.iterations_per_epoch)
-        overflow = (f"; {skipped} overflow step(s) skipped, loss scale now "
-                    f"{solver.loss_scale:g}" if args.dynamic_loss_scaling else "")
-        log(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, error {wrong / seen:.4f} "
-            f"({seconds:.1f} s){overflow}")
-        done = epoch + 1
-        if val_graph is not None and (done % args.val_interval == 0 or done == config.epochs):
-            if bn_data is not None:
-                if mixup is not None:
-                    mixup.lam.d = 1.0  # statistics of the unmixed images
-                nn.seed(iteration_seed(args.seed, comm.rank, done, -1))
-                recompute_batch_norm(pred, training_feeds(bn_data, done, args.recompute_bn, x),
-                                     comm)
-            result = evaluate(val_graph, val_data, comm, description=f"validation {done}")
-            record(result, monitor_path, done, enabled=comm.is_main)
-            log(f"epoch {epoch}: validation loss {result.loss:.4f}, top-1 error "
-                f"{result.top1_error:.4f}, top-5 error {result.top5_error:.4f}")
-            if ema is not None:
-                with ema.swapped_in():
-                    result = evaluate(val_graph, val_data, comm, description=f"EMA {done}")
-                record(result, monitor_path, done, prefix="Validation-EMA",
-                       enabled=comm.is_main)
-                log(f"epoch {epoch}: EMA weights: validation top-1 error "
-                    f"{result.top1_error:.4f}")
-        if comm.is_main and (done % args.model_save_interval == 0 or done == config.epochs):
-            write_parameters(os.path.join(monitor_path, f"param_{done:03d}.h5"),
+def write_weight_files(monitor_path: str, done: int, ema: Optional[WeightEma]) -> None:
+    """param_NNN.h5, and param_ema_NNN.h5 with the EMA weights."""
+    write_parameters(os.path.join(monitor_path, f"param_{done:03d}.h5"), network_parameters())
+    if ema is not None:
+        with ema.swapped_in():
+            write_parameters(os.path.join(monitor_path, f"param_ema_{done:03d}.h5"),
                              network_parameters())
-            if ema is not None:
-                with ema.swapped_in():
-                    write_parameters(os.path.join(monitor_path, f"param_ema_{done:03d}.h5"),
-                                     network_parameters())
-        path = checkpoint_at(done, 0, np.zeros(4))
-        if comm.is_main:
-            plot_monitor(monitor_path)
-        epoch_walls.append(time.time() - started)
-        if done < config.epochs:
-            log(f"epoch {epoch}: done in {format_duration(epoch_walls[-1])}; "
-                f"{run_eta(epoch_walls, config.epochs - done)}")
-        if done < config.epochs and stop.agreed(comm):
-            log(f"stopped by {stop.describe()} after epoch {epoch}; saved {path}; run the "
-                "same command to resume")
-            return PREEMPTED_EXIT_STATUS
-    log(f"finished {config.epochs} epochs; results in {monitor_path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def test_several_runs_share_the_charts_a_colour_per_run_a_style_per_series(monit
     other.mkdir(parents=True)
     MonitorSeries(str(other), "Train-error").add(0, 0.8)
     record(EvaluationResult(3.0, 0.7, 0.4, 100, 1.0), str(other), 1)
-    record(EvaluationResult(3.0, 0.6, 0.3, 100, 1.0), str(other), 1, prefix="Validation-EMA")
+    record(EvaluationResult(3.0, 0.6, 0.3, 100, 1.0), str(other), 1, part="Validation-EMA")
     error_chart = CHARTS[1]
     lines = chart_lines(error_chart, [str(monitor), str(other)])
     first, second = run_names([str(monitor), str(other)])

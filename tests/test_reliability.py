@@ -442,16 +442,16 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     before every checkpoint and weight file (in-process: no run provokes this on demand)."""
     import nnabla as nn
 
-    import train
     from utils.comm import Communicator
+    from utils.training import check_finite_parameters
 
     weights = nn.parameter.get_parameter_or_create("affine/W", (2, 2))
     weights.d = np.ones((2, 2))
-    train.check_finite_parameters(Communicator(), str(tmp_path), "after epoch 3")
+    check_finite_parameters(Communicator(), str(tmp_path), "after epoch 3")
     weights.d = np.array([[1.0, np.inf], [0.0, 1.0]])
     with pytest.raises(FloatingPointError, match=r"^non-finite parameters after epoch 3 "
                        r"\('affine/W'\): training diverged; no checkpoint was saved"):
-        train.check_finite_parameters(Communicator(), str(tmp_path), "after epoch 3")
+        check_finite_parameters(Communicator(), str(tmp_path), "after epoch 3")
 
 
 # --------------------------------------------------------------------------- 5. disk

@@ -43,6 +43,12 @@ class Checkpoint:
     solver: Dict[str, np.ndarray]
     extra: Dict[str, np.ndarray]
 
+    @property
+    def state(self) -> Dict[str, Dict[str, Any]]:
+        """The contents as `save_checkpoint` took them (the meta with the position added)."""
+        return {"meta": self.meta, "params": self.params, "solver": self.solver,
+                "extra": self.extra}
+
 
 def checkpoint_dir(monitor_path: str) -> str:
     return os.path.join(monitor_path, "checkpoints")

@@ -29,7 +29,7 @@ from .context import float_context
 from .data import ImageBatches
 from .file_list import FileList
 from .losses import smoothed_cross_entropy, top_n_error_count
-from .monitor import MonitorSeries
+from .monitor import QUANTITIES, VALIDATION, MonitorSeries, series_name
 from .progress import Progress
 from .published import norm_warning
 from .runtime import Runtime
@@ -37,10 +37,6 @@ from .watchdog import heartbeat
 from .weights import WeightFile, load_into_network, runnable_layout
 
 TOP_K = 5
-# Series names in the monitor folder: <prefix>-loss, <prefix>-error (top-1, the official
-# name) and <prefix>-top5-error.
-SERIES_SUFFIXES = {"loss": "loss", "top1_error": "error", "top5_error": "top5-error"}
-VALIDATION_SERIES = tuple(f"Validation-{suffix}" for suffix in SERIES_SUFFIXES.values())
 # Device sums are moved to float64 host sums this often (a GPU waits for nothing meanwhile).
 FLUSH_EVERY = 10
 
@@ -196,11 +192,12 @@ def network_for_weights(
     return batches, graph
 
 
-def record(result: EvaluationResult, directory: str, index: int, prefix: str = "Validation",
+def record(result: EvaluationResult, directory: str, index: int, part: str = VALIDATION,
            enabled: bool = True) -> None:
     """Append loss, top-1 and top-5 error at `index` to the monitor series in `directory`."""
     if not enabled:
         return
     os.makedirs(directory, exist_ok=True)
-    for field_name, suffix in SERIES_SUFFIXES.items():
-        MonitorSeries(directory, f"{prefix}-{suffix}").add(index, getattr(result, field_name))
+    for quantity in QUANTITIES:
+        MonitorSeries(directory, series_name(part, quantity)).add(index,
+                                                                  getattr(result, quantity))

@@ -8,6 +8,8 @@ part of a training checkpoint.
 """
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import nnabla as nn
 import nnabla.functions as F
 import numpy as np
@@ -38,6 +40,16 @@ class Mixup:
         self.rng = np.random.RandomState(seed)
         self.lam = nn.Variable((batch_size, 1, 1, 1), need_grad=False)
         self.lam.d = 1.0
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The random stream: its MT19937 key and [position, has_gauss, gauss]."""
+        _, key, position, has_gauss, gauss = self.rng.get_state()
+        return {"key": key, "position": [int(position), int(has_gauss), float(gauss)]}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        position, has_gauss, gauss = state["position"]
+        self.rng.set_state(("MT19937", np.asarray(state["key"], np.uint32), int(position),
+                            int(has_gauss), float(gauss)))
 
     def resample(self) -> np.ndarray:
         """Draw new mixing ratios into `lam` and return them."""

@@ -4,6 +4,11 @@
 `<index> <seconds per iteration> <iterations> <total seconds>` line. Lines are appended and
 flushed as they come; a resumed run first drops the lines after the epoch it resumes from,
 so an interrupted and resumed run leaves the same series as an uninterrupted one.
+
+The series names are the official ones, `<run part>-<quantity>`: `Train-loss`,
+`Validation-error` (top-1), `Validation-EMA-top5-error`, ...; they are spelled here only.
+Our own writer rather than `nnabla.monitor.MonitorSeries`: that one averages over an interval
+and cannot drop the lines a resumed run is about to write again.
 """
 from __future__ import annotations
 
@@ -11,6 +16,18 @@ import os
 from typing import List, Tuple
 
 from .atomic import atomic_write_text
+
+TRAIN = "Train"
+VALIDATION = "Validation"
+VALIDATION_EMA = "Validation-EMA"  # the weight EMA's validation (train.py --ema-decay)
+# Each quantity's name in the series names (top-1 error keeps the official "error").
+QUANTITIES = {"loss": "loss", "top1_error": "error", "top5_error": "top5-error"}
+EPOCH_TIME = "Epoch-time"
+
+
+def series_name(part: str, quantity: str) -> str:
+    """`Validation-error` for (VALIDATION, "top1_error")."""
+    return f"{part}-{QUANTITIES[quantity]}"
 
 
 def series_path(directory: str, name: str) -> str:
@@ -85,3 +102,27 @@ class MonitorTimer(MonitorFile):
     def add(self, index: int, seconds: float, iterations: int) -> None:
         """One epoch: `seconds` spent over `iterations` iterations."""
         self._append(f"{index} {seconds / max(iterations, 1):.6g} {iterations} {seconds:.6g}")
+
+
+class TrainingMonitors:
+    """The per-epoch training series of a run (rank 0 writes); validation ones go through
+    `utils.evaluation.record`."""
+
+    def __init__(self, path: str, enabled: bool, start_epoch: int):
+        self.loss = MonitorSeries(path, series_name(TRAIN, "loss"), enabled)
+        self.error = MonitorSeries(path, series_name(TRAIN, "top1_error"), enabled)
+        self.epoch_time = MonitorTimer(path, EPOCH_TIME, enabled)
+        if enabled:
+            # Drop what an interrupted run wrote after the checkpoint resumed from (all of it
+            # when starting afresh): training series are indexed by epoch (0..), validation
+            # series by epochs done (1..).
+            for m in (self.loss, self.error, self.epoch_time):
+                m.truncate_after(start_epoch - 1)
+            for part in (VALIDATION, VALIDATION_EMA):
+                for quantity in QUANTITIES:
+                    truncate_series(series_path(path, series_name(part, quantity)), start_epoch)
+
+    def add(self, epoch: int, loss: float, error: float, seconds: float, iterations: int) -> None:
+        self.loss.add(epoch, loss)
+        self.error.add(epoch, error)
+        self.epoch_time.add(epoch, seconds, iterations)

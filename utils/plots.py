@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from .atomic import atomic_path
-from .monitor import read_series, series_path
+from .monitor import TRAIN, VALIDATION, VALIDATION_EMA, read_series, series_name, series_path
 
 
 @dataclass(frozen=True)
@@ -25,15 +25,15 @@ class Chart:
 
 
 def _chart(file_name: str, ylabel: str, quantity: str) -> Chart:
-    return Chart(file_name, ylabel, ((f"Train-{quantity}", "training"),
-                                     (f"Validation-{quantity}", "validation"),
-                                     (f"Validation-EMA-{quantity}", "validation (EMA)")))
+    return Chart(file_name, ylabel, ((series_name(TRAIN, quantity), "training"),
+                                     (series_name(VALIDATION, quantity), "validation"),
+                                     (series_name(VALIDATION_EMA, quantity), "validation (EMA)")))
 
 
 CHARTS: Tuple[Chart, ...] = (
     _chart("loss.png", "loss", "loss"),
-    _chart("error.png", "top-1 error", "error"),
-    _chart("top5-error.png", "top-5 error", "top5-error"),
+    _chart("error.png", "top-1 error", "top1_error"),
+    _chart("top5-error.png", "top-5 error", "top5_error"),
 )
 LINE_STYLES = ("--", "-", ":")  # training, validation, EMA validation, for several runs
 

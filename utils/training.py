@@ -1,0 +1,246 @@
+"""A training run's graph and its resumable state, as train.py's loop uses them.
+
+`build_training_graph` makes the network in training mode with its inputs, the (mixup)
+targets, the loss and the error count. `TrainingState` owns everything a resumed run needs to
+continue exactly as if it had never stopped; its `state_dict()` is what a checkpoint file
+stores and `load_state_dict()` restores it, the same keys in both directions:
+
+- the parameters; batch-norm running statistics are each rank's own until the epoch ends
+  (only gradients are averaged), so rank r > 0 keeps its statistics under `rank<r>/`;
+- the solver: momenta, update counters, loss scale;
+- the data position (epoch, iteration) with what it depends on;
+- each rank's mixup random stream;
+- the weight EMA;
+- each rank's sums over the epoch so far, so a resumed epoch reports what an uninterrupted
+  one would.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import nnabla as nn
+import numpy as np
+
+from models import build_network
+
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_name,
+    identity_mismatch,
+    list_checkpoints,
+    save_checkpoint,
+)
+from .comm import Communicator
+from .data import ImageBatches
+from .ema import WeightEma
+from .errors import TrainingDiverged
+from .losses import classification_loss, top_n_error_count
+from .mixup import MIXUP_SEED, Mixup
+from .optim import MomentumSolver
+
+# Where each part of the state is kept in a checkpoint (the format of the files written since
+# the first version; tests/data/checkpoint_before_refactor.json pins it).
+RANK_STATISTICS = "rank{rank}/"  # extra: rank r's batch-norm statistics (rank 0's: params)
+MIXUP_KEY = "mixup_rng_{rank}"  # extra: rank r's MT19937 key; the rest of it in meta
+MIXUP_POSITION = "mixup_rng_pos"  # meta: [position, has_gauss, gauss] of each rank's stream
+EMA_PREFIX = "ema/"  # extra: the EMA's shadow of each parameter
+IDENTITY = "identity"  # meta: what must not change when the run is resumed
+DATA_POSITION = "train_data"  # meta: ImageBatches.state()
+EPOCH_SUMS = "epoch_sums"  # meta: each rank's EpochSums, as a list
+
+
+def iteration_seed(seed: int, rank: int, epoch: int, iteration: int) -> int:
+    """Seed of NNabla's random functions (dropout, drop-connect) for one iteration.
+
+    Re-seeding every iteration makes them a function of the position, so a resumed run
+    draws what the uninterrupted one would have.
+    """
+    return (seed * 1_000_003 + rank * 7_919 + epoch * 100_003 + iteration) % (2**31 - 1)
+
+
+def running_statistics() -> Dict[str, nn.Variable]:
+    """The parameters no solver updates: the batch-norm running means and variances."""
+    return {k: v for k, v in nn.get_parameters(grad_only=False).items() if not v.need_grad}
+
+
+# --------------------------------------------------------------------------- the graph
+
+
+@dataclass
+class TrainingGraph:
+    """Inputs to fill per batch and the outputs of the training network."""
+
+    image: nn.Variable
+    label: nn.Variable  # int (B, 1)
+    mask: nn.Variable  # float (B, 1): 1 counts the sample, 0 is padding
+    logits: nn.Variable
+    loss: nn.Variable  # mean over the valid samples, of the mixed targets under mixup
+    error: nn.Variable  # number of valid samples whose top-1 class is wrong
+    mixup: Optional[Mixup]
+
+    def feed(self, batch: Any) -> None:
+        """Put a `utils.data.Batch` into the inputs (and draw new mixup ratios)."""
+        batch.copy_to(self.image)
+        self.label.d = batch.labels
+        self.mask.d = batch.mask
+        if self.mixup is not None:
+            self.mixup.resample()
+
+
+def build_training_graph(arch: str, image_shape: Tuple[int, ...], num_classes: int,
+                         channel_last: bool, label_smoothing: float, mixup_alpha: float,
+                         rank: int, float_ctx: Any) -> TrainingGraph:
+    """`arch` in training mode on images of `image_shape`; loss and error in float32.
+
+    Building it creates the network's parameters (with the current `nn.seed`).
+    """
+    batch = image_shape[0]
+    image, label, mask = nn.Variable(image_shape), nn.Variable((batch, 1)), nn.Variable((batch, 1))
+    mixup, inputs, target = None, image, label
+    if mixup_alpha > 0:
+        mixup = Mixup(mixup_alpha, batch, num_classes, seed=MIXUP_SEED + rank)
+        inputs, target = mixup.mix_inputs(image), mixup.mix_labels(label)
+    logits, _ = build_network(inputs, num_classes, arch, test=False, channel_last=channel_last)
+    logits.persistent = True
+    with nn.context_scope(float_ctx):
+        loss = classification_loss(logits, target, label_smoothing, weight=mask)
+        error = top_n_error_count(logits, label, n=1, weight=mask)
+    loss.persistent = error.persistent = True
+    return TrainingGraph(image, label, mask, logits, loss, error, mixup)
+
+
+# --------------------------------------------------------------------------- the state
+
+
+@dataclass
+class EpochSums:
+    """This rank's sums over the epoch so far (a resumed epoch continues them)."""
+
+    loss: float = 0.0  # loss times valid samples
+    wrong: float = 0.0  # valid samples whose top-1 class was wrong
+    seen: float = 0.0  # valid samples
+    skipped: float = 0.0  # steps skipped on overflow (--dynamic-loss-scaling; same on all ranks)
+
+    def add(self, loss: float, wrong: float, seen: float, skipped: bool) -> None:
+        self.loss += loss
+        self.wrong += wrong
+        self.seen += seen
+        self.skipped += skipped
+
+    def to_list(self) -> List[float]:
+        return [self.loss, self.wrong, self.seen, self.skipped]
+
+
+class TrainingState:
+    """What a checkpoint holds, restored the way it is saved (see the module's docstring)."""
+
+    def __init__(self, identity: Dict[str, Any], comm: Communicator, solver: MomentumSolver,
+                 data: ImageBatches, mixup: Optional[Mixup] = None,
+                 ema: Optional[WeightEma] = None):
+        self.identity = identity
+        self.comm = comm
+        self.solver = solver
+        self.data = data
+        self.mixup = mixup
+        self.ema = ema
+        self.sums = EpochSums()
+
+    @property
+    def position(self) -> Tuple[int, int]:
+        """(epoch, iteration) of the next batch: where a checkpoint taken now resumes."""
+        state = self.data.state()
+        return state["epoch"], state["iteration"]
+
+    def state_dict(self) -> Optional[Dict[str, Dict[str, Any]]]:
+        """Every rank's state, gathered on rank 0 (None on the others): a collective.
+
+        {"meta": JSON-able record, "params", "solver", "extra": name -> array}.
+        """
+        extra: Dict[str, np.ndarray] = {}
+        gathered = self.comm.all_gather_object({
+            "sums": self.sums.to_list(),
+            "statistics": {k: v.d.copy() for k, v in running_statistics().items()},
+            "mixup": self.mixup.state_dict() if self.mixup is not None else None,
+        })
+        for rank, part in enumerate(gathered):
+            if rank > 0:
+                prefix = RANK_STATISTICS.format(rank=rank)
+                extra.update({prefix + k: v for k, v in part["statistics"].items()})
+            if part["mixup"] is not None:
+                extra[MIXUP_KEY.format(rank=rank)] = part["mixup"]["key"]
+        if self.ema is not None:  # the same on every rank: it averages the all-reduced updates
+            extra.update({EMA_PREFIX + k: v for k, v in self.ema.state_dict().items()})
+        if not self.comm.is_main:
+            return None
+        meta = {IDENTITY: self.identity, DATA_POSITION: self.data.state(),
+                MIXUP_POSITION: [p["mixup"]["position"] for p in gathered
+                                 if p["mixup"] is not None],
+                EPOCH_SUMS: [p["sums"] for p in gathered]}
+        params = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+        return {"meta": meta, "params": params, "solver": self.solver.state_dict(),
+                "extra": extra}
+
+    def load_state_dict(self, state: Dict[str, Dict[str, Any]]) -> None:
+        """Give this rank its part of a `state_dict()`."""
+        meta, extra, rank = state["meta"], state["extra"], self.comm.rank
+        own_statistics = RANK_STATISTICS.format(rank=rank)
+        for name, var in nn.get_parameters(grad_only=False).items():
+            var.d = extra.get(own_statistics + name, state["params"][name])
+        self.solver.load_state_dict(state["solver"])
+        if self.mixup is not None:
+            self.mixup.load_state_dict({"key": extra[MIXUP_KEY.format(rank=rank)],
+                                        "position": meta[MIXUP_POSITION][rank]})
+        if self.ema is not None:
+            self.ema.load_state_dict({k[len(EMA_PREFIX):]: v for k, v in extra.items()
+                                      if k.startswith(EMA_PREFIX)})
+        self.sums = EpochSums(*meta[EPOCH_SUMS][rank])
+        self.data.restore(meta[DATA_POSITION])
+
+    def resume(self, checkpoint: Any) -> None:
+        """Continue from a `utils.checkpoint.Checkpoint` of the same run (else refused)."""
+        mismatch = identity_mismatch(checkpoint.meta[IDENTITY], self.identity)
+        if mismatch:
+            raise CheckpointError(f"{checkpoint.path}: cannot resume a different run "
+                                  f"({mismatch}); use another --monitor-path")
+        self.load_state_dict(checkpoint.state)
+
+    def save(self, directory: str, keep: int) -> str:
+        """Checkpoint the run at its position (rank 0 writes; a collective); return the path.
+
+        Call `check_finite` first: nothing non-finite is ever saved."""
+        epoch, iteration = self.position
+        state = self.state_dict()
+        if state is not None:
+            save_checkpoint(directory, epoch, iteration, keep=keep, **state)
+        self.comm.barrier()
+        return os.path.join(directory, checkpoint_name(epoch, iteration))
+
+    def check_finite(self, directory: str) -> None:
+        """`check_finite_parameters` where the run stands (a collective)."""
+        epoch, iteration = self.position
+        where = f"at epoch {epoch}, iteration {iteration}" if iteration else \
+            f"after epoch {epoch - 1}"
+        check_finite_parameters(self.comm, directory, where)
+
+    def average_statistics(self) -> None:
+        """Make the batch-norm statistics the mean over ranks: one model to validate and save."""
+        self.comm.average_values(list(running_statistics().values()))
+
+
+def check_finite_parameters(comm: Communicator, directory: str, where: str) -> None:
+    """Stop every rank before a non-finite parameter is saved (a step can overflow the
+    weights while its loss was still finite); `directory` holds the checkpoints."""
+    bad = [k for k, v in nn.get_parameters(grad_only=False).items() if not np.isfinite(v.d).all()]
+    if comm.all_reduce_sum([len(bad)])[0]:
+        raise diverged(f"non-finite parameters {where}" + (f" ('{bad[0]}')" if bad else ""),
+                       directory)
+
+
+def diverged(what: str, checkpoints: str) -> TrainingDiverged:
+    """The error of a run that diverged, saying what was kept in `checkpoints`."""
+    saved = list_checkpoints(checkpoints)
+    kept = f"the last checkpoint, {saved[0]}, is intact" if saved else "no checkpoint was saved"
+    return TrainingDiverged(f"{what}: training diverged; {kept}; train again with a lower "
+                            "learning rate in a new --monitor-path")
