@@ -60,7 +60,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                             "(default: %(default)g)")
     group.add_argument("--no-verify", action="store_true",
                        help="write the files without running them")
-    args = cli.apply_weight_file_defaults(p, p.parse_args(argv))
+    args = cli.parse_weight_file_args(p, argv)
     if args.batch_size < 1:
         p.error(f"argument -b/--batch-size: must be positive, got {args.batch_size}")
     if not args.tolerance >= 0:

@@ -49,15 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images classified together (default: %(default)s)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (predictions and timings) instead of text")
-    p.add_argument("--channel-last", action="store_true",
-                   help="accepted for compatibility; ignored, the layout is read from the "
-                        "weight file")
+    cli.add_ignored_channel_last_flag(p)
     return p
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = build_parser()
-    return cli.apply_weight_file_defaults(parser, parser.parse_args(argv))
+    return cli.parse_weight_file_args(build_parser(), argv)
 
 
 def image_paths(inputs: Sequence[str]) -> List[str]:

@@ -52,15 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first re-estimate the batch-norm statistics as the average over N "
                         "training batches per rank (needs -T and --train-list; the weight "
                         "file is not changed) (default: 0, off)")
-    p.add_argument("--channel-last", action="store_true",
-                   help="accepted for compatibility; ignored, the layout is read from the "
-                        "weight file")
+    cli.add_ignored_channel_last_flag(p)
     return p
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = build_parser()
-    return cli.apply_weight_file_defaults(parser, parser.parse_args(argv))
+    return cli.parse_weight_file_args(build_parser(), argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

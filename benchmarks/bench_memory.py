@@ -66,7 +66,7 @@ def write_lists(folder: str, images: int) -> Tuple[str, str]:
     return train, val
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="mobilenet_v3_small")
     p.add_argument("--images", type=int, default=64, help="training images (default: 64)")
@@ -77,37 +77,47 @@ def main() -> int:
     p.add_argument("--config", default=os.path.join(REPO, "cfg", "quickstart.yaml"))
     p.add_argument("--trace", action="store_true", help="print the RSS of every epoch")
     p.add_argument("extra", nargs="*", help="more train.py flags (after --)")
-    args = p.parse_args()
+    return p.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench_memory.") as folder:
-        train, val = write_lists(folder, args.images)
-        log_path = os.path.join(folder, "train.err")
-        command = [sys.executable, os.path.join(REPO, "train.py"), "-a", args.arch,
-                   "--num-classes", "10", "--spatial-size", "32", "-b", str(args.batch_size),
-                   "-C", args.config, "-e", str(args.epochs), "-T", os.path.join(DEMO, "train"),
-                   "--train-list", train, "-V", os.path.join(DEMO, "val"), "--val-list", val,
-                   "-v", "5", "-s", "10", "--dali-num-threads", "1",
-                   "-m", os.path.join(folder, "monitor"), *args.extra]
-        samples: List[Tuple[float, float]] = []
-        at_epoch_end: Dict[int, float] = {}
-        started = time.monotonic()
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log,
-                                       env={**os.environ, "MPLBACKEND": "Agg"})
-            while process.poll() is None:
-                rss = rss_mb(process.pid)
-                if rss:
-                    samples.append((time.monotonic() - started, rss))
-                with open(log_path, errors="replace") as f:
-                    for epoch in map(int, EPOCH_LINE.findall(f.read())):
-                        at_epoch_end.setdefault(epoch, rss)
-                time.sleep(0.2)
-        seconds = time.monotonic() - started
-        if process.returncode != 0:
+
+def watch_training(args: argparse.Namespace, folder: str
+                   ) -> Tuple[List[Tuple[float, float]], Dict[int, float], float]:
+    """Run train.py, sampling its RSS every 0.2 s: (time, MB) samples, the RSS when each
+    epoch's log line appeared, and the seconds taken. SystemExit(1) if train.py fails."""
+    train, val = write_lists(folder, args.images)
+    log_path = os.path.join(folder, "train.err")
+    command = [sys.executable, os.path.join(REPO, "train.py"), "-a", args.arch,
+               "--num-classes", "10", "--spatial-size", "32", "-b", str(args.batch_size),
+               "-C", args.config, "-e", str(args.epochs), "-T", os.path.join(DEMO, "train"),
+               "--train-list", train, "-V", os.path.join(DEMO, "val"), "--val-list", val,
+               "-v", "5", "-s", "10", "--dali-num-threads", "1",
+               "-m", os.path.join(folder, "monitor"), *args.extra]
+    samples: List[Tuple[float, float]] = []
+    at_epoch_end: Dict[int, float] = {}
+    started = time.monotonic()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log,
+                                   env={**os.environ, "MPLBACKEND": "Agg"})
+        while process.poll() is None:
+            rss = rss_mb(process.pid)
+            if rss:
+                samples.append((time.monotonic() - started, rss))
             with open(log_path, errors="replace") as f:
-                print(f.read()[-3000:], file=sys.stderr)
-            print(f"train.py failed with status {process.returncode}", file=sys.stderr)
-            return 1
+                for epoch in map(int, EPOCH_LINE.findall(f.read())):
+                    at_epoch_end.setdefault(epoch, rss)
+            time.sleep(0.2)
+    if process.returncode != 0:
+        with open(log_path, errors="replace") as f:
+            print(f.read()[-3000:], file=sys.stderr)
+        print(f"train.py failed with status {process.returncode}", file=sys.stderr)
+        raise SystemExit(1)
+    return samples, at_epoch_end, time.monotonic() - started
+
+
+def main() -> int:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_memory.") as folder:
+        samples, at_epoch_end, seconds = watch_training(args, folder)
 
     iterations = -(-args.images // args.batch_size)
     warmup = args.epochs // 2 if args.warmup is None else args.warmup

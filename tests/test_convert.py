@@ -30,16 +30,9 @@ from eval_fixtures import (
 
 import convert_parameter_format
 from models import available_architectures, build_network
+from utils import weights
 from utils.runtime import USER_ERROR_STATUS
-from utils.weights import (
-    Layout,
-    adapt,
-    layout_of,
-    load_into_network,
-    network_parameters,
-    read_parameters,
-    shapes_of,
-)
+from utils.weights import Layout, adapt, layout_of, load_into_network, shapes_of
 
 HUGE = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
         "efficientnet_l2"}
@@ -71,7 +64,7 @@ def test_every_architecture_round_trips_and_classifies_the_same(arch, photo_batc
     probabilities = F.softmax(logits)
     probabilities.forward()
     nchw = probabilities.d.copy()
-    params = network_parameters()
+    params = weights.network_parameters()
 
     nhwc4, _ = adapt(params, Layout(channel_last=True, channels=4))
     assert layout_of(shapes_of(nhwc4)) == Layout(True, 4)
@@ -118,11 +111,11 @@ def test_command_round_trip_gives_the_identical_file(arch, tmp_path, resnet18_fi
         f"{src} (NCHW, 3 input channels) -> {nhwc} (NHWC, 4 input channels): ")
     second = run_script("convert_parameter_format.py", nhwc, back, "-m", "Nchw", "-3")
     assert second.returncode == 0, second.stderr
-    assert_same_parameters(read_parameters(str(back)), read_parameters(str(src)))
+    assert_same_parameters(weights.read_parameters(str(back)), weights.read_parameters(str(src)))
     assert src.read_bytes() == before
     # NNabla reads the converted file, in the original order.
     nn.load_parameters(str(nhwc))
-    assert list(nn.get_parameters(grad_only=False)) == list(read_parameters(str(src)))
+    assert list(nn.get_parameters(grad_only=False)) == list(weights.read_parameters(str(src)))
 
 
 def test_channels_change_alone_keeps_the_layout(tmp_path, resnet18_file, capsys):
@@ -132,10 +125,10 @@ def test_channels_change_alone_keeps_the_layout(tmp_path, resnet18_file, capsys)
     assert convert(resnet18_file, nhwc4, "-m", "nhwc", "--force-4-channels") == 0
     assert convert(nhwc4, nhwc3, "-3") == 0
     assert "(NHWC, 3 input channels): layout kept" in capsys.readouterr().out
-    params = read_parameters(str(nhwc3))
+    params = weights.read_parameters(str(nhwc3))
     assert params["conv1/conv/W"].data.shape == (64, 7, 7, 3)
     assert layout_of(shapes_of(params)) == Layout(True, 3)
-    original = read_parameters(str(resnet18_file))["conv1/conv/W"].data
+    original = weights.read_parameters(str(resnet18_file))["conv1/conv/W"].data
     np.testing.assert_array_equal(params["conv1/conv/W"].data.transpose(0, 3, 1, 2), original)
 
 

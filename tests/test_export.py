@@ -16,7 +16,7 @@ from eval_fixtures import error_lines, make_weight_file, run_script
 from nnabla.utils.nnp_graph import NnpLoader
 
 from models import build_network
-from utils import export as ex
+from utils import model_export as ex
 from utils.runtime import run
 from utils.weights import (
     convert_layout,

@@ -66,9 +66,8 @@ def test_registry_entries():
         assert (entry.family, entry.resolution, entry.classifier_scope) == ("resnet", 224, "fc")
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "se_resnet50"])
-def test_inference_treats_samples_independently(arch):
-    x, pred, _ = _build(arch, (2, 3, 32, 32), test=True)
+def _outputs_before_and_after_changing_sample_1(arch, test):
+    x, pred, _ = _build(arch, (2, 3, 32, 32), test=test)
     images = _images(x.shape)
     x.d = images
     pred.forward()
@@ -76,21 +75,20 @@ def test_inference_treats_samples_independently(arch):
     images[1] = _images(images[1].shape, seed=2)
     x.d = images
     pred.forward()
-    np.testing.assert_allclose(pred.d[0], first[0], rtol=1e-5, atol=1e-5)
-    assert not np.allclose(pred.d[1], first[1])
+    return first, pred.d.copy()
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "se_resnet50"])
+def test_inference_treats_samples_independently(arch):
+    before, after = _outputs_before_and_after_changing_sample_1(arch, test=True)
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(after[1], before[1])
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "se_resnet50"])
 def test_training_normalises_with_batch_statistics(arch):
-    x, pred, _ = _build(arch, (2, 3, 32, 32), test=False)
-    images = _images(x.shape)
-    x.d = images
-    pred.forward()
-    first = pred.d.copy()
-    images[1] = _images(images[1].shape, seed=2)
-    x.d = images
-    pred.forward()
-    assert not np.allclose(pred.d[0], first[0], rtol=1e-3, atol=1e-3)
+    before, after = _outputs_before_and_after_changing_sample_1(arch, test=False)
+    assert not np.allclose(after[0], before[0], rtol=1e-3, atol=1e-3)
 
 
 def test_inference_leaves_running_statistics_unchanged():

@@ -237,21 +237,10 @@ def test_stop_under_mpirun_is_agreed_by_every_rank(signum, target, work, data,
 # --------------------------------------------------------------------------- 2. kill -9
 
 
-def test_kill_9_at_any_moment_never_loses_the_newest_intact_checkpoint(work, data):
-    """One iteration an epoch, so a good part of the time goes to checkpoints: killed once
-    while a checkpoint file is being written (seen by its temporary file), then at random
-    moments, then with the newest checkpoint damaged on disk. Each restart resumes from the
-    newest intact checkpoint and says so; the finished run equals an uninterrupted one."""
-    epochs = 8
-    args = dict(train_list="train8", validate=False)
-    reference = work / "kill-reference"
-    assert run(train_args(reference, data, "-e", epochs, **args), work,
-               "kill-reference").returncode == 0
-    monitor = work / "kill-9"
-    command = train_args(monitor, data, "-e", epochs, **args)
-    checkpoints = monitor / "checkpoints"
-
-    # a) kill -9 in the middle of a checkpoint write (a write takes some 30 ms here)
+def kill_during_a_checkpoint_write(command: List[str], work: Path, checkpoints: Path
+                                   ) -> List[str]:
+    """kill -9 while a checkpoint file is being written (a write takes some 30 ms here);
+    return the temporary files left. Every complete checkpoint is intact."""
     for attempt in range(5):
         process = Process(command, work, f"kill-write-{attempt}")
         deadline = time.monotonic() + 120
@@ -265,11 +254,15 @@ def test_kill_9_at_any_moment_never_loses_the_newest_intact_checkpoint(work, dat
             break
     else:
         pytest.fail("never caught a checkpoint being written")
-    stale = leftovers(checkpoints)
     for path in list_checkpoints(str(checkpoints)):
-        load_checkpoint(path)  # every complete one is intact
+        load_checkpoint(path)
+    return leftovers(checkpoints)
 
-    # b) kill -9 at random moments after the resume began
+
+def kill_at_random_moments(command: List[str], work: Path, checkpoints: Path,
+                           stale: List[str]) -> None:
+    """kill -9 at random moments after each resume began: the first restart removes the
+    `stale` temporaries, and the newest checkpoint is always intact."""
     rng = random.Random(7)
     for attempt in range(4):
         newest = list_checkpoints(str(checkpoints))
@@ -289,7 +282,25 @@ def test_kill_9_at_any_moment_never_loses_the_newest_intact_checkpoint(work, dat
             process.kill()
         saved = list_checkpoints(str(checkpoints))
         if saved:  # (none yet when the kill came before the first epoch's end)
-            load_checkpoint(saved[0])  # the newest is always intact
+            load_checkpoint(saved[0])
+
+
+def test_kill_9_at_any_moment_never_loses_the_newest_intact_checkpoint(work, data):
+    """One iteration an epoch, so a good part of the time goes to checkpoints: killed once
+    while a checkpoint file is being written (seen by its temporary file), then at random
+    moments, then with the newest checkpoint damaged on disk. Each restart resumes from the
+    newest intact checkpoint and says so; the finished run equals an uninterrupted one."""
+    epochs = 8
+    args = dict(train_list="train8", validate=False)
+    reference = work / "kill-reference"
+    assert run(train_args(reference, data, "-e", epochs, **args), work,
+               "kill-reference").returncode == 0
+    monitor = work / "kill-9"
+    command = train_args(monitor, data, "-e", epochs, **args)
+    checkpoints = monitor / "checkpoints"
+
+    stale = kill_during_a_checkpoint_write(command, work, checkpoints)
+    kill_at_random_moments(command, work, checkpoints, stale)
 
     # c) the newest checkpoint damaged on disk: named, skipped, the one before used
     if len(list_checkpoints(str(checkpoints))) < 2:  # the random kills all came early

@@ -200,6 +200,15 @@ def assert_same_run(expected: Path, actual: Path) -> None:
     assert b.meta["train_data"] == a.meta["train_data"]
 
 
+def assert_resumes_exactly(args: Sequence[str], checkpoint: Path, reference: Path,
+                           monitor: Path) -> None:
+    """Running the command again resumes from `checkpoint` and ends as `reference` did."""
+    result = run_train(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming from {checkpoint}" in result.stderr
+    assert_same_run(reference, monitor)
+
+
 # --------------------------------------------------------------------------- learning, outputs
 
 
@@ -346,10 +355,7 @@ def test_resume_after_sigterm_mid_epoch_is_exact(setup, mixup_reference, tmp_pat
     match = re.fullmatch(r"checkpoint_e0001_i(\d+)\.npz", stop)
     assert match and 0 < int(match.group(1)) < ITERATIONS, stop  # mid-epoch
 
-    result = run_train(*args)
-    assert result.returncode == 0, result.stderr
-    assert f"resuming from {monitor / 'checkpoints' / stop}" in result.stderr
-    assert_same_run(mixup_reference, monitor)
+    assert_resumes_exactly(args, monitor / "checkpoints" / stop, mixup_reference, monitor)
 
 
 def test_resume_after_kill_9_is_exact(setup, mixup_reference, tmp_path):
@@ -366,10 +372,7 @@ def test_resume_after_kill_9_is_exact(setup, mixup_reference, tmp_path):
     assert process.wait(TIMEOUT) == -signal.SIGKILL
     assert checkpoint_names(monitor)[0] == first.name
 
-    result = run_train(*args)
-    assert result.returncode == 0, result.stderr
-    assert f"resuming from {first}" in result.stderr
-    assert_same_run(mixup_reference, monitor)
+    assert_resumes_exactly(args, first, mixup_reference, monitor)
 
 
 def test_rerunning_a_finished_run_changes_nothing(setup, mobilenet_run, tmp_path):

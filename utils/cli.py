@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -148,9 +148,17 @@ def add_weight_file_flags(parser: argparse.ArgumentParser, num_classes_help: str
                    arch_help="(default for a published weight file: its network)")
 
 
-def apply_weight_file_defaults(parser: argparse.ArgumentParser,
-                               args: argparse.Namespace) -> argparse.Namespace:
-    """-a and -n left out: those of the published file named by WEIGHTS, if it is one."""
+def add_ignored_channel_last_flag(parser: argparse.ArgumentParser) -> None:
+    """--channel-last, which the official scripts take and a weight file makes redundant."""
+    parser.add_argument("--channel-last", action="store_true",
+                        help="accepted for compatibility; ignored, the layout is read from the "
+                             "weight file")
+
+
+def parse_weight_file_args(parser: argparse.ArgumentParser,
+                           argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse; -a and -n left out are those of the published file named by WEIGHTS."""
+    args = parser.parse_args(argv)
     known = published(args.weights)
     if args.arch is None:
         if known is None:

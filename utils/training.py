@@ -17,7 +17,7 @@ stores and `load_state_dict()` restores it, the same keys in both directions:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import nnabla as nn
@@ -133,19 +133,17 @@ class EpochSums:
         return [self.loss, self.wrong, self.seen, self.skipped]
 
 
+@dataclass
 class TrainingState:
     """What a checkpoint holds, restored the way it is saved (see the module's docstring)."""
 
-    def __init__(self, identity: Dict[str, Any], comm: Communicator, solver: MomentumSolver,
-                 data: ImageBatches, mixup: Optional[Mixup] = None,
-                 ema: Optional[WeightEma] = None):
-        self.identity = identity
-        self.comm = comm
-        self.solver = solver
-        self.data = data
-        self.mixup = mixup
-        self.ema = ema
-        self.sums = EpochSums()
+    identity: Dict[str, Any]  # what must not change when the run is resumed
+    comm: Communicator
+    solver: MomentumSolver
+    data: ImageBatches
+    mixup: Optional[Mixup] = None
+    ema: Optional[WeightEma] = None
+    sums: EpochSums = field(default_factory=EpochSums)
 
     @property
     def position(self) -> Tuple[int, int]:
