@@ -12,6 +12,11 @@ Weight decay applies to every trainable parameter except batch-norm gamma and be
 ending in `/gamma` or `/beta`); convolution and affine biases, including the SE and
 classifier biases, are decayed like the official example. The update is nnabla's
 `Momentum`: v = momentum * v + lr * (g + weight_decay * w); w = w - v.
+
+NNabla's `DynamicLossScalingUpdater` runs forward, backward and update in one call; ours is
+needed because the gradient all-reduce must sit between backward and update, the two
+weight-decay groups need two solvers, and the scale and its counters belong in a
+checkpoint.
 """
 from __future__ import annotations
 

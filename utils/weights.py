@@ -2,8 +2,11 @@
 
 One implementation for every script: infer.py and validation.py load published files into
 whatever layout this machine can run, the converter rewrites files, fine-tuning loads all but
-the classifier. Files are read with h5py (not `nn.load_parameters`) so that a file that does
-not fit the network is reported by name before anything is changed.
+the classifier. Files are read and written with h5py in NNabla's format, not with
+`nn.load_parameters` / `nn.save_parameters`: a file that does not fit the network is then
+reported by name before anything is changed, a file can be converted without building a
+network, and a write is atomic. `WeightFile` is a file read once with what it tells about
+the network (layout, input channels, classes).
 """
 from __future__ import annotations
 
