@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Set up .venv (with the test tools and the export extra, so the ONNX tests run) and run the
-# lint and the whole test suite.
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k weights`.
+# lint and the whole test suite, or with --fast its fast subset (the tests not marked slow:
+# every module, in under two minutes). Either way the time taken is printed at the end.
+# Other arguments go to pytest, e.g. `bash scripts/test.sh -k weights`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+selection=()
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  selection=(-m "not slow")
+fi
 bash "$root/scripts/setup.sh" --dev --export
 cd "$root"
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest tests "$@"
+started=$(date +%s)
+status=0
+.venv/bin/python -m pytest tests ${selection[@]+"${selection[@]}"} "$@" || status=$?
+echo "test time: $(( $(date +%s) - started )) s${selection[*]:+ (fast subset)}"
+exit "$status"

@@ -43,6 +43,8 @@ GPU_ONLY_FLAGS = ("--channel-last",)
 ENVIRONMENT = {"scripts/quickstart.sh": {"QUICKSTART_EPOCHS": "2"}}
 NOT_RUN_HERE = {
     "bash scripts/test.sh": "it runs this test suite; CI runs it through .ci/run",
+    "bash scripts/test.sh --fast": "it runs this test suite's fast subset; a test of the "
+                                   "script's selection runs it with --collect-only",
     "bash scripts/setup.sh --gpu": "it installs NNabla's CUDA extension (1.7 GiB of CUDA 12 "
                                    "libraries), useful only on a GPU machine",
 }

@@ -1,0 +1,55 @@
+"""The shape of the repository as the README states it: the layout section names every module
+and script, imports go downward only, and the fast subset of the suite is what test.sh runs."""
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p.name for p in REPO.glob("*.py"))
+UTILS = sorted(p.name for p in (REPO / "utils").glob("*.py") if p.name != "__init__.py")
+
+
+def imported_modules(path: Path) -> set:
+    """Top-level packages and project modules a file imports ("." imports as "utils")."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.add(path.parent.name if node.level else (node.module or "").split(".")[0])
+    return found
+
+
+def test_the_layout_section_names_every_script_and_utils_module():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Repository layout", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in SCRIPTS + UTILS if f"`{name}`" not in section]
+    assert missing == [], f"README's Repository layout does not name {missing}"
+
+
+def test_imports_go_downward_only():
+    scripts = {p[:-3] for p in SCRIPTS}
+    for path in (REPO / "models").glob("*.py"):
+        assert not imported_modules(path) & {"utils", *scripts}, path.name
+    for path in (REPO / "utils").glob("*.py"):
+        assert not imported_modules(path) & scripts, path.name
+
+
+def test_the_fast_subset_leaves_out_only_tests_marked_slow():
+    result = subprocess.run(["bash", "scripts/test.sh", "--fast", "--collect-only", "-q"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    counts = re.search(r"(\d+)/(\d+) tests collected \((\d+) deselected\)", result.stdout)
+    assert counts, result.stdout[-2000:]
+    selected, total, deselected = map(int, counts.groups())
+    assert selected + deselected == total and selected > 0 and deselected > 0
+    assert "test time: " in result.stdout and "(fast subset)" in result.stdout
+    marked = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests", "--collect-only",
+         "-q", "-m", "slow"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert f"{deselected} tests collected" in marked.stdout or \
+        f"{deselected}/{total} tests collected" in marked.stdout, marked.stdout[-2000:]
