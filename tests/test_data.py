@@ -11,7 +11,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pytest
 from data_fixtures import host_images, image_set, load_images, photo, save, write_list
-from PIL import Image
+from PIL import Image, ImageOps
 
 from models import NORMALIZATIONS
 from utils.data import (
@@ -28,6 +28,7 @@ from utils.data import (
 )
 from utils.errors import DataError
 from utils.file_list import FileList, read_file_list
+from utils.image_probe import probe_image
 
 SIZES = [(40, 30), (30, 44), (64, 48), (50, 50), (36, 60), (48, 32), (33, 47), (60, 40),
          (44, 44), (52, 36), (38, 50), (46, 34), (30, 30)]  # 13 images: awkward on purpose
@@ -210,19 +211,28 @@ def test_greyscale_cmyk_and_png_named_jpeg_decode_as_rgb(tmp_path):
     assert np.abs(pixels[1] - pixels[2]).mean() < 8  # CMYK decodes to the same colours
 
 
-def test_exif_orientation_is_ignored_like_the_crop_planning_does(tmp_path):
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied_as_the_official_decoder_does(tmp_path, fmt, orientation):
+    """A file whose EXIF orientation turns it is used as shown (DALI's default, and the
+    official example's): the same batches as a file holding the turned pixels, in training
+    (the crop windows refer to the turned image) and in validation."""
     base = photo(40, 30)
-    plain = save(base, str(tmp_path / "plain.JPEG"))
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 degrees": the header still says 40x30
-    rotated = str(tmp_path / "rotated.JPEG")
-    base.save(rotated, "JPEG", quality=90, exif=exif.tobytes())
+    exif[0x0112] = orientation
+    tagged = str(tmp_path / f"tagged.{fmt.lower()}")
+    base.save(tagged, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+    shown = ImageOps.exif_transpose(Image.open(tagged))
+    turned = save(shown, str(tmp_path / "turned.png"), "PNG")
+    with open(tagged, "rb") as f:
+        assert probe_image(f.read())[1:] == shown.size
     for training in (False, True):
-        files = FileList.from_files([plain, rotated])
-        images = host_images(next(batches(files, batch_size=2, training=training, seed=1).epoch(0)))
-        if not training:
-            assert (images[0] == images[1]).all()
-        assert images.shape == (2, 3, 16, 16)
+        outputs = [host_images(next(batches(FileList.from_files([path]), batch_size=1,
+                                            training=training, seed=3).epoch(0)))
+                   for path in (tagged, turned)]
+        # PNG: the same pixels; JPEG: the same up to its compression
+        assert np.abs(outputs[0] - outputs[1]).mean() < (1e-6 if fmt == "PNG" else 0.05)
+        assert np.abs(outputs[0] - outputs[1][..., ::-1]).mean() > 0.1  # not merely mirrored
 
 
 def test_copy_to_fills_an_nnabla_variable(photos):

@@ -18,8 +18,9 @@ What goes into every batch is decided in Python, as a pure function of
   only executes them (decode the window, resize, flip, normalise).
 
 So DALI holds no random state: `state()` is just (epoch, iteration) and restoring it
-reproduces the same batches bit for bit, mid-epoch included. Images are used as stored (EXIF
-orientation ignored), the grid whose size the header gives and the crop windows refer to.
+reproduces the same batches bit for bit, mid-epoch included. Images are used as shown: the
+EXIF orientation is applied, as DALI's decoders do by default (and the official example), and
+the crop windows refer to the turned image.
 
 Broken images: a file whose header cannot be read (empty, garbage, a format DALI does not
 decode) is reported before it reaches DALI; a file that fails inside DALI's decoder is found
@@ -428,8 +429,7 @@ class ImageBatches:
         from nvidia.dali.pipeline import Pipeline
 
         gpu = self.device_id is not None
-        decoder = {"device": "mixed" if gpu else "cpu", "output_type": types.RGB,
-                   "adjust_orientation": False}
+        decoder = {"device": "mixed" if gpu else "cpu", "output_type": types.RGB}
         if gpu and self.decoder_padding is not None:
             decoder.update(device_memory_padding=self.decoder_padding,
                            host_memory_padding=self.decoder_padding)
