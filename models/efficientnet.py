@@ -20,7 +20,9 @@ from . import layers
 from .registry import register
 
 BN_DECAY = 0.99
-DROP_CONNECT_RATE = 0.2  # of the last block; it grows linearly from 0 over the blocks
+# Every residual block drops its branch with this probability in training (the official
+# rule; the TensorFlow reference instead grows the rate linearly over the blocks).
+DROP_CONNECT_RATE = 0.2
 Output = Tuple[nn.Variable, Dict[str, nn.Variable]]
 _conv_bn = partial(layers.conv_bn, decay_rate=BN_DECAY)
 
@@ -73,8 +75,6 @@ def efficientnet(
         (t, round_filters(c, scaling.width), k, round_repeats(n, scaling.depth), s)
         for t, c, k, n, s in B0_STAGES
     ]
-    num_blocks = sum(n for _, _, _, n, _ in stages)
-    index = 0
     for i, (t, width, kernel, repeats, stride) in enumerate(stages):
         for j in range(repeats):
             in_channels = layers.num_channels(h, channel_last)
@@ -92,9 +92,8 @@ def efficientnet(
                     se_act=layers.swish,
                     se_gate=F.sigmoid,
                     decay_rate=BN_DECAY,
-                    drop_rate=DROP_CONNECT_RATE * index / num_blocks,
+                    drop_rate=DROP_CONNECT_RATE,
                 )
-            index += 1
     head_width = round_filters(1280, scaling.width)
     h = _conv_bn(h, "last-conv", head_width, 1, test, channel_last, act=layers.swish)
     h = layers.dropout(h, scaling.dropout, test)

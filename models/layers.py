@@ -98,10 +98,15 @@ def swish(x: nn.Variable) -> nn.Variable:
     return x * F.sigmoid(x)
 
 
+# The official MobileNet and EfficientNet classifiers start from N(0, 0.01) weights, zero bias.
+CLASSIFIER_INIT_STD = 0.01
+
+
 def affine_classifier(x: nn.Variable, num_classes: int) -> nn.Variable:
     """Flatten then `linear/affine/{W,b}`, the head of the MobileNet and EfficientNet files."""
     with nn.parameter_scope("linear"):
-        return PF.affine(x, num_classes)
+        return PF.affine(x, num_classes, w_init=I.NormalInitializer(CLASSIFIER_INIT_STD),
+                         b_init=I.ConstantInitializer(0.0))
 
 
 def squeeze_excite(

@@ -35,6 +35,8 @@ SLOW_TESTS = (
     "test_export.py::test_nhwc_four_channel_file_exports_like_nchw",
     "test_export.py::test_nnp_reproduces_nnabla*",
     "test_infer.py::test_nhwc_file_runs_on_the_cpu_with_the_same_probabilities",
+    "test_initialisation.py::test_every_efficientnet_*[[]efficientnet_b[5678]]",
+    "test_initialisation.py::test_every_efficientnet_*[[]efficientnet_l2]",
     "test_model_spec.py::test_efficientnet_l2_counts",
     "test_model_spec.py::test_parameter_counts_and_output_shape[[]efficientnet_b[78]]",
     "test_model_spec.py::test_parameter_counts_and_output_shape[[]resnet152]",

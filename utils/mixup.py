@@ -3,8 +3,9 @@
 Each sample is mixed with its mirror in the batch (sample i with sample B-1-i) by a ratio
 drawn per sample from Beta(alpha, alpha); the one-hot targets are mixed alike and go through
 the same soft-target loss (`utils.losses.smoothed_cross_entropy`). The ratios come from a
-NumPy RandomState seeded, as in the official example, with MIXUP_SEED + rank; its state is
-part of a training checkpoint.
+NumPy RandomState seeded, as in the official example, with MIXUP_SEED + rank, which also
+draws once when the graph is built, so that the first training step uses the stream's second
+draw; its state is part of a training checkpoint.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class Mixup:
         self.num_classes = num_classes
         self.rng = np.random.RandomState(seed)
         self.lam = nn.Variable((batch_size, 1, 1, 1), need_grad=False)
-        self.lam.d = 1.0
+        self.resample()  # as the official graph does once when built: step 1 uses draw 2
 
     def state_dict(self) -> Dict[str, Any]:
         """The random stream: its MT19937 key and [position, has_gauss, gauss]."""
