@@ -629,32 +629,33 @@ def test_ema_decay_must_be_below_one(capsys):
 
 def test_recomputed_batch_norm_statistics_validate_like_training(setup, tmp_path):
     """A 24-step MobileNetV2 (batch-norm decay 0.99): its running statistics have not settled,
-    so it validates near chance; recomputed from 8 training batches, it validates no worse than
-    it trains (training error is measured on random crops, validation on centre crops).
-    Measured (training error, validation stale, recomputed): 0.356, 0.458, 0.125 on one
-    machine and 0.400, 0.458, 0.292 on an AMD EPYC (float rounding of the CPU kernels)."""
+    so it classifies its own 90 training images (centre crops) at chance; recomputed from 8
+    training batches, it does no worse than training did (on random crops). Measured
+    (training error, stale, recomputed): 0.322, 0.500, 0.222."""
     monitor = tmp_path / "mbv2"
     result = run_train(*train_args(setup, monitor, arch="mobilenet_v2", epochs=2))
     assert result.returncode == 0, result.stderr
     weights = monitor / "param_002.h5"
     train_error = values(monitor, "Train-error")[-1]
+    on_training_images = ("-V", DEMO / "train", "--val-list", setup.train_list)
+    recompute = ("--recompute-bn", 8, "-T", DEMO / "train", "--train-list", setup.train_list)
 
     def top1(*extra: object) -> float:
         result = run_script("validation.py", str(weights), "-a", "mobilenet_v2",
-                            "--spatial-size", "32", "-V", str(DEMO / "val"), "--val-list",
-                            str(setup.val_list), "-b", "8", "-M", str(tmp_path / "val"),
-                            "--json", "--dali-num-threads", "1", *map(str, extra))
+                            "--spatial-size", "32", "-b", "8", "-M", str(tmp_path / "val"),
+                            "--json", "--dali-num-threads", "1",
+                            *map(str, on_training_images + extra))
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)["top1_error"]
 
-    stale = top1()
-    fresh = top1("--recompute-bn", 8, "-T", DEMO / "train", "--train-list", setup.train_list)
-    print(f"train error {train_error:.3f}, validation {stale:.3f} stale, {fresh:.3f} recomputed")
+    stale, fresh = top1(), top1(*recompute)
+    print(f"train error {train_error:.3f}, stale {stale:.3f}, recomputed {fresh:.3f}")
     assert stale >= 0.4  # two classes: chance is 0.5
     assert fresh <= train_error + 0.05
-    assert stale - fresh >= 0.125  # 3 of the 24 images at least
+    assert stale - fresh >= 0.2
     recomputed_in_train = tmp_path / "mbv2-recompute"
     result = run_train(*train_args(setup, recomputed_in_train, "--recompute-bn", 8,
-                                   arch="mobilenet_v2", epochs=2))
+                                   *on_training_images, arch="mobilenet_v2", epochs=2))
     assert result.returncode == 0, result.stderr
-    assert values(recomputed_in_train, "Validation-error")[-1] < stale
+    # its own 8 batches (another seed): measured 0.378
+    assert values(recomputed_in_train, "Validation-error")[-1] <= stale - 0.1
