@@ -52,8 +52,17 @@ def test_recipes_hold_the_official_values():
         assert config.lr_scheduler.type == "EpochCosineLearningRateScheduler"
         warmup = 0 if name == "finetune10" else 16
         assert config.lr_scheduler.args == EpochCosineSchedule(0.256 / 256, epochs, warmup)
-        # The published recipes change the lr per epoch; a 10-epoch fine-tune anneals per step.
-        assert config.lr_scheduler.per_iteration is (name == "finetune10"), name
+    for name, config in configs.items():  # the official schedulers change the lr per epoch
+        assert config.lr_scheduler.per_iteration is False, name
+
+
+def test_the_per_iteration_finetune_differs_from_finetune10_only_there():
+    official = load_config(CFG / "finetune10.yaml")
+    variant = load_config(CFG / "finetune10_per_iteration.yaml")
+    assert variant.lr_scheduler.per_iteration is True
+    assert variant.lr_scheduler.args == official.lr_scheduler.args
+    assert variant.to_dict() == {**official.to_dict(), "lr_scheduler": {
+        **official.to_dict()["lr_scheduler"], "per_iteration": True}}
 
 
 def test_each_recipe_starts_with_a_comment_header():
