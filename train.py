@@ -323,10 +323,11 @@ def check_room_for_outputs(monitor_path: str) -> None:
 
 
 def write_run_description(path: str, args: argparse.Namespace, config: TrainConfig) -> None:
-    """Arguments.txt (sorted key=value lines) and the effective config, as the official."""
+    """Arguments.txt (sorted key=value lines) and the effective config as
+    cfg/<config file name>, where the official example writes them."""
     lines = "".join(f"{k}={v}\n" for k, v in sorted(vars(args).items()))
     atomic_write_text(os.path.join(path, "Arguments.txt"), lines)
-    save_config(config, os.path.join(path, "train_config.yaml"))
+    save_config(config, os.path.join(path, "cfg", os.path.basename(args.train_config)))
 
 
 # --------------------------------------------------------------------------- the epoch

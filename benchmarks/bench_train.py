@@ -1,7 +1,7 @@
 """train.py's steady-state images/s against a bare NNabla training loop, and 2 ranks vs 1.
 
 1. train.py is run as a user runs it (CPU, DALI decoding the demo JPEGs, no validation) for
-   two epochs; its steady state is epoch 1's seconds per iteration from Epoch-time.timer.txt
+   two epochs; its steady state is epoch 1's seconds per iteration from Iteration-time
    (epoch 0 pays the first-iteration allocations and the pipeline start; checkpoints and
    plots fall between epochs, outside the timer).
 2. In this process, the same network, batch and input size run the bare loop
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models import build_network  # noqa: E402
-from utils.monitor import read_series, timer_path  # noqa: E402
+from utils.monitor import read_series, series_path  # noqa: E402
 
 DEMO_TRAIN = REPO / "data" / "demo" / "train"
 DEFAULT_ITERATIONS = {"mobilenet_v3_small": 30, "resnet18": 10}
@@ -66,7 +66,7 @@ def train_rate(arch: str, batch: int, size: int, train_list: Path, monitor: Path
         command = [str(Path(sys.executable).parent / "mpirun"), "-n", str(ranks), *command]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True,
                    env={**os.environ, "MPLBACKEND": "Agg"})
-    rows = read_series(timer_path(str(monitor), "Epoch-time"))
+    rows = read_series(series_path(str(monitor), "Iteration-time"))
     seconds_per_iteration = dict(rows)[1]
     return batch * ranks / seconds_per_iteration
 

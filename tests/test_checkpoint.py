@@ -99,5 +99,11 @@ def test_monitor_series_append_truncate_and_torn_lines(tmp_path):
     MonitorSeries(str(tmp_path), "Other", enabled=False).add(0, 1.0)
     assert not (tmp_path / "Other.series.txt").exists()
     t = MonitorTimer(str(tmp_path), "Epoch-time")
-    t.add(0, 10.0, 4)
-    assert (tmp_path / "Epoch-time.timer.txt").read_text() == "0 2.5 4 10\n"
+    t.add(0, 10.0)
+    t.add(1, 2.5)
+    # NNabla's MonitorTimeElapsed lines: index, seconds since the last, 1, seconds in all
+    assert (tmp_path / "Epoch-time.timer.txt").read_text() == "0 10 1 10\n1 2.5 1 12.5\n"
+    resumed = MonitorTimer(str(tmp_path), "Epoch-time")
+    resumed.truncate_after(0)
+    resumed.add(1, 4.0)
+    assert (tmp_path / "Epoch-time.timer.txt").read_text() == "0 10 1 10\n1 4 1 14\n"

@@ -237,16 +237,21 @@ def test_mobilenet_learns_and_writes_every_output(setup, mobilenet_run):
     for v in values(monitor, "Validation-error"):
         assert abs(v * 24 - round(v * 24)) < 1e-3
 
-    timer = read_series(timer_path(str(monitor), "Epoch-time"))
-    assert [i for i, _ in timer] == [0, 1, 2] and all(s > 0 for _, s in timer)
-    for line in (monitor / "Epoch-time.timer.txt").read_text().splitlines():
-        assert line.split()[2] == str(ITERATIONS)
+    timer = [[float(v) for v in line.split()]
+             for line in (monitor / "Epoch-time.timer.txt").read_text().splitlines()]
+    assert [row[0] for row in timer] == [0, 1, 2] and all(row[1] > 0 for row in timer)
+    assert [row[2] for row in timer] == [1, 1, 1]  # MonitorTimeElapsed's, one add an epoch
+    assert [row[3] for row in timer] == pytest.approx(np.cumsum([row[1] for row in timer]),
+                                                      rel=1e-4)
+    per_iteration = values(monitor, "Iteration-time")
+    assert [row[1] / s for row, s in zip(timer, per_iteration)] == \
+        pytest.approx([ITERATIONS] * 3, rel=1e-4)
 
     arguments = dict(line.split("=", 1)
                      for line in (monitor / "Arguments.txt").read_text().splitlines())
     assert arguments["arch"] == "mobilenet_v3_small" and arguments["batch_size"] == "8"
     assert arguments["monitor_path"] == str(monitor)
-    saved = load_config(monitor / "train_config.yaml")
+    saved = load_config(monitor / "cfg" / setup.plain.name)  # where the official puts it
     assert saved == load_config(setup.plain, EPOCHS)
 
     # -s 2 and 3 epochs: after epoch 2 and at the end; the newest 2 checkpoints kept.
@@ -312,8 +317,9 @@ def test_two_ranks_hold_identical_parameters(setup, tmp_path):
     assert result.stderr.count("epoch 1: train loss") == 1  # rank 0 logs
     assert indices(monitor, "Train-loss") == [0, 1]  # written once, by rank 0
     # 90 images over 2 ranks x 8: 6 iterations of 16, the last with 10 real samples.
-    for line in (monitor / "Epoch-time.timer.txt").read_text().splitlines():
-        assert line.split()[2] == "6"
+    epoch_seconds = [row[1] for row in read_series(timer_path(str(monitor), "Epoch-time"))]
+    assert [s / t for s, t in zip(epoch_seconds, values(monitor, "Iteration-time"))] == \
+        pytest.approx([6, 6], rel=1e-4)
     for e in values(monitor, "Train-error"):
         assert abs(e * 90 - round(e * 90)) < 1e-3
     ckpt = load_checkpoint(str(monitor / "checkpoints" / checkpoint_names(monitor)[0]))

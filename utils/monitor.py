@@ -1,7 +1,8 @@
 """Monitor files in NNabla's formats, so `nnabla_cli plot_series` and our plots read them.
 
-`<Name>.series.txt` holds one `<index> <value>` line per epoch and `<Name>.timer.txt` one
-`<index> <seconds per iteration> <iterations> <total seconds>` line. Lines are appended and
+`<Name>.series.txt` holds one `<index> <value>` line per epoch and `<Name>.timer.txt` the
+lines of NNabla's `MonitorTimeElapsed` added once per epoch: `<index> <seconds of the epoch>
+1 <seconds since the run began>`. Lines are appended and
 flushed as they come; a resumed run first drops the lines after the epoch it resumes from,
 so an interrupted and resumed run leaves the same series as an uninterrupted one.
 
@@ -22,7 +23,8 @@ VALIDATION = "Validation"
 VALIDATION_EMA = "Validation-EMA"  # the weight EMA's validation (train.py --ema-decay)
 # Each quantity's name in the series names (top-1 error keeps the official "error").
 QUANTITIES = {"loss": "loss", "top1_error": "error", "top5_error": "top5-error"}
-EPOCH_TIME = "Epoch-time"
+EPOCH_TIME = "Epoch-time"  # a timer file, as the official
+ITERATION_TIME = "Iteration-time"  # a series: seconds per iteration of each epoch (ours)
 
 
 def series_name(part: str, quantity: str) -> str:
@@ -96,12 +98,24 @@ class MonitorSeries(MonitorFile):
 
 
 class MonitorTimer(MonitorFile):
+    """`MonitorTimeElapsed` lines with one `add` per epoch; the running total goes on from
+    the kept lines when a resumed run truncates the file."""
+
     def __init__(self, directory: str, name: str, enabled: bool = True):
         super().__init__(timer_path(directory, name), enabled)
+        self.total = 0.0
 
-    def add(self, index: int, seconds: float, iterations: int) -> None:
-        """One epoch: `seconds` spent over `iterations` iterations."""
-        self._append(f"{index} {seconds / max(iterations, 1):.6g} {iterations} {seconds:.6g}")
+    def truncate_after(self, last_index: int) -> None:
+        super().truncate_after(last_index)
+        if self.enabled and os.path.exists(self.path):
+            with open(self.path) as f:
+                lines = f.read().split()
+            self.total = float(lines[-1]) if lines else 0.0
+
+    def add(self, index: int, seconds: float) -> None:
+        """One epoch of `seconds`."""
+        self.total += seconds
+        self._append(f"{index} {seconds:.6g} 1 {self.total:.6g}")
 
 
 class TrainingMonitors:
@@ -112,11 +126,12 @@ class TrainingMonitors:
         self.loss = MonitorSeries(path, series_name(TRAIN, "loss"), enabled)
         self.error = MonitorSeries(path, series_name(TRAIN, "top1_error"), enabled)
         self.epoch_time = MonitorTimer(path, EPOCH_TIME, enabled)
+        self.iteration_time = MonitorSeries(path, ITERATION_TIME, enabled)
         if enabled:
             # Drop what an interrupted run wrote after the checkpoint resumed from (all of it
             # when starting afresh): training series are indexed by epoch (0..), validation
             # series by epochs done (1..).
-            for m in (self.loss, self.error, self.epoch_time):
+            for m in (self.loss, self.error, self.epoch_time, self.iteration_time):
                 m.truncate_after(start_epoch - 1)
             for part in (VALIDATION, VALIDATION_EMA):
                 for quantity in QUANTITIES:
@@ -125,4 +140,5 @@ class TrainingMonitors:
     def add(self, epoch: int, loss: float, error: float, seconds: float, iterations: int) -> None:
         self.loss.add(epoch, loss)
         self.error.add(epoch, error)
-        self.epoch_time.add(epoch, seconds, iterations)
+        self.epoch_time.add(epoch, seconds)
+        self.iteration_time.add(epoch, seconds / iterations)
