@@ -24,7 +24,7 @@ from utils.weights import Layout, adapt, open_weight_file, write_parameters
 
 
 class ConversionRefused(UserError, ValueError):
-    """A conversion that would change nothing or harm the input."""
+    """A conversion that would harm the input."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,10 +72,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     weights = open_weight_file(args.input)
     params, source = weights.params, weights.layout
     target = target_layout(source, args.memory_layout, args.channels)
-    if target == source:
+    if target == source:  # as the official: say so, write nothing, succeed
         wanted = "" if args.memory_layout or args.channels else (
             "; give -m nchw|nhwc and/or -3 / --force-4-channels")
-        raise ConversionRefused(f"{args.input} is already {source}: nothing to convert{wanted}")
+        print(f"{args.input} is already {source}: nothing to convert, {args.output} not "
+              f"written{wanted}")
+        return 0
     converted, _ = adapt(params, target)
     write_parameters(args.output, converted)
     transposed = sum(p.data.ndim == 4 for p in params.values())

@@ -22,10 +22,10 @@ from utils import cli
 from utils.data import ImageBatches
 from utils.errors import DataError
 from utils.evaluation import EvaluationGraph, network_for_weights
-from utils.file_list import FileList, read_id_csv
+from utils.file_list import FileList
 from utils.image_folders import is_image_name
 from utils.image_probe import probe_image
-from utils.imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names
+from utils.imagenet import class_names
 from utils.runtime import run, setup_runtime
 from utils.weights import open_weight_file
 
@@ -81,19 +81,6 @@ def image_paths(inputs: Sequence[str]) -> List[str]:
         except DataError as e:
             raise DataError(f"cannot read image {path}: {e}") from None
     return paths
-
-
-def class_names(labels: Optional[str], num_classes: int) -> List[Optional[str]]:
-    """Names indexed by class id: --labels, the ImageNet names, or None (ids only)."""
-    if labels is not None:
-        names = read_id_csv(labels)
-        if len(names) != num_classes:
-            raise DataError(f"{labels} names {len(names)} classes, the weights have "
-                            f"{num_classes}")
-        return list(names)
-    if num_classes == NUM_IMAGENET_CLASSES:
-        return list(imagenet_class_names())
-    return [None] * num_classes
 
 
 def top_k(probabilities: np.ndarray, k: int, names: List[Optional[str]]) -> List[Dict]:

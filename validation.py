@@ -2,9 +2,11 @@
 
 Runs on the CPU or a GPU, alone or under `mpirun -n N` (each rank evaluates its share), for
 any number of images. The layout and input channels are read from the weight file.
-Appends `0 <value>` to Validation-loss / Validation-error (top-1) / Validation-top5-error
-series in --monitor-path and prints a one-line summary (or JSON with --json). A weight file
-for another network, a bad list or an undecodable image is one line on stderr, status 2.
+Prints a one-line summary (or JSON with --json), then writes `0 <value>` as the
+Validation-loss / Validation-error (top-1) / Validation-top5-error series in --monitor-path,
+fresh for each run as the official script does (the folder is checked before any work). A
+weight file for another network, a bad list or an undecodable image is one line on stderr,
+status 2.
 
     python validation.py rn50.h5 -a resnet50 -V /data/imagenet/val --val-list val_label
 """
@@ -19,10 +21,12 @@ import nnabla as nn
 
 from models import build_network
 from utils import cli
+from utils.atomic import check_can_create
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.evaluation import evaluate, network_for_weights, record
 from utils.file_list import read_file_list
+from utils.imagenet import class_names
 from utils.runtime import run, setup_runtime
 from utils.watchdog import start_watchdog
 from utils.weights import open_weight_file
@@ -52,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first re-estimate the batch-norm statistics as the average over N "
                         "training batches per rank (needs -T and --train-list; the weight "
                         "file is not changed) (default: 0, off)")
+    p.add_argument("--labels", default=None,
+                   help="'<id>,<name>' csv of class names (label_words.csv of "
+                        "create_input_files.py), checked against the weights' classes; the "
+                        "JSON output names them (default: the ImageNet names for 1000 "
+                        "classes)")
     cli.add_ignored_channel_last_flag(p)
     return p
 
@@ -65,8 +74,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rt = setup_runtime(args)
     comm = rt.comm
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
+    if comm.is_main:  # fail now, not after the evaluation
+        check_can_create(args.monitor_path, "monitor path (-M)")
     weights = open_weight_file(args.weights, args.arch)
     num_classes = weights.classes(args.num_classes)
+    names = class_names(args.labels, num_classes)
     files = read_file_list(cli.val_list_of(args), args.val_dir, num_classes)
     pipeline = cli.pipeline_options(args, rt)
     batches, graph = network_for_weights(weights, args.arch, num_classes, files,
@@ -88,12 +100,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
            f"{args.batch_size}, {height}x{width}, norm {args.norm_config}")
     with batches:
         result = evaluate(graph, batches, comm, progress=not args.no_progress)
-    if comm.is_main:
-        record(result, args.monitor_path, 0)
+    if comm.is_main:  # the result first: a folder that fails now loses nothing
         if args.json:
-            print(json.dumps({"weights": args.weights, "arch": args.arch, **result.as_dict()}))
+            print(json.dumps({"weights": args.weights, "arch": args.arch, **result.as_dict(),
+                              "num_classes": num_classes, "labels": args.labels,
+                              "class_names": names}), flush=True)
         else:
-            print(f"{args.arch} {args.weights}: {result.summary()}")
+            print(f"{args.arch} {args.weights}: {result.summary()}", flush=True)
+        record(result, args.monitor_path, 0, fresh=True)
     return 0
 
 

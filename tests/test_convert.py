@@ -137,12 +137,14 @@ def test_channels_change_alone_keeps_the_layout(tmp_path, resnet18_file, capsys)
     (["-m", "NCHW", "-3"], ""),
     ([], "; give -m nchw|nhwc and/or -3 / --force-4-channels"),
 ])
-def test_conversions_that_change_nothing_are_refused(tmp_path, resnet18_file, capsys, args,
-                                                     hint):
+def test_conversions_that_change_nothing_succeed_and_write_nothing(tmp_path, resnet18_file,
+                                                                   capsys, args, hint):
+    """As the official script: a no-op is not an error."""
     out = tmp_path / "out.h5"
-    assert convert(resnet18_file, out, *args) == USER_ERROR_STATUS
-    assert capsys.readouterr().err.splitlines() == [
-        f"error: {resnet18_file} is already NCHW, 3 input channels: nothing to convert{hint}"]
+    assert convert(resnet18_file, out, *args) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{resnet18_file} is already NCHW, 3 input channels: nothing to convert, {out} not "
+        f"written{hint}"]
     assert not out.exists()
 
 

@@ -182,3 +182,40 @@ def test_default_list_is_found_beside_the_images(setup, tmp_path, capsys, monkey
                     "--spatial-size", "32", "--no-progress") == 0
     assert json.loads(capsys.readouterr().out)["num_images"] == 3
     assert (tmp_path / "tmp.val" / "Validation-loss.series.txt").exists()
+
+
+def test_each_run_leaves_its_own_series(setup, tmp_path, capsys):
+    """As the official script: a second run into the same -M does not append to the first."""
+    monitor = tmp_path / "mon"
+    for _ in range(2):
+        assert run_main(validation.main, *common_args(setup, "-M", monitor)) == 0
+    for name in ("loss", "error", "top5-error"):
+        lines = (monitor / f"Validation-{name}.series.txt").read_text().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("0 "), lines
+
+
+def test_an_unusable_monitor_path_stops_before_the_evaluation(setup, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    for target, problem in ((afile, f"{afile} is a file"),
+                            (afile / "below", f"{afile} is a file")):
+        assert run_main(validation.main, *common_args(setup, "-M", target, "--json")) == 2
+        captured = capsys.readouterr()
+        assert captured.err.splitlines() == [
+            f"error: cannot write to the monitor path (-M) {target}: {problem}"]
+        assert captured.out == ""  # nothing evaluated
+    assert afile.read_text() == "not a folder\n"
+
+
+def test_labels_name_the_classes(setup, tmp_path, capsys):
+    labels = tmp_path / "label_words.csv"
+    labels.write_text("".join(f"{i},class {i}\n" for i in range(10)))
+    args = common_args(setup, "--labels", labels, "--json", "-M", tmp_path / "mon")
+    assert run_main(validation.main, *args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["class_names"] == [f"class {i}" for i in range(10)]
+    assert result["num_images"] == IMAGES
+    labels.write_text("0,one\n1,two\n")
+    assert run_main(validation.main, *args) == USER_ERROR_STATUS
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {labels} names 2 classes, the weights have 10"]

@@ -114,6 +114,21 @@ def check_writable(folder: str, what: str = "output folder") -> None:
         raise OutputError(f"cannot write to the {what} {folder}: {e.strerror or e}") from None
 
 
+def check_can_create(folder: str, what: str = "output folder") -> None:
+    """Like `check_writable`, but creating nothing: `folder` is a writable folder, or the
+    nearest existing folder above it is one (so that a run that fails early leaves nothing)."""
+    if os.path.isdir(folder):
+        check_writable(folder, what)
+        return
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputError(f"cannot write to the {what} {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to the {what} {folder}: {existing} is not writable")
+
+
 def check_room(folder: str, largest_file: int, total: int, what: str = "output folder") -> None:
     """Raise OutputError unless `folder` has `total` bytes free and files of `largest_file` bytes
     are allowed (the shell's `ulimit -f`)."""

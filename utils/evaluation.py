@@ -193,11 +193,14 @@ def network_for_weights(
 
 
 def record(result: EvaluationResult, directory: str, index: int, part: str = VALIDATION,
-           enabled: bool = True) -> None:
-    """Append loss, top-1 and top-5 error at `index` to the monitor series in `directory`."""
+           enabled: bool = True, fresh: bool = False) -> None:
+    """Append loss, top-1 and top-5 error at `index` to the monitor series in `directory`
+    (`fresh`: to emptied series, the result of this run only)."""
     if not enabled:
         return
     os.makedirs(directory, exist_ok=True)
     for quantity in QUANTITIES:
-        MonitorSeries(directory, series_name(part, quantity)).add(index,
-                                                                  getattr(result, quantity))
+        series = MonitorSeries(directory, series_name(part, quantity))
+        if fresh:
+            series.truncate_after(-1)
+        series.add(index, getattr(result, quantity))

@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from .errors import DataError
+from .file_list import read_id_csv
 
 NUM_IMAGENET_CLASSES = 1000
 WNID_PATTERN = re.compile(r"^n\d{8}$")
@@ -82,3 +83,16 @@ def compare_with_imagenet(names: Iterable[str]) -> Tuple[List[str], List[str]]:
     names = set(names)
     known = set(imagenet_wnids())
     return sorted(known - names), sorted(names - known)
+
+
+def class_names(labels: Optional[str], num_classes: int) -> List[Optional[str]]:
+    """Names indexed by class id: --labels, the ImageNet names, or None (ids only)."""
+    if labels is not None:
+        names = read_id_csv(labels)
+        if len(names) != num_classes:
+            raise DataError(f"{labels} names {len(names)} classes, the weights have "
+                            f"{num_classes}")
+        return list(names)
+    if num_classes == NUM_IMAGENET_CLASSES:
+        return list(imagenet_class_names())
+    return [None] * num_classes
