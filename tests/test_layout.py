@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.name for p in REPO.glob("*.py"))
 UTILS = sorted(p.name for p in (REPO / "utils").glob("*.py") if p.name != "__init__.py")
@@ -53,3 +55,28 @@ def test_the_fast_subset_leaves_out_only_tests_marked_slow():
          "-q", "-m", "slow"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert f"{deselected} tests collected" in marked.stdout or \
         f"{deselected}/{total} tests collected" in marked.stdout, marked.stdout[-2000:]
+
+
+# The official train.py's flags (nnabla-examples imagenet, args.py and train.py).
+OFFICIAL_TRAIN_FLAGS = {
+    "--device-id", "--type-config", "--context", "--arch", "--num-classes", "--channel-last",
+    "--spatial-size", "--batch-size", "--epochs", "--monitor-path", "--val-interval",
+    "--model-save-interval", "--model-load-path", "--train-config", "--finetune",
+    "--train-dir", "--train-list", "--val-dir", "--val-list", "--dali-num-threads",
+    "--dali-prefetch-queue", "--dali-nvjpeg-memory-padding-mb", "--help",
+}
+
+
+def test_the_readme_lists_the_differences_from_the_official_example(capsys):
+    import train
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Differences from the official example", 1)[1].split("\n## ")[0]
+    for fact in ("256×256", "--model-load-path` without `--finetune`", "`np.int`",
+                 "cfg/finetune10_per_iteration"):
+        assert fact in section, fact
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    ours = set(re.findall(r"(--[a-z0-9][a-z0-9-]*)", capsys.readouterr().out))
+    extra = sorted(ours - OFFICIAL_TRAIN_FLAGS)
+    assert extra and [f for f in extra if f"`{f}`" not in section] == []
