@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -45,6 +45,9 @@ from utils.imagenet import (
 )
 
 Split = Tuple[List[str], List[int]]
+# More ImageNet-1k class folders than this but not all 1000: an incomplete extraction, not a
+# deliberate subset (Imagenette, ImageNet-100, ...).
+NEAR_COMPLETE = 900
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -74,7 +77,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes decoding for --verify (default: all cores)")
     p.add_argument("--no-imagenet-check", action="store_true",
-                   help="accept WordNet-ID class folders that are not exactly ImageNet-1k's")
+                   help="accept WordNet-ID class folders that are not ImageNet-1k's, or "
+                        f"more than {NEAR_COMPLETE} but not all of its 1000")
+    p.add_argument("--imagenet-ids", action="store_true",
+                   help="for a subset of the ImageNet-1k classes: keep their 1000-class ids "
+                        "(so that 1000-class weight files validate on it directly); "
+                        "default: ids 0..k-1 in WordNet order")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if args.train_fraction is not None and (args.val_dir or args.validation_data_label):
@@ -110,17 +118,21 @@ def class_ids(folders: List[str], csv_path: Optional[str]) -> List[str]:
     return classes
 
 
-def check_imagenet(classes: List[str], allow_other: bool) -> bool:
-    """Whether the classes are exactly ImageNet-1k's; a near miss is an error unless allowed.
+def imagenet_relation(classes: List[str], allow_other: bool) -> str:
+    """"imagenet" for exactly ImageNet-1k's 1000 classes, "subset" for up to NEAR_COMPLETE of
+    them, "other" for anything else; a near miss is an error unless allowed.
 
-    WordNet-ID folders that differ from the 1000 would shift every class id against ImageNet
-    weights and ground truth, hence the check and the exact report.
+    WordNet-ID folders that are almost ImageNet-1k's (an incomplete extraction, a stray
+    folder) would shift every class id against ImageNet weights and ground truth, hence the
+    check and the exact report.
     """
     if not looks_like_wnids(classes):
-        return False
+        return "other"
     missing, unexpected = compare_with_imagenet(classes)
     if not missing and not unexpected and len(classes) == len(imagenet_wnids()):
-        return True
+        return "imagenet"
+    if not unexpected and len(classes) <= NEAR_COMPLETE:
+        return "subset"
     report = (f"the class folders look like ImageNet WordNet IDs but are not ImageNet-1k's "
               f"1000: {len(missing)} missing: {name_list(missing)}; "
               f"{len(unexpected)} unexpected: {name_list(unexpected)}")
@@ -128,32 +140,68 @@ def check_imagenet(classes: List[str], allow_other: bool) -> bool:
         raise DataError(report + " (--no-imagenet-check writes the lists anyway, with ids in "
                                  "the order of these folders)")
     print(f"warning: {report}", file=sys.stderr)
-    return False
+    return "other"
+
+
+def describe_classes(classes: List[str], relation: str, imagenet_ids: bool) -> str:
+    """How the class ids were chosen, for the summary line; --imagenet-ids is checked."""
+    if relation == "subset":
+        k = len(classes)
+        return (f"{k} of the 1000 ImageNet classes; " + (
+            "their ImageNet-1k ids kept (--imagenet-ids): train with --num-classes 1000"
+            if imagenet_ids else f"ids 0..{k - 1}; --imagenet-ids keeps the 1000-class ids"))
+    if imagenet_ids and relation == "other":
+        raise DataError("--imagenet-ids: the class folders are not ImageNet-1k WordNet IDs")
+    return "ImageNet-1k" if relation == "imagenet" else "folder names"
+
+
+def imagenet_id_map(classes: List[str], present: Sequence[str], relation: str
+                    ) -> Optional[Dict[int, int]]:
+    """ImageNet-1k class id -> our id of the classes `present` as training folders, for the
+    ImageNet ground truth (None: not ImageNet)."""
+    if relation == "other":
+        return None
+    ours = {name: i for i, name in enumerate(classes)}
+    present = set(present)
+    return {i: ours[w] for i, w in enumerate(imagenet_wnids()) if w in present}
 
 
 def validation_split(
-    args: argparse.Namespace, classes: List[str], imagenet: bool, progress: bool
+    args: argparse.Namespace, classes: List[str], training: Sequence[str],
+    id_map: Optional[Dict[int, int]], progress: bool
 ) -> Optional[Split]:
-    """(paths, labels) of the validation images, None when there is no label source."""
+    """(paths, labels) of the validation images, None when there is no label source.
+
+    `training`: the training class folders (a validation class folder must be one of them).
+    With `id_map` (an ImageNet tree) the official ground truth (-V, or the package's) is in
+    ImageNet-1k ids, mapped to ours; images of classes outside a subset are left out.
+    """
     ground_truth = None
     if args.validation_data_label is not None:
-        ground_truth = read_ground_truth(args.validation_data_label, len(classes))
+        ground_truth = read_ground_truth(
+            args.validation_data_label, len(imagenet_wnids()) if id_map else len(classes))
     if args.val_dir is None:
-        if ground_truth is None and imagenet:
+        if ground_truth is None and id_map is not None:
             ground_truth = imagenet_val_ground_truth()
         if ground_truth is None:
             return None
         names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(ground_truth) + 1)]
-        return names, ground_truth
+        return to_our_ids(names, ground_truth, id_map)
     if list_subfolders(args.val_dir):
         present = [e for e in args.exclude if os.path.isdir(os.path.join(args.val_dir, e))]
         scan = scan_class_folders(args.val_dir, progress, present)
-        index = {name: i for i, name in enumerate(classes)}
-        unknown = [c for c in scan.classes if c not in index]
+        unknown = [c for c in scan.classes if c not in set(training)]
         if unknown:
             raise DataError(f"{args.val_dir}: class folder(s) not among the training classes: "
                             f"{', '.join(unknown)}")
+        index = {name: i for i, name in enumerate(classes)}
         return scan.paths, [index[scan.classes[c]] for c in scan.labels]
+    return flat_validation(args, ground_truth, id_map)
+
+
+def flat_validation(args: argparse.Namespace, ground_truth: Optional[List[int]],
+                    id_map: Optional[Dict[int, int]]) -> Split:
+    """The official flat validation folder, labelled by -V or (ImageNet) the package."""
     names, skipped = scan_flat_folder(args.val_dir)
     if not names:
         raise DataError(f"no images in {args.val_dir}")
@@ -165,7 +213,7 @@ def validation_split(
                 raise DataError(f"{os.path.join(args.val_dir, name)}: image number {number} has "
                                 f"no line in {args.validation_data_label}")
             labels.append(ground_truth[number - 1])
-        elif imagenet:
+        elif id_map is not None:
             label = imagenet_val_label(name)
             if label is None:
                 raise DataError(f"{os.path.join(args.val_dir, name)}: not an ImageNet "
@@ -176,7 +224,18 @@ def validation_split(
                             f"(or use one sub-folder per class)")
     if skipped:
         print(f"{args.val_dir}: skipped {skipped} non-image file(s)")
-    return names, labels
+    return to_our_ids(names, labels, id_map)
+
+
+def to_our_ids(names: List[str], labels: List[int], id_map: Optional[Dict[int, int]]) -> Split:
+    """ImageNet-1k ids as ours; the images of ImageNet classes not here are left out."""
+    if id_map is None:
+        return names, labels
+    kept = [i for i, label in enumerate(labels) if label in id_map]
+    if len(kept) < len(names):
+        print(f"val: {len(names) - len(kept)} image(s) of ImageNet classes not among the "
+              f"training classes left out")
+    return [names[i] for i in kept], [id_map[labels[i]] for i in kept]
 
 
 def drop_unreadable(root: str, split: Split, workers: int, progress: bool, what: str) -> Split:
@@ -204,14 +263,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         scan = scan_class_folders(args.train_file_dir, progress, args.exclude)
         classes = class_ids(scan.classes, args.label_wordnetid)
-        imagenet = check_imagenet(classes, args.no_imagenet_check)
+        relation = imagenet_relation(classes, args.no_imagenet_check)
+        kind = describe_classes(classes, relation, args.imagenet_ids)
+        if relation == "subset" and args.imagenet_ids:
+            classes = list(imagenet_wnids())
+        id_map = imagenet_id_map(classes, scan.classes, relation)
         index = {name: i for i, name in enumerate(classes)}
         train: Split = (scan.paths, [index[scan.classes[c]] for c in scan.labels])
         if not train[0]:
             raise DataError(f"no images under {args.train_file_dir}")
         val = None
         if args.train_fraction is None:
-            val = validation_split(args, classes, imagenet, progress)
+            val = validation_split(args, classes, scan.classes, id_map, progress)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -224,7 +287,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             val = drop_unreadable(args.val_dir, val, args.workers, progress, "val")
     if args.train_fraction is not None:
         train, val = split_per_class(*train, args.train_fraction)
-        untrained = sorted(set(range(len(classes))) - set(train[1])
+        untrained = sorted({index[c] for c in scan.classes} - set(train[1])
                            - {index[c] for c in scan.empty_classes})
         if untrained:
             print(f"warning: {len(untrained)} class(es) too small to keep a training image "
@@ -235,8 +298,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = [known.get(c, c) for c in classes]
     out = args.output_dir
     write_file_list(os.path.join(out, "train_label"), *train)
-    kind = "ImageNet-1k" if imagenet else "folder names"
-    print(f"train: {len(train[0])} images, {len(classes)} classes ({kind}), "
+    print(f"train: {len(train[0])} images, {len(scan.classes)} classes ({kind}), "
           f"{scan.skipped} non-image file(s) skipped -> {os.path.join(out, 'train_label')}")
     if val is not None:
         write_file_list(os.path.join(out, "val_label"), *val)

@@ -260,3 +260,88 @@ def test_split_and_exclude_mistakes_are_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "must be between 0 and 1, got 1.5" in err
     assert "--train-fraction makes the validation split itself" in err
+
+
+# ImageNet-1k classes 65, 230 and 970: those of official validation images 1, 3 and 2.
+SUBSET = {65: "n01751748", 230: "n02105855", 970: "n09193705"}
+
+
+@pytest.fixture
+def subset_tree(tmp_path, tiny_jpeg):
+    """A 3-class ImageNet subset with a flat official validation folder of 4 images, one of a
+    class that is not in the subset (image 4: class 809)."""
+    train = tmp_path / "train"
+    for wnid in SUBSET.values():
+        (train / wnid).mkdir(parents=True)
+        for i in range(2):
+            (train / wnid / f"{wnid}_{i}.JPEG").write_bytes(tiny_jpeg)
+    val = tmp_path / "val"
+    val.mkdir()
+    for i in (1, 2, 3, 4):
+        (val / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(tiny_jpeg)
+    return train, val
+
+
+def test_a_subset_of_imagenet_gets_ids_in_wordnet_order(subset_tree, tmp_path, capsys):
+    train, val = subset_tree
+    assert [imagenet_wnids()[i] for i in SUBSET] == list(SUBSET.values())
+    out = tmp_path / "out"
+    assert run("-T", str(train), "--val-dir", str(val), "-o", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "3 of the 1000 ImageNet classes; ids 0..2; --imagenet-ids keeps the 1000-class " \
+           "ids" in printed
+    assert "val: 1 image(s) of ImageNet classes not among the training classes left out" \
+        in printed
+    assert lines(out / "train_label")[::2] == [
+        "n01751748/n01751748_0.JPEG 0", "n02105855/n02105855_0.JPEG 1",
+        "n09193705/n09193705_0.JPEG 2"]
+    assert lines(out / "val_label") == [
+        "ILSVRC2012_val_00000001.JPEG 0", "ILSVRC2012_val_00000002.JPEG 2",
+        "ILSVRC2012_val_00000003.JPEG 1"]
+    assert lines(out / "label_wordnetid.csv") == ["0,n01751748", "1,n02105855", "2,n09193705"]
+    assert lines(out / "label_words.csv")[0] == "0,sea snake"
+
+
+def test_imagenet_ids_keep_the_1000_class_ids(subset_tree, tmp_path, capsys):
+    train, val = subset_tree
+    out = tmp_path / "out"
+    assert run("-T", str(train), "--val-dir", str(val), "-o", str(out), "--imagenet-ids") == 0
+    assert "their ImageNet-1k ids kept (--imagenet-ids)" in capsys.readouterr().out
+    assert {int(line.split()[1]) for line in lines(out / "train_label")} == set(SUBSET)
+    assert lines(out / "val_label") == [
+        "ILSVRC2012_val_00000001.JPEG 65", "ILSVRC2012_val_00000002.JPEG 970",
+        "ILSVRC2012_val_00000003.JPEG 230"]
+    assert sha256((out / "label_wordnetid.csv").read_bytes()) == \
+        OFFICIAL_SHA256["label_wordnetid.csv"]
+    class_tree(str(tmp_path / "pets"), ["cat", "dog"], 1)
+    assert run("-T", str(tmp_path / "pets"), "--imagenet-ids", "-o", str(tmp_path)) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --imagenet-ids: the class folders are not ImageNet-1k WordNet IDs"]
+
+
+def test_a_near_complete_imagenet_tree_still_stops(tmp_path, capsys):
+    root = tmp_path / "train"
+    for wnid in imagenet_wnids()[:950]:
+        (root / wnid).mkdir(parents=True)
+    assert run("-T", str(root), "-o", str(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert f"50 missing: {imagenet_wnids()[950]} " in err and "0 unexpected" in err
+    assert "--no-imagenet-check" in err
+
+
+def test_a_validation_class_missing_from_training_is_named(subset_tree, tmp_path, capsys,
+                                                          tiny_jpeg):
+    train, _ = subset_tree
+    val = tmp_path / "val-folders"
+    for wnid in [*SUBSET.values(), "n01440764"]:
+        (val / wnid).mkdir(parents=True)
+        (val / wnid / "x.JPEG").write_bytes(tiny_jpeg)
+    for extra in ([], ["--imagenet-ids"]):
+        assert run("-T", str(train), "--val-dir", str(val), "-o", str(tmp_path), *extra) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {val}: class folder(s) not among the training classes: n01440764"]
+    (val / "n01440764" / "x.JPEG").unlink()
+    (val / "n01440764").rmdir()
+    assert run("-T", str(train), "--val-dir", str(val), "-o", str(tmp_path),
+               "--imagenet-ids") == 0
+    assert [line.split()[1] for line in lines(tmp_path / "val_label")] == ["65", "230", "970"]
