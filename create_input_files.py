@@ -17,10 +17,12 @@ not classes are left out with --exclude.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
+import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -257,6 +259,25 @@ def drop_unreadable(root: str, split: Split, workers: int, progress: bool, what:
     return [paths[i] for i in kept], [labels[i] for i in kept]
 
 
+class PreviousFiles:
+    """Writes an output; an existing file with other contents is first kept as
+    `<name>.previous` (a list or label file the user edited is never lost)."""
+
+    def __init__(self) -> None:
+        self.replaced: List[str] = []
+
+    def __call__(self, path: str, write: Callable[..., None], *contents: Any) -> None:
+        previous = path + ".previous"
+        had = os.path.isfile(path)
+        if had:
+            shutil.copyfile(path, previous)
+        write(path, *contents)
+        if had and filecmp.cmp(path, previous, shallow=False):
+            os.remove(previous)
+        elif had:
+            self.replaced.append(path)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     progress = not args.no_progress
@@ -297,20 +318,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     known = dict(zip(imagenet_wnids(), imagenet_class_names()))
     names = [known.get(c, c) for c in classes]
     out = args.output_dir
-    write_file_list(os.path.join(out, "train_label"), *train)
+    keep_previous = PreviousFiles()
+    keep_previous(os.path.join(out, "train_label"), write_file_list, *train)
     print(f"train: {len(train[0])} images, {len(scan.classes)} classes ({kind}), "
           f"{scan.skipped} non-image file(s) skipped -> {os.path.join(out, 'train_label')}")
     if val is not None:
-        write_file_list(os.path.join(out, "val_label"), *val)
+        keep_previous(os.path.join(out, "val_label"), write_file_list, *val)
         how = (f" (of -T, the last {1 - args.train_fraction:.0%} of each class)"
                if args.train_fraction is not None else "")
         print(f"val: {len(val[0])} images{how} -> {os.path.join(out, 'val_label')}")
     else:
         print("val: no labels (give --val-dir with class folders, or -V); val_label not written")
-    write_csv(os.path.join(out, "label_words.csv"), enumerate(names))
-    write_csv(os.path.join(out, "label_wordnetid.csv"), enumerate(classes))
+    keep_previous(os.path.join(out, "label_words.csv"), write_csv, enumerate(names))
+    keep_previous(os.path.join(out, "label_wordnetid.csv"), write_csv, enumerate(classes))
     print(f"labels -> {os.path.join(out, 'label_words.csv')}, "
           f"{os.path.join(out, 'label_wordnetid.csv')}")
+    for path in keep_previous.replaced:
+        print(f"note: {path} held other contents; the previous file is {path}.previous")
     return 0
 
 

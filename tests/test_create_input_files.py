@@ -345,3 +345,21 @@ def test_a_validation_class_missing_from_training_is_named(subset_tree, tmp_path
     assert run("-T", str(train), "--val-dir", str(val), "-o", str(tmp_path),
                "--imagenet-ids") == 0
     assert [line.split()[1] for line in lines(tmp_path / "val_label")] == ["65", "230", "970"]
+
+
+def test_an_edited_list_is_kept_when_it_is_replaced(tmp_path, capsys):
+    class_tree(str(tmp_path / "train"), ["cat", "dog"], 2)
+    args = ("-T", str(tmp_path / "train"), "--val-dir", str(tmp_path / "train"),
+            "-o", str(tmp_path))
+    assert run(*args) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert run(*args) == 0  # the same contents: nothing to keep
+    assert "note:" not in capsys.readouterr().out and not list(tmp_path.glob("*.previous"))
+    edited = "cat/cat_0.JPEG 0\n"
+    (tmp_path / "train_label").write_text(edited)
+    assert run(*args) == 0
+    train = tmp_path / "train_label"
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        f"note: {train} held other contents; the previous file is {train}.previous"
+    assert (tmp_path / "train_label.previous").read_text() == edited
+    assert len(lines(train)) == 4
