@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_weight_file_flags(p, "number of classes (default: the weight file's)")
     cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
     cli.add_spatial_size_flag(p)
+    cli.add_crop_pct_flag(p)
     cli.add_norm_flag(p)
     cli.add_val_dataset_flags(p)
     cli.add_train_dataset_flags(p)

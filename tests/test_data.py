@@ -165,22 +165,25 @@ def test_normalisation_is_exact_on_a_flat_colour(tmp_path, norm, training):
     assert np.allclose(images, normalised(np.array(colour), norm), rtol=1e-6, atol=1e-6)
 
 
-def pillow_validation(path: str, size: int) -> np.ndarray:
+def pillow_validation(path: str, size: int, crop_pct: float = 224 / 256) -> np.ndarray:
     """The validation protocol written with Pillow: shorter side to resize_for_crop, centre."""
     img = Image.open(path).convert("RGB")
-    scale = resize_for_crop(size) / min(img.size)
+    scale = resize_for_crop(size, crop_pct) / min(img.size)
     w, h = round(img.width * scale), round(img.height * scale)
     img = img.resize((w, h), Image.BILINEAR)
     x, y = int(np.floor((w - size) / 2 + 0.5)), int(np.floor((h - size) / 2 + 0.5))
     return normalised(np.asarray(img.crop((x, y, x + size, y + size))))
 
 
-def test_validation_geometry_matches_a_pillow_reference(tmp_path):
+@pytest.mark.parametrize("crop_pct", [224 / 256, 1.0, 0.5])
+def test_validation_geometry_matches_a_pillow_reference(tmp_path, crop_pct):
     paths = [save(photo(w, h, seed=i), str(tmp_path / f"{i}.png"), "PNG")
              for i, (w, h) in enumerate([(90, 60), (50, 80)])]
-    images = load_images(paths, spatial_size=32, channel_last=True)
+    images = load_images(paths, spatial_size=32, channel_last=True, crop_pct=crop_pct)
+    assert validation_resize(32, crop_pct) == (resize_for_crop(32, crop_pct),) * 2 == \
+        {224 / 256: (36, 36), 1.0: (32, 32), 0.5: (64, 64)}[crop_pct]
     for path, image in zip(paths, images):
-        reference = pillow_validation(path, 32)
+        reference = pillow_validation(path, 32, crop_pct)
         error = np.abs(image - reference).mean()
         assert error < 0.03  # measured 0.003-0.016: resampling differences only
         assert error < np.abs(image - reference[:, ::-1]).mean() / 3  # and not mirrored

@@ -219,3 +219,17 @@ def test_labels_name_the_classes(setup, tmp_path, capsys):
     assert run_main(validation.main, *args) == USER_ERROR_STATUS
     assert capsys.readouterr().err.splitlines() == [
         f"error: {labels} names 2 classes, the weights have 10"]
+
+
+def test_crop_pct_changes_the_resize(setup, tmp_path, capsys):
+    def loss(*extra):
+        args = common_args(setup, "--json", "-M", tmp_path / "mon", *extra)
+        assert run_main(validation.main, *args) == 0
+        return json.loads(capsys.readouterr().out)["loss"]
+
+    default = loss()
+    assert loss("--crop-pct", "0.875") == default  # the default is the official 224/256
+    assert loss("--crop-pct", "1.0") != default
+    with pytest.raises(SystemExit):
+        validation.parse_args(common_args(setup, "--crop-pct", "0"))
+    assert "must be in (0, 1], got 0" in capsys.readouterr().err

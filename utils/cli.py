@@ -131,6 +131,23 @@ def spatial_size_of(args: argparse.Namespace) -> Tuple[int, int]:
     return tuple(args.spatial_size)
 
 
+def crop_fraction(text: str) -> float:
+    """argparse type: a fraction in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def add_crop_pct_flag(parser: argparse.ArgumentParser) -> argparse.Action:
+    """--crop-pct: validation's centre crop as a fraction of the resized shorter side."""
+    return parser.add_argument(
+        "--crop-pct", type=crop_fraction, default=None, metavar="P",
+        help="resize the shorter side to the input size / P, then take the centre crop "
+             "(default: the architecture's, 224/256 = 0.875 as the official example; 1.0 "
+             "crops the whole shorter side)")
+
+
 def add_norm_flag(parser: argparse.ArgumentParser) -> argparse.Action:
     """-n/--norm-config: the mean/std preset the weights were trained with."""
     return parser.add_argument(
@@ -211,8 +228,8 @@ def add_val_dataset_flags(parser: argparse.ArgumentParser) -> argparse._Argument
 
 def pipeline_options(args: argparse.Namespace, rt: Any) -> Dict[str, Any]:
     """The `ImageBatches` options the shared flags and the runtime decide: input size,
-    precision, this rank's shard, the DALI flags (defaults for a script without them) and
-    where DALI runs. Layout, channels and normalisation are the caller's."""
+    precision, this rank's shard, the DALI flags (defaults for a script without them), where
+    DALI runs and the validation crop. Layout, channels and normalisation are the caller's."""
     return dict(
         spatial_size=spatial_size_of(args),
         dtype=np.float16 if args.type_config == "half" else np.float32,
@@ -221,6 +238,7 @@ def pipeline_options(args: argparse.Namespace, rt: Any) -> Dict[str, Any]:
         prefetch=getattr(args, "dali_prefetch_queue", 1),
         device_id=rt.data_device_id,
         decoder_padding=getattr(args, "dali_nvjpeg_memory_padding", None),
+        crop_pct=getattr(args, "crop_pct", None) or get_architecture(args.arch).crop_pct,
     )
 
 

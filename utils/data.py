@@ -81,13 +81,14 @@ def to_hw(spatial_size: SpatialSize) -> Tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def validation_resize(spatial_size: SpatialSize) -> Tuple[int, int]:
+def validation_resize(spatial_size: SpatialSize, crop_pct: float = DEFAULT_CROP_PCT
+                      ) -> Tuple[int, int]:
     """The (height, width) an image is resized to cover (aspect kept) before the centre crop.
 
-    For a square size s this is resizing the shorter side to `resize_for_crop(s)`.
+    For a square size s this is resizing the shorter side to `resize_for_crop(s, crop_pct)`.
     """
     h, w = to_hw(spatial_size)
-    return resize_for_crop(h), resize_for_crop(w)
+    return resize_for_crop(h, crop_pct), resize_for_crop(w, crop_pct)
 
 
 def random_resized_crop_window(
@@ -241,6 +242,7 @@ class ImageBatches:
         num_threads, prefetch: DALI worker threads and prefetch queue depth.
         device_id: GPU to decode and process on, None for the CPU.
         decoder_padding: nvJPEG device and host memory padding in bytes (GPU only).
+        crop_pct: validation's centre crop over the resized shorter side (size / crop_pct).
     """
 
     def __init__(
@@ -260,6 +262,7 @@ class ImageBatches:
         prefetch: int = 2,
         device_id: Optional[int] = None,
         decoder_padding: Optional[int] = None,
+        crop_pct: float = DEFAULT_CROP_PCT,
     ):
         if len(files) == 0:
             raise DataError(f"{files.source}: no images")
@@ -289,6 +292,7 @@ class ImageBatches:
         self.prefetch = prefetch
         self.device_id = device_id
         self.decoder_padding = decoder_padding
+        self.crop_pct = crop_pct
         self.num_samples = len(files)
         self.iterations_per_epoch = iterations_per_epoch(self.num_samples, batch_size, num_ranks)
         self._epoch, self._iteration = 0, 0
@@ -452,7 +456,8 @@ class ImageBatches:
                 data = fn.external_source(source=self._source, batch=True, dtype=types.UINT8,
                                           ndim=1)
                 images = fn.decoders.image(data, **decoder)
-                images = fn.resize(images, device=device, size=list(validation_resize((h, w))),
+                images = fn.resize(images, device=device,
+                                   size=list(validation_resize((h, w), self.crop_pct)),
                                    mode="not_smaller")
                 mirror = 0
             mean, std = NORMALIZATIONS[self.norm]
