@@ -200,7 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.monitor_path or time.strftime("tmp.monitor.%Y%m%d%H%M%S"))
     checkpoints = checkpoint_dir(monitor_path)
     _lock = claim_monitor_path(monitor_path, checkpoints, rt)  # held until main returns
-    train_data, val_data, bn_data = build_datasets(args, rt)
+    train_data, val_data, bn_data = build_datasets(args, config, rt)
 
     nn.seed(args.seed)  # the training graph creates the parameters; evaluation shares them
     graph = build_training_graph(
@@ -270,14 +270,16 @@ def claim_monitor_path(monitor_path: str, checkpoints: str, rt: Runtime) -> Opti
     return lock
 
 
-def build_datasets(args: argparse.Namespace, rt: Runtime
+def build_datasets(args: argparse.Namespace, config: TrainConfig, rt: Runtime
                    ) -> Tuple[ImageBatches, Optional[ImageBatches], Optional[ImageBatches]]:
-    """This rank's shard of the training split; of the validation split (None with -v 0);
-    and the training batches that re-estimate batch-norm statistics (--recompute-bn)."""
+    """This rank's shard of the training split (augmented as the config says); of the
+    validation split (None with -v 0); and the training batches that re-estimate batch-norm
+    statistics (--recompute-bn)."""
     pipeline = dict(cli.pipeline_options(args, rt), channel_last=args.channel_last,
                     channels=4 if args.type_config == "half" else 3)
     train_files = read_file_list(args.train_list, args.train_dir, args.num_classes)
-    train = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed, **pipeline)
+    train = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed,
+                         augmentation=config.augmentation, **pipeline)
     if args.val_interval <= 0:
         return train, None, None
     val_files = read_file_list(args.val_list, args.val_dir, args.num_classes)
@@ -285,7 +287,7 @@ def build_datasets(args: argparse.Namespace, rt: Runtime
     bn = None
     if args.recompute_bn:
         bn = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed + 1,
-                          **pipeline)
+                          augmentation=config.augmentation, **pipeline)
     return train, val, bn
 
 

@@ -22,7 +22,8 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from models import NORMALIZATIONS  # noqa: E402
-from utils.data import ImageBatches, augmentation_plan, resize_for_crop  # noqa: E402
+from utils.augmentation import augmentation_plan  # noqa: E402
+from utils.data import ImageBatches, resize_for_crop  # noqa: E402
 from utils.file_list import FileList  # noqa: E402
 
 MEAN, STD = (np.array(v, dtype=np.float32) for v in NORMALIZATIONS["default"])

@@ -1,9 +1,11 @@
 """Training configs: the shipped recipes, strict validation, and save/load round trips."""
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+from utils.augmentation import Augmentation
 from utils.config import ConfigError, TrainConfig, load_config, save_config
 from utils.lr_schedules import EpochCosineSchedule, EpochStepSchedule
 
@@ -233,3 +235,38 @@ def test_every_shipped_config_loads_and_round_trips(tmp_path):
         config = load_config(path)
         save_config(config, tmp_path / path.name)
         assert load_config(tmp_path / path.name) == config, path.name
+
+
+def test_augmentation_section(tmp_path):
+    """Optional and ours: absent, the official augmentation, and no key in to_dict (so that
+    the identity of runs from before the option still matches)."""
+    plain = load_config(write(tmp_path, COSINE))
+    assert plain.augmentation == Augmentation() and "augmentation" not in plain.to_dict()
+    config = load_config(write(tmp_path, COSINE + """\
+augmentation:
+  random_area: [0.35, 1]
+  random_aspect_ratio: [0.75, 1.3333333]
+  policy: randaugment
+  n: 2
+  m: 9
+"""))
+    assert config.augmentation == Augmentation((0.35, 1.0), (0.75, 1.3333333), "randaugment",
+                                               2, 9)
+    saved = tmp_path / "saved.yaml"
+    save_config(config, saved)
+    assert load_config(saved) == config
+    assert config.to_dict()["augmentation"]["random_area"] == [0.35, 1.0]
+
+
+@pytest.mark.parametrize("section, message", [
+    ("  policy: randaugmnt\n", "unknown augmentation.policy 'randaugmnt' (did you mean "
+                                "'randaugment'?)"),
+    ("  random_area: [0.5, 0.2]\n", "'augmentation.random_area' must be 0 < low <= high <= 1"),
+    ("  random_area: 0.5\n", "'augmentation.random_area' must be a list [low, high]"),
+    ("  m: 31\n", "'augmentation.m' must be in 0..30, got 31"),
+    ("  flip: 0.5\n", "unknown key 'flip' in 'augmentation'"),
+])
+def test_augmentation_mistakes_are_named(tmp_path, section, message):
+    path = write(tmp_path, COSINE + "augmentation:\n" + section)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        load_config(path)

@@ -14,14 +14,13 @@ from data_fixtures import host_images, image_set, load_images, photo, save, writ
 from PIL import Image, ImageOps
 
 from models import NORMALIZATIONS
+from utils.augmentation import Augmentation, augmentation_plan, random_resized_crop_window
 from utils.data import (
     ImageBatches,
     ImageDecodeError,
-    augmentation_plan,
     batch_positions,
     epoch_order,
     iterations_per_epoch,
-    random_resized_crop_window,
     resize_for_crop,
     to_hw,
     validation_resize,
@@ -422,3 +421,35 @@ def test_image_vanishing_during_training_is_named(tmp_path, photos):
     os.remove(gone)
     with pytest.raises(ImageDecodeError, match=r"gone.JPEG \(line 4 of .*No such file"):
         run_epoch(batches(files, batch_size=2, training=True), 0)
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment", "autoaugment"])
+def test_each_policy_changes_the_images_reproducibly_and_resumes_exactly(photos, policy):
+    """DALI's own policy operators on the CPU pipeline, after the crop: seeded by (seed,
+    epoch, rank), so a second pipeline gives the same batches and a resumed epoch continues
+    with the batches the uninterrupted one gave."""
+    def run(augmentation, epoch=1, restore=None):
+        loader = batches(photos, batch_size=2, training=True, seed=4, channel_last=True,
+                         augmentation=augmentation)
+        if restore is not None:
+            loader.restore({**loader.state(), "epoch": epoch, "iteration": restore})
+        return [host_images(b) for b in loader.epoch(epoch)]
+
+    chosen = Augmentation(policy=policy, n=2, m=15)
+    plain, first, again = run(Augmentation()), run(chosen), run(chosen)
+    assert len(first) == len(plain) == -(-len(SIZES) // 2)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.abs(a - p).mean() > 0.05 for a, p in zip(first, plain))
+    resumed = run(chosen, restore=2)
+    for a, b in zip(first[2:], resumed):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.abs(a - b).mean() > 0.05 for a, b in zip(first, run(chosen, epoch=2)))
+
+
+def test_crop_ranges_follow_the_augmentation():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x, y, w, h = random_resized_crop_window(400, 300, rng, (0.5, 0.6), (1.0, 1.0))
+        assert w == h or abs(w - h) <= 1  # aspect 1
+        assert 0.5 * 0.98 <= w * h / (400 * 300) <= 0.6 * 1.02

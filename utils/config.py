@@ -8,6 +8,10 @@ The key layout is the official one, so configs written for the official example 
             (the short forms EpochStep / EpochCosine are accepted)
       args: the schedule's arguments (see utils.lr_schedules), e.g. base_lr, warmup_epochs
       per_iteration: false   # optional, ours: evaluate the schedule at fractional epochs
+    augmentation:            # optional, ours (defaults: the official augmentation)
+      random_area: [0.08, 1.0]          # of the random-resized crop
+      random_aspect_ratio: [0.75, 1.333]
+      policy: none   # or randaugment (with n, m), trivialaugment, autoaugment
 
 An empty (or absent) cosine `args.epochs` is filled with the top-level `epochs`, itself
 replaced by `epochs_override` (train.py's --epochs). Every mistake -- unknown or misspelt
@@ -27,6 +31,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Unio
 import yaml
 
 from .atomic import atomic_write_text
+from .augmentation import OFFICIAL, POLICIES, Augmentation
 from .errors import UserError
 from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig
 
@@ -51,13 +56,14 @@ class TrainConfig:
     loss_scaling: float
     mixup: float
     lr_scheduler: SchedulerConfig
+    augmentation: Augmentation = OFFICIAL
     source: str = field(default="", compare=False)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain YAML-ready data in the official key layout (what `save_config` writes)."""
         args = dataclasses.asdict(self.lr_scheduler.args)
         args = {key: list(v) if isinstance(v, tuple) else v for key, v in args.items()}
-        return {
+        data = {
             **{name: getattr(self, name) for name in _TOP_LEVEL},
             "lr_scheduler": {
                 "type": self.lr_scheduler.type,
@@ -65,6 +71,10 @@ class TrainConfig:
                 "per_iteration": self.lr_scheduler.per_iteration,
             },
         }
+        if self.augmentation != OFFICIAL:  # (absent from the official recipes and runs)
+            data["augmentation"] = {k: list(v) if isinstance(v, tuple) else v
+                                    for k, v in dataclasses.asdict(self.augmentation).items()}
+        return data
 
 
 class _Invalid(Exception):
@@ -201,11 +211,50 @@ def _parse_scheduler(section: Any, epochs: int) -> SchedulerConfig:
     return SchedulerConfig(args=cls(**checked), per_iteration=per_iteration)
 
 
+def _range(value: Any, key: str, condition: Callable[[float, float], bool], words: str
+           ) -> Tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise _Invalid(f"'{key}' must be a list [low, high], got {_describe(value)}")
+    low, high = (_float(v, key) for v in value)
+    if not condition(low, high):
+        raise _Invalid(f"'{key}' must be {words}, got {value!r}")
+    return low, high
+
+
+def _parse_augmentation(section: Any) -> Augmentation:
+    section = _mapping(section, "'augmentation'")
+    _reject_unknown(section, [f.name for f in dataclasses.fields(Augmentation)],
+                    "'augmentation'")
+    values: Dict[str, Any] = {}
+    if section.get("random_area") is not None:
+        values["random_area"] = _range(section["random_area"], "augmentation.random_area",
+                                       lambda lo, hi: 0 < lo <= hi <= 1, "0 < low <= high <= 1")
+    if section.get("random_aspect_ratio") is not None:
+        values["random_aspect_ratio"] = _range(
+            section["random_aspect_ratio"], "augmentation.random_aspect_ratio",
+            lambda lo, hi: 0 < lo <= hi, "0 < low <= high")
+    if section.get("policy") is not None:
+        policy = section["policy"]
+        if policy not in POLICIES:
+            close = difflib.get_close_matches(str(policy), POLICIES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise _Invalid(f"unknown augmentation.policy {policy!r}{hint}; valid policies: "
+                           f"{', '.join(POLICIES)}")
+        values["policy"] = policy
+    for key, low, high in (("n", 1, 10), ("m", 0, 30)):
+        if section.get(key) is not None:
+            values[key] = _int(section[key], f"augmentation.{key}")
+            if not low <= values[key] <= high:
+                raise _Invalid(f"'augmentation.{key}' must be in {low}..{high}, got "
+                               f"{values[key]}")
+    return Augmentation(**values)
+
+
 def _parse(data: Any, epochs_override: Optional[int]) -> Dict[str, Any]:
     if data is None:
         raise _Invalid("the config is empty")
     data = _mapping(data, "the config")
-    _reject_unknown(data, [*_TOP_LEVEL, "lr_scheduler"], "the top level")
+    _reject_unknown(data, [*_TOP_LEVEL, "lr_scheduler", "augmentation"], "the top level")
     if epochs_override is not None:
         data = {**data, "epochs": _check(_TOP_LEVEL, "epochs", epochs_override, "--epochs")}
     values: Dict[str, Any] = {}
@@ -215,6 +264,8 @@ def _parse(data: Any, epochs_override: Optional[int]) -> Dict[str, Any]:
         if key != "lr_scheduler":
             values[key] = _check(_TOP_LEVEL, key, data[key], key)
     values["lr_scheduler"] = _parse_scheduler(data["lr_scheduler"], values["epochs"])
+    if data.get("augmentation") is not None:
+        values["augmentation"] = _parse_augmentation(data["augmentation"])
     return values
 
 

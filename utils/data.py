@@ -34,7 +34,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -42,18 +41,16 @@ import numpy as np
 
 from models import DEFAULT_CROP_PCT, NORMALIZATIONS
 
+from .augmentation import OFFICIAL, Augmentation, apply_policy, augmentation_plan, policy_seed
 from .errors import DataError
 from .file_list import FileList
 from .image_probe import probe_image, verify_image
 
-CROP_AREA = (0.08, 1.0)
-CROP_RATIO = (3 / 4, 4 / 3)
-CROP_ATTEMPTS = 10
-FLIP_PROBABILITY = 0.5
-# Tags keeping the shuffle and augmentation random streams apart.
-_SHUFFLE_STREAM, _AUGMENT_STREAM = 0x5155, 0xA06
+# Tag keeping the shuffle's random stream apart from the augmentation's.
+_SHUFFLE_STREAM = 0x5155
 
 SpatialSize = Union[int, Sequence[int]]
+
 
 
 class ImageDecodeError(DataError):
@@ -89,53 +86,6 @@ def validation_resize(spatial_size: SpatialSize, crop_pct: float = DEFAULT_CROP_
     """
     h, w = to_hw(spatial_size)
     return resize_for_crop(h, crop_pct), resize_for_crop(w, crop_pct)
-
-
-def random_resized_crop_window(
-    width: int, height: int, rng: np.random.Generator
-) -> Tuple[int, int, int, int]:
-    """(x, y, w, h) of a crop covering 8-100 % of the image with aspect 3/4..4/3.
-
-    Up to 10 draws; if none fits, the centre crop with the aspect clamped to the range. Always
-    consumes the same number of random numbers, so later draws do not depend on the image.
-    """
-    u = rng.random((CROP_ATTEMPTS, 4))
-    area = width * height
-    log_lo, log_hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
-    for a_u, r_u, x_u, y_u in u:
-        target = area * (CROP_AREA[0] + (CROP_AREA[1] - CROP_AREA[0]) * a_u)
-        aspect = math.exp(log_lo + (log_hi - log_lo) * r_u)
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            x = min(int(x_u * (width - w + 1)), width - w)
-            y = min(int(y_u * (height - h + 1)), height - h)
-            return x, y, w, h
-    ratio = width / height
-    if ratio < CROP_RATIO[0]:
-        w, h = width, min(height, max(1, int(round(width / CROP_RATIO[0]))))
-    elif ratio > CROP_RATIO[1]:
-        w, h = min(width, max(1, int(round(height * CROP_RATIO[1])))), height
-    else:
-        w, h = width, height
-    return (width - w) // 2, (height - h) // 2, w, h
-
-
-def augmentation_plan(
-    sizes: Sequence[Tuple[int, int]], seed: int, epoch: int, iteration: int, rank: int
-) -> List[Tuple[int, int, int, int, bool]]:
-    """(x, y, w, h, flip) for each (width, height) image of a rank's training batch.
-
-    A pure function of its arguments: the whole of a batch's randomness, so that resuming
-    needs no random state and ranks draw independent streams.
-    """
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-        [_AUGMENT_STREAM, seed, epoch, iteration, rank])))
-    plan = []
-    for width, height in sizes:
-        window = random_resized_crop_window(width, height, rng)
-        plan.append((*window, bool(rng.random() < FLIP_PROBABILITY)))
-    return plan
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int, num_ranks: int) -> int:
@@ -243,6 +193,7 @@ class ImageBatches:
         device_id: GPU to decode and process on, None for the CPU.
         decoder_padding: nvJPEG device and host memory padding in bytes (GPU only).
         crop_pct: validation's centre crop over the resized shorter side (size / crop_pct).
+        augmentation: training's crop ranges and policy (see `Augmentation`).
     """
 
     def __init__(
@@ -263,6 +214,7 @@ class ImageBatches:
         device_id: Optional[int] = None,
         decoder_padding: Optional[int] = None,
         crop_pct: float = DEFAULT_CROP_PCT,
+        augmentation: Augmentation = OFFICIAL,
     ):
         if len(files) == 0:
             raise DataError(f"{files.source}: no images")
@@ -293,6 +245,11 @@ class ImageBatches:
         self.device_id = device_id
         self.decoder_padding = decoder_padding
         self.crop_pct = crop_pct
+        self.augmentation = augmentation
+        # A policy draws from DALI's random state: its pipeline starts afresh every epoch
+        # with a seed of (seed, epoch, rank), and a resumed epoch replays the batches before.
+        self._per_epoch_streams = training and augmentation.policy != "none"
+        self._stream_epoch = -1
         self.num_samples = len(files)
         self.iterations_per_epoch = iterations_per_epoch(self.num_samples, batch_size, num_ranks)
         self._epoch, self._iteration = 0, 0
@@ -325,6 +282,8 @@ class ImageBatches:
         position = self._stream_position()
         # Validation passes are all alike: a pipeline already prefetching one is reused.
         reusable = position == (epoch, start) or (not self.training and position[1] == start)
+        if self._per_epoch_streams and self._stream_epoch != epoch:
+            reusable = False
         if self._pipe is None or not reusable:
             self._start_stream(epoch, start)
         while self._iteration < self.iterations_per_epoch:
@@ -401,8 +360,16 @@ class ImageBatches:
 
     def _start_stream(self, epoch: int, iteration: int) -> None:
         self.close()
-        self._cursor = (epoch, iteration)
-        self._pipe = self._build_pipeline()
+        self._stream_epoch = epoch
+        if not self._per_epoch_streams:
+            self._cursor = (epoch, iteration)
+            self._pipe = self._build_pipeline(self.seed + self.rank)
+            return
+        self._cursor = (epoch, 0)
+        self._pipe = self._build_pipeline(policy_seed(self.seed, epoch, self.rank))
+        for _ in range(iteration):  # where DALI's random state was at this iteration
+            self._pipe.run()
+            self._inflight.popleft()
 
     def _source(self) -> Union[List[np.ndarray], Tuple[List[np.ndarray], ...]]:
         """Called by DALI for each batch it prefetches: read the files, plan the crops."""
@@ -423,14 +390,27 @@ class ImageBatches:
             epoch, iteration)
         if not self.training:
             return encoded
-        crops = augmentation_plan(sizes, self.seed, plan.epoch, plan.iteration, self.rank)
+        crops = augmentation_plan(sizes, self.seed, plan.epoch, plan.iteration, self.rank,
+                                  self.augmentation)
         return (encoded, [np.array(c[:2], dtype=np.int32) for c in crops],
                 [np.array(c[2:4], dtype=np.int32) for c in crops],
                 [np.array(c[4], dtype=np.int32) for c in crops])
 
-    def _build_pipeline(self) -> Any:
+    def _build_pipeline(self, seed: int) -> Any:
+        from nvidia.dali import pipeline_def
+
+        # pipeline_def rather than Pipeline: the policies' operators need its conditionals.
+        pipe = pipeline_def(self._graph, batch_size=self.batch_size,
+                            num_threads=self.num_threads, device_id=self.device_id, seed=seed,
+                            prefetch_queue_depth=self.prefetch,
+                            enable_conditionals=self._per_epoch_streams)()
+        pipe.build()
+        return pipe
+
+    def _graph(self) -> Any:
+        """The DALI graph: decode (the crop window only, in training), resize, [policy],
+        flip, normalise, lay out."""
         from nvidia.dali import fn, types
-        from nvidia.dali.pipeline import Pipeline
 
         gpu = self.device_id is not None
         decoder = {"device": "mixed" if gpu else "cpu", "output_type": types.RGB}
@@ -439,37 +419,31 @@ class ImageBatches:
                            host_memory_padding=self.decoder_padding)
         device = "gpu" if gpu else "cpu"
         h, w = self.spatial_size
-        pipe = Pipeline(batch_size=self.batch_size, num_threads=self.num_threads,
-                        device_id=self.device_id, seed=self.seed + self.rank,
-                        prefetch_queue_depth=self.prefetch)
-        with pipe:
-            if self.training:
-                data, anchor, shape, mirror = fn.external_source(
-                    source=self._source, num_outputs=4, batch=True,
-                    dtype=[types.UINT8, types.INT32, types.INT32, types.INT32],
-                    ndim=[1, 1, 1, 0])
-                images = fn.decoders.image_slice(
-                    data, anchor, shape, axis_names="WH", normalized_anchor=False,
-                    normalized_shape=False, **decoder)
-                images = fn.resize(images, device=device, size=[h, w])
-            else:
-                data = fn.external_source(source=self._source, batch=True, dtype=types.UINT8,
-                                          ndim=1)
-                images = fn.decoders.image(data, **decoder)
-                images = fn.resize(images, device=device,
-                                   size=list(validation_resize((h, w), self.crop_pct)),
-                                   mode="not_smaller")
-                mirror = 0
-            mean, std = NORMALIZATIONS[self.norm]
-            images = fn.crop_mirror_normalize(
-                images, device=device, crop=[h, w], crop_pos_x=0.5, crop_pos_y=0.5,
-                mirror=mirror, mean=list(mean), std=list(std),
-                dtype=types.FLOAT16 if self.dtype == np.float16 else types.FLOAT,
-                output_layout="HWC" if self.channel_last else "CHW",
-                pad_output=self.channels == 4)
-            pipe.set_outputs(images)
-        pipe.build()
-        return pipe
+        if self.training:
+            data, anchor, shape, mirror = fn.external_source(
+                source=self._source, num_outputs=4, batch=True,
+                dtype=[types.UINT8, types.INT32, types.INT32, types.INT32], ndim=[1, 1, 1, 0])
+            images = fn.decoders.image_slice(
+                data, anchor, shape, axis_names="WH", normalized_anchor=False,
+                normalized_shape=False, **decoder)
+            images = fn.resize(images, device=device, size=[h, w])
+            if self._per_epoch_streams:
+                images = apply_policy(images, self.augmentation)
+        else:
+            data = fn.external_source(source=self._source, batch=True, dtype=types.UINT8,
+                                      ndim=1)
+            images = fn.decoders.image(data, **decoder)
+            images = fn.resize(images, device=device,
+                               size=list(validation_resize((h, w), self.crop_pct)),
+                               mode="not_smaller")
+            mirror = 0
+        mean, std = NORMALIZATIONS[self.norm]
+        return fn.crop_mirror_normalize(
+            images, device=device, crop=[h, w], crop_pos_x=0.5, crop_pos_y=0.5,
+            mirror=mirror, mean=list(mean), std=list(std),
+            dtype=types.FLOAT16 if self.dtype == np.float16 else types.FLOAT,
+            output_layout="HWC" if self.channel_last else "CHW",
+            pad_output=self.channels == 4)
 
     def _next_batch(self, epoch: int) -> Batch:
         try:
