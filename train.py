@@ -205,7 +205,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     nn.seed(args.seed)  # the training graph creates the parameters; evaluation shares them
     graph = build_training_graph(
         args.arch, train_data.image_shape, args.num_classes, args.channel_last,
-        config.label_smoothing, config.mixup, rt.comm.rank, rt.float_ctx)
+        config, rt.comm.rank, rt.float_ctx)
     validator = None
     if val_data is not None:
         validator = Validator(build_evaluation_graph(
@@ -218,7 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     ema = WeightEma(nn.get_parameters(), args.ema_decay) if args.ema_decay else None
     state = TrainingState(run_identity(args, config, rt.comm.size), rt.comm,
-                          build_solver(args, config), train_data, graph.mixup, ema)
+                          build_solver(args, config), train_data, graph.mixing, ema)
     if rt.comm.is_main:
         check_room_for_outputs(monitor_path)
     if checkpoint is not None:
@@ -252,8 +252,9 @@ def check_options(args: argparse.Namespace, config: TrainConfig, rt: Runtime) ->
     """Refuse combinations that cannot run, before any work."""
     if args.channel_last and rt.backend == "cpu":
         raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
-    if config.mixup > 0 and args.batch_size % 2:
-        raise UsageError(f"{config.source}: mixup pairs sample i with sample B-1-i and needs "
+    if (config.mixup > 0 or config.cutmix > 0) and args.batch_size % 2:
+        raise UsageError(f"{config.source}: mixup and CutMix pair sample i with sample B-1-i "
+                         "and need "
                          f"an even --batch-size, got {args.batch_size}")
 
 
@@ -417,8 +418,8 @@ def validate(training: Training, done: int) -> None:
     --recompute-bn), and the EMA weights too with --ema-decay."""
     validator, comm, graph, epoch = training.validator, training.comm, training.graph, done - 1
     if validator.bn_data is not None:
-        if graph.mixup is not None:
-            graph.mixup.lam.d = 1.0  # statistics of the unmixed images
+        if graph.mixing is not None:
+            graph.mixing.unmix()  # statistics of the plain images
         nn.seed(iteration_seed(training.args.seed, comm.rank, done, -1))
         feeds = training_feeds(validator.bn_data, done, training.args.recompute_bn, graph.image)
         recompute_batch_norm(graph.logits, feeds, comm)

@@ -270,3 +270,15 @@ def test_augmentation_mistakes_are_named(tmp_path, section, message):
     path = write(tmp_path, COSINE + "augmentation:\n" + section)
     with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
         load_config(path)
+
+
+def test_cutmix_and_the_switch_probability(tmp_path):
+    plain = load_config(write(tmp_path, COSINE))
+    assert (plain.cutmix, plain.mixup_switch_prob) == (0.0, 0.5)
+    assert "cutmix" not in plain.to_dict() and "mixup_switch_prob" not in plain.to_dict()
+    config = load_config(write(tmp_path, COSINE.replace("mixup: 0", "mixup: 0.2")
+                               + "cutmix: 1.0\nmixup_switch_prob: 0.3\n"))
+    assert (config.mixup, config.cutmix, config.mixup_switch_prob) == (0.2, 1.0, 0.3)
+    assert config.to_dict()["cutmix"] == 1.0
+    with pytest.raises(ConfigError, match="'mixup_switch_prob' must be in \\[0, 1\\]"):
+        load_config(write(tmp_path, COSINE + "mixup_switch_prob: 2\n"))

@@ -131,12 +131,12 @@ def test_the_tiny_imagenet_layout(tmp_path):
                                      "something else"]
 
 
-def test_train_py_runs_a_policy_and_crop_ranges_from_the_config(tmp_path):
+def test_train_py_runs_a_policy_crop_ranges_and_cutmix_from_the_config(tmp_path):
     lists = prepare(tmp_path)
     config = tmp_path / "policy.yaml"
     config.write_text((Path(__file__).resolve().parents[1] / "cfg" / "quickstart.yaml")
                       .read_text() + "augmentation:\n  random_area: [0.35, 1]\n"
-                                     "  policy: trivialaugment\n")
+                                     "  policy: trivialaugment\ncutmix: 1.0\n")
     monitor = tmp_path / "run"
     result = run_script("train.py", "-a", "mobilenet_v3_small", "-b", "4", "--spatial-size",
                         "32", "-e", "1", "-C", config, "--num-classes", "3",
@@ -144,4 +144,4 @@ def test_train_py_runs_a_policy_and_crop_ranges_from_the_config(tmp_path):
                         "-v", "0", "-m", monitor, "--dali-num-threads", "1", check=True)
     assert "finished 1 epochs" in result.stderr
     saved = (monitor / "cfg" / "policy.yaml").read_text()
-    assert "policy: trivialaugment" in saved and "- 0.35" in saved
+    assert "policy: trivialaugment" in saved and "- 0.35" in saved and "cutmix: 1.0" in saved

@@ -22,7 +22,7 @@ and no partial output file; <list> and <n> are the list file and its line.
 | train.py | --model-load-path, cut .h5 | 2: <h5>: not a readable NNabla parameter file (...) |
 | train.py | malformed YAML | 2: <yaml>: malformed YAML at line 2, column 9: ... |
 | train.py | unknown config key | 2: <yaml>: unknown key 'momentumm' ... 'momentum'? ... |
-| train.py | odd -b, mixup config | 2: <yaml>: mixup ... needs an even --batch-size, got 7 |
+| train.py | odd -b, mixup config | 2: <yaml>: mixup ... need an even --batch-size, got 7 |
 | validation.py | truncated / garbage / empty | 2: cannot decode <file> (line <n> of <list>): ... |
 | validation.py | listed file missing | 2: <list>:<n>: file not found: <file> |
 | validation.py | class id out of range | 2: <list>:<n>: class id 10 out of range (0..9) |
@@ -650,7 +650,8 @@ BAD_INPUTS = [
      ["{unknown_key}: unknown key 'momentumm'", "did you mean 'momentum'?"]),
     ("train-odd-batch-with-mixup",
      lambda b, w: _train(b, w, "mx", config="mixup", batch=7), 2,
-     ["{mixup}: mixup pairs sample i with sample B-1-i and needs an even --batch-size, got 7"]),
+     ["{mixup}: mixup and CutMix pair sample i with sample B-1-i and need an even "
+      "--batch-size, got 7"]),
     ("validation-truncated-jpeg", lambda b, w: _validation(b, w, "truncated"), 2,
      ["cannot decode {root}/truncated.JPEG (line 8 of {list:truncated})"]),
     ("validation-garbage-jpeg", lambda b, w: _validation(b, w, "garbage"), 2,

@@ -98,12 +98,11 @@ def test_a_checkpoint_from_before_the_refactor_restores_every_part(inputs):
     files = read_file_list(str(inputs / "train_label"), str(DEMO_TRAIN))
     data = ImageBatches(files, 4, training=True, spatial_size=32, rank=1, num_ranks=2)
     nn.seed(0)
-    graph = build_training_graph("mobilenet_v3_small", data.image_shape, 2, False,
-                                 config.label_smoothing, config.mixup, comm.rank,
-                                 nn.get_current_context())
+    graph = build_training_graph("mobilenet_v3_small", data.image_shape, 2, False, config,
+                                 comm.rank, nn.get_current_context())
     solver = MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay)
     ema = WeightEma(nn.get_parameters(), 0.9)
-    state = TrainingState(identity, comm, solver, data, graph.mixup, ema)
+    state = TrainingState(identity, comm, solver, data, graph.mixing, ema)
 
     state.resume(checkpoint)
 
@@ -116,7 +115,7 @@ def test_a_checkpoint_from_before_the_refactor_restores_every_part(inputs):
                                           if k.startswith("solver/"))
     for key, value in saved_solver.items():
         np.testing.assert_array_equal(value, arrays[f"solver/{key}"], err_msg=key)
-    mixup = graph.mixup.state_dict()
+    mixup = graph.mixing.state_dict()
     np.testing.assert_array_equal(mixup["key"], arrays["extra/mixup_rng_1"])
     assert mixup["position"] == OLD["meta"]["mixup_rng_pos"][1]
     for name, value in ema.state_dict().items():

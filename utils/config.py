@@ -3,6 +3,8 @@
 The key layout is the official one, so configs written for the official example load:
 
     weight_decay, momentum, epochs, label_smoothing, loss_scaling, mixup: numbers
+    cutmix: 0, mixup_switch_prob: 0.5   # optional, ours: CutMix's alpha, and with both on
+                                        # the probability that a batch is a CutMix one
     lr_scheduler:
       type: EpochStepLearningRateScheduler | EpochCosineLearningRateScheduler
             (the short forms EpochStep / EpochCosine are accepted)
@@ -32,6 +34,7 @@ import yaml
 
 from .atomic import atomic_write_text
 from .augmentation import OFFICIAL, POLICIES, Augmentation
+from .batch_mixing import DEFAULT_SWITCH_PROB
 from .errors import UserError
 from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig
 
@@ -57,6 +60,8 @@ class TrainConfig:
     mixup: float
     lr_scheduler: SchedulerConfig
     augmentation: Augmentation = OFFICIAL
+    cutmix: float = 0.0
+    mixup_switch_prob: float = DEFAULT_SWITCH_PROB
     source: str = field(default="", compare=False)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -71,6 +76,9 @@ class TrainConfig:
                 "per_iteration": self.lr_scheduler.per_iteration,
             },
         }
+        for name, (_, default) in _OPTIONAL_TOP_LEVEL.items():  # ours: only when set
+            if getattr(self, name) != default:
+                data[name] = getattr(self, name)
         if self.augmentation != OFFICIAL:  # (absent from the official recipes and runs)
             data["augmentation"] = {k: list(v) if isinstance(v, tuple) else v
                                     for k, v in dataclasses.asdict(self.augmentation).items()}
@@ -145,6 +153,11 @@ _TOP_LEVEL: Dict[str, _Rule] = {
     "label_smoothing": (_float, lambda v: 0 <= v < 1, "in [0, 1)"),
     "loss_scaling": (_float, lambda v: v > 0, "> 0"),
     "mixup": (_float, lambda v: v >= 0, ">= 0 (0 disables mixup)"),
+}
+# Ours, absent from the official recipes: (rule, default).
+_OPTIONAL_TOP_LEVEL: Dict[str, Tuple[_Rule, Any]] = {
+    "cutmix": ((_float, lambda v: v >= 0, ">= 0 (0 disables CutMix)"), 0.0),
+    "mixup_switch_prob": ((_float, lambda v: 0 <= v <= 1, "in [0, 1]"), DEFAULT_SWITCH_PROB),
 }
 _SCHEDULER_KEYS = ("type", "args", "per_iteration")
 _ARGS: Dict[str, _Rule] = {
@@ -254,7 +267,8 @@ def _parse(data: Any, epochs_override: Optional[int]) -> Dict[str, Any]:
     if data is None:
         raise _Invalid("the config is empty")
     data = _mapping(data, "the config")
-    _reject_unknown(data, [*_TOP_LEVEL, "lr_scheduler", "augmentation"], "the top level")
+    _reject_unknown(data, [*_TOP_LEVEL, *_OPTIONAL_TOP_LEVEL, "lr_scheduler", "augmentation"],
+                    "the top level")
     if epochs_override is not None:
         data = {**data, "epochs": _check(_TOP_LEVEL, "epochs", epochs_override, "--epochs")}
     values: Dict[str, Any] = {}
@@ -264,6 +278,9 @@ def _parse(data: Any, epochs_override: Optional[int]) -> Dict[str, Any]:
         if key != "lr_scheduler":
             values[key] = _check(_TOP_LEVEL, key, data[key], key)
     values["lr_scheduler"] = _parse_scheduler(data["lr_scheduler"], values["epochs"])
+    for key, (rule, _) in _OPTIONAL_TOP_LEVEL.items():
+        if data.get(key) is not None:
+            values[key] = _check({key: rule}, key, data[key], key)
     if data.get("augmentation") is not None:
         values["augmentation"] = _parse_augmentation(data["augmentation"])
     return values

@@ -1,15 +1,15 @@
 """A training run's graph and its resumable state, as train.py's loop uses them.
 
-`build_training_graph` makes the network in training mode with its inputs, the (mixup)
-targets, the loss and the error count. `TrainingState` owns everything a resumed run needs to
-continue exactly as if it had never stopped; its `state_dict()` is what a checkpoint file
-stores and `load_state_dict()` restores it, the same keys in both directions:
+`build_training_graph` makes the network in training mode with its inputs, the (mixup or
+CutMix) targets, the loss and the error count. `TrainingState` owns everything a resumed run
+needs to continue exactly as if it had never stopped; its `state_dict()` is what a checkpoint
+file stores and `load_state_dict()` restores it, the same keys in both directions:
 
 - the parameters; batch-norm running statistics are each rank's own until the epoch ends
   (only gradients are averaged), so rank r > 0 keeps its statistics under `rank<r>/`;
 - the solver: momenta, update counters, loss scale;
 - the data position (epoch, iteration) with what it depends on;
-- each rank's mixup random stream;
+- each rank's mixup / CutMix random stream;
 - the weight EMA;
 - each rank's sums over the epoch so far, so a resumed epoch reports what an uninterrupted
   one would.
@@ -25,6 +25,7 @@ import numpy as np
 
 from models import build_network
 
+from .batch_mixing import MIXUP_SEED, BatchMixing
 from .checkpoint import (
     CheckpointError,
     checkpoint_name,
@@ -33,11 +34,11 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .comm import Communicator
+from .config import TrainConfig
 from .data import ImageBatches
 from .ema import WeightEma
 from .errors import TrainingDiverged
 from .losses import classification_loss, top_n_error_count
-from .mixup import MIXUP_SEED, Mixup
 from .optim import MomentumSolver
 
 # Where each part of the state is kept in a checkpoint (the format of the files written since
@@ -78,37 +79,39 @@ class TrainingGraph:
     logits: nn.Variable
     loss: nn.Variable  # mean over the valid samples, of the mixed targets under mixup
     error: nn.Variable  # number of valid samples whose top-1 class is wrong
-    mixup: Optional[Mixup]
+    mixing: Optional[BatchMixing]
 
     def feed(self, batch: Any) -> None:
-        """Put a `utils.data.Batch` into the inputs (and draw new mixup ratios)."""
+        """Put a `utils.data.Batch` into the inputs (and draw the next mixup or CutMix)."""
         batch.copy_to(self.image)
         self.label.d = batch.labels
         self.mask.d = batch.mask
-        if self.mixup is not None:
-            self.mixup.resample()
+        if self.mixing is not None:
+            self.mixing.resample()
 
 
 def build_training_graph(arch: str, image_shape: Tuple[int, ...], num_classes: int,
-                         channel_last: bool, label_smoothing: float, mixup_alpha: float,
-                         rank: int, float_ctx: Any) -> TrainingGraph:
-    """`arch` in training mode on images of `image_shape`; loss and error in float32.
+                         channel_last: bool, config: TrainConfig, rank: int, float_ctx: Any
+                         ) -> TrainingGraph:
+    """`arch` in training mode on images of `image_shape`, with the config's label smoothing,
+    mixup and CutMix; loss and error in float32.
 
     Building it creates the network's parameters (with the current `nn.seed`).
     """
     batch = image_shape[0]
     image, label, mask = nn.Variable(image_shape), nn.Variable((batch, 1)), nn.Variable((batch, 1))
-    mixup, inputs, target = None, image, label
-    if mixup_alpha > 0:
-        mixup = Mixup(mixup_alpha, batch, num_classes, seed=MIXUP_SEED + rank)
-        inputs, target = mixup.mix_inputs(image), mixup.mix_labels(label)
+    mixing, inputs, target = None, image, label
+    if config.mixup > 0 or config.cutmix > 0:
+        mixing = BatchMixing(config.mixup, config.cutmix, image_shape, num_classes,
+                             channel_last, MIXUP_SEED + rank, config.mixup_switch_prob)
+        inputs, target = mixing.mix_inputs(image), mixing.mix_labels(label)
     logits, _ = build_network(inputs, num_classes, arch, test=False, channel_last=channel_last)
     logits.persistent = True
     with nn.context_scope(float_ctx):
-        loss = classification_loss(logits, target, label_smoothing, weight=mask)
+        loss = classification_loss(logits, target, config.label_smoothing, weight=mask)
         error = top_n_error_count(logits, label, n=1, weight=mask)
     loss.persistent = error.persistent = True
-    return TrainingGraph(image, label, mask, logits, loss, error, mixup)
+    return TrainingGraph(image, label, mask, logits, loss, error, mixing)
 
 
 # --------------------------------------------------------------------------- the state
@@ -141,7 +144,7 @@ class TrainingState:
     comm: Communicator
     solver: MomentumSolver
     data: ImageBatches
-    mixup: Optional[Mixup] = None
+    mixing: Optional[BatchMixing] = None
     ema: Optional[WeightEma] = None
     sums: EpochSums = field(default_factory=EpochSums)
 
@@ -160,7 +163,7 @@ class TrainingState:
         gathered = self.comm.all_gather_object({
             "sums": self.sums.to_list(),
             "statistics": {k: v.d.copy() for k, v in running_statistics().items()},
-            "mixup": self.mixup.state_dict() if self.mixup is not None else None,
+            "mixup": self.mixing.state_dict() if self.mixing is not None else None,
         })
         for rank, part in enumerate(gathered):
             if rank > 0:
@@ -187,8 +190,8 @@ class TrainingState:
         for name, var in nn.get_parameters(grad_only=False).items():
             var.d = extra.get(own_statistics + name, state["params"][name])
         self.solver.load_state_dict(state["solver"])
-        if self.mixup is not None:
-            self.mixup.load_state_dict({"key": extra[MIXUP_KEY.format(rank=rank)],
+        if self.mixing is not None:
+            self.mixing.load_state_dict({"key": extra[MIXUP_KEY.format(rank=rank)],
                                         "position": meta[MIXUP_POSITION][rank]})
         if self.ema is not None:
             self.ema.load_state_dict({k[len(EMA_PREFIX):]: v for k, v in extra.items()

@@ -1,0 +1,127 @@
+"""Mixup (Zhang et al., 2018) and CutMix (Yun et al., 2019) inside the training graph, with
+the official example's pairing: each sample is mixed with its mirror in the batch (sample i
+with sample B-1-i).
+
+- Mixup: a ratio per sample from Beta(alpha, alpha) blends the two images and their one-hot
+  targets (`lam * x + (1 - lam) * mirror`).
+- CutMix: a box of the mirror image is pasted into each sample; the box's area fraction is
+  drawn as 1 - Beta(alpha, alpha), its centre uniformly (clipped at the borders, as timm's
+  `rand_bbox`), and the targets are weighted by the areas actually kept and pasted.
+- Both on: each batch is a CutMix batch with probability `switch_prob` (timm's
+  `mixup_switch_prob`), else a mixup batch.
+
+The mixed targets go through the same soft-target loss (`utils.losses`). Every draw comes from
+one NumPy RandomState seeded, as in the official example, with MIXUP_SEED + rank, which also
+draws once when the graph is built, so that the first training step uses the stream's second
+draw; with CutMix off the draws are exactly the official ones. The stream's state is part of a
+training checkpoint, so a resumed run mixes as the uninterrupted one would.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import nnabla as nn
+import nnabla.functions as F
+import numpy as np
+
+MIXUP_SEED = 726  # the official mixup RandomState seed is MIXUP_SEED + rank
+DEFAULT_SWITCH_PROB = 0.5  # timm's mixup_switch_prob
+
+
+def cutmix_boxes(lam: np.ndarray, height: int, width: int, rng: np.random.RandomState
+                 ) -> np.ndarray:
+    """(y0, y1, x0, x1) per sample: a box of about (1 - lam) of the image, centred uniformly
+    and clipped at the borders."""
+    cut = np.sqrt(1.0 - lam)
+    cut_h, cut_w = (cut * height).astype(int), (cut * width).astype(int)
+    cy = rng.randint(0, height, size=lam.shape)
+    cx = rng.randint(0, width, size=lam.shape)
+    return np.stack([np.clip(cy - cut_h // 2, 0, height), np.clip(cy + cut_h // 2, 0, height),
+                     np.clip(cx - cut_w // 2, 0, width), np.clip(cx + cut_w // 2, 0, width)],
+                    axis=1)
+
+
+class BatchMixing:
+    """Mixes a batch with its mirror in the graph: call `resample()` before every iteration.
+
+    Without CutMix the image weight is `lam` (B, 1, 1, 1), one Beta draw per sample. With
+    CutMix the image weight is a map `keep` (B, 1, H, W) or (B, H, W, 1) (the share of each
+    pixel taken from the sample itself) and the targets' weight `lam` (B, 1, 1, 1) is its mean
+    per sample. Score the error against the original labels.
+    """
+
+    def __init__(self, mixup_alpha: float, cutmix_alpha: float, image_shape: Tuple[int, ...],
+                 num_classes: int, channel_last: bool = False, seed: int = MIXUP_SEED,
+                 switch_prob: float = DEFAULT_SWITCH_PROB):
+        if mixup_alpha < 0 or cutmix_alpha < 0 or not mixup_alpha + cutmix_alpha > 0:
+            raise ValueError(f"mixup and cutmix alphas must be >= 0 and one > 0, got "
+                             f"{mixup_alpha}, {cutmix_alpha}")
+        batch_size = image_shape[0]
+        if batch_size % 2:
+            raise ValueError(f"mixup pairs sample i with sample B-1-i and needs an even batch "
+                             f"size, got {batch_size}")
+        self.mixup_alpha, self.cutmix_alpha, self.switch_prob = (mixup_alpha, cutmix_alpha,
+                                                                 switch_prob)
+        self.batch_size, self.num_classes, self.channel_last = (batch_size, num_classes,
+                                                                channel_last)
+        self.height, self.width = image_shape[1:3] if channel_last else image_shape[2:4]
+        self.rng = np.random.RandomState(seed)
+        self.lam = nn.Variable((batch_size, 1, 1, 1), need_grad=False)
+        self.keep = None
+        if cutmix_alpha > 0:
+            self.keep = nn.Variable((batch_size, self.height, self.width, 1) if channel_last
+                                    else (batch_size, 1, self.height, self.width),
+                                    need_grad=False)
+        self.resample()  # as the official graph does once when built: step 1 uses draw 2
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The random stream: its MT19937 key and [position, has_gauss, gauss]."""
+        _, key, position, has_gauss, gauss = self.rng.get_state()
+        return {"key": key, "position": [int(position), int(has_gauss), float(gauss)]}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        position, has_gauss, gauss = state["position"]
+        self.rng.set_state(("MT19937", np.asarray(state["key"], np.uint32), int(position),
+                            int(has_gauss), float(gauss)))
+
+    def resample(self) -> np.ndarray:
+        """Draw the next batch's mixing into the inputs; return the targets' weights."""
+        cutmix = self.cutmix_alpha > 0 and (
+            self.mixup_alpha <= 0 or self.rng.random_sample() < self.switch_prob)
+        if not cutmix:
+            lam = self.rng.beta(self.mixup_alpha, self.mixup_alpha, size=self.lam.shape)
+            self.lam.d = lam
+            if self.keep is not None:
+                self.keep.d = np.ascontiguousarray(
+                    np.broadcast_to(lam.reshape(-1, 1, 1, 1), self.keep.shape))
+            return self.lam.d
+        lam = self.rng.beta(self.cutmix_alpha, self.cutmix_alpha, size=self.batch_size)
+        keep = np.ones((self.batch_size, self.height, self.width), np.float32)
+        for sample, (y0, y1, x0, x1) in enumerate(cutmix_boxes(lam, self.height, self.width,
+                                                               self.rng)):
+            keep[sample, y0:y1, x0:x1] = 0.0
+        self.keep.d = keep[..., None] if self.channel_last else keep[:, None]
+        self.lam.d = keep.mean(axis=(1, 2)).reshape(self.lam.shape)
+        return self.lam.d
+
+    def unmix(self) -> None:
+        """Leave the next batch as it is (batch-norm statistics of the plain images)."""
+        self.lam.d = 1.0
+        if self.keep is not None:
+            self.keep.d = 1.0
+
+    def _lam_for(self, x: nn.Variable) -> nn.Variable:
+        if x.shape[0] != self.batch_size:
+            raise ValueError(f"mixing built for batch {self.batch_size}, got {x.shape}")
+        return F.reshape(self.lam, (self.batch_size,) + (1,) * (x.ndim - 1), inplace=False)
+
+    def mix_inputs(self, x: nn.Variable) -> nn.Variable:
+        """`w * x + (1 - w) * reversed(x)` over the batch axis, `w` the image weight."""
+        weight = self._lam_for(x) if self.keep is None else self.keep
+        return weight * x + (1 - weight) * F.flip(x, axes=[0])
+
+    def mix_labels(self, label: nn.Variable) -> nn.Variable:
+        """Soft targets (B, K) from class indices (B, 1), weighted like the images."""
+        lam = self._lam_for(label)
+        one_hot = F.one_hot(label, (self.num_classes,))
+        return lam * one_hot + (1 - lam) * F.flip(one_hot, axes=[0])
