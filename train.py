@@ -41,7 +41,7 @@ from utils.ema import WeightEma
 from utils.errors import UsageError
 from utils.evaluation import EvaluationGraph, build_evaluation_graph, evaluate, record
 from utils.file_list import read_file_list
-from utils.lr_schedules import LearningRateSchedule, build_schedule, solver_learning_rate
+from utils.lr_schedules import LearningRateSchedule, build_schedule
 from utils.monitor import VALIDATION_EMA, TrainingMonitors
 from utils.optim import MomentumSolver
 from utils.plots import plot_monitor
@@ -51,9 +51,12 @@ from utils.training import (
     EpochSums,
     TrainingGraph,
     TrainingState,
+    accumulate_gradients,
+    apply_update,
     build_training_graph,
     diverged,
     iteration_seed,
+    update_group,
 )
 from utils.watchdog import heartbeat, start_watchdog
 from utils.weights import load_into_network, network_parameters, write_parameters
@@ -90,6 +93,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("-b", "--batch-size", type=int, default=128,
                    help="batch size per process; the global batch is this times the ranks "
                         "(default: %(default)s)")
+    g.add_argument("--accumulate-steps", type=cli.positive_int, default=1, metavar="N",
+                   help="sum the gradients of N batches before one all-reduce and one update: "
+                        "the step is that of a global batch of b x ranks x N, the learning "
+                        "rate follows it (default: %(default)s)")
     g.add_argument("-e", "--epochs", type=int, default=None,
                    help="number of epochs (overrides the config's epochs)")
     g.add_argument("-C", "--train-config", default=DEFAULT_CONFIG,
@@ -151,6 +158,8 @@ def run_identity(args: argparse.Namespace, config: TrainConfig, num_ranks: int) 
         "finetune": args.finetune,
         "seed": args.seed,
         "ema_decay": args.ema_decay,
+        # (only when used: the identity of runs from before the option stays as it was)
+        **({"accumulate_steps": args.accumulate_steps} if args.accumulate_steps > 1 else {}),
     }
 
 
@@ -228,6 +237,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if rt.comm.is_main:
         write_run_description(monitor_path, args, config)
     start_epoch = state.position[0]
+    rt.log(describe_batch(args, rt.comm.size, train_data.iterations_per_epoch))
     training = Training(args, config, rt, monitor_path, checkpoints, graph,
               build_schedule(config.lr_scheduler, train_data.iterations_per_epoch), state,
               TrainingMonitors(monitor_path, rt.comm.is_main, start_epoch), validator, stop)
@@ -292,6 +302,15 @@ def build_datasets(args: argparse.Namespace, config: TrainConfig, rt: Runtime
     return train, val, bn
 
 
+def describe_batch(args: argparse.Namespace, ranks: int, iterations: int) -> str:
+    """The start-up line: batch, ranks, accumulation, the images per update."""
+    steps = args.accumulate_steps
+    return (f"batch {args.batch_size} per rank x {ranks} rank(s)"
+            + (f" x {steps} accumulated batches" if steps > 1 else "")
+            + f" = {args.batch_size * ranks * steps} images per update; {iterations} "
+              "iterations per epoch")
+
+
 def find_checkpoint(checkpoints: str, required: bool, rt: Runtime) -> Optional[Checkpoint]:
     """The newest intact checkpoint of this monitor path (damaged ones are named), if any."""
     checkpoint, skipped = latest_checkpoint(checkpoints)
@@ -340,23 +359,23 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
     """Train `epoch` from where the state stands; False if a stop signal ended it early (the
     run is then checkpointed mid-epoch)."""
     graph, state, comm = training.graph, training.state, training.comm
-    solver, data = state.solver, state.data
+    solver, data, steps = state.solver, state.data, training.args.accumulate_steps
     global_batch = training.args.batch_size * comm.size
     bar = Progress(comm, data.iterations_per_epoch, f"epoch {epoch}",
                    initial=state.position[1], images_per_iteration=global_batch)
     for batch in data.epoch(epoch):
-        lr = training.schedule(epoch, batch.iteration)
-        solver.set_learning_rate(solver_learning_rate(lr, global_batch))
+        first, last, group = update_group(batch.iteration, data.iterations_per_epoch, steps)
+        if first:
+            lr = training.schedule(epoch, batch.iteration)
+            solver.zero_grad()
         graph.feed(batch)
         nn.seed(iteration_seed(training.args.seed, comm.rank, epoch, batch.iteration))
-        solver.zero_grad()
-        nn.forward_all([graph.loss, graph.error], clear_no_need_grad=True)
-        graph.loss.backward(solver.loss_scale, clear_buffer=True)
-        comm.all_reduce_gradients(solver.parameters())
-        updated = solver.update()
-        if state.ema is not None and updated:
-            state.ema.update()
-        loss, wrong = float(graph.loss.d), float(graph.error.d)
+        loss, wrong = accumulate_gradients(graph, solver, group)
+        updated = True
+        if last:
+            updated = apply_update(solver, comm, lr, global_batch * group)
+            if state.ema is not None and updated:
+                state.ema.update()
         state.sums.add(loss * batch.num_valid, wrong, batch.num_valid, not updated)
         # One collective per step: did any rank get a stop signal or a non-finite loss?
         # (Loss scaling cannot fix a non-finite loss: it only scales the gradients.)
@@ -366,12 +385,14 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
                            f"{batch.iteration}", training.checkpoints)
         bar.update(loss=loss, error=wrong / max(batch.num_valid, 1), lr=lr)
         heartbeat()
-        if stop_now and batch.iteration + 1 < data.iterations_per_epoch:
+        # A stop takes effect after an update, so no accumulated gradient is lost.
+        if stop_now and last and batch.iteration + 1 < data.iterations_per_epoch:
             bar.close()
             state.check_finite(training.checkpoints)
             path = state.save(training.checkpoints, training.args.keep_checkpoints)
-            training.rt.log(f"stopped by {training.stop.describe()} at epoch {epoch}, iteration "
-                       f"{batch.iteration + 1}; saved {path}; run the same command to resume")
+            training.rt.log(f"stopped by {training.stop.describe()} at epoch {epoch}, "
+                            f"iteration {batch.iteration + 1}; saved {path}; run the same "
+                            "command to resume")
             return False
     bar.close()  # a stop at the epoch's last iteration ends the epoch first
     return True

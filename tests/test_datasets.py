@@ -145,3 +145,16 @@ def test_train_py_runs_a_policy_crop_ranges_and_cutmix_from_the_config(tmp_path)
     assert "finished 1 epochs" in result.stderr
     saved = (monitor / "cfg" / "policy.yaml").read_text()
     assert "policy: trivialaugment" in saved and "- 0.35" in saved and "cutmix: 1.0" in saved
+
+
+def test_train_py_accumulates_gradients(tmp_path):
+    lists = prepare(tmp_path)
+    result = run_script("train.py", "-a", "mobilenet_v3_small", "-b", "4", "--spatial-size",
+                        "32", "-e", "1", "-C", "cfg/quickstart.yaml", "--num-classes", "3",
+                        "-T", tmp_path / "train", "--train-list", lists / "train_label",
+                        "-v", "0", "-m", tmp_path / "run", "--dali-num-threads", "1",
+                        "--accumulate-steps", "2", check=True)
+    # 18 images: 5 iterations of 4, updates of 2 batches (the last of 1)
+    assert "batch 4 per rank x 1 rank(s) x 2 accumulated batches = 8 images per update; " \
+           "5 iterations per epoch" in result.stderr
+    assert "finished 1 epochs" in result.stderr

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 import nnabla as nn
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
 import numpy as np
 import pytest
 from conftest import DATA_DIR
@@ -30,9 +32,19 @@ from utils.config import load_config
 from utils.data import ImageBatches
 from utils.ema import WeightEma
 from utils.file_list import read_file_list
+from utils.losses import classification_loss, top_n_error_count
+from utils.lr_schedules import solver_learning_rate
 from utils.monitor import read_series, series_path
 from utils.optim import MomentumSolver
-from utils.training import EpochSums, TrainingState, build_training_graph
+from utils.training import (
+    EpochSums,
+    TrainingGraph,
+    TrainingState,
+    accumulate_gradients,
+    apply_update,
+    build_training_graph,
+    update_group,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TRAIN = REPO / "data" / "demo" / "train"
@@ -141,3 +153,44 @@ def test_train_py_resumes_a_checkpoint_from_before_the_refactor(inputs):
     assert sorted(final.params) == sorted(k[len("param/"):] for k in old_arrays()
                                           if k.startswith("param/"))
     assert (monitor / "param_002.h5").exists() and (monitor / "param_ema_002.h5").exists()
+
+
+def test_update_groups():
+    # 7 iterations, updates of 3 batches: [0 1 2] [3 4 5] [6]
+    groups = [update_group(i, 7, 3) for i in range(7)]
+    assert groups == [(True, False, 3), (False, False, 3), (False, True, 3),
+                      (True, False, 3), (False, False, 3), (False, True, 3), (True, True, 1)]
+    assert all(update_group(i, 5, 1) == (True, True, 1) for i in range(5))
+
+
+def test_two_accumulated_batches_make_the_update_of_one_batch_twice_as_large():
+    """On a network without batch norm: --accumulate-steps 2 with batch b equals one step with
+    batch 2b, learning rate included."""
+    rng = np.random.RandomState(0)
+    images = rng.randn(8, 6).astype(np.float32)
+    labels = rng.randint(0, 3, size=(8, 1))
+
+    def one_update(batches: int) -> Tuple[Dict[str, np.ndarray], float]:
+        nn.clear_parameters()
+        nn.seed(1)
+        size = 8 // batches
+        image, label, mask = nn.Variable((size, 6)), nn.Variable((size, 1)), nn.Variable((size, 1))
+        logits = PF.affine(F.tanh(PF.affine(image, 5, name="hidden")), 3, name="out")
+        graph = TrainingGraph(image, label, mask, logits,
+                              classification_loss(logits, label, 0.1, weight=mask),
+                              top_n_error_count(logits, label, 1, weight=mask), None)
+        solver = MomentumSolver(nn.get_parameters(), 0.9, 1e-4)
+        solver.zero_grad()
+        for i in range(batches):
+            image.d, label.d, mask.d = images[i * size:(i + 1) * size], \
+                labels[i * size:(i + 1) * size], 1
+            accumulate_gradients(graph, solver, batches)
+        assert apply_update(solver, Communicator(), 0.01, 8)
+        return {k: v.d.copy() for k, v in nn.get_parameters().items()}, solver.learning_rate
+
+    whole, rate = one_update(1)
+    accumulated, accumulated_rate = one_update(2)
+    assert accumulated_rate == rate == solver_learning_rate(0.01, 8)
+    for name, value in whole.items():
+        np.testing.assert_allclose(accumulated[name], value, rtol=1e-5, atol=1e-7,
+                                   err_msg=name)

@@ -39,6 +39,7 @@ from .data import ImageBatches
 from .ema import WeightEma
 from .errors import TrainingDiverged
 from .losses import classification_loss, top_n_error_count
+from .lr_schedules import solver_learning_rate
 from .optim import MomentumSolver
 
 # Where each part of the state is kept in a checkpoint (the format of the files written since
@@ -112,6 +113,34 @@ def build_training_graph(arch: str, image_shape: Tuple[int, ...], num_classes: i
         error = top_n_error_count(logits, label, n=1, weight=mask)
     loss.persistent = error.persistent = True
     return TrainingGraph(image, label, mask, logits, loss, error, mixing)
+
+
+def update_group(iteration: int, iterations: int, steps: int) -> Tuple[bool, bool, int]:
+    """(first, last, size) of the update `iteration` belongs to, with gradients accumulated
+    over `steps` batches: groups start at the epoch's first iteration, the epoch's last group
+    may be shorter."""
+    start = iteration - iteration % steps
+    size = min(steps, iterations - start)
+    return iteration == start, iteration == start + size - 1, size
+
+
+def accumulate_gradients(graph: TrainingGraph, solver: MomentumSolver, group_size: int
+                         ) -> Tuple[float, float]:
+    """Forward and backward of the batch in the inputs, adding 1/group_size of its (scaled)
+    gradients to the accumulated ones (NNabla adds over backward calls until `zero_grad`);
+    return its loss and wrong count."""
+    nn.forward_all([graph.loss, graph.error], clear_no_need_grad=True)
+    graph.loss.backward(solver.loss_scale / group_size, clear_buffer=True)
+    return float(graph.loss.d), float(graph.error.d)
+
+
+def apply_update(solver: MomentumSolver, comm: Communicator, lr_per_example: float,
+                 examples: int) -> bool:
+    """All-reduce the accumulated gradients and step for `examples` images in all; False
+    when the step was skipped (a gradient overflowed under dynamic loss scaling)."""
+    comm.all_reduce_gradients(solver.parameters())
+    solver.set_learning_rate(solver_learning_rate(lr_per_example, examples))
+    return solver.update()
 
 
 # --------------------------------------------------------------------------- the state
