@@ -244,6 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
+        set_training_resolution(training, epoch)
         if not train_one_epoch(training, epoch):
             return PREEMPTED_EXIT_STATUS
         path = end_of_epoch(training, epoch, started)
@@ -353,6 +354,25 @@ def write_run_description(path: str, args: argparse.Namespace, config: TrainConf
 
 
 # --------------------------------------------------------------------------- the epoch
+
+
+def set_training_resolution(training: Training, epoch: int) -> None:
+    """With progressive resizing, train `epoch` at its resolution: the training batches (and
+    those of --recompute-bn) and graph are rebuilt when it changes; parameters, solver, data
+    position and mixing stream carry over."""
+    resizing, state, args = training.config.progressive_resizing, training.state, training.args
+    if resizing is None:
+        return
+    size = resizing.resolution(epoch)
+    if state.data.spatial_size != (size, size):
+        state.data = state.data.resized(size)
+        training.graph = build_training_graph(
+            args.arch, state.data.image_shape, args.num_classes, args.channel_last,
+            training.config, training.comm.rank, training.rt.float_ctx, training.graph)
+        state.mixing = training.graph.mixing
+        if training.validator is not None and training.validator.bn_data is not None:
+            training.validator.bn_data = training.validator.bn_data.resized(size)
+    training.rt.log(f"epoch {epoch}: training at {size}x{size}")
 
 
 def train_one_epoch(training: Training, epoch: int) -> bool:

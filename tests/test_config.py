@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.augmentation import Augmentation
+from utils.augmentation import Augmentation, ProgressiveResizing
 from utils.config import ConfigError, TrainConfig, load_config, save_config
 from utils.lr_schedules import EpochCosineSchedule, EpochStepSchedule
 
@@ -282,3 +282,17 @@ def test_cutmix_and_the_switch_probability(tmp_path):
     assert config.to_dict()["cutmix"] == 1.0
     with pytest.raises(ConfigError, match="'mixup_switch_prob' must be in \\[0, 1\\]"):
         load_config(write(tmp_path, COSINE + "mixup_switch_prob: 2\n"))
+
+
+def test_progressive_resizing(tmp_path):
+    config = load_config(write(tmp_path, COSINE + "progressive_resizing: {start: 160, end: 224, "
+                                                  "start_epoch: 10, end_epoch: 70}\n"))
+    resizing = config.progressive_resizing
+    assert [resizing.resolution(e) for e in (0, 10, 25, 40, 55, 70, 89)] == \
+        [160, 160, 192, 192, 224, 224, 224]  # multiples of 32: 176 -> 192, 208 -> 224
+    assert config.to_dict()["progressive_resizing"]["end_epoch"] == 70
+    assert ProgressiveResizing(16, 40, 0, 3).resolution(1) == 24  # multiples of 8 below 64
+    assert load_config(write(tmp_path, COSINE)).progressive_resizing is None
+    with pytest.raises(ConfigError, match="needs 0 <= start_epoch <= end_epoch"):
+        load_config(write(tmp_path, COSINE + "progressive_resizing: {start: 160, end: 224, "
+                                             "start_epoch: 10, end_epoch: 5}\n"))

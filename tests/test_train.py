@@ -364,6 +364,31 @@ def test_resume_after_sigterm_mid_epoch_is_exact(setup, mixup_reference, tmp_pat
     assert_resumes_exactly(args, monitor / "checkpoints" / stop, mixup_reference, monitor)
 
 
+def test_modern_options_resume_exactly_across_a_resolution_change(setup, tmp_path):
+    """CutMix with mixup, a TrivialAugment policy and progressive resizing 16 -> 32 px over
+    epochs 0-2: stopped mid-epoch 1 (24 px) and resumed, the run equals an uninterrupted one."""
+    config = tmp_path / "modern.yaml"
+    config.write_text(CONFIG.format(epochs=EPOCHS, mixup=0.2, base_lr=0.0005)
+                      + "cutmix: 1.0\naugmentation:\n  policy: trivialaugment\n"
+                        "progressive_resizing: {start: 16, end: 32, start_epoch: 0, "
+                        "end_epoch: 2}\n")
+    reference = tmp_path / "reference"
+    result = run_train(*train_args(setup, reference, config=config))
+    assert result.returncode == 0, result.stderr
+    for epoch, size in enumerate((16, 24, 32)):
+        assert f"epoch {epoch}: training at {size}x{size}" in result.stderr
+    monitor = tmp_path / "stopped"
+    args = train_args(setup, monitor, config=config)
+    log = tmp_path / "first.log"
+    process = start_train(args, log)
+    wait_for(epoch_bar_shown(log, 1), process, "epoch 1")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(TIMEOUT) == PREEMPTED, log.read_text()
+    stop = checkpoint_names(monitor)[0]
+    assert re.fullmatch(r"checkpoint_e0001_i0*[1-9]\d*\.npz", stop), stop  # mid-epoch 1
+    assert_resumes_exactly(args, monitor / "checkpoints" / stop, reference, monitor)
+
+
 def test_resume_after_kill_9_is_exact(setup, mixup_reference, tmp_path):
     """Killed during epoch 1 after the epoch-0 checkpoint: epoch 1 is redone from its start."""
     monitor = tmp_path / "killed"

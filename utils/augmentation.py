@@ -109,3 +109,26 @@ def apply_policy(images: Any, augmentation: Augmentation) -> Any:
     if augmentation.policy == "autoaugment":
         return auto_augment.auto_augment_image_net(images)
     raise ValueError(f"unknown policy {augmentation.policy!r}; choose from {POLICIES}")
+
+
+@dataclass(frozen=True)
+class ProgressiveResizing:
+    """Training resolution growing linearly from `start` to `end` pixels between epochs
+    `start_epoch` and `end_epoch` (FFCV's progressive resizing), then staying at `end`."""
+
+    start: int
+    end: int
+    start_epoch: int
+    end_epoch: int
+
+    def resolution(self, epoch: int) -> int:
+        """The training input size of `epoch`: a multiple of 32 (of 8 below 64 pixels)."""
+        if epoch <= self.start_epoch or self.end_epoch <= self.start_epoch:
+            size = float(self.start if epoch <= self.start_epoch else self.end)
+        elif epoch >= self.end_epoch:
+            size = float(self.end)
+        else:
+            done = (epoch - self.start_epoch) / (self.end_epoch - self.start_epoch)
+            size = self.start + (self.end - self.start) * done
+        step = 32 if size >= 64 else 8
+        return max(step, int(size / step + 0.5) * step)  # halves round up

@@ -18,7 +18,7 @@ training checkpoint, so a resumed run mixes as the uninterrupted one would.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import nnabla as nn
 import nnabla.functions as F
@@ -47,12 +47,14 @@ class BatchMixing:
     Without CutMix the image weight is `lam` (B, 1, 1, 1), one Beta draw per sample. With
     CutMix the image weight is a map `keep` (B, 1, H, W) or (B, H, W, 1) (the share of each
     pixel taken from the sample itself) and the targets' weight `lam` (B, 1, 1, 1) is its mean
-    per sample. Score the error against the original labels.
+    per sample. Score the error against the original labels. `rng`: the stream of the mixing
+    this one replaces (the graph rebuilt at another resolution); it draws on from there.
     """
 
     def __init__(self, mixup_alpha: float, cutmix_alpha: float, image_shape: Tuple[int, ...],
                  num_classes: int, channel_last: bool = False, seed: int = MIXUP_SEED,
-                 switch_prob: float = DEFAULT_SWITCH_PROB):
+                 switch_prob: float = DEFAULT_SWITCH_PROB,
+                 rng: Optional[np.random.RandomState] = None):
         if mixup_alpha < 0 or cutmix_alpha < 0 or not mixup_alpha + cutmix_alpha > 0:
             raise ValueError(f"mixup and cutmix alphas must be >= 0 and one > 0, got "
                              f"{mixup_alpha}, {cutmix_alpha}")
@@ -65,14 +67,15 @@ class BatchMixing:
         self.batch_size, self.num_classes, self.channel_last = (batch_size, num_classes,
                                                                 channel_last)
         self.height, self.width = image_shape[1:3] if channel_last else image_shape[2:4]
-        self.rng = np.random.RandomState(seed)
+        self.rng = np.random.RandomState(seed) if rng is None else rng
         self.lam = nn.Variable((batch_size, 1, 1, 1), need_grad=False)
         self.keep = None
         if cutmix_alpha > 0:
             self.keep = nn.Variable((batch_size, self.height, self.width, 1) if channel_last
                                     else (batch_size, 1, self.height, self.width),
                                     need_grad=False)
-        self.resample()  # as the official graph does once when built: step 1 uses draw 2
+        if rng is None:  # as the official graph does once when built: step 1 uses draw 2
+            self.resample()
 
     def state_dict(self) -> Dict[str, Any]:
         """The random stream: its MT19937 key and [position, has_gauss, gauss]."""

@@ -10,6 +10,7 @@ The key layout is the official one, so configs written for the official example 
             (the short forms EpochStep / EpochCosine are accepted)
       args: the schedule's arguments (see utils.lr_schedules), e.g. base_lr, warmup_epochs
       per_iteration: false   # optional, ours: evaluate the schedule at fractional epochs
+    progressive_resizing: {start: 128, end: 224, start_epoch: 0, end_epoch: 80}  # optional
     augmentation:            # optional, ours (defaults: the official augmentation)
       random_area: [0.08, 1.0]          # of the random-resized crop
       random_aspect_ratio: [0.75, 1.333]
@@ -33,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Unio
 import yaml
 
 from .atomic import atomic_write_text
-from .augmentation import OFFICIAL, POLICIES, Augmentation
+from .augmentation import OFFICIAL, POLICIES, Augmentation, ProgressiveResizing
 from .batch_mixing import DEFAULT_SWITCH_PROB
 from .errors import UserError
 from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig
@@ -62,6 +63,7 @@ class TrainConfig:
     augmentation: Augmentation = OFFICIAL
     cutmix: float = 0.0
     mixup_switch_prob: float = DEFAULT_SWITCH_PROB
+    progressive_resizing: Optional[ProgressiveResizing] = None
     source: str = field(default="", compare=False)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -79,6 +81,8 @@ class TrainConfig:
         for name, (_, default) in _OPTIONAL_TOP_LEVEL.items():  # ours: only when set
             if getattr(self, name) != default:
                 data[name] = getattr(self, name)
+        if self.progressive_resizing is not None:
+            data["progressive_resizing"] = dataclasses.asdict(self.progressive_resizing)
         if self.augmentation != OFFICIAL:  # (absent from the official recipes and runs)
             data["augmentation"] = {k: list(v) if isinstance(v, tuple) else v
                                     for k, v in dataclasses.asdict(self.augmentation).items()}
@@ -263,12 +267,28 @@ def _parse_augmentation(section: Any) -> Augmentation:
     return Augmentation(**values)
 
 
+def _parse_resizing(section: Any) -> ProgressiveResizing:
+    section = _mapping(section, "'progressive_resizing'")
+    names = [f.name for f in dataclasses.fields(ProgressiveResizing)]
+    _reject_unknown(section, names, "'progressive_resizing'")
+    values = {}
+    for name in names:
+        if section.get(name) is None:
+            raise _Invalid(f"missing or empty required key 'progressive_resizing.{name}'")
+        values[name] = _int(section[name], f"progressive_resizing.{name}")
+    if min(values["start"], values["end"]) < 8:
+        raise _Invalid("'progressive_resizing' sizes must be >= 8 pixels")
+    if not 0 <= values["start_epoch"] <= values["end_epoch"]:
+        raise _Invalid("'progressive_resizing' needs 0 <= start_epoch <= end_epoch")
+    return ProgressiveResizing(**values)
+
+
 def _parse(data: Any, epochs_override: Optional[int]) -> Dict[str, Any]:
     if data is None:
         raise _Invalid("the config is empty")
     data = _mapping(data, "the config")
-    _reject_unknown(data, [*_TOP_LEVEL, *_OPTIONAL_TOP_LEVEL, "lr_scheduler", "augmentation"],
-                    "the top level")
+    _reject_unknown(data, [*_TOP_LEVEL, *_OPTIONAL_TOP_LEVEL, "lr_scheduler", "augmentation",
+                           "progressive_resizing"], "the top level")
     if epochs_override is not None:
         data = {**data, "epochs": _check(_TOP_LEVEL, "epochs", epochs_override, "--epochs")}
     values: Dict[str, Any] = {}
@@ -283,6 +303,8 @@ def _parse(data: Any, epochs_override: Optional[int]) -> Dict[str, Any]:
             values[key] = _check({key: rule}, key, data[key], key)
     if data.get("augmentation") is not None:
         values["augmentation"] = _parse_augmentation(data["augmentation"])
+    if data.get("progressive_resizing") is not None:
+        values["progressive_resizing"] = _parse_resizing(data["progressive_resizing"])
     return values
 
 

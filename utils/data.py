@@ -292,6 +292,18 @@ class ImageBatches:
             yield batch
         self._epoch, self._iteration = epoch + 1, 0
 
+    def resized(self, spatial_size: SpatialSize) -> ImageBatches:
+        """The same batches at another output size, from this one's position (which closes:
+        progressive resizing)."""
+        other = ImageBatches(
+            self.files, self.batch_size, self.training, spatial_size, self.channels,
+            self.channel_last, self.dtype, self.norm, self.rank, self.num_ranks, self.seed,
+            self.num_threads, self.prefetch, self.device_id, self.decoder_padding,
+            self.crop_pct, self.augmentation)
+        other.restore(self.state())
+        self.close()
+        return other
+
     def state(self) -> Dict[str, Any]:
         """Where the next batch comes from, plus what it depends on (JSON-serialisable)."""
         return {"epoch": self._epoch, "iteration": self._iteration, **self._layout()}

@@ -92,19 +92,21 @@ class TrainingGraph:
 
 
 def build_training_graph(arch: str, image_shape: Tuple[int, ...], num_classes: int,
-                         channel_last: bool, config: TrainConfig, rank: int, float_ctx: Any
-                         ) -> TrainingGraph:
+                         channel_last: bool, config: TrainConfig, rank: int, float_ctx: Any,
+                         replaces: Optional[TrainingGraph] = None) -> TrainingGraph:
     """`arch` in training mode on images of `image_shape`, with the config's label smoothing,
     mixup and CutMix; loss and error in float32.
 
-    Building it creates the network's parameters (with the current `nn.seed`).
+    The first build creates the network's parameters (with the current `nn.seed`); a graph
+    that `replaces` another (another resolution) shares them and its mixing stream.
     """
     batch = image_shape[0]
     image, label, mask = nn.Variable(image_shape), nn.Variable((batch, 1)), nn.Variable((batch, 1))
     mixing, inputs, target = None, image, label
     if config.mixup > 0 or config.cutmix > 0:
         mixing = BatchMixing(config.mixup, config.cutmix, image_shape, num_classes,
-                             channel_last, MIXUP_SEED + rank, config.mixup_switch_prob)
+                             channel_last, MIXUP_SEED + rank, config.mixup_switch_prob,
+                             replaces.mixing.rng if replaces is not None else None)
         inputs, target = mixing.mix_inputs(image), mixing.mix_labels(label)
     logits, _ = build_network(inputs, num_classes, arch, test=False, channel_last=channel_last)
     logits.persistent = True
