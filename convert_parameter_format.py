@@ -18,6 +18,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from utils import cli
+from utils.download import resolve_weights
 from utils.errors import UserError
 from utils.runtime import run
 from utils.weights import Layout, adapt, open_weight_file, write_parameters
@@ -30,7 +32,8 @@ class ConversionRefused(UserError, ValueError):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="NNabla weight file (.h5) to read")
+    p.add_argument("input", help="NNabla weight file (.h5) to read, or the name of a published "
+                                 "one (downloaded once into the cache)")
     p.add_argument("output", help="weight file to write (not the input)")
     p.add_argument("-m", "--memory-layout", type=str.lower, choices=("nchw", "nhwc"),
                    default=None,
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                           dest="channels",
                           help="give the first convolution 4 input channels (adds a zero "
                                "one, as mixed-precision NHWC training expects)")
+    cli.add_no_download_flag(p)
     return p
 
 
@@ -69,7 +73,7 @@ def check_paths(input_path: str, output_path: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     check_paths(args.input, args.output)
-    weights = open_weight_file(args.input)
+    weights = open_weight_file(resolve_weights(args.input, not args.no_download))
     params, source = weights.params, weights.layout
     target = target_layout(source, args.memory_layout, args.channels)
     if target == source:  # as the official: say so, write nothing, succeed

@@ -16,6 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from utils import cli
+from utils.download import resolve_weights
 from utils.model_export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
@@ -75,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_onnx_support()
     spatial_size = cli.spatial_size_of(args)
 
-    weights = open_weight_file(args.weights, args.arch)
+    weights = open_weight_file(resolve_weights(args.weights, not args.no_download), args.arch)
     num_classes = args.num_classes or weights.num_classes or 1000
     graph = build_inference_graph(args.arch, num_classes, args.batch_size, spatial_size,
                                   args.softmax)

@@ -20,6 +20,7 @@ import numpy as np
 
 from utils import cli
 from utils.data import ImageBatches
+from utils.download import resolve_weights
 from utils.errors import DataError
 from utils.evaluation import EvaluationGraph, network_for_weights
 from utils.file_list import FileList
@@ -114,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     paths = image_paths(args.inputs)
     timings: Dict[str, float] = {}  # seconds of each phase, for the benchmark
     clock = time.perf_counter()
-    weights = open_weight_file(args.weights, args.arch)
+    weights = open_weight_file(resolve_weights(args.weights, not args.no_download), args.arch)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
     batches, graph = network_for_weights(

@@ -37,6 +37,7 @@ from utils.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest
 from utils.comm import Communicator
 from utils.config import TrainConfig, load_config, save_config
 from utils.data import ImageBatches
+from utils.download import resolve_weights
 from utils.ema import WeightEma
 from utils.errors import UsageError
 from utils.evaluation import EvaluationGraph, build_evaluation_graph, evaluate, record
@@ -105,7 +106,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="NHWC layout (GPU only: NNabla's CPU backend runs NCHW)")
     g.add_argument("--model-load-path", default=None,
                    help="weight file to start from (all parameters, or all but the "
-                        "classifier with --finetune)")
+                        "classifier with --finetune); a published file's name is downloaded "
+                        "once into the cache")
+    cli.add_no_download_flag(g)
     g.add_argument("--finetune", action="store_true",
                    help="replace the classifier of --model-load-path by a new "
                         "--num-classes one and train the whole network")
@@ -325,7 +328,8 @@ def find_checkpoint(checkpoints: str, required: bool, rt: Runtime) -> Optional[C
 def load_initial_weights(args: argparse.Namespace, rt: Runtime) -> None:
     """--model-load-path: every parameter, or all but the classifier with --finetune."""
     skip = [get_architecture(args.arch).classifier_scope] if args.finetune else []
-    note = load_into_network(args.model_load_path, args.arch, skip)
+    path = resolve_weights(args.model_load_path, not args.no_download, rt.comm)
+    note = load_into_network(path, args.arch, skip)
     rt.log(f"loaded {args.model_load_path}" + (" (new classifier)" if skip else "")
            + (f"; {note}" if note else ""))
 

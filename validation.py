@@ -24,6 +24,7 @@ from utils import cli
 from utils.atomic import check_can_create
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
+from utils.download import resolve_weights
 from utils.evaluation import evaluate, network_for_weights, record
 from utils.file_list import read_file_list
 from utils.imagenet import class_names
@@ -77,7 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
     if comm.is_main:  # fail now, not after the evaluation
         check_can_create(args.monitor_path, "monitor path (-M)")
-    weights = open_weight_file(args.weights, args.arch)
+    weights = open_weight_file(resolve_weights(args.weights, not args.no_download, comm),
+                               args.arch)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
     files = read_file_list(cli.val_list_of(args), args.val_dir, num_classes)

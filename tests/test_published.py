@@ -52,7 +52,8 @@ def test_a_missing_published_file_says_where_to_download_it(tmp_path, capsys):
     assert run_main(infer.main, PHOTO, missing, "-a", "resnet50") == USER_ERROR_STATUS
     assert error_lines(capsys.readouterr().err) == [
         f"error: {missing}: no such weight file; it is published: download "
-        f"{BASE_URL}rn50-nhwc_cos90.h5"]
+        f"{BASE_URL}rn50-nhwc_cos90.h5, or give just its name to have it downloaded into the "
+        "cache"]
     assert run_main(infer.main, PHOTO, tmp_path / "mine.h5", "-a", "resnet50") == 2
     assert error_lines(capsys.readouterr().err) == [
         f"error: {tmp_path / 'mine.h5'}: no such weight file"]

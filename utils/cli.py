@@ -157,9 +157,20 @@ def add_norm_flag(parser: argparse.ArgumentParser) -> argparse.Action:
              "weights) (default: a published file's own, else default)")
 
 
+def add_no_download_flag(parser: argparse.ArgumentParser) -> argparse.Action:
+    """--no-download: a published name that is not cached is an error, not a download."""
+    return parser.add_argument(
+        "--no-download", action="store_true",
+        help="do not download a published weight file given by name (e.g. rn50-nhwc.h5) "
+             "into the cache ($NNABLA_IMAGENET_CACHE, default ~/.cache/nnabla-imagenet)")
+
+
 def add_weight_file_flags(parser: argparse.ArgumentParser, num_classes_help: str) -> None:
-    """WEIGHTS, then -a (optional for a published file: its name tells) and --num-classes."""
-    parser.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC")
+    """WEIGHTS (a path, or a published file's name: downloaded once into the cache), then
+    -a (optional for a published file: its name tells), --num-classes, --no-download."""
+    parser.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC, or the name "
+                                        "of a published one (downloaded once)")
+    add_no_download_flag(parser)
     add_arch_flags(parser, required=False, num_classes_default=None,
                    num_classes_help=num_classes_help,
                    arch_help="(default for a published weight file: its network)")

@@ -94,7 +94,8 @@ def published(path: str) -> Optional[PublishedWeights]:
 def where_to_get(path: str) -> str:
     """For a missing file: where to download it, when it is a published one ('' if not)."""
     known = published(path)
-    return f"; it is published: download {known.url}" if known else ""
+    return (f"; it is published: download {known.url}, or give just its name to have it "
+            "downloaded into the cache" if known else "")
 
 
 def arch_hint(path: str, arch: str) -> str:
