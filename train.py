@@ -191,6 +191,7 @@ class Training:
     validator: Optional[Validator]
     stop: StopRequest
     epoch_walls: List[float] = field(default_factory=list)  # seconds of each epoch, end to end
+    lr: float = 0.0  # per example, of the latest update
 
     @property
     def comm(self) -> Communicator:
@@ -234,9 +235,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if rt.comm.is_main:
         check_room_for_outputs(monitor_path)
     if checkpoint is not None:
-        state.resume(checkpoint)
+        extended = state.resume(checkpoint)
         rt.log(f"resuming from {checkpoint.path} (epoch {checkpoint.meta['epoch']}, "
                f"iteration {checkpoint.meta['iteration']})")
+        if extended:
+            rt.log(f"extending {extended[0]} -> {extended[1]} epochs; the schedule is "
+                   f"re-evaluated for {extended[1]} epochs from epoch {state.position[0]}")
     if rt.comm.is_main:
         write_run_description(monitor_path, args, config)
     start_epoch = state.position[0]
@@ -390,7 +394,7 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
     for batch in data.epoch(epoch):
         first, last, group = update_group(batch.iteration, data.iterations_per_epoch, steps)
         if first:
-            lr = training.schedule(epoch, batch.iteration)
+            lr = training.lr = training.schedule(epoch, batch.iteration)
             solver.zero_grad()
         graph.feed(batch)
         nn.seed(iteration_seed(training.args.seed, comm.rank, epoch, batch.iteration))
@@ -440,7 +444,7 @@ def end_of_epoch(training: Training, epoch: int, started: float) -> str:
     training.epoch_walls.append(time.time() - started)
     if done < training.config.epochs:
         training.rt.log(f"epoch {epoch}: done in {format_duration(training.epoch_walls[-1])}; "
-                   f"{run_eta(training.epoch_walls, training.config.epochs - done)}")
+                        f"{run_eta(training.epoch_walls, training.config.epochs - done)}")
     return path
 
 
@@ -449,13 +453,13 @@ def log_epoch(training: Training, epoch: int, seconds: float) -> None:
     sums = training.state.sums
     loss_sum, wrong, seen = training.comm.all_reduce_sum([sums.loss, sums.wrong, sums.seen])
     training.monitors.add(epoch, loss_sum / seen, wrong / seen, seconds,
-                     training.state.data.iterations_per_epoch)
+                          training.state.data.iterations_per_epoch)
     overflow = ""
     if training.args.dynamic_loss_scaling:
         overflow = (f"; {int(sums.skipped)} overflow step(s) skipped, loss scale now "
                     f"{training.state.solver.loss_scale:g}")
-    training.rt.log(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, error {wrong / seen:.4f} "
-               f"({seconds:.1f} s){overflow}")
+    training.rt.log(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, error {wrong / seen:.4f}"
+                    f", lr {training.lr:.6g} ({seconds:.1f} s){overflow}")
 
 
 def validate(training: Training, done: int) -> None:
@@ -471,13 +475,13 @@ def validate(training: Training, done: int) -> None:
     result = evaluate(validator.graph, validator.data, comm, description=f"validation {done}")
     record(result, training.monitor_path, done, enabled=comm.is_main)
     training.rt.log(f"epoch {epoch}: validation loss {result.loss:.4f}, top-1 error "
-               f"{result.top1_error:.4f}, top-5 error {result.top5_error:.4f}")
+                    f"{result.top1_error:.4f}, top-5 error {result.top5_error:.4f}")
     if training.state.ema is not None:
         with training.state.ema.swapped_in():
             result = evaluate(validator.graph, validator.data, comm, description=f"EMA {done}")
         record(result, training.monitor_path, done, part=VALIDATION_EMA, enabled=comm.is_main)
         training.rt.log(f"epoch {epoch}: EMA weights: validation top-1 error "
-                   f"{result.top1_error:.4f}")
+                        f"{result.top1_error:.4f}")
 
 
 def write_weight_files(monitor_path: str, done: int, ema: Optional[WeightEma]) -> None:

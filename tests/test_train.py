@@ -36,6 +36,7 @@ from models import build_network, get_architecture
 from utils.atomic import LOCK_NAME
 from utils.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
 from utils.config import load_config
+from utils.lr_schedules import build_schedule
 from utils.monitor import read_series, series_path, timer_path
 from utils.runtime import USER_ERROR_STATUS
 from utils.weights import read_parameters
@@ -451,7 +452,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
 
 @pytest.mark.parametrize("change, words", [
     (dict(arch="mobilenet_v2"), ["arch", "'mobilenet_v3_small'", "'mobilenet_v2'"]),
-    (dict(epochs=4), ["config", "epochs", "3", "4"]),
+    (dict(classes=3, train_list=None), ["num_classes", "2", "3"]),
 ])
 def test_resume_of_another_run_is_refused(setup, mobilenet_run, tmp_path, change, words):
     monitor = tmp_path / "other"
@@ -473,9 +474,29 @@ def test_resume_config_difference_names_the_key(setup, mobilenet_run, tmp_path):
     """The refusal should say which config key differs, not print both whole configs."""
     monitor = tmp_path / "other"
     shutil.copytree(mobilenet_run[0], monitor)
-    line = assert_one_line_error(run_train(*train_args(setup, monitor, epochs=4)))
-    assert "config.epochs: 3 in the checkpoint, 4 now" in line, line
+    line = assert_one_line_error(run_train(*train_args(setup, monitor, config=setup.frozen)))
+    assert "config.lr_scheduler.args.base_lr: 0.0005 in the checkpoint, 1e-20 now" in line
     assert "weight_decay" not in line, line
+
+
+def test_a_finished_run_trains_longer_and_never_shorter(setup, mobilenet_run, tmp_path):
+    """-e 4 on a finished 3-epoch run: one more epoch, at the learning rate of a 4-epoch
+    schedule; -e 2 would drop epochs already done and is refused."""
+    monitor = tmp_path / "longer"
+    shutil.copytree(mobilenet_run[0], monitor)
+    result = run_train(*train_args(setup, monitor, epochs=4))
+    assert result.returncode == 0, result.stderr
+    assert "extending 3 -> 4 epochs; the schedule is re-evaluated for 4 epochs from epoch 3" \
+        in result.stderr
+    assert indices(monitor, "Train-loss") == [0, 1, 2, 3]
+    assert values(monitor, "Train-loss")[:3] == values(mobilenet_run[0], "Train-loss")
+    schedule = build_schedule(load_config(setup.plain, 4).lr_scheduler, ITERATIONS)
+    logged = re.search(r"epoch 3: train loss \S+, error \S+, lr (\S+) ", result.stderr)
+    assert float(logged.group(1)) == pytest.approx(schedule(3, ITERATIONS - 1), rel=1e-5)
+    assert float(logged.group(1)) != pytest.approx(
+        build_schedule(load_config(setup.plain, 3).lr_scheduler, ITERATIONS)(3, ITERATIONS - 1))
+    line = assert_one_line_error(run_train(*train_args(setup, monitor, epochs=2)))
+    assert "4 epochs are done; -e 2 would shorten the run below them" in line, line
 
 
 # --------------------------------------------------------------------------- fine-tuning

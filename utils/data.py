@@ -164,6 +164,23 @@ class Batch:
             self._images.as_tensor().copy_to_external(ctypes.c_void_p(ptr))
 
 
+def _check_options(files: FileList, batch_size: int, rank: int, num_ranks: int,
+                   channels: int, norm: str, dtype: Any) -> None:
+    if len(files) == 0:
+        raise DataError(f"{files.source}: no images")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    if not 0 <= rank < num_ranks:
+        raise ValueError(f"rank {rank} outside 0..{num_ranks - 1}")
+    if channels not in (3, 4):
+        raise ValueError(f"channels must be 3 or 4, got {channels}")
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalisation '{norm}'; choose from "
+                         f"{', '.join(NORMALIZATIONS)}")
+    if np.dtype(dtype) not in (np.float32, np.float16):
+        raise ValueError(f"dtype must be float32 or float16, got {np.dtype(dtype)}")
+
+
 @dataclass
 class _Planned:
     """What the external source fed for one batch, waiting for DALI's output."""
@@ -216,20 +233,8 @@ class ImageBatches:
         crop_pct: float = DEFAULT_CROP_PCT,
         augmentation: Augmentation = OFFICIAL,
     ):
-        if len(files) == 0:
-            raise DataError(f"{files.source}: no images")
-        if batch_size < 1:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
-        if not 0 <= rank < num_ranks:
-            raise ValueError(f"rank {rank} outside 0..{num_ranks - 1}")
-        if channels not in (3, 4):
-            raise ValueError(f"channels must be 3 or 4, got {channels}")
-        if norm not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalisation '{norm}'; choose from "
-                             f"{', '.join(NORMALIZATIONS)}")
+        _check_options(files, batch_size, rank, num_ranks, channels, norm, dtype)
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float16):
-            raise ValueError(f"dtype must be float32 or float16, got {self.dtype}")
         self.files = files
         self.batch_size = batch_size
         self.training = training

@@ -230,13 +230,21 @@ class TrainingState:
         self.sums = EpochSums(*meta[EPOCH_SUMS][rank])
         self.data.restore(meta[DATA_POSITION])
 
-    def resume(self, checkpoint: Any) -> None:
-        """Continue from a `utils.checkpoint.Checkpoint` of the same run (else refused)."""
-        mismatch = identity_mismatch(checkpoint.meta[IDENTITY], self.identity)
+    def resume(self, checkpoint: Any) -> Optional[Tuple[int, int]]:
+        """Continue from a `utils.checkpoint.Checkpoint` of the same run (else refused); a
+        run may only be given more epochs (or fewer, down to those done). Returns (epochs
+        before, epochs now) when the number changed."""
+        saved, done = checkpoint.meta[IDENTITY], checkpoint.meta["epoch"]
+        before, now = saved["config"]["epochs"], self.identity["config"]["epochs"]
+        mismatch = identity_mismatch(with_epochs(saved, now), self.identity)
         if mismatch:
             raise CheckpointError(f"{checkpoint.path}: cannot resume a different run "
                                   f"({mismatch}); use another --monitor-path")
+        if now < done:
+            raise CheckpointError(f"{checkpoint.path}: {done} epochs are done; -e {now} would "
+                                  f"shorten the run below them")
         self.load_state_dict(checkpoint.state)
+        return (before, now) if before != now else None
 
     def save(self, directory: str, keep: int) -> str:
         """Checkpoint the run at its position (rank 0 writes; a collective); return the path.
@@ -259,6 +267,17 @@ class TrainingState:
     def average_statistics(self) -> None:
         """Make the batch-norm statistics the mean over ranks: one model to validate and save."""
         self.comm.average_values(list(running_statistics().values()))
+
+
+def with_epochs(identity: Dict[str, Any], epochs: int) -> Dict[str, Any]:
+    """`identity` of a run of `epochs` epochs: the config's epochs and the cosine schedule's
+    length filled from them (-e is the one thing a resumed run may change)."""
+    config = dict(identity["config"], epochs=epochs)
+    scheduler = config["lr_scheduler"]
+    if "epochs" in scheduler["args"] and scheduler["args"]["epochs"] == identity["config"][
+            "epochs"]:
+        config["lr_scheduler"] = dict(scheduler, args=dict(scheduler["args"], epochs=epochs))
+    return dict(identity, config=config)
 
 
 def check_finite_parameters(comm: Communicator, directory: str, where: str) -> None:
