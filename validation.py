@@ -2,9 +2,10 @@
 
 Runs on the CPU or a GPU, alone or under `mpirun -n N` (each rank evaluates its share), for
 any number of images. The layout and input channels are read from the weight file.
-Prints a one-line summary (or JSON with --json), then writes `0 <value>` as the
-Validation-loss / Validation-error (top-1) / Validation-top5-error series in --monitor-path,
-fresh for each run as the official script does (the folder is checked before any work). A
+Prints a one-line summary (or JSON with --json, with the ten worst classes), then writes
+`0 <value>` as the Validation-loss / Validation-error (top-1) / Validation-top5-error series in
+--monitor-path, fresh for each run as the official script does (the folder is checked before
+any work), with per_class.csv and, up to 100 classes, confusion.png. A
 weight file for another network, a bad list or an undecodable image is one line on stderr,
 status 2.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import nnabla as nn
 
@@ -25,9 +26,10 @@ from utils.atomic import check_can_create
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.download import resolve_weights
-from utils.evaluation import evaluate, network_for_weights, record
+from utils.evaluation import EvaluationResult, evaluate, network_for_weights, record
 from utils.file_list import read_file_list
 from utils.imagenet import class_names
+from utils.per_class import ClassCounts, plot_confusion, write_per_class
 from utils.runtime import run, setup_runtime
 from utils.watchdog import start_watchdog
 from utils.weights import open_weight_file
@@ -101,17 +103,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     height, width = batches.spatial_size
     rt.log(f"{len(files)} images from {files.source}, {comm.size} rank(s) x batch "
            f"{args.batch_size}, {height}x{width}, norm {args.norm_config}")
+    counts = ClassCounts.empty(num_classes)
     with batches:
-        result = evaluate(graph, batches, comm, progress=not args.no_progress)
+        result = evaluate(graph, batches, comm, progress=not args.no_progress,
+                          per_class=counts)
     if comm.is_main:  # the result first: a folder that fails now loses nothing
-        if args.json:
-            print(json.dumps({"weights": args.weights, "arch": args.arch, **result.as_dict(),
-                              "num_classes": num_classes, "labels": args.labels,
-                              "class_names": names}), flush=True)
-        else:
-            print(f"{args.arch} {args.weights}: {result.summary()}", flush=True)
+        report(args, result, counts, names)
         record(result, args.monitor_path, 0, fresh=True)
+        write_per_class(counts, names, args.monitor_path)
+        plot_confusion(counts, names, args.monitor_path)
     return 0
+
+
+def report(args: argparse.Namespace, result: EvaluationResult, counts: ClassCounts,
+           names: List[Optional[str]]) -> None:
+    """The summary line, or with --json the result, the class names and the worst classes."""
+    if args.json:
+        print(json.dumps({"weights": args.weights, "arch": args.arch, **result.as_dict(),
+                          "num_classes": len(names), "labels": args.labels,
+                          "class_names": names, "worst_classes": counts.worst(names)}),
+              flush=True)
+    else:
+        print(f"{args.arch} {args.weights}: {result.summary()}", flush=True)
 
 
 if __name__ == "__main__":

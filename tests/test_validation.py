@@ -60,6 +60,8 @@ def test_two_ranks_give_the_same_result_as_one(setup, tmp_path):
     assert a["top1_error"] == b["top1_error"] and a["top5_error"] == b["top5_error"]
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
     assert "Validation: 100%" in one.stderr and "it/s" in one.stderr  # the progress bar
+    assert (tmp_path / "one" / "per_class.csv").read_text() == \
+        (tmp_path / "two" / "per_class.csv").read_text()  # every image counted once
     for run, result in (("one", a), ("two", b)):
         series = {name: (tmp_path / run / f"{name}.series.txt").read_text()
                   for name in ("Validation-loss", "Validation-error", "Validation-top5-error")}
@@ -89,6 +91,39 @@ def test_infer_prints_the_probabilities_validation_scores(setup):
         top5 += label not in ranked[:5]
     assert result["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
     assert result["top1_error"] == top1 / IMAGES and result["top5_error"] == top5 / IMAGES
+    assert_per_class_matches(folder / "mon", result, predictions, listed)
+
+
+def assert_per_class_matches(monitor, result, predictions, listed):
+    """per_class.csv, confusion.png and the JSON's worst classes, against infer.py's ranking."""
+    expected = {}
+    for prediction, (_, label) in zip(predictions, listed):
+        ranked = [guess["class"] for guess in prediction["top_k"]]
+        images, top1, top5, wrong = expected.get(label, (0, 0, 0, []))
+        expected[label] = (images + 1, top1 + (ranked[0] != label),
+                           top5 + (label not in ranked[:5]),
+                           wrong + ([ranked[0]] if ranked[0] != label else []))
+    rows = (monitor / "per_class.csv").read_text().splitlines()
+    assert rows[0] == "class,name,images,top1_error,top5_error,most_frequent_wrong_class," \
+                      "its_name"
+    assert len(rows) == 1 + len(expected)
+    for row in rows[1:]:
+        cells = row.split(",")
+        images, top1, top5, wrong = expected[int(cells[0])]
+        assert int(cells[2]) == images
+        assert float(cells[3]) == pytest.approx(top1 / images, rel=1e-5)
+        assert float(cells[4]) == pytest.approx(top5 / images, rel=1e-5)
+        if wrong:
+            counts = {c: wrong.count(c) for c in wrong}
+            assert counts[int(cells[5])] == max(counts.values())
+        else:
+            assert cells[5] == ""
+    assert (monitor / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    worst = result["worst_classes"]
+    assert len(worst) == min(10, len(expected))
+    assert [w["top1_error"] for w in worst] == sorted((w["top1_error"] for w in worst),
+                                                      reverse=True)
+    assert worst[0]["top1_error"] == max(t / i for i, t, _, _ in expected.values())
 
 
 def test_summary_line_and_compatibility_flags(setup, tmp_path, capsys):

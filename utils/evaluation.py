@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import nnabla as nn
 import nnabla.functions as F
@@ -30,6 +30,7 @@ from .data import ImageBatches
 from .file_list import FileList
 from .losses import smoothed_cross_entropy, top_n_error_count
 from .monitor import QUANTITIES, VALIDATION, MonitorSeries, series_name
+from .per_class import ClassCounts
 from .progress import Progress
 from .published import norm_warning
 from .runtime import Runtime
@@ -98,6 +99,7 @@ def build_evaluation_graph(
     with nn.context_scope(ctx):
         image = nn.Variable(tuple(image_shape))
         logits, _ = build_network(image, num_classes, arch, test=True, channel_last=channel_last)
+    logits.persistent = True  # read after the metrics' forward pass (per-class counts)
     label = nn.Variable((batch, 1))
     mask = nn.Variable((batch, 1))
     mask.d = 1
@@ -117,12 +119,14 @@ def evaluate(
     epoch: int = 0,
     progress: bool = True,
     description: str = "Validation",
+    per_class: Optional[ClassCounts] = None,
 ) -> EvaluationResult:
     """Loss and top-1/top-5 error of `graph` over epoch `epoch` of `batches`, all ranks.
 
     Padding slots (mask 0) are not counted, so the result is over exactly the split's images.
     The progress bar (rank 0, unless `progress` is False) shows the rate, the ETA and rank
-    0's running loss and top-1 error.
+    0's running loss and top-1 error. `per_class`, if given, is filled with the per-class
+    counts of all ranks.
     """
     if tuple(batches.image_shape) != tuple(graph.image.shape):
         raise ValueError(f"batches of {batches.image_shape} for a network input of "
@@ -142,6 +146,8 @@ def evaluate(
             graph.mask.d = batch.mask
             graph.sums.forward(clear_buffer=True)
             device += graph.sums.data
+            if per_class is not None:
+                per_class.add(graph.logits.d, batch.labels, batch.mask)
             host[3] += batch.num_valid
             pending += 1
             if pending == FLUSH_EVERY or batch.iteration + 1 == len(batches):
@@ -156,6 +162,8 @@ def evaluate(
     if bar is not None:
         bar.close()
     loss, top1, top5, count = comm.all_reduce_sum(host.tolist())
+    if per_class is not None:
+        per_class.all_reduce(comm)
     seconds = time.perf_counter() - start
     count = int(round(count))
     if count != batches.num_samples:
