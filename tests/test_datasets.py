@@ -5,6 +5,7 @@ Tiny-ImageNet layout. Each trains one short epoch through train.py and validates
 --imagenet-ids a 1000-class weight file validates on the subset directly."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Optional
@@ -53,6 +54,11 @@ def test_an_imagenet_subset_trains_and_validates(tmp_path):
                       lists / "label_words.csv")
     assert result["num_images"] == 6 and result["num_classes"] == 3
     assert result["class_names"][1].startswith("Shetland sheepdog")
+    with open(tmp_path / "val-monitor" / "per_class.csv", newline="") as f:
+        per_class = list(csv.reader(f))
+    assert [row[:3] for row in per_class[1:]] == [
+        ["0", "sea snake", "2"], ["1", result["class_names"][1], "2"], ["2", "alp", "2"]]
+    assert (tmp_path / "val-monitor" / "confusion.png").exists()
 
 
 def test_a_1000_class_weight_file_validates_on_the_subset_with_imagenet_ids(tmp_path):

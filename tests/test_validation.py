@@ -107,6 +107,10 @@ def assert_per_class_matches(monitor, result, predictions, listed):
     assert rows[0] == "class,name,images,top1_error,top5_error,most_frequent_wrong_class," \
                       "its_name"
     assert len(rows) == 1 + len(expected)
+    cells = [row.split(",") for row in rows[1:]]
+    assert sum(int(c[2]) for c in cells) == result["num_images"]  # the counts sum to the total
+    assert sum(float(c[3]) * int(c[2]) for c in cells) / result["num_images"] == \
+        pytest.approx(result["top1_error"], rel=1e-5)
     for row in rows[1:]:
         cells = row.split(",")
         images, top1, top5, wrong = expected[int(cells[0])]
