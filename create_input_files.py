@@ -27,13 +27,16 @@ import os
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from utils.errors import DataError
+from utils.atomic import check_can_create
+from utils.errors import DataError, run_simple
 from utils.file_list import read_id_csv, write_csv, write_file_list
 from utils.image_folders import (
+    ScanResult,
     list_subfolders,
     scan_class_folders,
     scan_flat_folder,
@@ -346,64 +349,93 @@ class PreviousFiles:
             self.replaced.append(path)
 
 
+@dataclass
+class Dataset:
+    """What the scan found: the class ids, the splits and how the ids were chosen."""
+
+    scan: ScanResult
+    classes: List[str]  # indexed by class id
+    kind: str  # how the ids were chosen, for the summary line
+    train: Split
+    val: Optional[Split]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     progress = not args.no_progress
-    try:
-        scan = scan_class_folders(args.train_file_dir, progress, args.exclude)
-        classes = class_ids(scan.classes, args.label_wordnetid)
-        relation = imagenet_relation(classes, args.no_imagenet_check)
-        kind = describe_classes(classes, relation, args.imagenet_ids)
-        if relation == "subset" and args.imagenet_ids:
-            classes = list(imagenet_wnids())
-        id_map = imagenet_id_map(classes, scan.classes, relation)
-        index = {name: i for i, name in enumerate(classes)}
-        train: Split = (scan.paths, [index[scan.classes[c]] for c in scan.labels])
-        if not train[0]:
-            raise DataError(f"no images under {args.train_file_dir}")
-        val = None
-        if args.train_fraction is None:
-            val = validation_split(args, classes, scan.classes, id_map, progress)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if scan.empty_classes:
-        print(f"warning: {len(scan.empty_classes)} class folder(s) without images: "
-              f"{name_list(scan.empty_classes)}", file=sys.stderr)
+    check_can_create(args.output_dir, "output folder (-o)")  # before the scan of 1.28M files
+    data = scan_dataset(args, progress)
+    if data.scan.empty_classes:
+        print(f"warning: {len(data.scan.empty_classes)} class folder(s) without images: "
+              f"{name_list(data.scan.empty_classes)}", file=sys.stderr)
     if args.verify:
-        train = drop_unreadable(args.train_file_dir, train, args.workers, progress, "train")
-        if val is not None and args.val_dir is not None:
-            val = drop_unreadable(args.val_dir, val, args.workers, progress, "val")
+        data.train = drop_unreadable(args.train_file_dir, data.train, args.workers, progress,
+                                     "train")
+        if data.val is not None and args.val_dir is not None:
+            data.val = drop_unreadable(args.val_dir, data.val, args.workers, progress, "val")
     if args.train_fraction is not None:
-        train, val = split_per_class(*train, args.train_fraction)
-        untrained = sorted({index[c] for c in scan.classes} - set(train[1])
-                           - {index[c] for c in scan.empty_classes})
-        if untrained:
-            print(f"warning: {len(untrained)} class(es) too small to keep a training image "
-                  f"at --train-fraction {args.train_fraction:g}: "
-                  f"{name_list([classes[i] for i in untrained])}", file=sys.stderr)
+        split_validation_off(args, data)
+    for split, name in ((data.train, "training"), (data.val, "validation")):
+        if split is not None and not split[0]:  # e.g. every image unreadable
+            raise DataError(f"no {name} images left: nothing to write")
+    write_outputs(args, data)
+    return 0
 
-    names = class_names_of(classes, args.train_file_dir)
+
+def scan_dataset(args: argparse.Namespace, progress: bool) -> Dataset:
+    """The training classes and images, and the validation images with their labels."""
+    scan = scan_class_folders(args.train_file_dir, progress, args.exclude)
+    classes = class_ids(scan.classes, args.label_wordnetid)
+    relation = imagenet_relation(classes, args.no_imagenet_check)
+    kind = describe_classes(classes, relation, args.imagenet_ids)
+    if relation == "subset" and args.imagenet_ids:
+        classes = list(imagenet_wnids())
+    id_map = imagenet_id_map(classes, scan.classes, relation)
+    index = {name: i for i, name in enumerate(classes)}
+    train: Split = (scan.paths, [index[scan.classes[c]] for c in scan.labels])
+    if not train[0]:
+        raise DataError(f"no images under {args.train_file_dir}")
+    val = None
+    if args.train_fraction is None:
+        val = validation_split(args, classes, scan.classes, id_map, progress)
+    return Dataset(scan, classes, kind, train, val)
+
+
+def split_validation_off(args: argparse.Namespace, data: Dataset) -> None:
+    """--train-fraction: the validation split taken from each training class."""
+    data.train, data.val = split_per_class(*data.train, args.train_fraction)
+    index = {name: i for i, name in enumerate(data.classes)}
+    untrained = sorted({index[c] for c in data.scan.classes} - set(data.train[1])
+                       - {index[c] for c in data.scan.empty_classes})
+    if untrained:
+        print(f"warning: {len(untrained)} class(es) too small to keep a training image "
+              f"at --train-fraction {args.train_fraction:g}: "
+              f"{name_list([data.classes[i] for i in untrained])}", file=sys.stderr)
+
+
+def write_outputs(args: argparse.Namespace, data: Dataset) -> None:
+    """The lists and label files, each atomically; a replaced edited file is kept."""
+    names = class_names_of(data.classes, args.train_file_dir)
     out = args.output_dir
     keep_previous = PreviousFiles()
-    keep_previous(os.path.join(out, "train_label"), write_file_list, *train)
-    print(f"train: {len(train[0])} images, {len(scan.classes)} classes ({kind}), "
-          f"{scan.skipped} non-image file(s) skipped -> {os.path.join(out, 'train_label')}")
-    if val is not None:
-        keep_previous(os.path.join(out, "val_label"), write_file_list, *val)
+    keep_previous(os.path.join(out, "train_label"), write_file_list, *data.train)
+    print(f"train: {len(data.train[0])} images, {len(data.scan.classes)} classes "
+          f"({data.kind}), {data.scan.skipped} non-image file(s) skipped -> "
+          f"{os.path.join(out, 'train_label')}")
+    if data.val is not None:
+        keep_previous(os.path.join(out, "val_label"), write_file_list, *data.val)
         how = (f" (of -T, the last {1 - args.train_fraction:.0%} of each class)"
                if args.train_fraction is not None else "")
-        print(f"val: {len(val[0])} images{how} -> {os.path.join(out, 'val_label')}")
+        print(f"val: {len(data.val[0])} images{how} -> {os.path.join(out, 'val_label')}")
     else:
         print("val: no labels (give --val-dir with class folders, or -V); val_label not written")
     keep_previous(os.path.join(out, "label_words.csv"), write_csv, enumerate(names))
-    keep_previous(os.path.join(out, "label_wordnetid.csv"), write_csv, enumerate(classes))
+    keep_previous(os.path.join(out, "label_wordnetid.csv"), write_csv, enumerate(data.classes))
     print(f"labels -> {os.path.join(out, 'label_words.csv')}, "
           f"{os.path.join(out, 'label_wordnetid.csv')}")
     for path in keep_previous.replaced:
         print(f"note: {path} held other contents; the previous file is {path}.previous")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_simple(main))

@@ -32,6 +32,8 @@ from utils.model_export import (
 from utils.runtime import run
 from utils.weights import open_weight_file
 
+VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (see the README)
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -90,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           None if args.no_verify else args.tolerance)
     except VerificationError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return VERIFICATION_FAILED_STATUS
     for item in exported:
         checked = item.check.summary() if item.check else "not verified (--no-verify)"
         print(f"wrote {item.path} ({item.description}); {checked}")

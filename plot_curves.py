@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from utils.errors import USER_ERROR_STATUS
+from utils.errors import USER_ERROR_STATUS, run_simple
 from utils.plots import plot_runs
 
 
@@ -54,4 +54,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_simple(main))

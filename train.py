@@ -98,7 +98,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="sum the gradients of N batches before one all-reduce and one update: "
                         "the step is that of a global batch of b x ranks x N, the learning "
                         "rate follows it (default: %(default)s)")
-    g.add_argument("-e", "--epochs", type=int, default=None,
+    g.add_argument("-e", "--epochs", type=cli.positive_int, default=None,
                    help="number of epochs (overrides the config's epochs)")
     g.add_argument("-C", "--train-config", default=DEFAULT_CONFIG,
                    help="recipe YAML, see cfg/ (default: cfg/cos90.yaml of this repository)")

@@ -13,6 +13,7 @@ import pytest
 from data_fixtures import class_tree, photo, save
 
 import create_input_files
+from utils.errors import run_simple
 from utils.file_list import read_file_list
 from utils.imagenet import (
     compare_with_imagenet,
@@ -32,7 +33,8 @@ OFFICIAL_SHA256 = {
 
 
 def run(*args: str) -> int:
-    return create_input_files.main([*args, "--no-progress"])
+    """The script's status, as its command line gives it (user errors: one line, 2)."""
+    return run_simple(lambda: create_input_files.main([*args, "--no-progress"]))
 
 
 def lines(path: Path) -> list:
@@ -92,21 +94,21 @@ def test_flat_validation_labelled_by_a_ground_truth_file(tmp_path, capsys):
     assert lines(tmp_path / "plain" / "val_label")[2] == "ILSVRC2012_val_00000003.JPEG 1"
 
     truth.write_text("2\n0\n")
-    assert run("-T", str(train), "--val-dir", str(val), "-V", str(truth)) == 1
+    assert run("-T", str(train), "--val-dir", str(val), "-V", str(truth)) == 2
     assert "ILSVRC2012_val_00000003.JPEG: image number 3 has no line" in capsys.readouterr().err
     truth.write_text("2\n7\n1\n")
-    assert run("-T", str(train), "--val-dir", str(val), "-V", str(truth)) == 1
+    assert run("-T", str(train), "--val-dir", str(val), "-V", str(truth)) == 2
     assert "truth.txt:2: class id 7 out of range (0..2)" in capsys.readouterr().err
-    assert run("-T", str(train), "--val-dir", str(val)) == 1
+    assert run("-T", str(train), "--val-dir", str(val)) == 2
     assert "flat folder: give its labels with -V" in capsys.readouterr().err
 
 
 def test_bad_folders_are_named(tmp_path, capsys):
     class_tree(str(tmp_path / "train"), ["a", "b"], 1)
     class_tree(str(tmp_path / "val"), ["a", "zz"], 1)
-    assert run("-T", str(tmp_path / "missing")) == 1
+    assert run("-T", str(tmp_path / "missing")) == 2
     assert f"folder not found: {tmp_path / 'missing'}" in capsys.readouterr().err
-    assert run("-T", str(tmp_path / "train"), "--val-dir", str(tmp_path / "val")) == 1
+    assert run("-T", str(tmp_path / "train"), "--val-dir", str(tmp_path / "val")) == 2
     assert "not among the training classes: zz" in capsys.readouterr().err
 
 
@@ -118,7 +120,7 @@ def test_label_wordnetid_csv_fixes_the_ids(tmp_path, capsys):
     assert lines(tmp_path / "train_label") == ["a/a_0.JPEG 2", "b/b_0.JPEG 1"]
     assert lines(tmp_path / "label_wordnetid.csv") == ["0,c", "1,b", "2,a"]
     csv.write_text("0,b\n")
-    assert run("-T", str(tmp_path / "train"), "-L", str(csv)) == 1
+    assert run("-T", str(tmp_path / "train"), "-L", str(csv)) == 2
     assert "no id for class folder(s) a" in capsys.readouterr().err
 
 
@@ -193,7 +195,7 @@ def test_wordnet_id_check_names_exactly_the_missing_and_unexpected(tmp_path, cap
     for wnid in wnids[2:] + ("n99999999",):
         (root / wnid).mkdir(parents=True)
     assert compare_with_imagenet(os.listdir(root)) == (list(wnids[:2]), ["n99999999"])
-    assert run("-T", str(root)) == 1
+    assert run("-T", str(root)) == 2
     err = capsys.readouterr().err
     assert "2 missing: n01440764 n01443537; 1 unexpected: n99999999" in err
     assert "--no-imagenet-check" in err
@@ -250,7 +252,7 @@ def test_caltech_style_split_per_class_and_excluded_folders(tmp_path, capsys):
 
 def test_split_and_exclude_mistakes_are_named(tmp_path, capsys):
     class_tree(str(tmp_path / "t"), ["a", "b"], 2)
-    assert run("-T", str(tmp_path / "t"), "--exclude", "Faces_eas") == 1
+    assert run("-T", str(tmp_path / "t"), "--exclude", "Faces_eas") == 2
     assert f"error: {tmp_path / 't'}: no class folder Faces_eas to exclude" in \
         capsys.readouterr().err
     for bad in (["--train-fraction", "1.5"], ["--train-fraction", "0.8", "--val-dir", "x"]):
@@ -314,7 +316,7 @@ def test_imagenet_ids_keep_the_1000_class_ids(subset_tree, tmp_path, capsys):
     assert sha256((out / "label_wordnetid.csv").read_bytes()) == \
         OFFICIAL_SHA256["label_wordnetid.csv"]
     class_tree(str(tmp_path / "pets"), ["cat", "dog"], 1)
-    assert run("-T", str(tmp_path / "pets"), "--imagenet-ids", "-o", str(tmp_path)) == 1
+    assert run("-T", str(tmp_path / "pets"), "--imagenet-ids", "-o", str(tmp_path)) == 2
     assert capsys.readouterr().err.splitlines() == [
         "error: --imagenet-ids: the class folders are not ImageNet-1k WordNet IDs"]
 
@@ -323,7 +325,7 @@ def test_a_near_complete_imagenet_tree_still_stops(tmp_path, capsys):
     root = tmp_path / "train"
     for wnid in imagenet_wnids()[:950]:
         (root / wnid).mkdir(parents=True)
-    assert run("-T", str(root), "-o", str(tmp_path)) == 1
+    assert run("-T", str(root), "-o", str(tmp_path)) == 2
     err = capsys.readouterr().err
     assert f"50 missing: {imagenet_wnids()[950]} " in err and "0 unexpected" in err
     assert "--no-imagenet-check" in err
@@ -337,7 +339,7 @@ def test_a_validation_class_missing_from_training_is_named(subset_tree, tmp_path
         (val / wnid).mkdir(parents=True)
         (val / wnid / "x.JPEG").write_bytes(tiny_jpeg)
     for extra in ([], ["--imagenet-ids"]):
-        assert run("-T", str(train), "--val-dir", str(val), "-o", str(tmp_path), *extra) == 1
+        assert run("-T", str(train), "--val-dir", str(val), "-o", str(tmp_path), *extra) == 2
         assert capsys.readouterr().err.splitlines() == [
             f"error: {val}: class folder(s) not among the training classes: n01440764"]
     (val / "n01440764" / "x.JPEG").unlink()

@@ -28,7 +28,7 @@ and no partial output file; <list> and <n> are the list file and its line.
 | validation.py | class id out of range | 2: <list>:<n>: class id 10 out of range (0..9) |
 | validation.py | PNG, CMYK JPEG named .JPEG | works |
 | validation.py | other arch / cut .h5 | 2: <h5>: does not fit ... / not a readable ... |
-| infer.py | truncated JPEG | 2: cannot decode <file> (line 1 of <memory>): ... |
+| infer.py | truncated JPEG | 2: cannot decode <file>: ... (the file, no list line) |
 | infer.py | garbage / zero-byte .JPEG | 2: cannot read image <file>: not an image / empty file |
 | infer.py | missing image | 2: no such image or folder: <file> |
 | infer.py | PNG, CMYK JPEG named .JPEG | works |
@@ -36,7 +36,7 @@ and no partial output file; <list> and <n> are the list file and its line.
 | convert_parameter_format.py | cut .h5 | 2: <h5>: not a readable NNabla parameter file |
 | export.py | other arch / cut .h5 | 2: <h5>: does not fit ... / not a readable ... |
 | create_input_files.py | --verify, cut + empty JPEG | 0: each "unreadable: <file>: ...", left out |
-| create_input_files.py | folder missing | 1 (its documented status): folder not found: <dir> |
+| create_input_files.py | folder missing | 2: folder not found: <dir> |
 
 Train-time faults (one test each, below): a corrupt image only in rank 1's shard under
 mpirun (the job stops with "[rank 1] error: cannot decode ...", status 2), an unwritable
@@ -520,15 +520,16 @@ def test_too_little_space_is_an_error_before_training(work, data):
 
 
 def test_disk_filling_up_mid_run_leaves_no_partial_file_and_the_run_resumes(work, data):
-    """28 MB holds two checkpoints (12 MB each) but not a third: the third write fails with
-    an error naming it, the two before stay intact, and with more room the run resumes."""
+    """28 MB holds two checkpoints (12 MB each) but not a third: the third write is refused
+    before it starts, naming the folder, the two before stay intact, and with more room the
+    run resumes."""
     with tmpfs(work / "filling-disk", "28m") as folder:
         monitor = folder / "run"
         args = train_args(monitor, data, "-e", 4, "-s", 1000, train_list="train8",
                           validate=False)
         finished = run(args, work, "disk-full")
-        one_error(finished, f"cannot write {monitor}/checkpoints/checkpoint_e0003_i0000000.npz"
-                            ": No space left on device")
+        one_error(finished, f"not enough space in the checkpoint folder {monitor}/checkpoints: ",
+                  "MB free")
         assert checkpoint_names(monitor) == ["checkpoint_e0002_i0000000.npz",
                                              "checkpoint_e0001_i0000000.npz"]
         load_checkpoint(str(monitor / "checkpoints" / "checkpoint_e0002_i0000000.npz"))
@@ -542,6 +543,26 @@ def test_disk_filling_up_mid_run_leaves_no_partial_file_and_the_run_resumes(work
         assert [line.split()[0] for line in
                 (monitor / "Train-loss.series.txt").read_text().splitlines()] == \
             ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("kind, size, extra, refused", [
+    # param_001.h5 (6.1 MB) and a checkpoint (12.2 MB) fill 20 MB: param_002.h5 is refused
+    ("weight file", "20m", [], "param_002.h5"),
+    # with EMA, param_ema_002.h5 is the write that no longer fits in 40 MB
+    ("EMA weight file", "40m", ["--ema-decay", 0.9], "param_ema_002.h5"),
+])
+def test_a_full_disk_at_each_kind_of_write_is_one_line_and_keeps_the_checkpoint(
+        kind, size, extra, refused, work, data):
+    with tmpfs(work / f"full-{kind.replace(' ', '-')}", size) as folder:
+        monitor = folder / "run"
+        finished = run(train_args(monitor, data, "-e", 3, "-s", 1, "--keep-checkpoints", 1,
+                                  *extra, train_list="train8", validate=False),
+                       work, f"full-{kind.replace(' ', '-')}")
+        one_error(finished, "not enough space in the folder of the weight file "
+                            f"{monitor}: ", "MB free")
+        assert not (monitor / refused).exists() and not leftovers(monitor)
+        assert checkpoint_names(monitor) == ["checkpoint_e0001_i0000000.npz"]
+        load_checkpoint(str(monitor / "checkpoints" / "checkpoint_e0001_i0000000.npz"))
 
 
 # --------------------------------------------------------------------------- 6. bad inputs
@@ -670,7 +691,7 @@ BAD_INPUTS = [
     ("validation-truncated-h5", lambda b, w: _validation(b, w, "odd", weights="truncated_h5"), 2,
      ["{truncated_h5}: not a readable NNabla parameter file"]),
     ("infer-truncated-jpeg", lambda b, w: _infer(b, "truncated.JPEG"), 2,
-     ["cannot decode {root}/truncated.JPEG", "truncated"]),
+     ["cannot decode {root}/truncated.JPEG: ", "truncated"]),
     ("infer-garbage-jpeg", lambda b, w: _infer(b, "garbage.JPEG"), 2,
      ["cannot read image {root}/garbage.JPEG: not an image"]),
     ("infer-zero-byte", lambda b, w: _infer(b, "empty.JPEG"), 2,
@@ -703,7 +724,7 @@ BAD_INPUTS = [
       "left out 2 unreadable image(s)", "train: 4 images"]),
     ("create-input-files-missing-folder",
      lambda b, w: ["create_input_files.py", "-T", str(w / "no-such-folder"), "--no-progress",
-                   "-o", str(w / "lists-missing")], 1,
+                   "-o", str(w / "lists-missing")], 2,
      ["folder not found: {work}/no-such-folder"]),
 ]
 

@@ -25,6 +25,7 @@ from .errors import OutputError
 TEMPORARY_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 MEGABYTE = 1 << 20
+WRITE_MARGIN = 1 << 16  # bytes of a file's structure beyond its arrays (zip, HDF5 headers)
 
 
 def _current_umask() -> int:
@@ -72,7 +73,7 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(e, OSError):
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
             raise _naming(path, e) from None
         raise
 
@@ -101,6 +102,7 @@ def check_writable(folder: str, what: str = "output folder") -> None:
 
     Raises OutputError with a one-line reason (not a folder, read-only, no permission, full).
     """
+    check_can_create(folder, what)  # a file in the way is named as such
     try:
         os.makedirs(folder, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}write-test.", dir=folder)
@@ -115,18 +117,26 @@ def check_writable(folder: str, what: str = "output folder") -> None:
 
 
 def check_can_create(folder: str, what: str = "output folder") -> None:
-    """Like `check_writable`, but creating nothing: `folder` is a writable folder, or the
-    nearest existing folder above it is one (so that a run that fails early leaves nothing)."""
-    if os.path.isdir(folder):
-        check_writable(folder, what)
-        return
+    """Whether `folder` could be written to, creating nothing: it is a folder, or the nearest
+    existing path above it is a writable folder (so that a run failing early leaves nothing).
+    `check_writable` also writes a file there."""
     existing = os.path.abspath(folder)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise OutputError(f"cannot write to the {what} {folder}: {existing} is a file")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise OutputError(f"cannot write to the {what} {folder}: Read-only file system "
+                          f"({existing})")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to the {what} {folder}: {existing} is not writable")
+
+
+def check_room_for(path: str, size: int, what: str) -> None:
+    """Before writing `size` bytes to `path`: room on its disk (and a little for the file's
+    own structure), so that a full disk stops the run before the write, with the files
+    written so far intact."""
+    check_room(os.path.dirname(os.path.abspath(path)), size, size + WRITE_MARGIN, what)
 
 
 def check_room(folder: str, largest_file: int, total: int, what: str = "output folder") -> None:

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_room_for
 from .errors import UserError
 
 PARAM_PREFIX = "param/"
@@ -91,6 +91,7 @@ def save_checkpoint(
     record = dict(meta, epoch=epoch, iteration=iteration, sha256=_digest(arrays))
     arrays[_META_KEY] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
     path = os.path.join(directory, checkpoint_name(epoch, iteration))
+    check_room_for(path, sum(a.nbytes for a in arrays.values()), "checkpoint folder")
     with atomic_path(path, ".npz") as tmp:
         _write_npz(tmp, arrays)
     for old in list_checkpoints(directory)[keep:]:

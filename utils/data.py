@@ -167,7 +167,7 @@ class Batch:
 def _check_options(files: FileList, batch_size: int, rank: int, num_ranks: int,
                    channels: int, norm: str, dtype: Any) -> None:
     if len(files) == 0:
-        raise DataError(f"{files.source}: no images")
+        raise DataError(f"{files.source or 'the image list'}: no images")
     if batch_size < 1:
         raise ValueError(f"batch size must be positive, got {batch_size}")
     if not 0 <= rank < num_ranks:

@@ -25,7 +25,7 @@ class FileList:
     root: str
     paths: List[str]
     labels: np.ndarray  # int32 (N,)
-    source: str = "<memory>"  # the list file, for error messages
+    source: Optional[str] = None  # the list file, for error messages (None: files given)
     line_numbers: Optional[np.ndarray] = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -35,7 +35,10 @@ class FileList:
         return os.path.join(self.root, self.paths[index])
 
     def where(self, index: int) -> str:
-        """'<file> (line <n> of <list>)': how errors name a sample."""
+        """'<file> (line <n> of <list>)', or the file alone when no list named it: how errors
+        name a sample."""
+        if self.source is None:
+            return self.full_path(index)
         line = index + 1 if self.line_numbers is None else int(self.line_numbers[index])
         return f"{self.full_path(index)} (line {line} of {self.source})"
 
@@ -44,6 +47,23 @@ class FileList:
         """Explicit image files (for example the one image infer.py classifies), labels 0."""
         labels = [0] * len(files) if labels is None else labels
         return cls("", [os.fspath(f) for f in files], np.asarray(labels, dtype=np.int32))
+
+
+def check_readable(path: str, what: str) -> None:
+    """Refuse a path that cannot be read as the `what` file, saying what it is instead; a pipe
+    (`<(head train_label)`) or any other readable non-folder is accepted."""
+    if os.path.isdir(path):
+        raise DataError(f"{what} {path} is a folder; expected a file")
+    if not os.path.exists(path):
+        raise DataError(f"{what} not found: {path}")
+
+
+def check_folder(path: str, what: str) -> None:
+    """Refuse a path that is not the `what` folder, saying what it is instead."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DataError(f"{what} {path} is a file; expected a folder")
+    if not os.path.isdir(path):
+        raise DataError(f"{what} not found: {path}")
 
 
 def read_file_list(
@@ -55,10 +75,8 @@ def read_file_list(
     outside 0..num_classes-1 or a listed image that does not exist (the first one, with a count
     of the others), and naming the folder or list file when either is missing.
     """
-    if not os.path.isdir(root):
-        raise DataError(f"image folder not found: {root}")
-    if not os.path.isfile(list_file):
-        raise DataError(f"list file not found: {list_file}")
+    check_folder(root, "image folder")
+    check_readable(list_file, "list file")
     paths: List[str] = []
     labels: List[int] = []
     lines: List[int] = []
@@ -129,8 +147,7 @@ def write_csv(path: str, rows: Iterable[Sequence[object]]) -> None:
 
 def read_id_csv(path: str) -> List[str]:
     """A `<id>,<value>` csv (label_wordnetid.csv, label_words.csv) as a list indexed by id."""
-    if not os.path.isfile(path):
-        raise DataError(f"csv file not found: {path}")
+    check_readable(path, "csv file")
     values: Dict[int, str] = {}
     with open(path, encoding="utf-8", newline="") as f:
         for number, row in enumerate(csv.reader(f), 1):

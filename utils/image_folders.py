@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from .errors import DataError
+from .file_list import check_folder
 
 # Extensions DALI's image decoder reads; anything else in a data folder is skipped and counted.
 IMAGE_EXTENSIONS = frozenset(
@@ -34,8 +35,7 @@ class ScanResult:
 
 
 def list_subfolders(root: str) -> List[str]:
-    if not os.path.isdir(root):
-        raise DataError(f"folder not found: {root}")
+    check_folder(root, "folder")
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
 
 
@@ -103,8 +103,7 @@ def split_per_class(
 
 def scan_flat_folder(root: str) -> Tuple[List[str], int]:
     """Image files directly in `root` (sorted) and the number of other files skipped."""
-    if not os.path.isdir(root):
-        raise DataError(f"folder not found: {root}")
+    check_folder(root, "folder")
     names = sorted(e.name for e in os.scandir(root) if e.is_file())
     images = [n for n in names if is_image_name(n)]
     return images, len(names) - len(images)

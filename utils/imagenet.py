@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import DataError
-from .file_list import read_id_csv
+from .file_list import check_readable, read_id_csv
 
 NUM_IMAGENET_CLASSES = 1000
 WNID_PATTERN = re.compile(r"^n\d{8}$")
@@ -27,8 +27,7 @@ def validation_index(name: str) -> int:
 
 def read_ground_truth(path: str, num_classes: Optional[int] = None) -> List[int]:
     """The official validation ground truth: line i is the class id of image number i."""
-    if not os.path.isfile(path):
-        raise DataError(f"ground-truth file not found: {path}")
+    check_readable(path, "ground-truth file")
     with open(path, encoding="utf-8") as f:
         lines = [line.strip() for line in f]
     while lines and not lines[-1]:
@@ -54,24 +53,23 @@ def read_wnid_labels(path: str) -> Optional[Dict[str, str]]:
     (`ImageId,PredictionString`, the string starting with the WordNet ID) or Tiny-ImageNet's
     `val_annotations.txt` (file name, tab, WordNet ID, tab, box); None for the official
     one-class-id-per-line file."""
-    if not os.path.isfile(path):
-        raise DataError(f"ground-truth file not found: {path}")
+    check_readable(path, "ground-truth file")
     with open(path, encoding="utf-8", newline="") as f:
-        first = f.readline().strip()
-        if first != KAGGLE_HEADER and "\t" not in first:
-            return None
-        if first != KAGGLE_HEADER:
-            f.seek(0)
-        rows = csv.reader(f) if first == KAGGLE_HEADER else csv.reader(f, delimiter="\t")
-        labels: Dict[str, str] = {}
-        for number, row in enumerate(rows, 2 if first == KAGGLE_HEADER else 1):
-            if not row:
-                continue
-            wnid = (row[1].split() or [""])[0] if len(row) > 1 else ""
-            if not WNID_PATTERN.match(wnid):
-                raise DataError(f"{path}:{number}: expected an image name and a WordNet ID, "
-                                f"got {row!r}")
-            labels[os.path.splitext(row[0])[0]] = wnid
+        text = f.read().splitlines()  # read once: a pipe cannot be read twice
+    first = text[0].strip() if text else ""
+    if first != KAGGLE_HEADER and "\t" not in first:
+        return None
+    kaggle = first == KAGGLE_HEADER
+    rows = csv.reader(text[1:]) if kaggle else csv.reader(text, delimiter="\t")
+    labels: Dict[str, str] = {}
+    for number, row in enumerate(rows, 2 if kaggle else 1):
+        if not row:
+            continue
+        wnid = (row[1].split() or [""])[0] if len(row) > 1 else ""
+        if not WNID_PATTERN.match(wnid):
+            raise DataError(f"{path}:{number}: expected an image name and a WordNet ID, "
+                            f"got {row!r}")
+        labels[os.path.splitext(row[0])[0]] = wnid
     if not labels:
         raise DataError(f"{path}: no labels")
     return labels

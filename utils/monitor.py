@@ -17,6 +17,7 @@ import os
 from typing import List, Tuple
 
 from .atomic import atomic_write_text
+from .errors import DataError
 
 TRAIN = "Train"
 VALIDATION = "Validation"
@@ -40,33 +41,32 @@ def timer_path(directory: str, name: str) -> str:
     return os.path.join(directory, f"{name}.timer.txt")
 
 
-def read_series(path: str) -> List[Tuple[int, float]]:
-    """(index, value) pairs of a series or timer file; a torn last line is ignored."""
+def _rows(path: str) -> List[Tuple[int, float, str]]:
+    """(index, value, line) of each whole line; a torn last line (a crash while appending)
+    is left out, any other line that does not parse is a DataError naming it."""
     rows = []
-    if not os.path.exists(path):
-        return rows
     with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if not line.endswith("\n") or len(parts) < 2:
+        for number, line in enumerate(f, 1):
+            if not line.endswith("\n"):
                 break
-            rows.append((int(parts[0]), float(parts[1])))
+            parts = line.split()
+            try:
+                rows.append((int(parts[0]), float(parts[1]), line))
+            except (IndexError, ValueError):
+                raise DataError(f"{path}:{number}: expected '<index> <value>', got "
+                                f"{line.strip()!r}") from None
     return rows
+
+
+def read_series(path: str) -> List[Tuple[int, float]]:
+    """(index, value) pairs of a series or timer file."""
+    return [(i, v) for i, v, _ in _rows(path)] if os.path.exists(path) else []
 
 
 def truncate_series(path: str, last_index: int) -> None:
     """Keep only the whole lines with index <= last_index (used when resuming)."""
-    if not os.path.exists(path):
-        return
-    kept = []
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if not line.endswith("\n") or not parts:
-                break
-            if int(parts[0]) <= last_index:
-                kept.append(line)
-    atomic_write_text(path, "".join(kept))
+    if os.path.exists(path):
+        atomic_write_text(path, "".join(line for i, _, line in _rows(path) if i <= last_index))
 
 
 class MonitorFile:

@@ -23,10 +23,9 @@ from nnabla.logger import logger
 
 from .comm import Communicator, create_communicator
 from .context import float_context, select_context
-from .errors import USER_ERROR_STATUS, UsageError, UserError
+from .errors import INTERRUPTED_STATUS, USER_ERROR_STATUS, UsageError, user_error_message
 from .watchdog import stop_watchdog
 
-INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 # SIGUSR1 is what batch schedulers (Slurm --signal, LSF, PBS) send ahead of a time limit.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # Launcher variables giving a rank's index on its node (Open MPI, MPICH/Hydra, Slurm).
@@ -144,22 +143,19 @@ def _fail(message: str, status: int) -> int:
 
 
 def run(main: Callable[[], int]) -> int:
-    """Run a script's main; user errors become one line on stderr and status 2.
-
-    User errors are `UserError`s and the operating system's refusals of a file operation
-    (an OSError with an errno: a missing file, a permission, a full disk), which name the
-    file and which no programming error of this project raises. Anything else is a bug and
-    keeps its traceback. A watchdog the script started (`utils.watchdog`) stops with it.
+    """Run a script's main; user errors (`utils.errors.user_error_message`) become one line
+    on stderr and status 2, Ctrl-C status 130; anything else is a bug and keeps its
+    traceback. Under MPI the failing rank ends the job. A watchdog the script started
+    (`utils.watchdog`) stops with it.
     """
     try:
         return main()
-    except UserError as e:
-        return _fail(f"error: {e}", USER_ERROR_STATUS)
-    except OSError as e:
-        if e.errno is None:
-            raise
-        return _fail(f"error: {e}", USER_ERROR_STATUS)
     except KeyboardInterrupt:
         return _fail("interrupted", INTERRUPTED_STATUS)
+    except Exception as e:
+        message = user_error_message(e)
+        if message is None:
+            raise
+        return _fail(message, USER_ERROR_STATUS)
     finally:
         stop_watchdog()  # main may have started one; nothing watches a finished script

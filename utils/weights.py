@@ -21,8 +21,8 @@ import numpy as np
 
 from models import get_architecture
 
-from .atomic import atomic_path
-from .errors import UserError
+from .atomic import atomic_path, check_room_for
+from .errors import OutputError, UserError
 from .imagenet import NUM_IMAGENET_CLASSES
 from .published import arch_hint, published, where_to_get
 
@@ -59,7 +59,9 @@ class Layout:
 
 def read_parameters(path: str) -> ParameterDict:
     """Read an NNabla parameter file in its saved order."""
-    if not os.path.isfile(path):
+    if os.path.isdir(path):
+        raise WeightFileError(f"{path} is a folder; expected a weight file (.h5)")
+    if not os.path.exists(path):
         raise WeightFileError(f"{path}: no such weight file{where_to_get(path)}")
     records = []
     try:
@@ -94,12 +96,21 @@ def read_parameters(path: str) -> ParameterDict:
 
 
 def write_parameters(path: str, params: ParameterDict) -> None:
-    """Write `params` in NNabla's .h5 format, atomically: a crash leaves the old file or none."""
-    with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
-        for index, (name, p) in enumerate(params.items()):
-            ds = f.create_dataset(name, data=np.asarray(p.data, dtype=np.float32))
-            ds.attrs["index"] = index
-            ds.attrs["need_grad"] = p.need_grad
+    """Write `params` in NNabla's .h5 format, atomically: a crash leaves the old file or none.
+
+    A full disk is an OutputError naming `path` (h5py reports it as a RuntimeError when the
+    file is closed)."""
+    check_room_for(path, sum(np.asarray(p.data).size * 4 for p in params.values()),
+                   "folder of the weight file")
+    with atomic_path(path, ".h5") as tmp:
+        try:
+            with h5py.File(tmp, "w") as f:
+                for index, (name, p) in enumerate(params.items()):
+                    ds = f.create_dataset(name, data=np.asarray(p.data, dtype=np.float32))
+                    ds.attrs["index"] = index
+                    ds.attrs["need_grad"] = p.need_grad
+        except RuntimeError as e:
+            raise OutputError(f"cannot write {path}: {e}") from None
 
 
 def network_parameters() -> ParameterDict:

@@ -1,0 +1,166 @@
+"""Every failure a user can cause is one line naming what they gave, with one exit status for
+all scripts (2), and nothing finished is lost; a programming error keeps its traceback."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from data_fixtures import class_tree
+from eval_fixtures import error_lines, make_weight_file, run_main, run_script
+
+import create_input_files
+import infer
+import plot_curves
+import train
+from utils.errors import USER_ERROR_STATUS, DataError, run_simple
+from utils.monitor import MonitorSeries
+from utils.runtime import run
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
+
+
+def one_line(capsys, *parts: str) -> str:
+    """The one error line, the last on stderr (warnings and listings may come before it)."""
+    lines = [line for line in error_lines(capsys.readouterr().err) if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    assert "Traceback" not in "".join(lines)
+    for part in parts:
+        assert part in errors[0], (part, errors[0])
+    return errors[0]
+
+
+def test_a_programming_error_keeps_its_traceback_and_a_user_error_does_not():
+    def bug() -> int:
+        raise ValueError("an internal invariant broke")
+
+    for runner in (run, run_simple):
+        with pytest.raises(ValueError, match="invariant"):
+            runner(bug)
+        assert runner(lambda: (_ for _ in ()).throw(DataError("x.txt: bad"))) == \
+            USER_ERROR_STATUS
+
+
+def test_create_input_files_checks_its_output_folder_first(tmp_path, capsys):
+    class_tree(str(tmp_path / "train"), ["cat", "dog"], 1)
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for out in (afile, afile / "below"):
+        status = run_simple(lambda out=out: create_input_files.main(
+            ["-T", str(tmp_path / "train"), "-o", str(out), "--no-progress"]))
+        assert status == USER_ERROR_STATUS
+        one_line(capsys, f"cannot write to the output folder (-o) {out}: {afile} is a file")
+    assert afile.read_text() == "mine\n"
+
+
+def test_an_empty_split_after_verify_is_an_error(tmp_path, capsys):
+    for name in ("cat", "dog"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        (tmp_path / "train" / name / "x.JPEG").write_bytes(b"\xff\xd8 not a jpeg")
+    status = run_simple(lambda: create_input_files.main(
+        ["-T", str(tmp_path / "train"), "--train-fraction", "0.5", "--verify", "--workers", "1",
+         "-o", str(tmp_path / "out"), "--no-progress"]))
+    assert status == USER_ERROR_STATUS
+    one_line(capsys, "no training images left: nothing to write")
+    assert not (tmp_path / "out" / "train_label").exists()
+
+
+def test_plot_curves_names_a_corrupt_series_line_and_an_unwritable_output(tmp_path, capsys):
+    monitor = tmp_path / "run"
+    monitor.mkdir()
+    MonitorSeries(str(monitor), "Train-loss").add(0, 1.5)
+    with open(monitor / "Train-loss.series.txt", "a") as f:
+        f.write("1 not-a-number\n2 1.0\n")
+    assert run_simple(lambda: plot_curves.main([str(monitor)])) == USER_ERROR_STATUS
+    one_line(capsys, f"{monitor / 'Train-loss.series.txt'}:2: expected '<index> <value>', "
+                     "got '1 not-a-number'")
+    (monitor / "Train-loss.series.txt").write_text("0 1.5\n1 1.0\n")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert run_simple(lambda: plot_curves.main([str(monitor), "-o", str(afile)])) == \
+        USER_ERROR_STATUS
+    one_line(capsys, str(afile))
+
+
+def test_paths_that_exist_but_are_not_what_was_expected(tmp_path, capsys):
+    args = ["-a", "mobilenet_v3_small", "--num-classes", "10", "--spatial-size", "32",
+            "-e", "1", "-b", "4", "-v", "0", "--dali-num-threads", "1"]
+    listed = tmp_path / "train_label"
+    listed.write_text("".join(f"bag/{n} 0\n" for n in sorted(os.listdir(DEMO / "train" /
+                                                                       "bag"))[:4]))
+    cases = [
+        (["-T", str(DEMO / "train"), "--train-list", str(tmp_path), "-m", str(tmp_path / "m1")],
+         f"list file {tmp_path} is a folder; expected a file"),
+        (["-T", str(listed), "--train-list", str(listed), "-m", str(tmp_path / "m2")],
+         f"image folder {listed} is a file; expected a folder"),
+        (["-T", str(DEMO / "train"), "--train-list", str(listed), "-m", str(listed)],
+         f"cannot write to the monitor path {listed}: {listed} is a file"),
+    ]
+    for extra, message in cases:
+        assert run_main(train.main, *args, *extra) == USER_ERROR_STATUS
+        one_line(capsys, message)
+
+
+def test_a_list_and_a_label_file_given_through_pipes_are_read(tmp_path, capsys):
+    """`--train-list <(head -4 train_label)` and a FIFO for --labels: read as any file."""
+    names = sorted(os.listdir(DEMO / "train" / "bag"))[:4]
+    pipe = tmp_path / "train_label.fifo"
+    labels = tmp_path / "labels.fifo"
+    os.mkfifo(pipe)
+    os.mkfifo(labels)
+
+    def feed(path: Path, text: str) -> None:
+        with open(path, "w") as f:
+            f.write(text)
+
+    writers = [threading.Thread(target=feed, args=(pipe, "".join(f"bag/{n} 0\n" for n in names))),
+               threading.Thread(target=feed, args=(labels, "".join(f"{i},class {i}\n"
+                                                                   for i in range(10))))]
+    for writer in writers:
+        writer.start()
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    assert run_main(train.main, "-a", "mobilenet_v3_small", "--num-classes", "10",
+                    "--spatial-size", "32", "-e", "1", "-b", "4", "-v", "0",
+                    "--dali-num-threads", "1", "-T", DEMO / "train", "--train-list", pipe,
+                    "-m", tmp_path / "run") == 0
+    assert run_main(infer.main, DEMO / "train" / "bag" / names[0], weights, "-a",
+                    "mobilenet_v3_small", "--spatial-size", "32", "--labels", labels) == 0
+    assert "class " in capsys.readouterr().out
+    for writer in writers:
+        writer.join()
+
+
+def test_messages_name_what_the_user_gave(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        train.parse_args(["-a", "resnet18", "-e", "0"])
+    assert stopped.value.code == USER_ERROR_STATUS
+    assert "argument -e/--epochs: must be a positive integer, got 0" in capsys.readouterr().err
+    broken = tmp_path / "broken.JPEG"
+    data = (DEMO / "val" / "ILSVRC2012_val_00000001.JPEG").read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    result = run_script("infer.py", broken, weights, "-a", "mobilenet_v3_small",
+                        "--spatial-size", "32")
+    assert result.returncode == USER_ERROR_STATUS
+    [line] = [line for line in error_lines(result.stderr) if line.startswith("error")]
+    assert line.startswith(f"error: cannot decode {broken}: ") and "<memory>" not in line
+    assert "Traceback" not in result.stderr
+
+
+def test_the_readme_documents_one_status_convention():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Exit statuses", 1)[1].split("\n#", 1)[0]
+    for status in ("`0`", "`1`", "`2`", "`3`", "`75`", "`124`", "`130`"):
+        assert status in section, status
+
+
+def test_an_export_that_fails_its_verification_has_its_own_status(tmp_path):
+    pytest.importorskip("onnxruntime")
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    result = run_script("export.py", weights, "-a", "mobilenet_v3_small", "--spatial-size",
+                        "32", "-o", tmp_path / "m.onnx", "--tolerance", "0")
+    assert result.returncode == 3, result.stderr
+    assert "nothing written" in result.stderr and not (tmp_path / "m.onnx").exists()
