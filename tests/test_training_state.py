@@ -26,6 +26,7 @@ import pytest
 from conftest import DATA_DIR
 from eval_fixtures import run_script
 
+from utils import training
 from utils.checkpoint import checkpoint_dir, load_checkpoint
 from utils.comm import Communicator
 from utils.config import load_config
@@ -36,15 +37,7 @@ from utils.losses import classification_loss, top_n_error_count
 from utils.lr_schedules import solver_learning_rate
 from utils.monitor import read_series, series_path
 from utils.optim import MomentumSolver
-from utils.training import (
-    EpochSums,
-    TrainingGraph,
-    TrainingState,
-    accumulate_gradients,
-    apply_update,
-    build_training_graph,
-    update_group,
-)
+from utils.training import TrainingGraph, TrainingState, update_group
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TRAIN = REPO / "data" / "demo" / "train"
@@ -110,8 +103,8 @@ def test_a_checkpoint_from_before_the_refactor_restores_every_part(inputs):
     files = read_file_list(str(inputs / "train_label"), str(DEMO_TRAIN))
     data = ImageBatches(files, 4, training=True, spatial_size=32, rank=1, num_ranks=2)
     nn.seed(0)
-    graph = build_training_graph("mobilenet_v3_small", data.image_shape, 2, False, config,
-                                 comm.rank, nn.get_current_context())
+    graph = training.build_training_graph("mobilenet_v3_small", data.image_shape, 2, False,
+                                          config, comm.rank, nn.get_current_context())
     solver = MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay)
     ema = WeightEma(nn.get_parameters(), 0.9)
     state = TrainingState(identity, comm, solver, data, graph.mixing, ema)
@@ -132,7 +125,7 @@ def test_a_checkpoint_from_before_the_refactor_restores_every_part(inputs):
     assert mixup["position"] == OLD["meta"]["mixup_rng_pos"][1]
     for name, value in ema.state_dict().items():
         np.testing.assert_array_equal(value, arrays[f"extra/ema/{name}"], err_msg=name)
-    assert state.sums == EpochSums(*OLD["meta"]["epoch_sums"][1])
+    assert state.sums == training.EpochSums(*OLD["meta"]["epoch_sums"][1])
     assert state.position == (1, 1)
 
 
@@ -184,8 +177,8 @@ def test_two_accumulated_batches_make_the_update_of_one_batch_twice_as_large():
         for i in range(batches):
             image.d, label.d, mask.d = images[i * size:(i + 1) * size], \
                 labels[i * size:(i + 1) * size], 1
-            accumulate_gradients(graph, solver, batches)
-        assert apply_update(solver, Communicator(), 0.01, 8)
+            training.accumulate_gradients(graph, solver, batches)
+        assert training.apply_update(solver, Communicator(), 0.01, 8)
         return {k: v.d.copy() for k, v in nn.get_parameters().items()}, solver.learning_rate
 
     whole, rate = one_update(1)
