@@ -245,9 +245,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         write_run_description(monitor_path, args, config)
     start_epoch = state.position[0]
     rt.log(describe_batch(args, rt.comm.size, train_data.iterations_per_epoch))
-    training = Training(args, config, rt, monitor_path, checkpoints, graph,
-              build_schedule(config.lr_scheduler, train_data.iterations_per_epoch), state,
-              TrainingMonitors(monitor_path, rt.comm.is_main, start_epoch), validator, stop)
+    training = Training(
+        args, config, rt, monitor_path, checkpoints, graph,
+        build_schedule(config.lr_scheduler, train_data.iterations_per_epoch), state,
+        TrainingMonitors(monitor_path, rt.comm.is_main, start_epoch), validator, stop)
 
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
