@@ -31,6 +31,10 @@ def fresh_parameters():
 SLOW_MODULES = ("test_reliability.py", "test_readme_commands.py", "test_setup_script.py")
 SLOW_TESTS = (
     "test_convert.py::test_command_round_trip_gives_the_identical_file[[]resnet18]",
+    "test_datasets.py::test_the_*_layout*",
+    "test_datasets.py::test_train_py_*",
+    "test_download.py::test_every_script_*",
+    "test_user_errors.py::test_an_export_*",
     "test_convert.py::test_every_architecture_round_trips_and_classifies_the_same[[]resnet1*",
     "test_export.py::test_nhwc_four_channel_file_exports_like_nchw",
     "test_export.py::test_nnp_reproduces_nnabla*",
