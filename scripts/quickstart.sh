@@ -31,7 +31,8 @@ weights="$out/train/param_$(printf %03d "$epochs").h5"
 
 echo "== 3/5 validation of $weights"
 $py validation.py "$weights" -a "$arch" --spatial-size "$size" -V data/demo/val \
-    --val-list "$out/val_label" -b 50 -M "$out/validation" --json > "$out/validation.json"
+    --val-list "$out/val_label" -b 50 -M "$out/validation" --labels "$out/label_words.csv" \
+    --json > "$out/validation.json"
 cat "$out/validation.json"
 
 echo "== 4/5 inference on three validation images"
