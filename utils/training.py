@@ -190,22 +190,23 @@ class TrainingState:
 
         {"meta": JSON-able record, "params", "solver", "extra": name -> array}.
         """
-        extra: Dict[str, np.ndarray] = {}
         gathered = self.comm.all_gather_object({
             "sums": self.sums.to_list(),
-            "statistics": {k: v.d.copy() for k, v in running_statistics().items()},
+            # (rank 0's statistics are its parameters, saved below)
+            "statistics": {} if self.comm.is_main else
+            {k: v.d.copy() for k, v in running_statistics().items()},
             "mixup": self.mixing.state_dict() if self.mixing is not None else None,
         })
+        if not self.comm.is_main:
+            return None
+        extra: Dict[str, np.ndarray] = {}
         for rank, part in enumerate(gathered):
-            if rank > 0:
-                prefix = RANK_STATISTICS.format(rank=rank)
-                extra.update({prefix + k: v for k, v in part["statistics"].items()})
+            prefix = RANK_STATISTICS.format(rank=rank)
+            extra.update({prefix + k: v for k, v in part["statistics"].items()})
             if part["mixup"] is not None:
                 extra[MIXUP_KEY.format(rank=rank)] = part["mixup"]["key"]
         if self.ema is not None:  # the same on every rank: it averages the all-reduced updates
             extra.update({EMA_PREFIX + k: v for k, v in self.ema.state_dict().items()})
-        if not self.comm.is_main:
-            return None
         meta = {IDENTITY: self.identity, DATA_POSITION: self.data.state(),
                 MIXUP_POSITION: [p["mixup"]["position"] for p in gathered
                                  if p["mixup"] is not None],
