@@ -14,6 +14,7 @@ import create_input_files
 import infer
 import plot_curves
 import train
+import validation
 from utils.errors import USER_ERROR_STATUS, DataError, run_simple
 from utils.monitor import MonitorSeries
 from utils.runtime import run
@@ -164,3 +165,24 @@ def test_an_export_that_fails_its_verification_has_its_own_status(tmp_path):
                         "32", "-o", tmp_path / "m.onnx", "--tolerance", "0")
     assert result.returncode == 3, result.stderr
     assert "nothing written" in result.stderr and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_binary_file_given_for_a_text_file_is_named(tmp_path, capsys):
+    """A JPEG given as a list, csv, ground-truth or series file: one line, not a traceback."""
+    jpeg = str(DEMO / "val" / "ILSVRC2012_val_00000001.JPEG")
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    assert run_main(validation.main, weights, "-a", "mobilenet_v3_small", "-V", DEMO / "val",
+                    "--val-list", jpeg, "-M", tmp_path / "val") == USER_ERROR_STATUS
+    one_line(capsys, f"list file {jpeg} is not UTF-8 text")
+    assert run_main(infer.main, jpeg, weights, "-a", "mobilenet_v3_small", "--labels",
+                    jpeg) == USER_ERROR_STATUS
+    one_line(capsys, f"csv file {jpeg} is not UTF-8 text")
+    for flag, what in (("-L", "csv file"), ("-V", "ground-truth file")):
+        assert run_simple(lambda flag=flag: create_input_files.main(
+            ["-T", str(DEMO / "train"), flag, jpeg, "-o", str(tmp_path / "out"),
+             "--no-progress"])) == USER_ERROR_STATUS
+        one_line(capsys, f"{what} {jpeg} is not UTF-8 text")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "Train-loss.series.txt").write_bytes(b"\xff\xd8\xff\xe0 binary\n")
+    assert run_simple(lambda: plot_curves.main([str(tmp_path / "run")])) == USER_ERROR_STATUS
+    one_line(capsys, f"series file {tmp_path / 'run' / 'Train-loss.series.txt'} is not UTF-8")

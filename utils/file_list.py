@@ -9,8 +9,9 @@ import csv
 import io
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -58,6 +59,17 @@ def check_readable(path: str, what: str) -> None:
         raise DataError(f"{what} not found: {path}")
 
 
+@contextmanager
+def open_text(path: str, what: str, newline: Optional[str] = None) -> Iterator[IO[str]]:
+    """Open a UTF-8 text input for reading. A binary file given in its place (an image, an
+    archive, a weight file) is a DataError naming it, not a UnicodeDecodeError traceback."""
+    with open(path, encoding="utf-8", newline=newline) as f:
+        try:
+            yield f
+        except UnicodeDecodeError as e:
+            raise DataError(f"{what} {path} is not UTF-8 text: {e.reason}") from None
+
+
 def check_folder(path: str, what: str) -> None:
     """Refuse a path that is not the `what` folder, saying what it is instead."""
     if os.path.exists(path) and not os.path.isdir(path):
@@ -80,7 +92,7 @@ def read_file_list(
     paths: List[str] = []
     labels: List[int] = []
     lines: List[int] = []
-    with open(list_file, encoding="utf-8") as f:
+    with open_text(list_file, "list file") as f:
         for number, line in enumerate(f, 1):
             text = line.strip()
             if not text:
@@ -149,7 +161,7 @@ def read_id_csv(path: str) -> List[str]:
     """A `<id>,<value>` csv (label_wordnetid.csv, label_words.csv) as a list indexed by id."""
     check_readable(path, "csv file")
     values: Dict[int, str] = {}
-    with open(path, encoding="utf-8", newline="") as f:
+    with open_text(path, "csv file", newline="") as f:
         for number, row in enumerate(csv.reader(f), 1):
             if not row:
                 continue

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import DataError
-from .file_list import check_readable, read_id_csv
+from .file_list import check_readable, open_text, read_id_csv
 
 NUM_IMAGENET_CLASSES = 1000
 WNID_PATTERN = re.compile(r"^n\d{8}$")
@@ -28,7 +28,7 @@ def validation_index(name: str) -> int:
 def read_ground_truth(path: str, num_classes: Optional[int] = None) -> List[int]:
     """The official validation ground truth: line i is the class id of image number i."""
     check_readable(path, "ground-truth file")
-    with open(path, encoding="utf-8") as f:
+    with open_text(path, "ground-truth file") as f:
         lines = [line.strip() for line in f]
     while lines and not lines[-1]:
         lines.pop()
@@ -54,7 +54,7 @@ def read_wnid_labels(path: str) -> Optional[Dict[str, str]]:
     `val_annotations.txt` (file name, tab, WordNet ID, tab, box); None for the official
     one-class-id-per-line file."""
     check_readable(path, "ground-truth file")
-    with open(path, encoding="utf-8", newline="") as f:
+    with open_text(path, "ground-truth file", newline="") as f:
         text = f.read().splitlines()  # read once: a pipe cannot be read twice
     first = text[0].strip() if text else ""
     if first != KAGGLE_HEADER and "\t" not in first:
@@ -79,7 +79,7 @@ def read_words(path: str) -> Dict[str, str]:
     """WordNet ID -> names, from a `words.txt` (Tiny-ImageNet) or `LOC_synset_mapping.txt`
     (Kaggle): the ID, then a tab or a space, then the names."""
     names = {}
-    with open(path, encoding="utf-8") as f:
+    with open_text(path, "class-name file") as f:
         for line in f:
             parts = line.rstrip("\n").split(None, 1)
             if len(parts) == 2 and WNID_PATTERN.match(parts[0]):

@@ -18,6 +18,7 @@ from typing import List, Tuple
 
 from .atomic import atomic_write_text
 from .errors import DataError
+from .file_list import open_text
 
 TRAIN = "Train"
 VALIDATION = "Validation"
@@ -45,7 +46,7 @@ def _rows(path: str) -> List[Tuple[int, float, str]]:
     """(index, value, line) of each whole line; a torn last line (a crash while appending)
     is left out, any other line that does not parse is a DataError naming it."""
     rows = []
-    with open(path) as f:
+    with open_text(path, "series file") as f:
         for number, line in enumerate(f, 1):
             if not line.endswith("\n"):
                 break
