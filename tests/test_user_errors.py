@@ -186,3 +186,18 @@ def test_a_binary_file_given_for_a_text_file_is_named(tmp_path, capsys):
     (tmp_path / "run" / "Train-loss.series.txt").write_bytes(b"\xff\xd8\xff\xe0 binary\n")
     assert run_simple(lambda: plot_curves.main([str(tmp_path / "run")])) == USER_ERROR_STATUS
     one_line(capsys, f"series file {tmp_path / 'run' / 'Train-loss.series.txt'} is not UTF-8")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path, capsys):
+    """Lists and csv files saved by Excel or Notepad start with one; it is no file name."""
+    bom = "\ufeff"
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    val_list = tmp_path / "val_label"
+    val_list.write_text(bom + "".join(f"ILSVRC2012_val_{i:08d}.JPEG 0\n" for i in (1, 2)),
+                        encoding="utf-8")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(bom + "".join(f"{i},class {i}\r\n" for i in range(10)), encoding="utf-8")
+    assert run_main(validation.main, weights, "-a", "mobilenet_v3_small", "--spatial-size",
+                    "32", "-V", DEMO / "val", "--val-list", val_list, "--labels", labels,
+                    "-M", tmp_path / "val", "--no-progress", "--json") == 0
+    assert '"class_names": ["class 0", "class 1"' in capsys.readouterr().out

@@ -61,9 +61,11 @@ def check_readable(path: str, what: str) -> None:
 
 @contextmanager
 def open_text(path: str, what: str, newline: Optional[str] = None) -> Iterator[IO[str]]:
-    """Open a UTF-8 text input for reading. A binary file given in its place (an image, an
-    archive, a weight file) is a DataError naming it, not a UnicodeDecodeError traceback."""
-    with open(path, encoding="utf-8", newline=newline) as f:
+    """Open a UTF-8 text input for reading. A byte-order mark (Excel's "CSV UTF-8", Notepad)
+    is dropped, or the first line would name a file or id that does not exist. A binary file
+    given in its place (an image, an archive, a weight file) is a DataError naming it, not a
+    UnicodeDecodeError traceback."""
+    with open(path, encoding="utf-8-sig", newline=newline) as f:
         try:
             yield f
         except UnicodeDecodeError as e:
