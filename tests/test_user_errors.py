@@ -201,3 +201,24 @@ def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path, capsys):
                     "32", "-V", DEMO / "val", "--val-list", val_list, "--labels", labels,
                     "-M", tmp_path / "val", "--no-progress", "--json") == 0
     assert '"class_names": ["class 0", "class 1"' in capsys.readouterr().out
+
+
+def test_a_repeated_or_odd_class_id_is_named(tmp_path, capsys):
+    """A csv id given twice would silently rename a class; '²' passed str.isdigit, not int()."""
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    image = DEMO / "val" / "ILSVRC2012_val_00000001.JPEG"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("".join(f"{i},class {i}\n" for i in [*range(10), 3]))
+    assert run_main(infer.main, image, weights, "-a", "mobilenet_v3_small", "--labels",
+                    labels) == USER_ERROR_STATUS
+    one_line(capsys, f"{labels}:11: id 3 given again (first on line 4)")
+    labels.write_text("0,a\n\u00b2,b\n")
+    assert run_main(infer.main, image, weights, "-a", "mobilenet_v3_small", "--labels",
+                    labels) == USER_ERROR_STATUS
+    one_line(capsys, f"{labels}:2: expected '<id>,<value>', got ['\u00b2', 'b']")
+    truth = tmp_path / "ground_truth.txt"
+    truth.write_text("1\n\u00b2\n", encoding="utf-8")
+    assert run_simple(lambda: create_input_files.main(
+        ["-T", str(DEMO / "train"), "-V", str(truth), "-o", str(tmp_path / "out"),
+         "--no-progress"])) == USER_ERROR_STATUS
+    one_line(capsys, f"{truth}:2: expected a class id, got '\u00b2'")

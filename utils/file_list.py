@@ -50,6 +50,12 @@ class FileList:
         return cls("", [os.fspath(f) for f in files], np.asarray(labels, dtype=np.int32))
 
 
+def is_class_id(text: str) -> bool:
+    """Whether `text` is a class id: ASCII digits only (str.isdigit also takes '²', which
+    int() refuses)."""
+    return re.fullmatch(r"[0-9]+", text) is not None
+
+
 def check_readable(path: str, what: str) -> None:
     """Refuse a path that cannot be read as the `what` file, saying what it is instead; a pipe
     (`<(head train_label)`) or any other readable non-folder is accepted."""
@@ -163,13 +169,18 @@ def read_id_csv(path: str) -> List[str]:
     """A `<id>,<value>` csv (label_wordnetid.csv, label_words.csv) as a list indexed by id."""
     check_readable(path, "csv file")
     values: Dict[int, str] = {}
+    lines: Dict[int, int] = {}  # id -> the line that gave it, to name a repeated id
     with open_text(path, "csv file", newline="") as f:
         for number, row in enumerate(csv.reader(f), 1):
             if not row:
                 continue
-            if len(row) < 2 or not row[0].strip().isdigit():
+            if len(row) < 2 or not is_class_id(row[0].strip()):
                 raise DataError(f"{path}:{number}: expected '<id>,<value>', got {row!r}")
-            values[int(row[0])] = row[1].strip()
+            key = int(row[0])
+            if key in values:  # the later name would silently replace the earlier one
+                raise DataError(f"{path}:{number}: id {key} given again (first on line "
+                                f"{lines[key]})")
+            values[key], lines[key] = row[1].strip(), number
     if sorted(values) != list(range(len(values))):
         raise DataError(f"{path}: ids must be 0..{len(values) - 1} without gaps")
     return [values[i] for i in range(len(values))]

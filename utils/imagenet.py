@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import DataError
-from .file_list import check_readable, open_text, read_id_csv
+from .file_list import check_readable, is_class_id, open_text, read_id_csv
 
 NUM_IMAGENET_CLASSES = 1000
 WNID_PATTERN = re.compile(r"^n\d{8}$")
@@ -36,7 +36,7 @@ def read_ground_truth(path: str, num_classes: Optional[int] = None) -> List[int]
         raise DataError(f"{path}: no labels")
     labels = []
     for number, text in enumerate(lines, 1):
-        if not text.isdigit():  # a blank line would shift every later image's label
+        if not is_class_id(text):  # a blank line would shift every later image's label
             raise DataError(f"{path}:{number}: expected a class id, got {text!r}")
         if num_classes is not None and int(text) >= num_classes:
             raise DataError(f"{path}:{number}: class id {text} out of range "
