@@ -6,6 +6,8 @@ import os
 import threading
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 from data_fixtures import class_tree
 from eval_fixtures import error_lines, make_weight_file, run_main, run_script
@@ -222,3 +224,19 @@ def test_a_repeated_or_odd_class_id_is_named(tmp_path, capsys):
         ["-T", str(DEMO / "train"), "-V", str(truth), "-o", str(tmp_path / "out"),
          "--no-progress"])) == USER_ERROR_STATUS
     one_line(capsys, f"{truth}:2: expected a class id, got '\u00b2'")
+
+
+def test_a_weight_file_with_nan_values_is_refused(tmp_path, capsys):
+    """Its NaN outputs compared as right answers: validation reported 0 % error."""
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    with h5py.File(weights, "r+") as f:
+        beta = f["last-conv-1/bn/beta"][()]
+        beta.flat[0] = np.nan
+        f["last-conv-1/bn/beta"][...] = beta
+    val_list = tmp_path / "val_label"
+    val_list.write_text("ILSVRC2012_val_00000001.JPEG 7\n")
+    assert run_main(validation.main, weights, "-a", "mobilenet_v3_small", "--spatial-size",
+                    "32", "-V", DEMO / "val", "--val-list", val_list, "-M", tmp_path / "val",
+                    "--no-progress") == USER_ERROR_STATUS
+    one_line(capsys, f"{weights}: parameter 'last-conv-1/bn/beta' holds 1 NaN or infinite "
+                     "value(s)")

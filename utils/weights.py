@@ -89,10 +89,23 @@ def read_parameters(path: str) -> ParameterDict:
     if not records:
         raise WeightFileError(f"{path}: the file holds no parameters")
     records.sort(key=lambda r: r[0])
-    return OrderedDict(
+    params = OrderedDict(
         (name, Parameter(np.asarray(data, dtype=np.float32), need_grad))
         for _, name, data, need_grad in records
     )
+    _check_finite(path, params)
+    return params
+
+
+def _check_finite(path: str, params: ParameterDict) -> None:
+    """Refuse NaN or infinite values: they would turn every output into NaN, which compares
+    as no error at all (a validation of such a file reported 0 % top-1 error)."""
+    for name, p in params.items():
+        bad = int(np.size(p.data) - np.count_nonzero(np.isfinite(p.data)))
+        if bad:
+            raise WeightFileError(f"{path}: parameter '{name}' holds {bad} NaN or infinite "
+                                  "value(s): the file is damaged or was saved from a run "
+                                  "that diverged")
 
 
 def write_parameters(path: str, params: ParameterDict) -> None:
