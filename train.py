@@ -124,7 +124,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="keep an exponential moving average of the trainable weights "
                         "(e.g. 0.9998 per iteration), validate it too (Validation-EMA-* "
                         "series) and save it as param_ema_NNN.h5 (default: 0, off)")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=cli.seed, default=0,
                    help="seed of initialisation, shuffling, augmentation and mixup "
                         "(default: %(default)s)")
 

@@ -240,3 +240,17 @@ def test_a_weight_file_with_nan_values_is_refused(tmp_path, capsys):
                     "--no-progress") == USER_ERROR_STATUS
     one_line(capsys, f"{weights}: parameter 'last-conv-1/bn/beta' holds 1 NaN or infinite "
                      "value(s)")
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--seed", "-1", "argument --seed: must be in 0..2147483647, got -1"),
+    ("--seed", "2147483648", "argument --seed: must be in 0..2147483647, got 2147483648"),
+    ("--hang-timeout", "inf", "argument --hang-timeout: must be a number of seconds up to 1e+09"),
+    ("--hang-timeout", "nan", "argument --hang-timeout: must be a number of seconds up to 1e+09"),
+])
+def test_a_seed_or_timeout_the_libraries_refuse_is_a_usage_error(flag, value, words, capsys):
+    """These were tracebacks from nn.seed and faulthandler (nan silently disabled the watch)."""
+    with pytest.raises(SystemExit) as stopped:
+        train.parse_args(["-a", "resnet18", flag, value])
+    assert stopped.value.code == USER_ERROR_STATUS
+    assert words in capsys.readouterr().err

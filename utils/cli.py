@@ -55,6 +55,30 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+SEED_LIMIT = 2**31  # nn.seed takes a C int; NumPy and DALI take more
+# Seconds; the watchdog's faulthandler backstop fires at twice the timeout and takes < 9.2e9.
+MAX_HANG_TIMEOUT = 1e9
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed nn.seed takes (outside 0..2**31-1 it raised from inside NNabla
+    or NumPy, a traceback)."""
+    value = int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in 0..{SEED_LIMIT - 1}, got {text}")
+    return value
+
+
+def hang_timeout(text: str) -> float:
+    """argparse type: seconds, at most MAX_HANG_TIMEOUT (inf raised from inside the watchdog,
+    a traceback; nan silently disabled it); <= 0 disables."""
+    value = float(text)
+    if not value <= MAX_HANG_TIMEOUT:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds up to "
+                                          f"{MAX_HANG_TIMEOUT:g} (<= 0 disables), got {text}")
+    return value
+
+
 def _megabytes_to_bytes(text: str) -> int:
     return non_negative_int(text) * MEBIBYTE
 
@@ -87,7 +111,7 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
 
 def add_hang_timeout_flag(group: argparse._ArgumentGroup) -> None:
     """--hang-timeout, for the scripts that run collectives under MPI."""
-    group.add_argument("--hang-timeout", type=float, default=DEFAULT_HANG_TIMEOUT,
+    group.add_argument("--hang-timeout", type=hang_timeout, default=DEFAULT_HANG_TIMEOUT,
                        metavar="SECONDS",
                        help="end the job with status 124, printing where this rank is, when "
                             "no iteration or batch completes for this long (a rank stuck in "
