@@ -104,6 +104,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.train_fraction is not None and (args.val_dir or args.validation_data_label):
         p.error("--train-fraction makes the validation split itself: give it without "
                 "--val-dir and -V")
+    if args.workers < 1:  # 0 or a negative count silently decoded in this process alone
+        p.error(f"argument --workers: must be a positive integer, got {args.workers}")
     return args
 
 

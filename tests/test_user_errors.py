@@ -254,3 +254,11 @@ def test_a_seed_or_timeout_the_libraries_refuse_is_a_usage_error(flag, value, wo
         train.parse_args(["-a", "resnet18", flag, value])
     assert stopped.value.code == USER_ERROR_STATUS
     assert words in capsys.readouterr().err
+
+
+def test_create_input_files_needs_at_least_one_worker(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        create_input_files.main(["-T", str(DEMO / "train"), "--verify", "--workers", "0",
+                                 "-o", str(tmp_path / "out"), "--no-progress"])
+    assert stopped.value.code == USER_ERROR_STATUS
+    assert "argument --workers: must be a positive integer, got 0" in capsys.readouterr().err
