@@ -218,6 +218,18 @@ def test_unusable_files(tmp_path, text, message):
     assert "\n" not in str(caught.value)
 
 
+def test_a_key_given_twice_is_named(tmp_path):
+    """PyYAML keeps the last value silently: an edit of the first would change nothing."""
+    path = write(tmp_path, COSINE + "momentum: 0.9\n")
+    with pytest.raises(ConfigError, match=r"line 13, column 1: key 'momentum' given twice "
+                                          r"\(first on line 2\)"):
+        load_config(path)
+    path = write(tmp_path, COSINE.replace("    base_lr: 0.001\n",
+                                          "    base_lr: 0.001\n    base_lr: 0.002\n"))
+    with pytest.raises(ConfigError, match=r"key 'base_lr' given twice \(first on line 10\)"):
+        load_config(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nothere.yaml: config file not found"):
         load_config(tmp_path / "nothere.yaml")

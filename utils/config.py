@@ -96,7 +96,23 @@ class _Invalid(Exception):
 # PyYAML follows YAML 1.1, where a float needs a dot: `1e-4` would load as a string. This
 # loader replaces the float resolver with one that also accepts exponent-only forms.
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        """Refuse a key given twice in one mapping, which YAML forbids: PyYAML keeps the last
+        value silently, so an edit of the first one would change nothing."""
+        first: Dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may override
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                mark = first.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: PyYAML names it below
+                continue
+            if mark is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {mark.line + 1})",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
