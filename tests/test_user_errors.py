@@ -12,6 +12,7 @@ import pytest
 from data_fixtures import class_tree
 from eval_fixtures import error_lines, make_weight_file, run_main, run_script
 
+import convert_parameter_format
 import create_input_files
 import infer
 import plot_curves
@@ -262,3 +263,19 @@ def test_create_input_files_needs_at_least_one_worker(tmp_path, capsys):
                                  "-o", str(tmp_path / "out"), "--no-progress"])
     assert stopped.value.code == USER_ERROR_STATUS
     assert "argument --workers: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_a_weight_file_is_written_into_new_folders_and_not_under_a_file(tmp_path, capsys):
+    """The room check measured a folder not created yet: '[Errno 2] No such file or
+    directory'; and a file in the way read 'File exists'."""
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    new = tmp_path / "new" / "sub" / "w_nhwc.h5"
+    assert run_main(convert_parameter_format.main, weights, new, "-m", "nhwc") == 0
+    assert new.is_file()
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for out in (afile / "w_nhwc.h5", afile / "below" / "w_nhwc.h5"):
+        assert run_main(convert_parameter_format.main, weights, out, "-m", "nhwc") == \
+            USER_ERROR_STATUS
+        one_line(capsys, f"cannot write {out}: {afile} is a file, not a folder")
+    assert afile.read_text() == "mine\n"

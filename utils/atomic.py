@@ -61,6 +61,10 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{os.path.basename(path)}.",
                                    suffix=suffix, dir=folder)
     except OSError as e:
+        existing = _nearest_existing(folder)
+        if not os.path.isdir(existing):  # makedirs says "File exists", which misleads
+            raise OutputError(f"cannot write {path}: {existing} is a file, not a folder") \
+                from None
         raise _naming(path, e) from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 suits secrets, not results
@@ -120,9 +124,7 @@ def check_can_create(folder: str, what: str = "output folder") -> None:
     """Whether `folder` could be written to, creating nothing: it is a folder, or the nearest
     existing path above it is a writable folder (so that a run failing early leaves nothing).
     `check_writable` also writes a file there."""
-    existing = os.path.abspath(folder)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = _nearest_existing(folder)
     if not os.path.isdir(existing):
         raise OutputError(f"cannot write to the {what} {folder}: {existing} is a file")
     if os.statvfs(existing).f_flag & os.ST_RDONLY:
@@ -132,11 +134,20 @@ def check_can_create(folder: str, what: str = "output folder") -> None:
         raise OutputError(f"cannot write to the {what} {folder}: {existing} is not writable")
 
 
+def _nearest_existing(path: str) -> str:
+    """`path` (absolute) or the nearest path above it that exists."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return existing
+
+
 def check_room_for(path: str, size: int, what: str) -> None:
     """Before writing `size` bytes to `path`: room on its disk (and a little for the file's
     own structure), so that a full disk stops the run before the write, with the files
-    written so far intact."""
-    check_room(os.path.dirname(os.path.abspath(path)), size, size + WRITE_MARGIN, what)
+    written so far intact. Measured where the folders `atomic_path` creates will be."""
+    check_room(_nearest_existing(os.path.dirname(os.path.abspath(path))), size,
+               size + WRITE_MARGIN, what)
 
 
 def check_room(folder: str, largest_file: int, total: int, what: str = "output folder") -> None:
