@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -26,8 +27,9 @@ from utils.atomic import check_can_create
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.download import resolve_weights
+from utils.errors import UsageError
 from utils.evaluation import EvaluationResult, evaluate, network_for_weights, record
-from utils.file_list import read_file_list
+from utils.file_list import FileList, read_file_list
 from utils.imagenet import class_names
 from utils.per_class import ClassCounts, plot_confusion, write_per_class
 from utils.runtime import run, setup_runtime
@@ -73,6 +75,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return cli.parse_weight_file_args(build_parser(), argv)
 
 
+def read_recompute_list(args: argparse.Namespace, num_classes: int) -> FileList:
+    """The training images of --recompute-bn, read before any work; a missing list names the
+    flag that needs it (the default list, train_label, is often not there)."""
+    if not os.path.exists(args.train_list):
+        raise UsageError(f"--recompute-bn needs the training images: list file "
+                         f"{args.train_list} (--train-list) not found")
+    return read_file_list(args.train_list, args.train_dir, num_classes)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args)
@@ -85,6 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
     files = read_file_list(cli.val_list_of(args), args.val_dir, num_classes)
+    train_files = read_recompute_list(args, num_classes) if args.recompute_bn else None
     pipeline = cli.pipeline_options(args, rt)
     # A batch beyond a rank's share only pads: -b 20000 over 4 images took a minute and 3 GB.
     batch_size = min(args.batch_size, -(-len(files) // comm.size))
@@ -92,7 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                          batch_size, rt, args.norm_config, pipeline)
     if args.recompute_bn:
         train_batches = ImageBatches(
-            read_file_list(args.train_list, args.train_dir, num_classes), args.batch_size,
+            train_files, args.batch_size,
             training=True, channels=batches.channels, channel_last=batches.channel_last,
             norm=args.norm_config, **pipeline)
         x = nn.Variable(train_batches.image_shape)

@@ -292,3 +292,29 @@ def test_a_validation_batch_beyond_the_images_is_cut_to_them(tmp_path, caplog):
                     "32", "-V", DEMO / "val", "--val-list", val_list, "-M", tmp_path / "val",
                     "--no-progress", "-b", "1000") == 0
     assert "1 rank(s) x batch 2, 32x32" in caplog.text
+
+
+def test_outputs_that_overflow_are_not_reported_as_right_answers(tmp_path, capsys):
+    """Finite weights whose logits overflow give NaN outputs, which compared as no error."""
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    with h5py.File(weights, "r+") as f:
+        f["linear/affine/W"][...] = np.full(f["linear/affine/W"].shape, 3e38, np.float32)
+    val_list = tmp_path / "val_label"
+    val_list.write_text("ILSVRC2012_val_00000001.JPEG 7\nILSVRC2012_val_00000002.JPEG 2\n")
+    assert run_main(validation.main, weights, "-a", "mobilenet_v3_small", "--spatial-size",
+                    "32", "-V", DEMO / "val", "--val-list", val_list, "-M", tmp_path / "val",
+                    "--no-progress") == USER_ERROR_STATUS
+    one_line(capsys, "the network's outputs are not finite (loss nan)", "try -t float")
+    assert not (tmp_path / "val").exists() or not any((tmp_path / "val").iterdir())
+
+
+def test_recompute_bn_without_a_training_list_names_the_flag(tmp_path, capsys, monkeypatch):
+    weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)
+    val_list = tmp_path / "val_label"
+    val_list.write_text("ILSVRC2012_val_00000001.JPEG 7\n")
+    monkeypatch.chdir(tmp_path)  # no train_label here, the default list
+    assert run_main(validation.main, weights, "-a", "mobilenet_v3_small", "--spatial-size",
+                    "32", "-V", DEMO / "val", "--val-list", val_list, "-M", tmp_path / "val",
+                    "--no-progress", "--recompute-bn", "2") == USER_ERROR_STATUS
+    one_line(capsys, "--recompute-bn needs the training images: list file train_label "
+                     "(--train-list) not found")

@@ -38,6 +38,10 @@ class TrainingDiverged(UserError, FloatingPointError):
     """A run whose loss or parameters became non-finite."""
 
 
+class NonFiniteOutputs(UserError, FloatingPointError):
+    """A network whose outputs overflowed: their errors would read as right answers."""
+
+
 class DataError(UserError, ValueError):
     """A data file or folder that cannot be used; the message names it."""
 

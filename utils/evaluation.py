@@ -12,6 +12,7 @@ its layout, input channels and class count are read from the file, not from flag
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from models import build_network
 from .comm import Communicator
 from .context import float_context
 from .data import ImageBatches
+from .errors import NonFiniteOutputs
 from .file_list import FileList
 from .losses import smoothed_cross_entropy, top_n_error_count
 from .monitor import QUANTITIES, VALIDATION, MonitorSeries, series_name
@@ -168,6 +170,10 @@ def evaluate(
     count = int(round(count))
     if count != batches.num_samples:
         raise RuntimeError(f"evaluated {count} images of {batches.num_samples}")
+    if not math.isfinite(loss):  # a NaN logit counts as no error: 0 % would be reported
+        raise NonFiniteOutputs(f"{description}: the network's outputs are not finite (loss "
+                               f"{loss}); its errors would be meaningless (in half precision, "
+                               "try -t float)")
     return EvaluationResult(loss / count, top1 / count, top5 / count, count, seconds)
 
 
