@@ -166,15 +166,21 @@ def evaluate(
     loss, top1, top5, count = comm.all_reduce_sum(host.tolist())
     if per_class is not None:
         per_class.all_reduce(comm)
-    seconds = time.perf_counter() - start
     count = int(round(count))
     if count != batches.num_samples:
         raise RuntimeError(f"evaluated {count} images of {batches.num_samples}")
-    if not math.isfinite(loss):  # a NaN logit counts as no error: 0 % would be reported
+    check_finite_outputs(loss, description)
+    return EvaluationResult(loss / count, top1 / count, top5 / count, count,
+                            time.perf_counter() - start)
+
+
+def check_finite_outputs(loss_sum: float, description: str) -> None:
+    """A NaN logit counts as no error in the top-n error, so a network whose outputs
+    overflowed would be reported as 0 % wrong: refuse it."""
+    if not math.isfinite(loss_sum):
         raise NonFiniteOutputs(f"{description}: the network's outputs are not finite (loss "
-                               f"{loss}); its errors would be meaningless (in half precision, "
-                               "try -t float)")
-    return EvaluationResult(loss / count, top1 / count, top5 / count, count, seconds)
+                               f"{loss_sum}); its errors would be meaningless (in half "
+                               "precision, try -t float)")
 
 
 def network_for_weights(
