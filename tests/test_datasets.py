@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import yaml
 from data_fixtures import class_tree, photo, save
 from eval_fixtures import make_weight_file, run_script
 
@@ -140,9 +141,11 @@ def test_the_tiny_imagenet_layout(tmp_path):
 def test_train_py_runs_a_policy_crop_ranges_and_cutmix_from_the_config(tmp_path):
     lists = prepare(tmp_path)
     config = tmp_path / "policy.yaml"
-    config.write_text((Path(__file__).resolve().parents[1] / "cfg" / "quickstart.yaml")
-                      .read_text() + "augmentation:\n  random_area: [0.35, 1]\n"
-                                     "  policy: trivialaugment\ncutmix: 1.0\n")
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "cfg" / "quickstart.yaml")
+                            .read_text())
+    recipe.update(augmentation={"random_area": [0.35, 1], "policy": "trivialaugment"},
+                  cutmix=1.0)
+    config.write_text(yaml.safe_dump(recipe))
     monitor = tmp_path / "run"
     result = run_script("train.py", "-a", "mobilenet_v3_small", "-b", "4", "--spatial-size",
                         "32", "-e", "1", "-C", config, "--num-classes", "3",
