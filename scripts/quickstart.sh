@@ -3,7 +3,7 @@
 # out like ImageNet), on the CPU: set-up, list files, training under mpirun with one rank per
 # core, validation, inference on a few images, PNG curves. A few minutes on 2 cores.
 #   bash scripts/quickstart.sh [output dir]      (default: runs/quickstart-<date-time>)
-# QUICKSTART_EPOCHS (default 15) and QUICKSTART_RANKS (default: the number of cores) override.
+# QUICKSTART_EPOCHS (default 18) and QUICKSTART_RANKS (default: the number of cores) override.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
@@ -11,7 +11,7 @@ cd "$root"
 py=.venv/bin/python
 out="${1:-runs/quickstart-$(date +%Y%m%d-%H%M%S)}"
 ranks="${QUICKSTART_RANKS:-$(nproc)}"
-epochs="${QUICKSTART_EPOCHS:-15}"
+epochs="${QUICKSTART_EPOCHS:-18}"
 arch=mobilenet_v3_small
 size=48  # the 28-pixel photos upscaled: more of each survives the network's strides
 mkdir -p "$out"
