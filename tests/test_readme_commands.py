@@ -150,7 +150,7 @@ def check_quickstart(argv, result, box):
     final = re.search(r"Final top-1 error on the 400 demo validation images: ([0-9.]+) %",
                       result.stdout)
     assert final, result.stdout[-2000:]
-    assert float(final.group(1)) < 85  # chance: 90 %; 2 epochs reach about 68 %
+    assert float(final.group(1)) < 60  # chance: 90 %; 2 epochs reach about 30 %
     out = box.root / re.search(r"Results in (\S+):", result.stdout).group(1)
     assert {"train", "validation.json", "label_words.csv"} <= {p.name for p in out.iterdir()}
     assert (out / "train" / "param_002.h5").is_file() and (out / "train" / "loss.png").is_file()
