@@ -123,12 +123,9 @@ class ProgressiveResizing:
 
     def resolution(self, epoch: int) -> int:
         """The training input size of `epoch`: a multiple of 32 (of 8 below 64 pixels)."""
-        if epoch <= self.start_epoch or self.end_epoch <= self.start_epoch:
-            size = float(self.start if epoch <= self.start_epoch else self.end)
-        elif epoch >= self.end_epoch:
-            size = float(self.end)
-        else:
-            done = (epoch - self.start_epoch) / (self.end_epoch - self.start_epoch)
-            size = self.start + (self.end - self.start) * done
+        span = self.end_epoch - self.start_epoch
+        done = min(max((epoch - self.start_epoch) / span, 0.0), 1.0) if span > 0 \
+            else float(epoch > self.start_epoch)
+        size = self.start + (self.end - self.start) * done
         step = 32 if size >= 64 else 8
         return max(step, int(size / step + 0.5) * step)  # halves round up

@@ -52,7 +52,6 @@ _SHUFFLE_STREAM = 0x5155
 SpatialSize = Union[int, Sequence[int]]
 
 
-
 class ImageDecodeError(DataError):
     """An image listed for training or validation cannot be decoded; names file and line."""
 

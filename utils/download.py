@@ -15,10 +15,13 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .errors import UserError
 from .published import BASE_URL, published
+
+if TYPE_CHECKING:  # (utils.comm loads NNabla)
+    from .comm import Communicator
 
 CACHE_ENV = "NNABLA_IMAGENET_CACHE"
 URL_ENV = "NNABLA_IMAGENET_WEIGHTS_URL"
@@ -39,7 +42,8 @@ def base_url() -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def resolve_weights(path: str, download: bool = True, comm: Optional[object] = None) -> str:
+def resolve_weights(path: str, download: bool = True, comm: Optional[Communicator] = None
+                    ) -> str:
     """The file to read for the weight-file argument `path`: `path` itself when it exists or
     is not a published file's bare name; else the cached copy, downloaded first if needed.
 
@@ -50,7 +54,7 @@ def resolve_weights(path: str, download: bool = True, comm: Optional[object] = N
     if os.path.exists(path) or known is None or os.path.dirname(path):
         return path
     cached = os.path.join(cache_dir(), known.file)
-    if comm is not None and getattr(comm, "size", 1) > 1:
+    if comm is not None and comm.size > 1:
         if comm.is_main:
             resolve_weights(path, download)
         comm.barrier()

@@ -101,7 +101,7 @@ def _check_finite(path: str, params: ParameterDict) -> None:
     """Refuse NaN or infinite values: they would turn every output into NaN, which compares
     as no error at all (a validation of such a file reported 0 % top-1 error)."""
     for name, p in params.items():
-        bad = int(np.size(p.data) - np.count_nonzero(np.isfinite(p.data)))
+        bad = np.count_nonzero(~np.isfinite(p.data))
         if bad:
             raise WeightFileError(f"{path}: parameter '{name}' holds {bad} NaN or infinite "
                                   "value(s): the file is damaged or was saved from a run "
