@@ -1,7 +1,8 @@
 """Write the image lists train.py and validation.py read, and the label files infer.py reads.
 
 Class ids are the alphabetical order of the training class folders (for ImageNet the
-WordNet-ID order, n01440764 = 0) or the order of a given `-L` id,WordNet-ID csv. A subset of
+WordNet-ID order, n01440764 = 0), the numbers of numbered folders (ImageNetV2's 0..999: folder
+10 is class 10) or the order of a given `-L` id,WordNet-ID csv. A subset of
 the ImageNet-1k classes (Imagenette, ImageNet-100) gets ids 0..k-1, or its 1000-class ids with
 --imagenet-ids; a tree of more than 900 but not all ImageNet classes is refused as an
 incomplete extraction. Outputs, written atomically into --output-dir (an existing file with
@@ -38,9 +39,11 @@ from utils.file_list import read_id_csv, write_csv, write_file_list
 from utils.image_folders import (
     ScanResult,
     list_subfolders,
+    name_list,
     scan_class_folders,
     scan_flat_folder,
     split_per_class,
+    string_order_note,
 )
 from utils.image_probe import verify_image
 from utils.imagenet import (
@@ -117,16 +120,17 @@ def fraction(text: str) -> float:
     return value
 
 
-def name_list(names: Sequence[str], limit: int = 10) -> str:
-    """Names separated by spaces, the first `limit` only and a count of the others."""
-    if not names:
-        return "-"
-    shown = " ".join(names[:limit])
-    return shown if len(names) <= limit else f"{shown} ... ({len(names) - limit} more)"
+def class_ids(scan: ScanResult, csv_path: Optional[str]) -> List[str]:
+    """Class names indexed by id: the folders, or the -L csv (which must cover them).
 
-
-def class_ids(folders: List[str], csv_path: Optional[str]) -> List[str]:
-    """Class names indexed by id: the folders, or the -L csv (which must cover them)."""
+    Numbered folders are their own ids; an id without a folder (0 of a 1-based tree) is named
+    by its number and has no images."""
+    folders = scan.classes
+    if csv_path is None and scan.numbers is not None:
+        classes = [str(i) for i in range(max(scan.numbers) + 1)]
+        for number, folder in zip(scan.numbers, folders):
+            classes[number] = folder
+        return classes
     if csv_path is None:
         return folders
     classes = read_id_csv(csv_path)
@@ -165,8 +169,13 @@ def imagenet_relation(classes: List[str], allow_other: bool) -> str:
     return "other"
 
 
-def describe_classes(classes: List[str], relation: str, imagenet_ids: bool) -> str:
+def describe_classes(classes: List[str], relation: str, imagenet_ids: bool,
+                     numbers: Optional[List[int]] = None) -> str:
     """How the class ids were chosen, for the summary line; --imagenet-ids is checked."""
+    if numbers is not None and not imagenet_ids:
+        gaps = len(classes) - len(numbers)
+        return (f"numbered folders: the numbers are the class ids, 0..{len(classes) - 1}" +
+                (f"; {gaps} id(s) without a folder" if gaps else ""))
     if relation == "subset":
         k = len(classes)
         return (f"{k} of the 1000 ImageNet classes; " + (
@@ -387,9 +396,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def scan_dataset(args: argparse.Namespace, progress: bool) -> Dataset:
     """The training classes and images, and the validation images with their labels."""
     scan = scan_class_folders(args.train_file_dir, progress, args.exclude)
-    classes = class_ids(scan.classes, args.label_wordnetid)
+    classes = class_ids(scan, args.label_wordnetid)
     relation = imagenet_relation(classes, args.no_imagenet_check)
-    kind = describe_classes(classes, relation, args.imagenet_ids)
+    numbered = scan.numbers if args.label_wordnetid is None else None
+    kind = describe_classes(classes, relation, args.imagenet_ids, numbered)
+    note = None if numbered or args.label_wordnetid else string_order_note(scan.classes)
+    if note:
+        print(f"note: {note}")
     if relation == "subset" and args.imagenet_ids:
         classes = list(imagenet_wnids())
     id_map = imagenet_id_map(classes, scan.classes, relation)

@@ -1,7 +1,11 @@
 """Top-1 and top-5 error of a weight file over a validation set, every image exactly once.
 
 Runs on the CPU or a GPU, alone or under `mpirun -n N` (each rank evaluates its share), for
-any number of images. The layout and input channels are read from the weight file.
+any number of images. The layout and input channels are read from the weight file. The images
+are those of a list file, or, without one, the class folders of -V read directly
+(ImageNetV2's numbered folders, ImageNet-Sketch/-A/-R's WordNet IDs, any names through
+--labels); ImageNet-A and -R are scored over their 200 classes (--class-mask gives other
+subsets), and --real-labels adds ImageNet-ReaL's errors.
 Prints a one-line summary (or JSON with --json, with the ten worst classes), then writes
 `0 <value>` as the Validation-loss / Validation-error (top-1) / Validation-top5-error series in
 --monitor-path, fresh for each run as the official script does (the folder is checked before
@@ -10,6 +14,7 @@ weight file for another network, a bad list or an undecodable image is one line 
 status 2.
 
     python validation.py rn50.h5 -a resnet50 -V /data/imagenet/val --val-list val_label
+    python validation.py rn50.h5 -a resnet50 -V imagenetv2-matched-frequency/
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional, Sequence
+from dataclasses import replace
+from typing import List, Optional, Sequence, Tuple
 
 import nnabla as nn
 
@@ -28,8 +34,18 @@ from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.download import resolve_weights
 from utils.errors import UsageError
+from utils.eval_sets import (
+    ClassMask,
+    FolderTree,
+    RealCounts,
+    choose_mask,
+    read_folder_tree,
+    read_real_labels,
+    real_labels_of,
+)
 from utils.evaluation import EvaluationResult, evaluate, network_for_weights, record
 from utils.file_list import FileList, read_file_list
+from utils.image_folders import list_subfolders
 from utils.imagenet import class_names
 from utils.per_class import ClassCounts, plot_confusion, write_per_class
 from utils.runtime import run, setup_runtime
@@ -66,13 +82,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'<id>,<name>' csv of class names (label_words.csv of "
                         "create_input_files.py), checked against the weights' classes; the "
                         "JSON output names them (default: the ImageNet names for 1000 "
-                        "classes)")
+                        "classes). When its names are the class folders of -V "
+                        "(label_wordnetid.csv), it also gives their ids")
+    p.add_argument("--class-mask", default=None, metavar="FILE",
+                   help="score over these classes only (a file of class ids, e.g. timm's "
+                        "imagenet_r_indices.txt): the other logits are masked out (default: "
+                        "ImageNet-A's or ImageNet-R's 200 classes for a tree of exactly "
+                        "those folders, as their published results; else every class)")
+    p.add_argument("--no-class-mask", action="store_true",
+                   help="score over every class, also on ImageNet-A and ImageNet-R")
+    p.add_argument("--real-labels", default=None, metavar="REAL_JSON",
+                   help="ImageNet-ReaL's real.json (a list of class ids per validation image, "
+                        "in ILSVRC2012_val_NNNNNNNN order): adds ReaL top-1 and top-5 "
+                        "error, over the images whose list is not empty")
     cli.add_ignored_channel_last_flag(p)
     return p
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return cli.parse_weight_file_args(build_parser(), argv)
+    parser = build_parser()
+    args = cli.parse_weight_file_args(parser, argv)
+    if args.no_class_mask and args.class_mask:
+        parser.error("--no-class-mask and --class-mask exclude each other")
+    return args
+
+
+def read_images(args: argparse.Namespace, num_classes: int
+                ) -> Tuple[FileList, Optional[FolderTree]]:
+    """The images to score: a list file (--val-list, or val_label here or in -V) wins;
+    without one, the class folders of -V are read directly, as timm's validate does."""
+    listed = cli.val_list_of(args)
+    folders = args.val_dir != cli.DEFAULT_DATA_DIR and os.path.isdir(args.val_dir) \
+        and list_subfolders(args.val_dir)
+    if args.val_list != cli.DEFAULT_VAL_LIST or os.path.exists(listed) or not folders:
+        return read_file_list(listed, args.val_dir, num_classes), None
+    tree = read_folder_tree(args.val_dir, num_classes, args.labels, not args.no_progress)
+    return tree.files, tree
 
 
 def read_recompute_list(args: argparse.Namespace, num_classes: int) -> FileList:
@@ -95,13 +140,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                args.arch)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
-    files = read_file_list(cli.val_list_of(args), args.val_dir, num_classes)
+    files, tree = read_images(args, num_classes)
+    mask = choose_mask(args.class_mask, not args.no_class_mask, tree, num_classes)
+    if mask is not None:
+        mask.check_covers(files)
+    real = RealCounts(real_labels_of(files, read_real_labels(args.real_labels, num_classes),
+                                     args.real_labels)) if args.real_labels else None
     train_files = read_recompute_list(args, num_classes) if args.recompute_bn else None
     pipeline = cli.pipeline_options(args, rt)
     # A batch beyond a rank's share only pads: -b 20000 over 4 images took a minute and 3 GB.
     batch_size = min(args.batch_size, -(-len(files) // comm.size))
     batches, graph = network_for_weights(weights, args.arch, num_classes, files,
-                                         batch_size, rt, args.norm_config, pipeline)
+                                         batch_size, rt, args.norm_config, pipeline,
+                                         mask.penalty(num_classes) if mask else None)
     if args.recompute_bn:
         train_batches = ImageBatches(
             train_files, args.batch_size,
@@ -115,14 +166,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 train_logits, training_feeds(train_batches, 0, args.recompute_bn, x), comm)
         rt.log(f"batch-norm statistics recomputed from {used} training batches per rank")
     height, width = batches.spatial_size
-    rt.log(f"{len(files)} images from {files.source}, {comm.size} rank(s) x batch "
+    source = files.source if tree is None else f"the class folders of {files.root} ({tree.how})"
+    scope = mask.describe() if mask else f"scored over all {num_classes} classes"
+    rt.log(f"{len(files)} images from {source}, {scope}; {comm.size} rank(s) x batch "
            f"{batch_size}, {height}x{width}, norm {args.norm_config}")
     counts = ClassCounts.empty(num_classes)
     with batches:
         result = evaluate(graph, batches, comm, progress=not args.no_progress,
-                          per_class=counts)
+                          observers=[counts] + ([real] if real else []))
+    if real is not None:
+        result = replace(result, real=real.errors())
     if comm.is_main:  # the result first: a folder that fails now loses nothing
-        report(args, result, counts, names)
+        report(args, result, counts, names, mask)
         record(result, args.monitor_path, 0, fresh=True)
         write_per_class(counts, names, args.monitor_path)
         plot_confusion(counts, names, args.monitor_path)
@@ -130,15 +185,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def report(args: argparse.Namespace, result: EvaluationResult, counts: ClassCounts,
-           names: List[Optional[str]]) -> None:
+           names: List[Optional[str]], mask: Optional[ClassMask]) -> None:
     """The summary line, or with --json the result, the class names and the worst classes."""
     if args.json:
+        scored = None if mask is None else {"classes": list(mask.classes),
+                                            "source": mask.source}
         print(json.dumps({"weights": args.weights, "arch": args.arch, **result.as_dict(),
-                          "num_classes": len(names), "labels": args.labels,
-                          "class_names": names, "worst_classes": counts.worst(names)}),
+                          "num_classes": len(names), "class_mask": scored,
+                          "labels": args.labels, "class_names": names,
+                          "worst_classes": counts.worst(names)}),
               flush=True)
     else:
-        print(f"{args.arch} {args.weights}: {result.summary()}", flush=True)
+        scope = f" ({mask.describe()})" if mask else ""
+        print(f"{args.arch} {args.weights}{scope}: {result.summary()}", flush=True)
 
 
 if __name__ == "__main__":

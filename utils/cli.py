@@ -28,6 +28,7 @@ from .watchdog import DEFAULT_HANG_TIMEOUT
 
 MEBIBYTE = 1 << 20
 DEFAULT_DALI_PADDING_MB = 64
+DEFAULT_DATA_DIR = "./"
 DEFAULT_TRAIN_LIST = "train_label"
 DEFAULT_VAL_LIST = "val_label"
 
@@ -241,7 +242,7 @@ def _add_dataset_flags(parser: argparse.ArgumentParser, split: str, short: str, 
                        default_list: str, list_default_note: str) -> argparse._ArgumentGroup:
     """-X/--<split>-dir and --<split>-list (the list create_input_files.py writes)."""
     group = parser.add_argument_group(f"{title} data")
-    group.add_argument(short, f"--{split}-dir", default="./",
+    group.add_argument(short, f"--{split}-dir", default=DEFAULT_DATA_DIR,
                        help=f"folder the paths of the {title} list are relative to "
                             "(default: %(default)s)")
     group.add_argument(f"--{split}-list", default=default_list,

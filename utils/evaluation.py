@@ -2,10 +2,12 @@
 
 `build_evaluation_graph` builds an architecture in test mode on an input Variable of the
 batches' shape, with the loss (no label smoothing) and the top-1 / top-5 error counts of the
-samples whose mask is 1. Built after a training graph, it shares that graph's parameters (they
-are found by name), so train.py validates the weights it is training. `evaluate` runs it over
-one epoch of `ImageBatches` and sums the counts over ranks: every image is counted exactly
-once whatever the dataset size, batch size and number of ranks.
+samples whose mask is 1, optionally over a subset of the classes (ImageNet-A/-R). Built
+after a training graph, it shares that graph's parameters (they are found by name), so
+train.py validates the weights it is training. `evaluate` runs it over one epoch of
+`ImageBatches` and sums the counts over ranks: every image is counted exactly once whatever
+the dataset size, batch size and number of ranks. Observers (per-class counts,
+ReaL hits) see each batch's scores on the host and are summed over ranks the same way.
 
 `network_for_weights` is the set-up infer.py and validation.py share to run a weight file:
 its layout, input channels and class count are read from the file, not from flags.
@@ -17,7 +19,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
 
 import nnabla as nn
 import nnabla.functions as F
@@ -29,10 +31,10 @@ from .comm import Communicator
 from .context import float_context
 from .data import ImageBatches
 from .errors import NonFiniteOutputs
+from .eval_sets import RealErrors
 from .file_list import FileList
 from .losses import smoothed_cross_entropy, top_n_error_count
-from .monitor import QUANTITIES, VALIDATION, MonitorSeries, series_name
-from .per_class import ClassCounts
+from .monitor import QUANTITIES, VALIDATION, VALIDATION_REAL, MonitorSeries, series_name
 from .progress import Progress
 from .published import norm_warning
 from .runtime import Runtime
@@ -51,8 +53,8 @@ class EvaluationGraph:
     image: nn.Variable  # (B, C, H, W) or (B, H, W, C)
     label: nn.Variable  # int (B, 1)
     mask: nn.Variable  # float (B, 1): 1 counts the sample, 0 is padding
-    logits: nn.Variable  # (B, K)
-    probabilities: nn.Variable  # softmax of logits, float32
+    scores: nn.Variable  # (B, K): the logits, masked-out classes at MASKED_SCORE
+    probabilities: nn.Variable  # softmax of the scores, float32
     sums: nn.Variable  # (3,): masked sum of losses, top-1 errors, top-5 errors
     ctx: Any  # the network's context (where images are copied to)
 
@@ -70,6 +72,7 @@ class EvaluationResult:
     top5_error: float
     num_images: int
     seconds: float
+    real: Optional[RealErrors] = None  # ImageNet-ReaL's errors, when its labels were given
 
     @property
     def images_per_second(self) -> float:
@@ -79,9 +82,22 @@ class EvaluationResult:
         return {**asdict(self), "images_per_second": self.images_per_second}
 
     def summary(self) -> str:
+        real = "" if self.real is None else (
+            f", ReaL top-1 error {100 * self.real.top1_error:.2f} %, top-5 error "
+            f"{100 * self.real.top5_error:.2f} % ({self.real.num_images} images with ReaL "
+            "labels)")
         return (f"{self.num_images} images: top-1 error {100 * self.top1_error:.2f} %, "
-                f"top-5 error {100 * self.top5_error:.2f} %, loss {self.loss:.4f} "
+                f"top-5 error {100 * self.top5_error:.2f} %, loss {self.loss:.4f}{real} "
                 f"({self.images_per_second:.1f} images/s)")
+
+
+class BatchObserver(Protocol):
+    """Sees each batch's scores on the host (per-class counts, ReaL hits); summed over ranks
+    at the end of the evaluation."""
+
+    def add(self, scores: np.ndarray, batch: Any) -> None: ...
+
+    def all_reduce(self, comm: Communicator) -> None: ...
 
 
 def build_evaluation_graph(
@@ -90,28 +106,33 @@ def build_evaluation_graph(
     num_classes: int,
     channel_last: bool = False,
     ctx: Any = None,
+    class_penalty: Optional[np.ndarray] = None,
 ) -> EvaluationGraph:
     """The test-mode network of `arch` on images of `image_shape`, with its metrics.
 
     The network runs in `ctx` (default: the current context); loss, errors and
     probabilities are computed in float32 even when the network runs in half precision.
+    `class_penalty` (1, K), if given, is added to the logits (see `ClassMask.penalty`).
     """
     ctx = nn.get_current_context() if ctx is None else ctx
     batch = image_shape[0]
     with nn.context_scope(ctx):
         image = nn.Variable(tuple(image_shape))
-        logits, _ = build_network(image, num_classes, arch, test=True, channel_last=channel_last)
-    logits.persistent = True  # read after the metrics' forward pass (per-class counts)
+        scores, _ = build_network(image, num_classes, arch, test=True, channel_last=channel_last)
     label = nn.Variable((batch, 1))
     mask = nn.Variable((batch, 1))
     mask.d = 1
     with nn.context_scope(float_context(ctx)):
-        loss = F.sum(smoothed_cross_entropy(logits, label) * mask)
-        top1 = top_n_error_count(logits, label, 1, mask)
-        top5 = top_n_error_count(logits, label, min(TOP_K, num_classes), mask)
+        if class_penalty is not None:
+            penalty = nn.Variable.from_numpy_array(class_penalty)
+            scores = scores + F.broadcast(penalty, scores.shape)
+        scores.persistent = True  # read after the metrics' forward pass (observers)
+        loss = F.sum(smoothed_cross_entropy(scores, label) * mask)
+        top1 = top_n_error_count(scores, label, 1, mask)
+        top5 = top_n_error_count(scores, label, min(TOP_K, num_classes), mask)
         sums = F.stack(loss, top1, top5)
-        probabilities = F.softmax(logits, axis=1)
-    return EvaluationGraph(image, label, mask, logits, probabilities, sums, ctx)
+        probabilities = F.softmax(scores, axis=1)
+    return EvaluationGraph(image, label, mask, scores, probabilities, sums, ctx)
 
 
 def evaluate(
@@ -121,14 +142,14 @@ def evaluate(
     epoch: int = 0,
     progress: bool = True,
     description: str = "Validation",
-    per_class: Optional[ClassCounts] = None,
+    observers: Sequence[BatchObserver] = (),
 ) -> EvaluationResult:
     """Loss and top-1/top-5 error of `graph` over epoch `epoch` of `batches`, all ranks.
 
     Padding slots (mask 0) are not counted, so the result is over exactly the split's images.
     The progress bar (rank 0, unless `progress` is False) shows the rate, the ETA and rank
-    0's running loss and top-1 error. `per_class`, if given, is filled with the per-class
-    counts of all ranks.
+    0's running loss and top-1 error. Each of `observers` sees every batch and is summed
+    over ranks.
     """
     if tuple(batches.image_shape) != tuple(graph.image.shape):
         raise ValueError(f"batches of {batches.image_shape} for a network input of "
@@ -148,8 +169,8 @@ def evaluate(
             graph.mask.d = batch.mask
             graph.sums.forward(clear_buffer=True)
             device += graph.sums.data
-            if per_class is not None:
-                per_class.add(graph.logits.d, batch.labels, batch.mask)
+            for observer in observers:
+                observer.add(graph.scores.d, batch)
             host[3] += batch.num_valid
             pending += 1
             if pending == FLUSH_EVERY or batch.iteration + 1 == len(batches):
@@ -164,8 +185,8 @@ def evaluate(
     if bar is not None:
         bar.close()
     loss, top1, top5, count = comm.all_reduce_sum(host.tolist())
-    if per_class is not None:
-        per_class.all_reduce(comm)
+    for observer in observers:
+        observer.all_reduce(comm)
     count = int(round(count))
     if count != batches.num_samples:
         raise RuntimeError(f"evaluated {count} images of {batches.num_samples}")
@@ -192,6 +213,7 @@ def network_for_weights(
     rt: Runtime,
     norm: str,
     pipeline: Dict[str, Any],
+    class_penalty: Optional[np.ndarray] = None,
 ) -> Tuple[ImageBatches, EvaluationGraph]:
     """Batches of `files` and the evaluation network of `arch` with `weights` loaded.
 
@@ -203,7 +225,7 @@ def network_for_weights(
     batches = ImageBatches(files, batch_size, training=False, channels=layout.channels,
                            channel_last=layout.channel_last, norm=norm, **pipeline)
     graph = build_evaluation_graph(arch, batches.image_shape, num_classes, layout.channel_last,
-                                   rt.ctx)
+                                   rt.ctx, class_penalty)
     note = load_into_network(weights.path, arch, params=weights.params)
     rt.log(weights.describe(num_classes, note))
     warning = norm_warning(weights.path, norm)
@@ -214,13 +236,17 @@ def network_for_weights(
 
 def record(result: EvaluationResult, directory: str, index: int, part: str = VALIDATION,
            enabled: bool = True, fresh: bool = False) -> None:
-    """Append loss, top-1 and top-5 error at `index` to the monitor series in `directory`
-    (`fresh`: to emptied series, the result of this run only)."""
+    """Append loss, top-1 and top-5 error (and ReaL's two errors, when given) at `index` to
+    the monitor series in `directory` (`fresh`: to emptied series, this run's only)."""
     if not enabled:
         return
     os.makedirs(directory, exist_ok=True)
-    for quantity in QUANTITIES:
-        series = MonitorSeries(directory, series_name(part, quantity))
+    values = [(part, quantity, getattr(result, quantity)) for quantity in QUANTITIES]
+    if result.real is not None:
+        values += [(VALIDATION_REAL, q, getattr(result.real, q))
+                   for q in ("top1_error", "top5_error")]
+    for series_part, quantity, value in values:
+        series = MonitorSeries(directory, series_name(series_part, quantity))
         if fresh:
             series.truncate_after(-1)
-        series.add(index, getattr(result, quantity))
+        series.add(index, value)

@@ -1,16 +1,18 @@
 """Class-folder datasets on disk: find the images of each class folder, or of a flat folder.
 
 Class ids are the alphabetical order of the folder names (for ImageNet, the WordNet-ID
-order). Every error is a `DataError` naming the folder.
+order), except in a tree whose every class folder is a number (ImageNetV2's 0..999): there the
+numbers are the ids. Every error is a `DataError` naming the folder.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import DataError
-from .file_list import check_folder
+from .file_list import check_folder, is_class_id
 
 # Extensions DALI's image decoder reads; anything else in a data folder is skipped and counted.
 IMAGE_EXTENSIONS = frozenset(
@@ -32,6 +34,56 @@ class ScanResult:
     labels: List[int]
     skipped: int  # non-image files
     empty_classes: List[str]
+    numbers: Optional[List[int]] = None  # numbered folders: each class's number (its id)
+
+
+def name_list(names: Sequence[str], limit: int = 10) -> str:
+    """Names separated by spaces, the first `limit` only and a count of the others."""
+    if not names:
+        return "-"
+    shown = " ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} ... ({len(names) - limit} more)"
+
+
+def folder_numbers(folders: Sequence[str], root: str) -> Optional[List[int]]:
+    """The class number of each folder when every one is a non-negative integer (ImageNetV2
+    names its folders by ImageNet-1k class id: 0..999), else None.
+
+    Sorted as strings, folders 0, 1, 2, 10 would get ids 0, 1, 3, 2: every class above 9
+    wrong without a word. A tree mixing numbers and names, or two folders of one number
+    ('7' and '007'), has no ids that could be meant, so it is refused.
+    """
+    numbered = [f for f in folders if is_class_id(f)]
+    if not numbered:
+        return None
+    named = [f for f in folders if not is_class_id(f)]
+    if named:
+        raise DataError(f"{root}: the class folders mix numbers ({name_list(numbered, 5)}) "
+                        f"and names ({name_list(named, 5)}); numbered folders are class ids, "
+                        "named ones are sorted: remove or rename the odd ones")
+    first: Dict[int, str] = {}
+    for folder in folders:
+        if first.setdefault(int(folder), folder) != folder:
+            raise DataError(f"{root}: folders {first[int(folder)]} and {folder} are both "
+                            f"class {int(folder)}")
+    return [int(f) for f in folders]
+
+
+def _natural_key(name: str) -> List[object]:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", name) if part]
+
+
+def string_order_note(folders: Sequence[str]) -> Optional[str]:
+    """A note when folder names hold numbers whose order differs from the string order the
+    ids follow ('class10' before 'class2'), so that the difference is never silent."""
+    ordered = sorted(folders)
+    natural = sorted(folders, key=_natural_key)
+    if ordered == natural:
+        return None
+    i = next(i for i, (a, b) in enumerate(zip(ordered, natural)) if a != b)
+    return (f"class ids follow the string order of the folder names, not the numbers in them: "
+            f"{ordered[i]} is id {i}, before {natural[i]} (id {ordered.index(natural[i])})")
 
 
 def list_subfolders(root: str) -> List[str]:
@@ -41,7 +93,8 @@ def list_subfolders(root: str) -> List[str]:
 
 def scan_class_folders(root: str, progress: bool = True,
                        exclude: Sequence[str] = ()) -> ScanResult:
-    """One sub-folder per class; class ids are the alphabetical order of the folder names.
+    """One sub-folder per class, in the order of their ids: alphabetical, or numeric for
+    numbered folders (see `folder_numbers`).
 
     Images are searched recursively inside each class folder, in sorted path order. Files
     directly under `root` and non-image files are skipped and counted. Folders named in
@@ -57,6 +110,10 @@ def scan_class_folders(root: str, progress: bool = True,
     classes = [c for c in classes if c not in set(exclude)]
     if not classes:
         raise DataError(f"no class folders in {root}")
+    numbers = folder_numbers(classes, root)
+    if numbers is not None:
+        classes = [c for _, c in sorted(zip(numbers, classes))]
+        numbers = sorted(numbers)
     skipped = sum(1 for e in os.scandir(root) if e.is_file())
     paths: List[str] = []
     labels: List[int] = []
@@ -77,7 +134,7 @@ def scan_class_folders(root: str, progress: bool = True,
         if not found:
             empty.append(name)
         bar.set_postfix(images=len(paths), refresh=False)
-    return ScanResult(classes, paths, labels, skipped, empty)
+    return ScanResult(classes, paths, labels, skipped, empty, numbers)
 
 
 def split_per_class(

@@ -23,6 +23,7 @@ from .file_list import open_text
 TRAIN = "Train"
 VALIDATION = "Validation"
 VALIDATION_EMA = "Validation-EMA"  # the weight EMA's validation (train.py --ema-decay)
+VALIDATION_REAL = "Validation-ReaL"  # validation.py --real-labels: ImageNet-ReaL's errors
 # Each quantity's name in the series names (top-1 error keeps the official "error").
 QUANTITIES = {"loss": "loss", "top1_error": "error", "top5_error": "top5-error"}
 EPOCH_TIME = "Epoch-time"  # a timer file, as the official

@@ -18,6 +18,13 @@ from .file_list import write_csv
 
 CONFUSION_LIMIT = 100  # classes: a larger confusion matrix is not drawn
 WORST = 10
+LABEL_CHARS = 24  # of a class name on the confusion matrix's axes
+
+
+def top_classes(scores: np.ndarray, k: int) -> np.ndarray:
+    """(B, min(k, K)) the classes of the highest scores of each row, best first (ties: the
+    lower class id first, as argmax)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :min(k, scores.shape[1])]
 
 
 @dataclass
@@ -32,13 +39,13 @@ class ClassCounts:
         return cls(np.zeros((num_classes, num_classes), np.int64),
                    np.zeros(num_classes, np.int64))
 
-    def add(self, logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> None:
-        """One batch: logits (B, K), labels (B, 1), mask (B, 1) (0: padding)."""
-        keep = mask[:, 0] > 0
-        logits, labels = logits[keep], labels[keep, 0].astype(np.int64)
-        np.add.at(self.confusion, (labels, logits.argmax(axis=1)), 1)
-        k = min(5, logits.shape[1])
-        top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    def add(self, scores: np.ndarray, batch: Any) -> None:
+        """One batch's scores (B, K); `batch.labels` (B, 1) and `batch.mask` (B, 1) (0:
+        padding) are its truth."""
+        keep = batch.mask[:, 0] > 0
+        top = top_classes(scores[keep], 5)
+        labels = batch.labels[keep, 0].astype(np.int64)
+        np.add.at(self.confusion, (labels, top[:, 0]), 1)
         np.add.at(self.top5_hits, labels[(top == labels[:, None]).any(axis=1)], 1)
 
     def all_reduce(self, comm: Any) -> None:
@@ -100,7 +107,8 @@ def plot_confusion(counts: ClassCounts, names: Sequence[Optional[str]], folder: 
 
     matrix = counts.confusion[np.ix_(shown, shown)].astype(np.float64)
     matrix /= counts.images[shown][:, None]
-    labels = [names[c] if names[c] else str(c) for c in shown]
+    # ImageNet's names list synonyms ("tench, Tinca tinca"): the first, cut, fits the margin.
+    labels = [names[c].split(",")[0][:LABEL_CHARS] if names[c] else str(c) for c in shown]
     side = max(4.0, 0.25 * len(shown) + 2.5)
     figure = Figure(figsize=(side + 1, side))
     axes = figure.add_subplot()
