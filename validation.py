@@ -6,12 +6,13 @@ are those of a list file, or, without one, the class folders of -V read directly
 (ImageNetV2's numbered folders, ImageNet-Sketch/-A/-R's WordNet IDs, any names through
 --labels); ImageNet-A and -R are scored over their 200 classes (--class-mask gives other
 subsets), and --real-labels adds ImageNet-ReaL's errors.
+
 Prints a one-line summary (or JSON with --json, with the ten worst classes), then writes
-`0 <value>` as the Validation-loss / Validation-error (top-1) / Validation-top5-error series in
---monitor-path, fresh for each run as the official script does (the folder is checked before
-any work), with per_class.csv and, up to 100 classes, confusion.png. A
-weight file for another network, a bad list or an undecodable image is one line on stderr,
-status 2.
+`0 <value>` as the Validation-loss / Validation-error (top-1) / Validation-top5-error series
+in --monitor-path, fresh for each run as the official script does, with per_class.csv and,
+up to 100 classes, confusion.png. The folder is checked before any work; a training run's
+folder is refused, since its Validation history would be replaced. A weight file for another
+network, a bad list or an undecodable image is one line on stderr, status 2.
 
     python validation.py rn50.h5 -a resnet50 -V /data/imagenet/val --val-list val_label
     python validation.py rn50.h5 -a resnet50 -V imagenetv2-matched-frequency/
@@ -47,6 +48,7 @@ from utils.evaluation import EvaluationResult, evaluate, network_for_weights, re
 from utils.file_list import FileList, read_file_list
 from utils.image_folders import list_subfolders
 from utils.imagenet import class_names
+from utils.monitor import refuse_training_run
 from utils.per_class import ClassCounts, plot_confusion, write_per_class
 from utils.runtime import run, setup_runtime
 from utils.watchdog import start_watchdog
@@ -136,6 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
     if comm.is_main:  # fail now, not after the evaluation
         check_can_create(args.monitor_path, "monitor path (-M)")
+        refuse_training_run(args.monitor_path, "-M")
     weights = open_weight_file(resolve_weights(args.weights, not args.no_download, comm),
                                args.arch)
     num_classes = weights.classes(args.num_classes)

@@ -9,6 +9,10 @@ as in a checkout) and, under the names the README uses, stand-ins for what a use
 - `photo.jpg`, `photos/`: demo photos to classify;
 - `101_ObjectCategories/`: a small fine-tuning dataset laid out as Caltech101 is, with its
   `BACKGROUND_Google` and `Faces_easy` folders;
+- the evaluation sets, each with all its class folders and a few demo photos
+  (`EVAL_SET_IMAGES`): ImageNetV2's numbered folders, ImageNet-A's and -R's 200 and
+  ImageNet-Sketch's 1000 WordNet-ID folders, and a `real.json` of the 50,000 validation
+  images (the ground truth, one image left out);
 - weight files named as the published ones, with random weights of the right architecture,
   layout and input channels (NHWC files with a zero 4th input channel, as mixed-precision
   training leaves them).
@@ -22,8 +26,11 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 from eval_fixtures import DEMO, REPO, make_weight_file
+from eval_set_fixtures import save, wnid_folders, write_json
+from PIL import Image
 
-from utils.imagenet import imagenet_wnids
+from utils.eval_sets import IMAGENET_A_CLASSES, IMAGENET_R_CLASSES
+from utils.imagenet import imagenet_val_ground_truth, imagenet_wnids
 from utils.published import PUBLISHED
 from utils.weights import convert_layout, read_parameters, set_input_channels, write_parameters
 
@@ -38,6 +45,15 @@ WEIGHT_STAND_INS: Dict[str, Tuple[str, str]] = {
 }
 TRAIN_IMAGES = 16
 VAL_IMAGES = 16
+# folder -> its class folders; the first EVAL_SET_IMAGES of each hold one demo photo
+EVAL_SETS: Dict[str, list] = {
+    "imagenetv2-matched-frequency-format-val": [str(i) for i in range(1000)],
+    "imagenet-a": wnid_folders(sorted(IMAGENET_A_CLASSES)),
+    "imagenet-r": wnid_folders(sorted(IMAGENET_R_CLASSES)),
+    "sketch": list(imagenet_wnids()),
+}
+EVAL_SET_IMAGES = 6
+REAL_LEFT_OUT = 3  # the validation image whose ReaL list is empty
 NOT_LINKED = {".git", ".venv", "runs", "__pycache__", ".pytest_cache", ".ruff_cache"}
 
 
@@ -88,6 +104,17 @@ def build(root: Path) -> Path:
         (caltech / folder).mkdir()
         for i, src in enumerate(photos[:2]):
             shutil.copy(src, caltech / folder / f"image_{i:04d}.jpg")
+
+    for name, classes in EVAL_SETS.items():
+        for i, folder in enumerate(classes):
+            (root / name / folder).mkdir(parents=True)
+            if i < EVAL_SET_IMAGES:  # ImageNet-Sketch's PNG files are named .JPEG too
+                with Image.open(photos[i]) as img:
+                    save(img.convert("RGB"), str(root / name / folder / f"{i}.JPEG"),
+                         "PNG" if i % 2 else "JPEG")
+    real = [[label] for label in imagenet_val_ground_truth()]
+    real[REAL_LEFT_OUT - 1] = []
+    write_json(root / "real.json", real)
 
     made: Dict[Tuple[str, str], Path] = {}
     for name, kind in WEIGHT_STAND_INS.items():

@@ -217,6 +217,14 @@ def check_train(argv, result, box):
 
 
 def check_validation(argv, result, box):
+    folder = Path(argv[argv.index("-V") + 1]).name
+    if folder in readme_sandbox.EVAL_SETS:  # scored from its class folders, no list
+        masked = folder in ("imagenet-a", "imagenet-r")
+        assert f"{readme_sandbox.EVAL_SET_IMAGES} images: top-1 error" in result.stdout
+        assert ("(masked to 200 classes" in result.stdout) == masked, result.stdout
+        return
+    if "--real-labels" in argv:
+        assert f"({readme_sandbox.VAL_IMAGES - 1} images with ReaL labels)" in result.stdout
     if "--json" in argv:
         out = json.loads(result.stdout)
     else:

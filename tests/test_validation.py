@@ -22,6 +22,7 @@ from eval_fixtures import (
 )
 
 import validation
+from utils.atomic import lock_folder
 from utils.runtime import USER_ERROR_STATUS
 
 IMAGES = 13
@@ -272,3 +273,29 @@ def test_crop_pct_changes_the_resize(setup, tmp_path, capsys):
     with pytest.raises(SystemExit):
         validation.parse_args(common_args(setup, "--crop-pct", "0"))
     assert "must be in (0, 1], got 0" in capsys.readouterr().err
+
+
+def test_a_training_runs_folder_is_never_overwritten(setup, tmp_path, capsys):
+    """-M pointed at train.py's monitor folder would have replaced its Validation history."""
+    run = tmp_path / "run"
+    run.mkdir()
+    history = {"Train-loss": "0 2.3\n1 2.1\n", "Validation-error": "0 0.9\n1 0.8\n"}
+    for name, text in history.items():
+        (run / f"{name}.series.txt").write_text(text)
+    assert run_main(validation.main, *common_args(setup, "-M", run, "--json")) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and error_lines(captured.err) == [
+        f"error: {run} (-M) holds a training run ({run / 'Train-loss.series.txt'}): its "
+        f"Validation series would be replaced; give another folder, e.g. -M "
+        f"{run / 'validation'}"]
+    assert {p.name: p.read_text() for p in run.iterdir()} == \
+        {f"{name}.series.txt": text for name, text in history.items()}
+    assert run_main(validation.main, *common_args(setup, "-M", run / "validation")) == 0
+
+    starting = tmp_path / "starting"  # a run still before its first epoch holds the lock
+    lock = lock_folder(str(starting), "monitor path")
+    try:
+        assert run_main(validation.main, *common_args(setup, "-M", starting)) == 2
+        assert "holds a training run" in capsys.readouterr().err
+    finally:
+        lock.close()

@@ -14,10 +14,10 @@ and cannot drop the lines a resumed run is about to write again.
 from __future__ import annotations
 
 import os
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
-from .atomic import atomic_write_text
-from .errors import DataError
+from .atomic import LOCK_NAME, atomic_write_text
+from .errors import DataError, OutputError
 from .file_list import open_text
 
 TRAIN = "Train"
@@ -33,6 +33,24 @@ ITERATION_TIME = "Iteration-time"  # a series: seconds per iteration of each epo
 def series_name(part: str, quantity: str) -> str:
     """`Validation-error` for (VALIDATION, "top1_error")."""
     return f"{part}-{QUANTITIES[quantity]}"
+
+
+def training_run_mark(folder: str) -> Optional[str]:
+    """A file that shows `folder` holds a training run (train.py's lock, arguments,
+    checkpoints or training series), or None."""
+    marks = (LOCK_NAME, "Arguments.txt", "checkpoints", f"{TRAIN}-loss.series.txt")
+    return next((os.path.join(folder, m) for m in marks
+                 if os.path.exists(os.path.join(folder, m))), None)
+
+
+def refuse_training_run(folder: str, flag: str) -> None:
+    """Fresh series written into a training run's folder would replace its Validation
+    history with one line: refuse, naming what shows the run."""
+    mark = training_run_mark(folder)
+    if mark is not None:
+        raise OutputError(f"{folder} ({flag}) holds a training run ({mark}): its Validation "
+                          f"series would be replaced; give another folder, e.g. "
+                          f"{flag} {os.path.join(folder, 'validation')}")
 
 
 def series_path(directory: str, name: str) -> str:
