@@ -109,7 +109,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def read_images(args: argparse.Namespace, num_classes: int
+def read_images(args: argparse.Namespace, num_classes: int, progress: bool
                 ) -> Tuple[FileList, Optional[FolderTree]]:
     """The images to score: a list file (--val-list, or val_label here or in -V) wins;
     without one, the class folders of -V are read directly, as timm's validate does."""
@@ -118,7 +118,7 @@ def read_images(args: argparse.Namespace, num_classes: int
         and list_subfolders(args.val_dir)
     if args.val_list != cli.DEFAULT_VAL_LIST or os.path.exists(listed) or not folders:
         return read_file_list(listed, args.val_dir, num_classes), None
-    tree = read_folder_tree(args.val_dir, num_classes, args.labels, not args.no_progress)
+    tree = read_folder_tree(args.val_dir, num_classes, args.labels, progress)
     return tree.files, tree
 
 
@@ -143,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                args.arch)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
-    files, tree = read_images(args, num_classes)
+    files, tree = read_images(args, num_classes, comm.is_main and not args.no_progress)
     mask = choose_mask(args.class_mask, not args.no_class_mask, tree, num_classes)
     if mask is not None:
         mask.check_covers(files)
