@@ -24,7 +24,7 @@ import json
 import os
 import sys
 from dataclasses import replace
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import nnabla as nn
 
@@ -109,17 +109,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def read_images(args: argparse.Namespace, num_classes: int, progress: bool
-                ) -> Tuple[FileList, Optional[FolderTree]]:
-    """The images to score: a list file (--val-list, or val_label here or in -V) wins;
-    without one, the class folders of -V are read directly, as timm's validate does."""
+def read_images(args: argparse.Namespace, num_classes: int, progress: bool,
+                log: Callable[[str], None]) -> Tuple[FileList, Optional[FolderTree]]:
+    """The images to score: a list file wins (--val-list, val_label in -V, or the default
+    ./val_label when it lists files of -V); without one, the class folders of -V are read
+    directly, as timm's validate does. A ./val_label of another dataset (the ImageNet list
+    left in the folder where ImageNetV2 is scored) is passed over, saying so."""
     listed = cli.val_list_of(args)
     folders = args.val_dir != cli.DEFAULT_DATA_DIR and os.path.isdir(args.val_dir) \
         and list_subfolders(args.val_dir)
-    if args.val_list != cli.DEFAULT_VAL_LIST or os.path.exists(listed) or not folders:
+    if folders and args.val_list == cli.DEFAULT_VAL_LIST and os.path.isfile(listed) and \
+            listed == args.val_list and not lists_files_of(listed, args.val_dir):
+        log(f"{listed} lists files that are not in {args.val_dir}: scoring its class folders")
+    elif args.val_list != cli.DEFAULT_VAL_LIST or os.path.exists(listed) or not folders:
         return read_file_list(listed, args.val_dir, num_classes), None
     tree = read_folder_tree(args.val_dir, num_classes, args.labels, progress)
     return tree.files, tree
+
+
+def lists_files_of(list_file: str, folder: str) -> bool:
+    """Whether the first file `list_file` lists is in `folder`."""
+    first = read_file_list(list_file, folder, check_files=False)
+    return os.path.exists(first.full_path(0))
 
 
 def read_recompute_list(args: argparse.Namespace, num_classes: int) -> FileList:
@@ -143,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                args.arch)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
-    files, tree = read_images(args, num_classes, comm.is_main and not args.no_progress)
+    files, tree = read_images(args, num_classes, comm.is_main and not args.no_progress, rt.log)
     mask = choose_mask(args.class_mask, not args.no_class_mask, tree, num_classes)
     if mask is not None:
         mask.check_covers(files)
