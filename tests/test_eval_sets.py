@@ -6,6 +6,7 @@ and checked against errors computed by hand for weights whose predictions are fi
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -319,9 +320,10 @@ def test_a_list_file_still_wins(weights, tmp_path, capsys):
 
 
 def test_the_default_list_of_another_dataset_is_passed_over(weights, tmp_path, capsys,
-                                                             monkeypatch):
+                                                             caplog, monkeypatch):
     """ImageNet's ./val_label left where ImageNetV2 is scored lists none of its files."""
     monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
     tree(tmp_path / "v2", V2_FOLDERS)
     write_val_list(tmp_path / "val_label", [("ILSVRC2012_val_00000001.JPEG", 65)])
     args = [weights, "-a", ARCH, "-V", "v2", "--spatial-size", SIZE, "--no-progress",
@@ -330,7 +332,7 @@ def test_the_default_list_of_another_dataset_is_passed_over(weights, tmp_path, c
     captured = capsys.readouterr()
     assert json.loads(captured.out)["num_images"] == len(V2_FOLDERS)
     assert "val_label lists files that are not in v2: scoring its class folders" in \
-        captured.err
+        caplog.text
     write_val_list(tmp_path / "val_label", [("10/10_0.JPEG", 10), ("2/2_0.JPEG", 2)])
     assert run_main(validation.main, *args) == 0  # a list of its files still wins
     assert json.loads(capsys.readouterr().out)["num_images"] == 2
