@@ -23,49 +23,23 @@ left out with --exclude.
 from __future__ import annotations
 
 import argparse
-import filecmp
 import os
-import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from tqdm import tqdm
-
-from utils.atomic import check_can_create
+from utils.atomic import PreviousFiles, check_can_create
 from utils.errors import DataError, run_simple
-from utils.file_list import read_id_csv, write_csv, write_file_list
-from utils.image_folders import (
-    ScanResult,
-    list_subfolders,
-    name_list,
-    scan_class_folders,
-    scan_flat_folder,
-    split_per_class,
-    string_order_note,
+from utils.file_list import write_csv, write_file_list
+from utils.image_folders import name_list, scan_class_folders, split_per_class
+from utils.image_probe import unreadable_images
+from utils.label_sources import (
+    NEAR_COMPLETE,
+    Labelled,
+    TrainingClasses,
+    display_names,
+    resolve_validation,
+    training_classes,
 )
-from utils.image_probe import verify_image
-from utils.imagenet import (
-    compare_with_imagenet,
-    imagenet_class_names,
-    imagenet_val_ground_truth,
-    imagenet_val_label,
-    imagenet_wnids,
-    looks_like_wnids,
-    read_ground_truth,
-    read_wnid_labels,
-    read_words,
-    validation_index,
-)
-
-Split = Tuple[List[str], List[int]]
-# More ImageNet-1k class folders than this but not all 1000: an incomplete extraction, not a
-# deliberate subset (Imagenette, ImageNet-100, ...).
-NEAR_COMPLETE = 900
-TINY_ANNOTATIONS = "val_annotations.txt"  # Tiny-ImageNet's validation labels
-# Class names beside the training folder: Tiny-ImageNet's, then Kaggle's ImageNet's.
-NAME_FILES = ("words.txt", "LOC_synset_mapping.txt")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -120,332 +94,94 @@ def fraction(text: str) -> float:
     return value
 
 
-def class_ids(scan: ScanResult, csv_path: Optional[str]) -> List[str]:
-    """Class names indexed by id: the folders, or the -L csv (which must cover them).
-
-    Numbered folders are their own ids; an id without a folder (0 of a 1-based tree) is named
-    by its number and has no images."""
-    folders = scan.classes
-    if csv_path is None and scan.numbers is not None:
-        classes = [str(i) for i in range(max(scan.numbers) + 1)]
-        for number, folder in zip(scan.numbers, folders):
-            classes[number] = folder
-        return classes
-    if csv_path is None:
-        return folders
-    classes = read_id_csv(csv_path)
-    unknown = sorted(set(folders) - set(classes))
-    if unknown:
-        raise DataError(f"{csv_path}: no id for class folder(s) {', '.join(unknown)}")
-    return classes
-
-
-def imagenet_relation(classes: List[str], allow_other: bool) -> str:
-    """"imagenet" for exactly ImageNet-1k's 1000 classes, "subset" for up to NEAR_COMPLETE of
-    them, "other" for anything else; a near miss is an error unless allowed.
-
-    WordNet-ID folders that are almost ImageNet-1k's (an incomplete extraction, a stray
-    folder) would shift every class id against ImageNet weights and ground truth, hence the
-    check and the exact report.
-    """
-    if not looks_like_wnids(classes):
-        return "other"
-    missing, unexpected = compare_with_imagenet(classes)
-    if not missing and not unexpected and len(classes) == len(imagenet_wnids()):
-        return "imagenet"
-    if not unexpected and len(classes) <= NEAR_COMPLETE:
-        return "subset"
-    if len(classes) <= NEAR_COMPLETE:  # e.g. Tiny-ImageNet: WordNet IDs, not all ImageNet-1k's
-        print(f"{len(unexpected)} of the {len(classes)} WordNet-ID class folders are not "
-              f"ImageNet-1k classes: ids follow the folders")
-        return "other"
-    report = (f"the class folders look like ImageNet WordNet IDs but are not ImageNet-1k's "
-              f"1000: {len(missing)} missing: {name_list(missing)}; "
-              f"{len(unexpected)} unexpected: {name_list(unexpected)}")
-    if not allow_other:
-        raise DataError(report + " (--no-imagenet-check writes the lists anyway, with ids in "
-                                 "the order of these folders)")
-    print(f"warning: {report}", file=sys.stderr)
-    return "other"
-
-
-def describe_classes(classes: List[str], relation: str, imagenet_ids: bool,
-                     numbers: Optional[List[int]] = None) -> str:
-    """How the class ids were chosen, for the summary line; --imagenet-ids is checked."""
-    if numbers is not None and not imagenet_ids:
-        gaps = len(classes) - len(numbers)
-        return (f"numbered folders: the numbers are the class ids, 0..{len(classes) - 1}" +
-                (f"; {gaps} id(s) without a folder" if gaps else ""))
-    if relation == "subset":
-        k = len(classes)
-        return (f"{k} of the 1000 ImageNet classes; " + (
-            "their ImageNet-1k ids kept (--imagenet-ids): train with --num-classes 1000"
-            if imagenet_ids else f"ids 0..{k - 1}; --imagenet-ids keeps the 1000-class ids"))
-    if imagenet_ids and relation == "other":
-        raise DataError("--imagenet-ids: the class folders are not ImageNet-1k WordNet IDs")
-    return "ImageNet-1k" if relation == "imagenet" else "folder names"
-
-
-def imagenet_id_map(classes: List[str], present: Sequence[str], relation: str
-                    ) -> Optional[Dict[int, int]]:
-    """ImageNet-1k class id -> our id of the classes `present` as training folders, for the
-    ImageNet ground truth (None: not ImageNet)."""
-    if relation == "other":
-        return None
-    ours = {name: i for i, name in enumerate(classes)}
-    present = set(present)
-    return {i: ours[w] for i, w in enumerate(imagenet_wnids()) if w in present}
-
-
-def validation_split(
-    args: argparse.Namespace, classes: List[str], training: Sequence[str],
-    id_map: Optional[Dict[int, int]], progress: bool
-) -> Optional[Split]:
-    """(paths, labels) of the validation images, None when there is no label source.
-
-    `training`: the training class folders (a validation class folder must be one of them).
-    With `id_map` (an ImageNet tree) the official ground truth (-V, or the package's) is in
-    ImageNet-1k ids, mapped to ours; images of classes outside a subset are left out.
-    """
-    annotations = args.validation_data_label
-    if annotations is None and args.val_dir is not None and \
-            os.path.isfile(os.path.join(args.val_dir, TINY_ANNOTATIONS)):
-        annotations = os.path.join(args.val_dir, TINY_ANNOTATIONS)
-    wnid_labels = read_wnid_labels(annotations) if annotations else None
-    if wnid_labels is not None:
-        return annotated_validation(args, annotations, wnid_labels, classes, training)
-    ground_truth = None
-    if args.validation_data_label is not None:
-        ground_truth = read_ground_truth(
-            args.validation_data_label, len(imagenet_wnids()) if id_map else len(classes))
-    if args.val_dir is None:
-        if ground_truth is None and id_map is not None:
-            ground_truth = imagenet_val_ground_truth()
-        if ground_truth is None:
-            return None
-        names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(ground_truth) + 1)]
-        return to_our_ids(names, ground_truth, id_map)
-    if list_subfolders(args.val_dir):
-        present = [e for e in args.exclude if os.path.isdir(os.path.join(args.val_dir, e))]
-        scan = scan_class_folders(args.val_dir, progress, present)
-        unknown = [c for c in scan.classes if c not in set(training)]
-        if unknown:
-            raise DataError(f"{args.val_dir}: class folder(s) not among the training classes: "
-                            f"{', '.join(unknown)}")
-        index = {name: i for i, name in enumerate(classes)}
-        return scan.paths, [index[scan.classes[c]] for c in scan.labels]
-    return flat_validation(args, ground_truth, id_map)
-
-
-def annotated_validation(args: argparse.Namespace, annotations: str,
-                         wnid_labels: Dict[str, str], classes: List[str],
-                         training: Sequence[str]) -> Split:
-    """Validation images labelled by WordNet ID (Kaggle's LOC_val_solution.csv, Tiny-ImageNet's
-    val_annotations.txt): the images of --val-dir (or its images/ folder), or without it every
-    image the file names; those of classes not trained here are left out."""
-    if args.val_dir is None:
-        paths = [f"{name}.JPEG" for name in sorted(wnid_labels)]
-    else:
-        folder, prefix = args.val_dir, ""
-        if not scan_flat_folder(folder)[0] and os.path.isdir(os.path.join(folder, "images")):
-            folder, prefix = os.path.join(folder, "images"), "images/"
-        paths = [prefix + name for name in scan_flat_folder(folder)[0]]
-        if not paths:
-            raise DataError(f"no images in {folder}")
-    index, present = {name: i for i, name in enumerate(classes)}, set(training)
-    kept: Split = ([], [])
-    for path in paths:
-        wnid = wnid_labels.get(os.path.splitext(os.path.basename(path))[0])
-        if wnid is None:
-            raise DataError(f"{os.path.join(args.val_dir or '', path)}: no label in "
-                            f"{annotations}")
-        if wnid in present:
-            kept[0].append(path)
-            kept[1].append(index[wnid])
-    if len(kept[0]) < len(paths):
-        print(f"val: {len(paths) - len(kept[0])} image(s) of classes not among the training "
-              f"classes left out")
-    return kept
-
-
-def flat_validation(args: argparse.Namespace, ground_truth: Optional[List[int]],
-                    id_map: Optional[Dict[int, int]]) -> Split:
-    """The official flat validation folder, labelled by -V or (ImageNet) the package."""
-    names, skipped = scan_flat_folder(args.val_dir)
-    if not names:
-        raise DataError(f"no images in {args.val_dir}")
-    labels = []
-    for name in names:
-        if ground_truth is not None:
-            number = validation_index(name)
-            if not 1 <= number <= len(ground_truth):
-                raise DataError(f"{os.path.join(args.val_dir, name)}: image number {number} has "
-                                f"no line in {args.validation_data_label}")
-            labels.append(ground_truth[number - 1])
-        elif id_map is not None:
-            label = imagenet_val_label(name)
-            if label is None:
-                raise DataError(f"{os.path.join(args.val_dir, name)}: not an ImageNet "
-                                f"validation file name; give its labels with -V")
-            labels.append(label)
-        else:
-            raise DataError(f"{args.val_dir} is a flat folder: give its labels with -V "
-                            f"(or use one sub-folder per class)")
-    if skipped:
-        print(f"{args.val_dir}: skipped {skipped} non-image file(s)")
-    return to_our_ids(names, labels, id_map)
-
-
-def to_our_ids(names: List[str], labels: List[int], id_map: Optional[Dict[int, int]]) -> Split:
-    """ImageNet-1k ids as ours; the images of ImageNet classes not here are left out."""
-    if id_map is None:
-        return names, labels
-    kept = [i for i, label in enumerate(labels) if label in id_map]
-    if len(kept) < len(names):
-        print(f"val: {len(names) - len(kept)} image(s) of ImageNet classes not among the "
-              f"training classes left out")
-    return [names[i] for i in kept], [id_map[labels[i]] for i in kept]
-
-
-def drop_unreadable(root: str, split: Split, workers: int, progress: bool, what: str) -> Split:
-    """Decode every image with Pillow; report and leave out the ones that fail."""
-    paths, labels = split
-    files = [os.path.join(root, p) for p in paths]
-    bar = dict(total=len(files), desc=f"verifying {what}", unit="img", disable=not progress)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            reasons = list(tqdm(pool.map(verify_image, files, chunksize=64), **bar))
-    else:
-        reasons = [verify_image(f) for f in tqdm(files, **bar)]
-    bad = [(f, r) for f, r in zip(files, reasons) if r is not None]
-    for f, r in bad:
-        print(f"unreadable: {f}: {r}", file=sys.stderr)
-    if bad:
-        print(f"{what}: left out {len(bad)} unreadable image(s)", file=sys.stderr)
-    kept = [i for i, r in enumerate(reasons) if r is None]
-    return [paths[i] for i in kept], [labels[i] for i in kept]
-
-
-def class_names_of(classes: List[str], train_dir: str) -> List[str]:
-    """Names for label_words.csv: a words.txt or LOC_synset_mapping.txt found up to four
-    folders above the training folder, else the ImageNet-1k names, else the folder names."""
-    known = dict(zip(imagenet_wnids(), imagenet_class_names()))
-    folder = os.path.abspath(train_dir)
-    for _ in range(5):
-        for name in NAME_FILES:
-            if os.path.isfile(os.path.join(folder, name)):
-                print(f"class names from {os.path.join(folder, name)}")
-                known.update(read_words(os.path.join(folder, name)))
-                return [known.get(c, c) for c in classes]
-        folder = os.path.dirname(folder)
-    return [known.get(c, c) for c in classes]
-
-
-class PreviousFiles:
-    """Writes an output; an existing file with other contents is first kept as
-    `<name>.previous` (a list or label file the user edited is never lost)."""
-
-    def __init__(self) -> None:
-        self.replaced: List[str] = []
-
-    def __call__(self, path: str, write: Callable[..., None], *contents: Any) -> None:
-        previous = path + ".previous"
-        had = os.path.isfile(path)
-        if had:
-            shutil.copyfile(path, previous)
-        write(path, *contents)
-        if had and filecmp.cmp(path, previous, shallow=False):
-            os.remove(previous)
-        elif had:
-            self.replaced.append(path)
-
-
-@dataclass
-class Dataset:
-    """What the scan found: the class ids, the splits and how the ids were chosen."""
-
-    scan: ScanResult
-    classes: List[str]  # indexed by class id
-    kind: str  # how the ids were chosen, for the summary line
-    train: Split
-    val: Optional[Split]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     progress = not args.no_progress
     check_can_create(args.output_dir, "output folder (-o)")  # before the scan of 1.28M files
-    data = scan_dataset(args, progress)
-    if data.scan.empty_classes:
-        print(f"warning: {len(data.scan.empty_classes)} class folder(s) without images: "
-              f"{name_list(data.scan.empty_classes)}", file=sys.stderr)
-    if args.verify:
-        data.train = drop_unreadable(args.train_file_dir, data.train, args.workers, progress,
-                                     "train")
-        if data.val is not None and args.val_dir is not None:
-            data.val = drop_unreadable(args.val_dir, data.val, args.workers, progress, "val")
-    if args.train_fraction is not None:
-        split_validation_off(args, data)
-    for split, name in ((data.train, "training"), (data.val, "validation")):
-        if split is not None and not split[0]:  # e.g. every image unreadable
-            raise DataError(f"no {name} images left: nothing to write")
-    write_outputs(args, data)
-    return 0
-
-
-def scan_dataset(args: argparse.Namespace, progress: bool) -> Dataset:
-    """The training classes and images, and the validation images with their labels."""
     scan = scan_class_folders(args.train_file_dir, progress, args.exclude)
-    classes = class_ids(scan, args.label_wordnetid)
-    relation = imagenet_relation(classes, args.no_imagenet_check)
-    numbered = scan.numbers if args.label_wordnetid is None else None
-    kind = describe_classes(classes, relation, args.imagenet_ids, numbered)
-    note = None if numbered or args.label_wordnetid else string_order_note(scan.classes)
-    if note:
-        print(f"note: {note}")
-    if relation == "subset" and args.imagenet_ids:
-        classes = list(imagenet_wnids())
-    id_map = imagenet_id_map(classes, scan.classes, relation)
-    index = {name: i for i, name in enumerate(classes)}
-    train: Split = (scan.paths, [index[scan.classes[c]] for c in scan.labels])
-    if not train[0]:
+    classes, train = training_classes(scan, args.label_wordnetid, args.no_imagenet_check,
+                                      args.imagenet_ids)
+    tell(train)
+    if not train.paths:
         raise DataError(f"no images under {args.train_file_dir}")
     val = None
     if args.train_fraction is None:
-        val = validation_split(args, classes, scan.classes, id_map, progress)
-    return Dataset(scan, classes, kind, train, val)
+        source = resolve_validation(classes, args.val_dir, args.validation_data_label,
+                                    args.exclude, progress)
+        if source is not None:
+            print(f"val: labels from {source.why}")
+            val = tell(source.label(classes))
+    if scan.empty_classes:
+        print(f"warning: {len(scan.empty_classes)} class folder(s) without images: "
+              f"{name_list(scan.empty_classes)}", file=sys.stderr)
+    if args.verify:
+        train = drop_unreadable(args.train_file_dir, train, args, "train")
+        if val is not None and args.val_dir is not None:
+            val = drop_unreadable(args.val_dir, val, args, "val")
+    if args.train_fraction is not None:
+        train, val = split_validation_off(args, classes, scan.empty_classes, train)
+    for split, name in ((train, "training"), (val, "validation")):
+        if split is not None and not split.paths:  # e.g. every image unreadable
+            raise DataError(f"no {name} images left: nothing to write")
+    write_outputs(args, classes, train, val, scan.skipped)
+    return 0
 
 
-def split_validation_off(args: argparse.Namespace, data: Dataset) -> None:
+def tell(labelled: Labelled) -> Labelled:
+    """Print what a label source or the class choice has to say."""
+    for note in labelled.notes:
+        print(note)
+    for warning in labelled.warnings:
+        print(warning, file=sys.stderr)
+    return labelled
+
+
+def drop_unreadable(root: str, split: Labelled, args: argparse.Namespace, what: str
+                    ) -> Labelled:
+    """--verify: decode every image with Pillow; report and leave out the ones that fail."""
+    bad = dict(unreadable_images([os.path.join(root, p) for p in split.paths], args.workers,
+                                 not args.no_progress, what))
+    for i, reason in bad.items():
+        print(f"unreadable: {os.path.join(root, split.paths[i])}: {reason}", file=sys.stderr)
+    if bad:
+        print(f"{what}: left out {len(bad)} unreadable image(s)", file=sys.stderr)
+    kept = [i for i in range(len(split.paths)) if i not in bad]
+    return Labelled([split.paths[i] for i in kept], [split.labels[i] for i in kept])
+
+
+def split_validation_off(args: argparse.Namespace, classes: TrainingClasses,
+                         empty: List[str], train: Labelled) -> Tuple[Labelled, Labelled]:
     """--train-fraction: the validation split taken from each training class."""
-    data.train, data.val = split_per_class(*data.train, args.train_fraction)
-    index = {name: i for i, name in enumerate(data.classes)}
-    untrained = sorted({index[c] for c in data.scan.classes} - set(data.train[1])
-                       - {index[c] for c in data.scan.empty_classes})
+    (paths, labels), held_out = split_per_class(train.paths, train.labels, args.train_fraction)
+    untrained = sorted(set(classes.ids(classes.folders)) - set(labels) - set(classes.ids(empty)))
     if untrained:
         print(f"warning: {len(untrained)} class(es) too small to keep a training image "
               f"at --train-fraction {args.train_fraction:g}: "
-              f"{name_list([data.classes[i] for i in untrained])}", file=sys.stderr)
+              f"{name_list([classes.names[i] for i in untrained])}", file=sys.stderr)
+    return Labelled(paths, labels), Labelled(*held_out)
 
 
-def write_outputs(args: argparse.Namespace, data: Dataset) -> None:
+def write_outputs(args: argparse.Namespace, classes: TrainingClasses, train: Labelled,
+                  val: Optional[Labelled], skipped: int) -> None:
     """The lists and label files, each atomically; a replaced edited file is kept."""
-    names = class_names_of(data.classes, args.train_file_dir)
+    names, names_from = display_names(classes, args.train_file_dir)
+    if names_from:
+        print(f"class names from {names_from}")
     out = args.output_dir
     keep_previous = PreviousFiles()
-    keep_previous(os.path.join(out, "train_label"), write_file_list, *data.train)
-    print(f"train: {len(data.train[0])} images, {len(data.scan.classes)} classes "
-          f"({data.kind}), {data.scan.skipped} non-image file(s) skipped -> "
+    keep_previous(os.path.join(out, "train_label"), write_file_list, train.paths, train.labels)
+    print(f"train: {len(train.paths)} images, {len(classes.folders)} classes "
+          f"({classes.kind}), {skipped} non-image file(s) skipped -> "
           f"{os.path.join(out, 'train_label')}")
-    if data.val is not None:
-        keep_previous(os.path.join(out, "val_label"), write_file_list, *data.val)
+    if val is not None:
+        keep_previous(os.path.join(out, "val_label"), write_file_list, val.paths, val.labels)
         how = (f" (of -T, the last {1 - args.train_fraction:.0%} of each class)"
                if args.train_fraction is not None else "")
-        print(f"val: {len(data.val[0])} images{how} -> {os.path.join(out, 'val_label')}")
+        print(f"val: {len(val.paths)} images{how} -> {os.path.join(out, 'val_label')}")
     else:
         print("val: no labels (give --val-dir with class folders, or -V); val_label not written")
     keep_previous(os.path.join(out, "label_words.csv"), write_csv, enumerate(names))
-    keep_previous(os.path.join(out, "label_wordnetid.csv"), write_csv, enumerate(data.classes))
+    keep_previous(os.path.join(out, "label_wordnetid.csv"), write_csv, enumerate(classes.names))
     print(f"labels -> {os.path.join(out, 'label_words.csv')}, "
           f"{os.path.join(out, 'label_wordnetid.csv')}")
     for path in keep_previous.replaced:

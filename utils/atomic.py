@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import filecmp
 import os
 import resource
 import shutil
 import socket
 import tempfile
 import time
-from typing import IO, Iterator, List
+from typing import IO, Any, Callable, Iterator, List
 
 from .errors import OutputError
 
@@ -187,3 +188,23 @@ def lock_folder(folder: str, what: str = "output folder") -> IO[str]:
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     handle.flush()
     return handle
+
+
+class PreviousFiles:
+    """Writes outputs; an existing file with other contents is first kept as
+    `<name>.previous` (a list or label file the user edited is never lost). `replaced` names
+    the files so kept."""
+
+    def __init__(self) -> None:
+        self.replaced: List[str] = []
+
+    def __call__(self, path: str, write: Callable[..., None], *contents: Any) -> None:
+        previous = path + ".previous"
+        had = os.path.isfile(path)
+        if had:
+            shutil.copyfile(path, previous)
+        write(path, *contents)
+        if had and filecmp.cmp(path, previous, shallow=False):
+            os.remove(previous)
+        elif had:
+            self.replaced.append(path)

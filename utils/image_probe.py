@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .errors import DataError
 
@@ -116,3 +116,20 @@ def verify_image(path: str) -> Optional[str]:
     except Exception as e:  # Pillow raises many types for broken data
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def unreadable_images(paths: Sequence[str], workers: int, progress: bool, what: str
+                      ) -> List[Tuple[int, str]]:
+    """(index, reason) of each of `paths` that Pillow cannot fully decode, checked by
+    `workers` processes with a progress bar."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    bar = dict(total=len(paths), desc=f"verifying {what}", unit="img", disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            reasons = list(tqdm(pool.map(verify_image, paths, chunksize=64), **bar))
+    else:
+        reasons = [verify_image(p) for p in tqdm(paths, **bar)]
+    return [(i, r) for i, r in enumerate(reasons) if r is not None]
