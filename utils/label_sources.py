@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import DataError
 from .file_list import read_id_csv
@@ -279,17 +279,15 @@ class GroundTruthFile:
 
     def label(self, classes: TrainingClasses) -> Labelled:
         if self.val_dir is None:
-            names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(self.truth) + 1)]
-            return to_our_ids(names, self.truth, classes)
-        names, skipped = flat_images(self.val_dir)
-        labels = []
-        for name in names:
-            number = validation_index(name)
-            if not 1 <= number <= len(self.truth):
-                raise DataError(f"{os.path.join(self.val_dir, name)}: image number {number} "
-                                f"has no line in {self.path}")
-            labels.append(self.truth[number - 1])
-        return with_skipped(to_our_ids(names, labels, classes), self.val_dir, skipped)
+            return every_validation_image(self.truth, classes)
+        return label_flat_folder(self.val_dir, self.label_of, classes)
+
+    def label_of(self, name: str) -> int:
+        number = validation_index(name)
+        if not 1 <= number <= len(self.truth):
+            raise DataError(f"{os.path.join(self.val_dir, name)}: image number {number} has no "
+                            f"line in {self.path}")
+        return self.truth[number - 1]
 
 
 @dataclass(frozen=True)
@@ -303,18 +301,15 @@ class ImageNetPackage:
 
     def label(self, classes: TrainingClasses) -> Labelled:
         if self.val_dir is None:
-            truth = imagenet_val_ground_truth()
-            names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(truth) + 1)]
-            return to_our_ids(names, truth, classes)
-        names, skipped = flat_images(self.val_dir)
-        labels = []
-        for name in names:
-            label = imagenet_val_label(name)
-            if label is None:
-                raise DataError(f"{os.path.join(self.val_dir, name)}: not an ImageNet "
-                                f"validation file name; give its labels with -V")
-            labels.append(label)
-        return with_skipped(to_our_ids(names, labels, classes), self.val_dir, skipped)
+            return every_validation_image(imagenet_val_ground_truth(), classes)
+        return label_flat_folder(self.val_dir, self.label_of, classes)
+
+    def label_of(self, name: str) -> int:
+        label = imagenet_val_label(name)
+        if label is None:
+            raise DataError(f"{os.path.join(self.val_dir, name)}: not an ImageNet validation "
+                            "file name; give its labels with -V")
+        return label
 
 
 LabelSource = Union[AnnotationFile, ClassFolders, GroundTruthFile, ImageNetPackage]
@@ -327,10 +322,21 @@ def flat_images(val_dir: str) -> Tuple[List[str], int]:
     return names, skipped
 
 
-def with_skipped(out: Labelled, val_dir: str, skipped: int) -> Labelled:
+def label_flat_folder(val_dir: str, label_of: Callable[[str], int],
+                      classes: TrainingClasses) -> Labelled:
+    """The images of a flat folder, each labelled by its name (an ImageNet-1k id for an
+    ImageNet tree)."""
+    names, skipped = flat_images(val_dir)
+    out = to_our_ids(names, [label_of(name) for name in names], classes)
     if skipped:
         out.notes.append(f"{val_dir}: skipped {skipped} non-image file(s)")
     return out
+
+
+def every_validation_image(truth: List[int], classes: TrainingClasses) -> Labelled:
+    """ILSVRC2012_val_00000001.JPEG ... labelled by `truth`, in file-number order."""
+    names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(truth) + 1)]
+    return to_our_ids(names, truth, classes)
 
 
 def resolve_validation(classes: TrainingClasses, val_dir: Optional[str],
