@@ -24,7 +24,7 @@ import json
 import os
 import sys
 from dataclasses import replace
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import nnabla as nn
 
@@ -35,22 +35,14 @@ from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.download import resolve_weights
 from utils.errors import UsageError
-from utils.eval_sets import (
-    ClassMask,
-    FolderTree,
-    RealCounts,
-    choose_mask,
-    read_folder_tree,
-    read_real_labels,
-    real_labels_of,
-)
+from utils.eval_sets import EvalSet, read_folder_tree, scored_set
 from utils.evaluation import EvaluationResult, evaluate, network_for_weights, record
 from utils.file_list import FileList, read_file_list
 from utils.image_folders import list_subfolders
 from utils.imagenet import class_names
 from utils.monitor import refuse_training_run
 from utils.per_class import ClassCounts, plot_confusion, write_per_class
-from utils.runtime import run, setup_runtime
+from utils.runtime import Runtime, run, setup_runtime
 from utils.watchdog import start_watchdog
 from utils.weights import open_weight_file
 
@@ -109,22 +101,36 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def read_images(args: argparse.Namespace, num_classes: int, progress: bool,
-                log: Callable[[str], None]) -> Tuple[FileList, Optional[FolderTree]]:
-    """The images to score: a list file wins (--val-list, val_label in -V, or the default
-    ./val_label when it lists files of -V); without one, the class folders of -V are read
-    directly, as timm's validate does. A ./val_label of another dataset (the ImageNet list
-    left in the folder where ImageNetV2 is scored) is passed over, saying so."""
+def read_eval_set(args: argparse.Namespace, num_classes: int, rt: Runtime) -> EvalSet:
+    """The images to score (a list file, or the class folders of -V read directly, as timm's
+    validate does), with the class mask and the ReaL labels."""
+    listed = list_to_read(args, rt.log)
+    if listed is not None:
+        files, tree, source = read_file_list(listed, args.val_dir, num_classes), None, listed
+    else:
+        tree = read_folder_tree(args.val_dir, num_classes, args.labels,
+                                rt.comm.is_main and not args.no_progress)
+        files, source = tree.files, f"the class folders of {args.val_dir} ({tree.how})"
+    return scored_set(files, source, tree, num_classes, args.class_mask,
+                      not args.no_class_mask, args.real_labels)
+
+
+def list_to_read(args: argparse.Namespace, log: Callable[[str], None]) -> Optional[str]:
+    """The list file, or None to read the class folders of -V. A list wins: --val-list,
+    val_label beside the images, or the default ./val_label when it lists files of -V. A
+    ./val_label of another dataset (ImageNet's, left where ImageNetV2 is scored) is passed
+    over, saying so."""
     listed = cli.val_list_of(args)
-    folders = args.val_dir != cli.DEFAULT_DATA_DIR and os.path.isdir(args.val_dir) \
+    class_folders = args.val_dir != cli.DEFAULT_DATA_DIR and os.path.isdir(args.val_dir) \
         and list_subfolders(args.val_dir)
-    if folders and args.val_list == cli.DEFAULT_VAL_LIST and os.path.isfile(listed) and \
-            listed == args.val_list and not lists_files_of(listed, args.val_dir):
-        log(f"{listed} lists files that are not in {args.val_dir}: scoring its class folders")
-    elif args.val_list != cli.DEFAULT_VAL_LIST or os.path.exists(listed) or not folders:
-        return read_file_list(listed, args.val_dir, num_classes), None
-    tree = read_folder_tree(args.val_dir, num_classes, args.labels, progress)
-    return tree.files, tree
+    if args.val_list != cli.DEFAULT_VAL_LIST or listed != args.val_list or not class_folders:
+        return listed  # given, found beside the images, or the only way to read -V
+    if not os.path.isfile(listed):
+        return None
+    if lists_files_of(listed, args.val_dir):
+        return listed
+    log(f"{listed} lists files that are not in {args.val_dir}: scoring its class folders")
+    return None
 
 
 def lists_files_of(list_file: str, folder: str) -> bool:
@@ -154,53 +160,54 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                args.arch)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
-    files, tree = read_images(args, num_classes, comm.is_main and not args.no_progress, rt.log)
-    mask = choose_mask(args.class_mask, not args.no_class_mask, tree, num_classes)
-    if mask is not None:
-        mask.check_covers(files)
-    real = RealCounts(real_labels_of(files, read_real_labels(args.real_labels, num_classes),
-                                     args.real_labels)) if args.real_labels else None
+    scored = read_eval_set(args, num_classes, rt)
     train_files = read_recompute_list(args, num_classes) if args.recompute_bn else None
     pipeline = cli.pipeline_options(args, rt)
     # A batch beyond a rank's share only pads: -b 20000 over 4 images took a minute and 3 GB.
-    batch_size = min(args.batch_size, -(-len(files) // comm.size))
-    batches, graph = network_for_weights(weights, args.arch, num_classes, files,
+    batch_size = min(args.batch_size, -(-len(scored.files) // comm.size))
+    batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,
                                          batch_size, rt, args.norm_config, pipeline,
-                                         mask.penalty(num_classes) if mask else None)
-    if args.recompute_bn:
-        train_batches = ImageBatches(
-            train_files, args.batch_size,
-            training=True, channels=batches.channels, channel_last=batches.channel_last,
-            norm=args.norm_config, **pipeline)
-        x = nn.Variable(train_batches.image_shape)
-        train_logits, _ = build_network(x, num_classes, args.arch, test=False,
-                                        channel_last=batches.channel_last)
-        with train_batches:
-            used = recompute_batch_norm(
-                train_logits, training_feeds(train_batches, 0, args.recompute_bn, x), comm)
-        rt.log(f"batch-norm statistics recomputed from {used} training batches per rank")
+                                         scored.class_penalty(num_classes))
+    if train_files is not None:
+        recompute_statistics(args, train_files, batches, num_classes, pipeline, rt)
     height, width = batches.spatial_size
-    source = files.source if tree is None else f"the class folders of {files.root} ({tree.how})"
-    scope = mask.describe() if mask else f"scored over all {num_classes} classes"
-    rt.log(f"{len(files)} images from {source}, {scope}; {comm.size} rank(s) x batch "
-           f"{batch_size}, {height}x{width}, norm {args.norm_config}")
-    counts = ClassCounts.empty(num_classes)
+    rt.log(f"{scored.describe(num_classes)}; {comm.size} rank(s) x batch {batch_size}, "
+           f"{height}x{width}, norm {args.norm_config}")
+    counts, real = ClassCounts.empty(num_classes), scored.real_counts()
     with batches:
         result = evaluate(graph, batches, comm, progress=not args.no_progress,
                           observers=[counts] + ([real] if real else []))
     if real is not None:
         result = replace(result, real=real.errors())
     if comm.is_main:  # the result first: a folder that fails now loses nothing
-        report(args, result, counts, names, mask)
+        report(args, result, counts, names, scored)
         record(result, args.monitor_path, 0, fresh=True)
         write_per_class(counts, names, args.monitor_path)
         plot_confusion(counts, names, args.monitor_path)
     return 0
 
 
+def recompute_statistics(args: argparse.Namespace, train_files: FileList,
+                         batches: ImageBatches, num_classes: int, pipeline: Dict[str, Any],
+                         rt: Runtime) -> None:
+    """--recompute-bn: the batch-norm statistics as the average over N training batches."""
+    train_batches = ImageBatches(
+        train_files, args.batch_size,
+        training=True, channels=batches.channels, channel_last=batches.channel_last,
+        norm=args.norm_config, **pipeline)
+    x = nn.Variable(train_batches.image_shape)
+    train_logits, _ = build_network(x, num_classes, args.arch, test=False,
+                                    channel_last=batches.channel_last)
+    with train_batches:
+        used = recompute_batch_norm(
+            train_logits, training_feeds(train_batches, 0, args.recompute_bn, x), rt.comm)
+    rt.log(f"batch-norm statistics recomputed from {used} training batches per rank")
+
+
 def report(args: argparse.Namespace, result: EvaluationResult, counts: ClassCounts,
-           names: List[Optional[str]], mask: Optional[ClassMask]) -> None:
+           names: List[Optional[str]], scored: EvalSet) -> None:
     """The summary line, or with --json the result, the class names and the worst classes."""
+    mask = scored.mask
     if args.json:
         scored = None if mask is None else {"classes": list(mask.classes),
                                             "source": mask.source}

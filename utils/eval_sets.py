@@ -62,6 +62,44 @@ MASKED_SCORE = -1e9
 REAL_FILE_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.[^./]+$")
 
 
+# --------------------------------------------------------------------------- what is scored
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """The images scored, where they and their ids came from, the classes they are scored
+    over, and their ReaL labels."""
+
+    files: FileList
+    source: str  # e.g. "val_label", or "the class folders of v2/ (numbered folders ...)"
+    mask: Optional[ClassMask] = None
+    real: Optional[Sequence[Tuple[int, ...]]] = None  # each image's ReaL classes
+
+    def describe(self, num_classes: int) -> str:
+        scope = self.mask.describe() if self.mask else f"scored over all {num_classes} classes"
+        return f"{len(self.files)} images from {self.source}, {scope}"
+
+    def class_penalty(self, num_classes: int) -> Optional[np.ndarray]:
+        return None if self.mask is None else self.mask.penalty(num_classes)
+
+    def real_counts(self) -> Optional[RealCounts]:
+        return None if self.real is None else RealCounts(self.real)
+
+
+def scored_set(files: FileList, source: str, tree: Optional[FolderTree], num_classes: int,
+               mask_file: Optional[str] = None, masked: bool = True,
+               real_file: Optional[str] = None) -> EvalSet:
+    """`files` with the mask (--class-mask, else a known subset's unless not `masked`) and
+    the ReaL labels of `real_file`, checked against the images."""
+    mask = choose_mask(mask_file, masked, tree, num_classes)
+    if mask is not None:
+        mask.check_covers(files)
+    real = None
+    if real_file is not None:
+        real = real_labels_of(files, read_real_labels(real_file, num_classes), real_file)
+    return EvalSet(files, source, mask, real)
+
+
 # --------------------------------------------------------------------------- class folders
 
 
