@@ -14,10 +14,10 @@ For every architecture (default: all of them) at its native input size (or --spa
 
 The batches are random and already in memory, so the rates are the network's and not the
 data pipeline's. --warmup steps are run and not timed (first-use allocations), then
---iterations steps are timed. Under `mpirun -n N`, -b is per process and the rates are the
-sums over the processes. The table goes to stdout, the same rows to the CSV (-o). NNabla's
-CPU backend runs NCHW only, so --channel-last needs a GPU; on the CPU -t half runs in float
-(the precision column says which ran).
+--iterations steps are timed, fewer once --max-seconds have passed. Under `mpirun -n N`, -b
+is per process and the rates are the sums over the processes. The table goes to stdout,
+the same rows to the CSV (-o). NNabla's CPU backend runs NCHW only, so --channel-last needs
+a GPU; on the CPU -t half runs in float (the precision column says which ran).
 """
 from __future__ import annotations
 
@@ -50,6 +50,14 @@ from utils.training import accumulate_gradients, apply_update, build_training_gr
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
 
 
+def seconds(text: str) -> float:
+    """argparse type: a duration >= 0 (nan would never end a measurement early)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,6 +81,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="untimed steps before each measurement (default: %(default)s)")
     g.add_argument("--iterations", type=cli.positive_int, default=5,
                    help="timed steps of each measurement (default: %(default)s)")
+    g.add_argument("--max-seconds", type=seconds, default=60.0, metavar="S",
+                   help="end a measurement's timing after the step that passes S seconds, "
+                        "so the largest networks cost a few steps (default: %(default)g)")
     g.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
     g.add_argument("--no-train", action="store_true", help="skip the training measurement")
     p.add_argument("-o", "--output", default="benchmark.csv",
@@ -157,24 +168,29 @@ def describe_machine(rt: Runtime, args: argparse.Namespace) -> str:
     device = "CPU" if rt.backend == "cpu" else f"GPU {rt.device_id}"
     ranks = f", {rt.comm.size} processes (rates summed)" if rt.comm.size > 1 else ""
     return (f"{processor_name()}, {os.cpu_count()} cores; backend {rt.backend} on {device}"
-            f"{ranks}; nnabla {nn.__version__}; {args.warmup} warm-up and {args.iterations} "
-            "timed steps per measurement\n")
+            f"{ranks}; nnabla {nn.__version__}; per measurement {args.warmup} warm-up "
+            f"step(s), then {args.iterations} timed or fewer after {args.max_seconds:g} s\n")
 
 
-def timed_seconds(step: Callable[[], object], warmup: int, iterations: int, bar: Progress,
-                  finish: Callable[[], object]) -> float:
-    """Wall time of `iterations` calls of `step` after `warmup` untimed ones; `finish` waits
-    for the device to complete them (an asynchronous GPU returns before it is done)."""
+def timed_steps(step: Callable[[], object], warmup: int, iterations: int, max_seconds: float,
+                bar: Progress, finish: Callable[[], object]) -> Tuple[int, float]:
+    """(steps, seconds): `step` run `warmup` times untimed, then timed `iterations` times or
+    until `max_seconds` have passed (one step at least); `finish` waits for the device to
+    complete them (an asynchronous GPU returns before it is done)."""
     for _ in range(warmup):
         step()
         bar.update()
     finish()
     start = time.perf_counter()
-    for _ in range(iterations):
+    done = 0
+    while done < iterations:
         step()
         bar.update()
+        done += 1
+        if time.perf_counter() - start >= max_seconds:
+            break
     finish()
-    return time.perf_counter() - start
+    return done, time.perf_counter() - start
 
 
 def network_stats(arch: str, size: Tuple[int, int], num_classes: int) -> ModelStats:
@@ -219,9 +235,10 @@ def train_rate(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch:
 
     bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} train",
                    images_per_iteration=batch * rt.comm.size)
-    seconds = timed_seconds(step, args.warmup, args.iterations, bar, lambda: graph.loss.d)
+    steps, seconds = timed_steps(step, args.warmup, args.iterations, args.max_seconds, bar,
+                                 lambda: graph.loss.d)
     bar.close()
-    return batch * args.iterations / seconds
+    return batch * steps / seconds
 
 
 def infer_rate(args: argparse.Namespace, rt: Runtime, arch: str,
@@ -232,10 +249,10 @@ def infer_rate(args: argparse.Namespace, rt: Runtime, arch: str,
     graph.image.d = random_inputs(shape, args.num_classes, rt.comm.rank)[0]
     bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} infer",
                    images_per_iteration=shape[0] * rt.comm.size)
-    seconds = timed_seconds(lambda: graph.logits.forward(clear_buffer=True), args.warmup,
-                            args.iterations, bar, lambda: graph.logits.d)
+    steps, seconds = timed_steps(lambda: graph.logits.forward(clear_buffer=True), args.warmup,
+                                 args.iterations, args.max_seconds, bar, lambda: graph.logits.d)
     bar.close()
-    return shape[0] * args.iterations / seconds
+    return shape[0] * steps / seconds
 
 
 def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str) -> Row:
