@@ -7,6 +7,7 @@ The script runs as a user runs it, on tiny images.
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import nnabla as nn
 import nnabla.functions as F
@@ -191,3 +192,19 @@ def test_max_seconds_must_be_a_duration(text, capsys):
         benchmark.parse_args(["--max-seconds", text])
     assert f"--max-seconds: must be a number of seconds >= 0, got {text}" in \
         capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_under_mpirun_every_process_measures_and_rank_0_reports(tmp_path):
+    mpirun = Path(sys.executable).parent / "mpirun"
+    result = subprocess.run(
+        [str(mpirun), "-n", "2", sys.executable, str(REPO / "benchmark.py"), "-c", "cpu", "-a",
+         "mobilenet_v3_small", "-b", "2", "--spatial-size", "32", "--iterations", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "2 processes (rates summed)" in result.stdout
+    assert result.stdout.count("wrote benchmark.csv") == 1  # rank 0 alone reports
+    with open(tmp_path / "benchmark.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["ranks"], row["batch"]) == ("2", "2")
+    assert float(row["train_images_per_s"]) > 0 and float(row["infer_images_per_s"]) > 0
