@@ -17,7 +17,9 @@ data pipeline's. --warmup steps are run and not timed (first-use allocations), t
 --iterations steps are timed, fewer once --max-seconds have passed. Under `mpirun -n N`, -b
 is per process and the rates are the sums over the processes. The table goes to stdout,
 the same rows to the CSV (-o). NNabla's CPU backend runs NCHW only, so --channel-last needs
-a GPU; on the CPU -t half runs in float (the precision column says which ran).
+a GPU; on the CPU -t half runs in float (the precision column says which ran), and a
+network whose training step would not fit in the available memory is not trained (its
+rate is left empty, and the log says what it would need).
 """
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     g.add_argument("-a", "--arch", type=cli.architecture_name, nargs="+",
                    default=available_architectures(), metavar="ARCH",
                    help="one or more of: " + ", ".join(available_architectures())
-                        + " (default: all; on a CPU the largest take hours, see the README)")
+                        + " (default: all; see the README for their cost on a CPU)")
     g.add_argument("-b", "--batch-size", type=cli.positive_int, default=32,
                    help="batch size per process (default: %(default)s)")
     cli.add_spatial_size_flag(p)
@@ -87,7 +89,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     g.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
     g.add_argument("--no-train", action="store_true", help="skip the training measurement")
     p.add_argument("-o", "--output", default="benchmark.csv",
-                   help="CSV file of the table, written when every network is measured "
+                   help="CSV file of the table, rewritten as each network is measured "
                         "(default: %(default)s)")
     args = p.parse_args(argv)
     args.arch = list(dict.fromkeys(args.arch))  # each once, in the order given
@@ -255,8 +257,34 @@ def infer_rate(args: argparse.Namespace, rt: Runtime, arch: str,
     return shape[0] * steps / seconds
 
 
+def available_memory() -> Optional[int]:
+    """Bytes the system can still give (MemAvailable of /proc/meminfo), None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def training_fits(stats: ModelStats, batch: int, rt: Runtime, arch: str) -> bool:
+    """On the CPU, whether a training step's activations and their gradients (2 x 4 bytes
+    per forward value) fit in the available memory; logs why not (a step that does not fit
+    gets the process killed, losing every row)."""
+    available = available_memory() if rt.backend == "cpu" else None
+    needed = 2 * 4 * stats.forward_values_per_image * batch
+    if available is None or needed <= available:
+        return True
+    rt.log(f"{arch}: training not measured: at batch {batch} its activations and their "
+           f"gradients take about {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB are "
+           "available; use a smaller -b or --spatial-size")
+    return False
+
+
 def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str) -> Row:
-    """One architecture's row: its size, then training, then inference."""
+    """One architecture's row: its size, then training (if it fits), then inference."""
     native = get_architecture(arch).resolution
     size = tuple(args.spatial_size) if args.spatial_size else (native, native)
     stats = network_stats(arch, size, args.num_classes)
@@ -265,7 +293,7 @@ def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: st
         (args.batch_size, channels, *size)
     nn.seed(0)
     rates: List[Optional[float]] = [None, None]
-    if not args.no_train:
+    if not args.no_train and training_fits(stats, args.batch_size, rt, arch):
         rates[1] = train_rate(args, config, rt, arch, shape)
     if not args.no_infer:
         rates[0] = infer_rate(args, rt, arch, shape)
@@ -291,11 +319,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     for i, arch in enumerate(args.arch):
         rows.append(measure(args, config, rt, arch))
+        if rt.comm.is_main:  # after each network: a run stopped later keeps these rows
+            os.makedirs(output_folder, exist_ok=True)
+            atomic_write_text(args.output, csv_text(rows))
         rt.log(f"{arch} measured ({i + 1} of {len(args.arch)})")
     if rt.comm.is_main:
         sys.stdout.write(describe_machine(rt, args) + table_text(rows))
-        os.makedirs(output_folder, exist_ok=True)
-        atomic_write_text(args.output, csv_text(rows))
         print(f"wrote {args.output}")
     return 0
 

@@ -18,7 +18,12 @@ from conftest import REPO
 import benchmark
 from models import build_network
 from utils.comm import Communicator
-from utils.model_stats import count_macs, count_parameters, model_stats
+from utils.model_stats import (
+    count_forward_values,
+    count_macs,
+    count_parameters,
+    model_stats,
+)
 from utils.progress import Progress
 from utils.runtime import run
 
@@ -60,6 +65,13 @@ def test_only_convolutions_and_affine_layers_are_counted():
     h = F.average_pooling(h, (2, 2)) * 2.0 + 1.0
     y = F.softmax(PF.affine(h, 10, name="fc"))
     assert count_macs(y) == 4 * 64 * 3 * 9 + 4 * 4 * 4 * 10
+
+
+def test_forward_values_are_every_output_per_image():
+    x = nn.Variable((2, 3, 8, 8))
+    h = F.relu(PF.convolution(x, 4, (3, 3), pad=(1, 1), name="conv"))  # 256 + 256 per image
+    y = PF.affine(h, 10, name="fc")  # 10 per image
+    assert count_forward_values(y) == 256 + 256 + 10
 
 
 def test_parameters_are_the_trainable_values_the_graph_reads_each_once():
@@ -208,3 +220,24 @@ def test_under_mpirun_every_process_measures_and_rank_0_reports(tmp_path):
         (row,) = list(csv.DictReader(f))
     assert (row["ranks"], row["batch"]) == ("2", "2")
     assert float(row["train_images_per_s"]) > 0 and float(row["infer_images_per_s"]) > 0
+
+
+@pytest.mark.parametrize("short_by, trained", [(1, False), (0, True)])
+def test_a_training_step_that_would_not_fit_in_memory_is_not_measured(short_by, trained,
+                                                                       tmp_path, monkeypatch):
+    needed = 2 * 4 * 2 * network_stats_values("mobilenet_v3_small", 32)  # batch 2, 8 bytes
+    monkeypatch.setattr(benchmark, "available_memory", lambda: needed - short_by)
+    out = tmp_path / "b.csv"
+    assert benchmark.main(["-a", "mobilenet_v3_small", "-b", "2", "--spatial-size", "32",
+                           "--warmup", "0", "--iterations", "1", "-c", "cpu",
+                           "-o", str(out)]) == 0
+    with open(out, newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["train_images_per_s"] != "") == trained
+    assert float(row["infer_images_per_s"]) > 0
+
+
+def network_stats_values(arch, size):
+    nn.clear_parameters()
+    logits, _ = build_network(nn.Variable((1, 3, size, size)), 1000, arch, test=True)
+    return count_forward_values(logits)

@@ -93,10 +93,28 @@ def count_parameters(output: nn.Variable,
     return sum(x.size for x in used)
 
 
+def count_forward_values(output: nn.Variable, batch_size: Optional[int] = None) -> int:
+    """Values one image's forward pass computes: the outputs of every function of the graph.
+
+    Training keeps most of them for the backward pass, so (with their gradients) they bound
+    what a training step needs beyond the parameters and solver state.
+    """
+    batch = output.shape[0] if batch_size is None else batch_size
+    total = 0
+
+    def visit(f: Any) -> None:
+        nonlocal total
+        total += sum(math.prod(y.shape) for y in f.outputs)
+
+    output.visit(visit)
+    return total // batch
+
+
 @dataclass(frozen=True)
 class ModelStats:
     macs_per_image: int
     parameters: int
+    forward_values_per_image: int
 
     @property
     def gmacs(self) -> float:
@@ -108,5 +126,7 @@ class ModelStats:
 
 
 def model_stats(output: nn.Variable) -> ModelStats:
-    """MACs per image and trainable parameters of the network ending at `output`."""
-    return ModelStats(count_macs(output), count_parameters(output))
+    """MACs per image, trainable parameters and forward values per image of the network
+    ending at `output`."""
+    return ModelStats(count_macs(output), count_parameters(output),
+                      count_forward_values(output))
