@@ -39,6 +39,7 @@ import numpy as np
 from models import available_architectures, build_network, get_architecture
 from utils import cli
 from utils.atomic import atomic_write_text, check_can_create
+from utils.comm import Communicator
 from utils.config import TrainConfig, load_config
 from utils.errors import UsageError
 from utils.evaluation import build_evaluation_graph
@@ -175,10 +176,12 @@ def describe_machine(rt: Runtime, args: argparse.Namespace) -> str:
 
 
 def timed_steps(step: Callable[[], object], warmup: int, iterations: int, max_seconds: float,
-                bar: Progress, finish: Callable[[], object]) -> Tuple[int, float]:
+                comm: Communicator, bar: Progress, finish: Callable[[], object]
+                ) -> Tuple[int, float]:
     """(steps, seconds): `step` run `warmup` times untimed, then timed `iterations` times or
-    until `max_seconds` have passed (one step at least); `finish` waits for the device to
-    complete them (an asynchronous GPU returns before it is done)."""
+    until `max_seconds` have passed on any rank (one step at least; every rank runs as many
+    steps, as a training step is a collective); `finish` waits for the device to complete
+    them (an asynchronous GPU returns before it is done)."""
     for _ in range(warmup):
         step()
         bar.update()
@@ -189,7 +192,7 @@ def timed_steps(step: Callable[[], object], warmup: int, iterations: int, max_se
         step()
         bar.update()
         done += 1
-        if time.perf_counter() - start >= max_seconds:
+        if comm.all_reduce_sum([time.perf_counter() - start >= max_seconds])[0]:
             break
     finish()
     return done, time.perf_counter() - start
@@ -237,8 +240,8 @@ def train_rate(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch:
 
     bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} train",
                    images_per_iteration=batch * rt.comm.size)
-    steps, seconds = timed_steps(step, args.warmup, args.iterations, args.max_seconds, bar,
-                                 lambda: graph.loss.d)
+    steps, seconds = timed_steps(step, args.warmup, args.iterations, args.max_seconds,
+                                 rt.comm, bar, lambda: graph.loss.d)
     bar.close()
     return batch * steps / seconds
 
@@ -252,7 +255,8 @@ def infer_rate(args: argparse.Namespace, rt: Runtime, arch: str,
     bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} infer",
                    images_per_iteration=shape[0] * rt.comm.size)
     steps, seconds = timed_steps(lambda: graph.logits.forward(clear_buffer=True), args.warmup,
-                                 args.iterations, args.max_seconds, bar, lambda: graph.logits.d)
+                                 args.iterations, args.max_seconds, rt.comm, bar,
+                                 lambda: graph.logits.d)
     bar.close()
     return shape[0] * steps / seconds
 
@@ -270,16 +274,19 @@ def available_memory() -> Optional[int]:
 
 
 def training_fits(stats: ModelStats, batch: int, rt: Runtime, arch: str) -> bool:
-    """On the CPU, whether a training step's activations and their gradients (2 x 4 bytes
-    per forward value) fit in the available memory; logs why not (a step that does not fit
-    gets the process killed, losing every row)."""
+    """On the CPU, whether the training steps' activations and their gradients (2 x 4 bytes
+    per forward value, in every process, taken to share one machine) fit in the available
+    memory; logs why not (a step that does not fit gets the job killed, losing every row).
+    Every rank gets the same answer."""
     available = available_memory() if rt.backend == "cpu" else None
-    needed = 2 * 4 * stats.forward_values_per_image * batch
-    if available is None or needed <= available:
+    needed = 2 * 4 * stats.forward_values_per_image * batch * rt.comm.size
+    short = available is not None and needed > available
+    if not rt.comm.all_reduce_sum([short])[0]:
         return True
-    rt.log(f"{arch}: training not measured: at batch {batch} its activations and their "
-           f"gradients take about {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB are "
-           "available; use a smaller -b or --spatial-size")
+    room = "" if available is None else f" ({available / 2**30:.1f} GiB)"
+    rt.log(f"{arch}: training not measured: at batch {batch} x {rt.comm.size} process(es) "
+           f"its activations and their gradients take about {needed / 2**30:.1f} GiB, more "
+           f"than the available memory{room}; use a smaller -b or --spatial-size")
     return False
 
 

@@ -187,12 +187,24 @@ def test_the_default_measures_every_architecture_once():
     assert len(available_architectures()) == 22
 
 
-@pytest.mark.parametrize("max_seconds, timed", [(60.0, 4), (0.0, 1)])
-def test_a_measurement_times_its_steps_after_the_warm_up_until_the_time_is_up(max_seconds, timed):
+class OtherRankTimeIsUp(Communicator):
+    """One process standing for a job in which another rank's time is up after each step."""
+
+    def all_reduce_sum(self, values):
+        return [v + 1 for v in values]
+
+
+@pytest.mark.parametrize("max_seconds, comm, timed", [
+    (60.0, Communicator(), 4),
+    (0.0, Communicator(), 1),
+    (60.0, OtherRankTimeIsUp(), 1),  # every rank stops with it: training steps are collectives
+])
+def test_a_measurement_times_its_steps_after_the_warm_up_until_the_time_is_up(
+        max_seconds, comm, timed):
     calls, finished = [], []
-    bar = Progress(Communicator(), 6, "test")
-    steps, seconds = benchmark.timed_steps(lambda: calls.append(1), 2, 4, max_seconds, bar,
-                                           lambda: finished.append(len(calls)))
+    bar = Progress(comm, 6, "test")
+    steps, seconds = benchmark.timed_steps(lambda: calls.append(1), 2, 4, max_seconds, comm,
+                                           bar, lambda: finished.append(len(calls)))
     bar.close()
     assert (steps, len(calls), finished) == (timed, 2 + timed, [2, 2 + timed])
     assert seconds > 0
