@@ -8,6 +8,7 @@ the quickstart's epoch count. Each run is checked for what the README says it do
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib
 import json
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMALLER = {
     "train.py": ["-e", "1", "-b", "4", "--spatial-size", "32"],
     "validation.py": ["-b", "8", "--spatial-size", "32"],
+    "benchmark.py": ["-b", "2", "--spatial-size", "32", "--warmup", "0", "--iterations", "1"],
 }
 # Refused on a CPU with a one-line error (tests/test_train.py); dropped when there is no GPU.
 GPU_ONLY_FLAGS = ("--channel-last",)
@@ -263,6 +265,18 @@ def check_plot_curves(argv, result, box):
             assert img.format == "PNG" and img.width > 100
 
 
+def check_benchmark(argv, result, box):
+    archs = argv[argv.index("-a") + 1:argv.index("-b")]
+    with open(box.root / "benchmark.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["arch"] for r in rows] == archs
+    for row in rows:
+        assert int(row["macs_per_image"]) > 0 and int(row["parameters"]) > 0
+        assert float(row["infer_images_per_s"]) > 0 and float(row["train_images_per_s"]) > 0
+    table = result.stdout.splitlines()
+    assert [line.split()[0] for line in table[2:2 + len(archs)]] == archs
+
+
 CHECKS = {
     "scripts/setup.sh": check_setup,
     "scripts/quickstart.sh": check_quickstart,
@@ -273,6 +287,7 @@ CHECKS = {
     "convert_parameter_format.py": check_convert,
     "export.py": check_export,
     "plot_curves.py": check_plot_curves,
+    "benchmark.py": check_benchmark,
 }
 
 

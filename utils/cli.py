@@ -33,7 +33,8 @@ DEFAULT_TRAIN_LIST = "train_label"
 DEFAULT_VAL_LIST = "val_label"
 
 
-def _architecture(name: str) -> str:
+def architecture_name(name: str) -> str:
+    """argparse type: a registered architecture in any case (an unknown one lists them)."""
     try:
         return get_architecture(name).name
     except UnknownArchitectureError as e:
@@ -127,7 +128,7 @@ def add_arch_flags(
 ) -> argparse._ArgumentGroup:
     """-a/--arch (any case; an unknown name lists the known ones) and --num-classes."""
     group = parser.add_argument_group("architecture")
-    group.add_argument("-a", "--arch", type=_architecture, required=required,
+    group.add_argument("-a", "--arch", type=architecture_name, required=required,
                        metavar="ARCH",
                        help=f"network, one of: {', '.join(available_architectures())} "
                             f"{arch_help}".strip())

@@ -1,0 +1,340 @@
+r"""Measure each network's speed and size: inference and training images/s, parameters, MACs.
+
+    python benchmark.py -a resnet50 mobilenet_v2 -b 8 -c cpu
+
+For every architecture (default: all of them) at its native input size (or --spatial-size):
+
+- infer img/s: the test-mode network's forward pass (batch-norm running statistics, no
+  dropout), as validation.py and infer.py run it;
+- train img/s: train.py's step on the same batch: forward of the training graph with the
+  recipe's loss (-C, default cfg/cos90.yaml), backward, the gradient all-reduce (under
+  mpirun) and the momentum solver's update with weight decay;
+- parameters (trainable values) and multiply-accumulates per image of the convolutions and
+  fully-connected layers, counted from the network's graph (utils/model_stats.py).
+
+The batches are random and already in memory, so the rates are the network's and not the
+data pipeline's. --warmup steps are run and not timed (first-use allocations), then
+--iterations steps are timed, fewer once --max-seconds have passed. Under `mpirun -n N`, -b
+is per process and the rates are the sums over the processes. The table goes to stdout,
+the same rows to the CSV (-o). NNabla's CPU backend runs NCHW only, so --channel-last needs
+a GPU; on the CPU -t half runs in float (the precision column says which ran), and a
+network whose training step would not fit in the available memory is not trained (its
+rate is left empty, and the log says what it would need).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import nnabla as nn
+import numpy as np
+
+from models import available_architectures, build_network, get_architecture
+from utils import cli
+from utils.atomic import atomic_write_text, check_can_create
+from utils.comm import Communicator
+from utils.config import TrainConfig, load_config
+from utils.errors import UsageError
+from utils.evaluation import build_evaluation_graph
+from utils.lr_schedules import build_schedule
+from utils.model_stats import ModelStats, model_stats
+from utils.optim import MomentumSolver
+from utils.progress import Progress
+from utils.runtime import Runtime, run, setup_runtime
+from utils.training import accumulate_gradients, apply_update, build_training_graph
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
+
+
+def seconds(text: str) -> float:
+    """argparse type: a duration >= 0 (nan would never end a measurement early)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_runtime_flags(p)
+    g = p.add_argument_group("what to measure")
+    g.add_argument("-a", "--arch", type=cli.architecture_name, nargs="+",
+                   default=available_architectures(), metavar="ARCH",
+                   help="one or more of: " + ", ".join(available_architectures())
+                        + " (default: all; see the README for their cost on a CPU)")
+    g.add_argument("-b", "--batch-size", type=cli.positive_int, default=32,
+                   help="batch size per process (default: %(default)s)")
+    cli.add_spatial_size_flag(p)
+    g.add_argument("--channel-last", action="store_true",
+                   help="NHWC layout (GPU only: NNabla's CPU backend runs NCHW)")
+    g.add_argument("--num-classes", type=cli.positive_int, default=1000,
+                   help="classifier outputs (default: %(default)s)")
+    g.add_argument("-C", "--train-config", default=DEFAULT_CONFIG,
+                   help="recipe YAML whose loss, mixup and solver the training step uses "
+                        "(default: cfg/cos90.yaml of this repository)")
+    g.add_argument("--warmup", type=cli.non_negative_int, default=1,
+                   help="untimed steps before each measurement (default: %(default)s)")
+    g.add_argument("--iterations", type=cli.positive_int, default=5,
+                   help="timed steps of each measurement (default: %(default)s)")
+    g.add_argument("--max-seconds", type=seconds, default=60.0, metavar="S",
+                   help="end a measurement's timing after the step that passes S seconds, "
+                        "so the largest networks cost a few steps (default: %(default)g)")
+    g.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
+    g.add_argument("--no-train", action="store_true", help="skip the training measurement")
+    p.add_argument("-o", "--output", default="benchmark.csv",
+                   help="CSV file of the table, rewritten as each network is measured "
+                        "(default: %(default)s)")
+    args = p.parse_args(argv)
+    args.arch = list(dict.fromkeys(args.arch))  # each once, in the order given
+    return args
+
+
+@dataclass(frozen=True)
+class Row:
+    """One network's line of the table and of the CSV (a rate is None when not measured)."""
+
+    arch: str
+    height: int
+    width: int
+    parameters: int
+    macs_per_image: int
+    infer_images_per_s: Optional[float]
+    train_images_per_s: Optional[float]
+    batch: int
+    ranks: int
+    layout: str
+    precision: str
+    backend: str
+
+
+def csv_text(rows: Sequence[Row]) -> str:
+    """The rows under a header of the field names; rates to 0.01 image/s, skipped ones empty."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([f.name for f in fields(Row)])
+    for row in rows:
+        writer.writerow(["" if v is None else f"{v:.2f}" if isinstance(v, float) else v
+                         for v in asdict(row).values()])
+    return out.getvalue()
+
+
+TABLE_COLUMNS = (  # (title, width, the cell of a row)
+    ("arch", 20, lambda r: r.arch),
+    ("size", 9, lambda r: f"{r.height}x{r.width}"),
+    ("params M", 10, lambda r: f"{r.parameters / 1e6:.2f}"),
+    ("GMACs", 9, lambda r: f"{r.macs_per_image / 1e9:.3f}"),
+    ("infer img/s", 13, lambda r: _rate(r.infer_images_per_s)),
+    ("train img/s", 13, lambda r: _rate(r.train_images_per_s)),
+    ("batch", 7, lambda r: str(r.batch)),
+    ("layout", 8, lambda r: r.layout),
+    ("precision", 11, lambda r: r.precision),
+)
+
+
+def _rate(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def table_text(rows: Sequence[Row]) -> str:
+    """A fixed-width table: the architecture left-aligned, the rest right-aligned."""
+    def line(cells: Sequence[str]) -> str:
+        return "".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, (_, w, _)) in enumerate(zip(cells, TABLE_COLUMNS)))
+
+    lines = [line([title for title, _, _ in TABLE_COLUMNS])]
+    lines += [line([cell(r) for _, _, cell in TABLE_COLUMNS]) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def processor_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine(rt: Runtime, args: argparse.Namespace) -> str:
+    """The header above the table: where and how the numbers were measured."""
+    device = "CPU" if rt.backend == "cpu" else f"GPU {rt.device_id}"
+    ranks = f", {rt.comm.size} processes (rates summed)" if rt.comm.size > 1 else ""
+    return (f"{processor_name()}, {os.cpu_count()} cores; backend {rt.backend} on {device}"
+            f"{ranks}; nnabla {nn.__version__}; per measurement {args.warmup} warm-up "
+            f"step(s), then {args.iterations} timed or fewer after {args.max_seconds:g} s\n")
+
+
+def timed_steps(step: Callable[[], object], warmup: int, iterations: int, max_seconds: float,
+                comm: Communicator, bar: Progress, finish: Callable[[], object]
+                ) -> Tuple[int, float]:
+    """(steps, seconds): `step` run `warmup` times untimed, then timed `iterations` times or
+    until `max_seconds` have passed on any rank (one step at least; every rank runs as many
+    steps, as a training step is a collective); `finish` waits for the device to complete
+    them (an asynchronous GPU returns before it is done)."""
+    for _ in range(warmup):
+        step()
+        bar.update()
+    finish()
+    start = time.perf_counter()
+    done = 0
+    while done < iterations:
+        step()
+        bar.update()
+        done += 1
+        if comm.all_reduce_sum([time.perf_counter() - start >= max_seconds])[0]:
+            break
+    finish()
+    return done, time.perf_counter() - start
+
+
+def network_stats(arch: str, size: Tuple[int, int], num_classes: int) -> ModelStats:
+    """Parameters and MACs per image of the network itself: NCHW, 3 channels, batch 1 (the
+    4-channel input of half precision adds a zero channel, not a property of the network)."""
+    nn.clear_parameters()
+    logits, _ = build_network(nn.Variable((1, 3, *size)), num_classes, arch, test=True)
+    stats = model_stats(logits)
+    nn.clear_parameters()
+    return stats
+
+
+def random_inputs(shape: Tuple[int, ...], num_classes: int, seed: int = 0
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """Normalised-looking images and labels: the speed does not depend on the values."""
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal(shape, dtype=np.float32)
+    labels = rng.integers(0, num_classes, (shape[0], 1))
+    return images, labels
+
+
+def train_rate(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str,
+               shape: Tuple[int, ...]) -> float:
+    """Images/s of this process's training steps (creates the network's parameters)."""
+    graph = build_training_graph(arch, shape, args.num_classes, args.channel_last, config,
+                                 rt.comm.rank, rt.float_ctx)
+    graph.image.d, graph.label.d = random_inputs(shape, args.num_classes, rt.comm.rank)
+    graph.mask.d = 1
+    # As train.py builds it: the static loss scale only in half precision.
+    solver = MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay,
+                            loss_scale=config.loss_scaling if args.type_config == "half"
+                            else 1.0)
+    lr_per_example = build_schedule(config.lr_scheduler, 1)(0)
+    batch = shape[0]
+
+    def step() -> None:
+        if graph.mixing is not None:
+            graph.mixing.resample()
+        solver.zero_grad()
+        accumulate_gradients(graph, solver, 1)  # (reads the loss: waits for the device)
+        apply_update(solver, rt.comm, lr_per_example, batch * rt.comm.size)
+
+    bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} train",
+                   images_per_iteration=batch * rt.comm.size)
+    steps, seconds = timed_steps(step, args.warmup, args.iterations, args.max_seconds,
+                                 rt.comm, bar, lambda: graph.loss.d)
+    bar.close()
+    return batch * steps / seconds
+
+
+def infer_rate(args: argparse.Namespace, rt: Runtime, arch: str,
+               shape: Tuple[int, ...]) -> float:
+    """Images/s of this process's test-mode forward passes (sharing the training graph's
+    parameters when it was built first)."""
+    graph = build_evaluation_graph(arch, shape, args.num_classes, args.channel_last, rt.ctx)
+    graph.image.d = random_inputs(shape, args.num_classes, rt.comm.rank)[0]
+    bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} infer",
+                   images_per_iteration=shape[0] * rt.comm.size)
+    steps, seconds = timed_steps(lambda: graph.logits.forward(clear_buffer=True), args.warmup,
+                                 args.iterations, args.max_seconds, rt.comm, bar,
+                                 lambda: graph.logits.d)
+    bar.close()
+    return shape[0] * steps / seconds
+
+
+def available_memory() -> Optional[int]:
+    """Bytes the system can still give (MemAvailable of /proc/meminfo), None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def training_fits(stats: ModelStats, batch: int, rt: Runtime, arch: str) -> bool:
+    """On the CPU, whether the training steps' activations and their gradients (2 x 4 bytes
+    per forward value, in every process, taken to share one machine) fit in the available
+    memory; logs why not (a step that does not fit gets the job killed, losing every row).
+    Every rank gets the same answer."""
+    available = available_memory() if rt.backend == "cpu" else None
+    needed = 2 * 4 * stats.forward_values_per_image * batch * rt.comm.size
+    short = available is not None and needed > available
+    if not rt.comm.all_reduce_sum([short])[0]:
+        return True
+    room = "" if available is None else f" ({available / 2**30:.1f} GiB)"
+    rt.log(f"{arch}: training not measured: at batch {batch} x {rt.comm.size} process(es) "
+           f"its activations and their gradients take about {needed / 2**30:.1f} GiB, more "
+           f"than the available memory{room}; use a smaller -b or --spatial-size")
+    return False
+
+
+def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str) -> Row:
+    """One architecture's row: its size, then training (if it fits), then inference."""
+    native = get_architecture(arch).resolution
+    size = tuple(args.spatial_size) if args.spatial_size else (native, native)
+    stats = network_stats(arch, size, args.num_classes)
+    channels = 4 if args.type_config == "half" else 3  # as train.py feeds half precision
+    shape = (args.batch_size, *size, channels) if args.channel_last else \
+        (args.batch_size, channels, *size)
+    nn.seed(0)
+    rates: List[Optional[float]] = [None, None]
+    if not args.no_train and training_fits(stats, args.batch_size, rt, arch):
+        rates[1] = train_rate(args, config, rt, arch, shape)
+    if not args.no_infer:
+        rates[0] = infer_rate(args, rt, arch, shape)
+    nn.clear_parameters()
+    measured = [r for r in rates if r is not None]
+    totals = iter(rt.comm.all_reduce_sum(measured))
+    infer, train = (None if r is None else next(totals) for r in rates)
+    return Row(arch, size[0], size[1], stats.parameters, stats.macs_per_image, infer, train,
+               args.batch_size, rt.comm.size, "NHWC" if args.channel_last else "NCHW",
+               args.type_config, rt.backend)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    rt = setup_runtime(args)  # (-t half becomes float on the CPU, and says so)
+    if args.channel_last and rt.backend == "cpu":
+        raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
+    if args.no_infer and args.no_train:
+        raise UsageError("--no-infer and --no-train leave nothing to measure")
+    config = load_config(args.train_config)
+    output_folder = os.path.dirname(os.path.abspath(args.output))
+    check_can_create(output_folder, "-o folder")
+    rows = []
+    for i, arch in enumerate(args.arch):
+        rows.append(measure(args, config, rt, arch))
+        if rt.comm.is_main:  # after each network: a run stopped later keeps these rows
+            os.makedirs(output_folder, exist_ok=True)
+            atomic_write_text(args.output, csv_text(rows))
+        rt.log(f"{arch} measured ({i + 1} of {len(args.arch)})")
+    if rt.comm.is_main:
+        sys.stdout.write(describe_machine(rt, args) + table_text(rows))
+        print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
