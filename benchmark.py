@@ -254,9 +254,9 @@ def infer_rate(args: argparse.Namespace, rt: Runtime, arch: str,
     graph.image.d = random_inputs(shape, args.num_classes, rt.comm.rank)[0]
     bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} infer",
                    images_per_iteration=shape[0] * rt.comm.size)
-    steps, seconds = timed_steps(lambda: graph.logits.forward(clear_buffer=True), args.warmup,
+    steps, seconds = timed_steps(lambda: graph.scores.forward(clear_buffer=True), args.warmup,
                                  args.iterations, args.max_seconds, rt.comm, bar,
-                                 lambda: graph.logits.d)
+                                 lambda: graph.scores.d)
     bar.close()
     return shape[0] * steps / seconds
 
