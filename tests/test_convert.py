@@ -27,6 +27,7 @@ from eval_fixtures import (
     run_main,
     run_script,
 )
+from marks import marking_slow
 
 import convert_parameter_format
 from models import available_architectures, build_network
@@ -55,7 +56,9 @@ def assert_same_parameters(a, b):
         np.testing.assert_array_equal(a[name].data, b[name].data, err_msg=name)
 
 
-@pytest.mark.parametrize("arch", [a for a in available_architectures() if a not in HUGE])
+@pytest.mark.parametrize("arch", marking_slow(
+    [a for a in available_architectures() if a not in HUGE],
+    ("resnet18", "resnet101", "resnet152")))
 def test_every_architecture_round_trips_and_classifies_the_same(arch, photo_batch):
     nn.seed(0)
     x = nn.Variable.from_numpy_array(photo_batch)
@@ -99,7 +102,7 @@ def convert(*args):
     return run_main(convert_parameter_format.main, *args)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+@pytest.mark.parametrize("arch", marking_slow(["resnet18", "mobilenet_v3_small"], ["resnet18"]))
 def test_command_round_trip_gives_the_identical_file(arch, tmp_path, resnet18_file):
     src = resnet18_file if arch == "resnet18" else make_weight_file(tmp_path / "in.h5", arch)
     before = src.read_bytes()

@@ -11,6 +11,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pytest
 from data_fixtures import host_images, image_set, load_images, photo, save, write_list
+from marks import marking_slow
 from PIL import Image, ImageOps
 
 from models import NORMALIZATIONS
@@ -423,7 +424,8 @@ def test_image_vanishing_during_training_is_named(tmp_path, photos):
         run_epoch(batches(files, batch_size=2, training=True), 0)
 
 
-@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment", "autoaugment"])
+@pytest.mark.parametrize("policy", marking_slow(["randaugment", "trivialaugment", "autoaugment"],
+                                                 ("randaugment", "autoaugment")))
 def test_each_policy_changes_the_images_reproducibly_and_resumes_exactly(photos, policy):
     """DALI's own policy operators on the CPU pipeline, after the crop: seeded by (seed,
     epoch, rank), so a second pipeline gives the same batches and a resumed epoch continues

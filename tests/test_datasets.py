@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import pytest
 import yaml
 from data_fixtures import class_tree, photo, save
 from eval_fixtures import make_weight_file, run_script
@@ -62,6 +63,7 @@ def test_an_imagenet_subset_trains_and_validates(tmp_path):
     assert (tmp_path / "val-monitor" / "confusion.png").exists()
 
 
+@pytest.mark.slow
 def test_a_1000_class_weight_file_validates_on_the_subset_with_imagenet_ids(tmp_path):
     lists = prepare(tmp_path, "--imagenet-ids")
     labels = {int(line.split()[1]) for line in (lists / "val_label").read_text().splitlines()}
@@ -73,6 +75,7 @@ def test_a_1000_class_weight_file_validates_on_the_subset_with_imagenet_ids(tmp_
     assert result["class_names"][65] == "sea snake"  # the ImageNet names by default
 
 
+@pytest.mark.slow
 def test_the_kaggle_layout_gives_the_official_labels(tmp_path):
     """ILSVRC/Data/CLS-LOC/{train,val} with LOC_val_solution.csv: the same val_label as the
     official ground truth gives for the same images (images 1-4: classes 65, 970, 230, 809)."""
@@ -103,6 +106,7 @@ def test_the_kaggle_layout_gives_the_official_labels(tmp_path):
     assert validate(weights, lists, tmp_path, val_dir=data / "val")["num_images"] == 3
 
 
+@pytest.mark.slow
 def test_the_tiny_imagenet_layout(tmp_path):
     """train/<wnid>/images/*.JPEG (and a boxes file), val/images with val_annotations.txt,
     words.txt for the names; one WordNet ID that is not an ImageNet-1k class."""
@@ -138,6 +142,7 @@ def test_the_tiny_imagenet_layout(tmp_path):
                                      "something else"]
 
 
+@pytest.mark.slow
 def test_train_py_runs_a_policy_crop_ranges_and_cutmix_from_the_config(tmp_path):
     lists = prepare(tmp_path)
     config = tmp_path / "policy.yaml"
@@ -156,6 +161,7 @@ def test_train_py_runs_a_policy_crop_ranges_and_cutmix_from_the_config(tmp_path)
     assert "policy: trivialaugment" in saved and "- 0.35" in saved and "cutmix: 1.0" in saved
 
 
+@pytest.mark.slow
 def test_train_py_accumulates_gradients(tmp_path):
     lists = prepare(tmp_path)
     result = run_script("train.py", "-a", "mobilenet_v3_small", "-b", "4", "--spatial-size",

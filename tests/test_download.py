@@ -123,6 +123,7 @@ def test_a_404_and_no_download_are_one_line(server, tmp_path, capsys):
         f"{server.url}{NAME} to {tmp_path / 'cache' / NAME}"]
 
 
+@pytest.mark.slow
 def test_every_script_taking_a_weight_file_accepts_a_published_name(server, tmp_path):
     import convert_parameter_format
     import train

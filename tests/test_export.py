@@ -91,6 +91,7 @@ def exported(request, tmp_path_factory):
     return arch, folder, results, images, nnabla_outputs(weights, arch, images)
 
 
+@pytest.mark.slow
 def test_nnp_reproduces_nnabla(exported):
     arch, folder, results, images, reference = exported
     assert_reproduces(nnp_outputs(folder / "m.nnp", images), reference)
@@ -112,6 +113,7 @@ def test_only_the_outputs_are_left(exported):
     assert {p.name for p in folder.iterdir()} == expected
 
 
+@pytest.mark.slow
 def test_nhwc_four_channel_file_exports_like_nchw(tmp_path):
     """A mixed-precision style file (NHWC, zero-fed 4th channel) gives the same NCHW model."""
     nchw = make_weight_file(tmp_path / "nchw.h5", "mobilenet_v3_small", seed=3)

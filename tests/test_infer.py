@@ -73,6 +73,7 @@ def test_text_output_names_imagenet_classes_for_every_kind_of_image(files, odd_i
         assert probabilities == sorted(probabilities, reverse=True)
 
 
+@pytest.mark.slow
 def test_nhwc_file_runs_on_the_cpu_with_the_same_probabilities(files, capsys):
     nchw = run_json(PHOTO, files[0], "-a", "mobilenet_v3_small", *SMALL, "-k", "1000",
                     capsys=capsys)

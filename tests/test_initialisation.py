@@ -13,6 +13,7 @@ import math
 import nnabla as nn
 import numpy as np
 import pytest
+from marks import marking_slow
 
 from models import available_architectures, build_network, get_architecture
 
@@ -73,8 +74,9 @@ def drop_connect_keeps(logits: nn.Variable):
     return keeps
 
 
-@pytest.mark.parametrize("arch", [a for a in available_architectures()
-                                  if a.startswith("efficientnet")])
+@pytest.mark.parametrize("arch", marking_slow(
+    [a for a in available_architectures() if a.startswith("efficientnet")],
+    [f"efficientnet_b{i}" for i in range(3, 9)] + ["efficientnet_l2"]))
 def test_every_efficientnet_residual_block_keeps_its_branch_with_probability_0_8(arch):
     logits = build(arch, test=False)
     keeps = drop_connect_keeps(logits)

@@ -10,6 +10,7 @@ import nnabla as nn
 import numpy as np
 import pytest
 from conftest import PARAM_SPEC_DIR
+from marks import marking_slow
 
 from models import available_architectures, build_network, get_architecture
 
@@ -82,7 +83,9 @@ def test_native_resolution(arch):
 
 
 @pytest.mark.parametrize("layout", ["nchw3", "nhwc4"])
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", marking_slow(ARCHS, ("efficientnet_b6", "efficientnet_b7",
+                                                      "efficientnet_b8", "efficientnet_l2",
+                                                      "resnet152")))
 def test_parameters_match_published_spec(arch, layout):
     spec_file = PARAM_SPEC_DIR / f"{arch}_{layout}.json"
     expected = [(name, shape) for name, shape in json.loads(spec_file.read_text())]
@@ -98,7 +101,9 @@ def test_parameters_match_published_spec(arch, layout):
     assert names == expected_names
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "efficientnet_l2"])
+@pytest.mark.parametrize("arch", marking_slow([a for a in ARCHS if a != "efficientnet_l2"],
+                                              ("efficientnet_b7", "efficientnet_b8",
+                                               "resnet152")))
 def test_parameter_counts_and_output_shape(arch):
     """Checked at the native input size, with a 3-channel NCHW input."""
     size = get_architecture(arch).resolution
@@ -120,6 +125,7 @@ def test_parameter_counts_and_output_shape(arch):
         assert hidden == {}
 
 
+@pytest.mark.slow
 def test_efficientnet_l2_counts():
     """481M parameters: built once at a tiny input (sizes do not depend on the input size)."""
     build_params("efficientnet_l2", False, 3, size=32)

@@ -9,6 +9,7 @@ import nnabla as nn
 import nnabla.functions as F
 import numpy as np
 import pytest
+from marks import marking_slow
 
 from models import build_network, get_architecture
 
@@ -50,7 +51,7 @@ def _function_args(output, type_name, weight_name=None):
     return found
 
 
-@pytest.mark.parametrize("arch", RESNETS)
+@pytest.mark.parametrize("arch", marking_slow(RESNETS, ["resnet152"]))
 def test_forward_gives_finite_logits(arch):
     x, pred, _ = _build(arch, (2, 3, 32, 32), test=False, num_classes=7)
     x.d = _images(x.shape)

@@ -71,6 +71,7 @@ def test_every_old_script_is_mapped() -> None:
     assert missing == [], f"obsolete/README.md does not mention {missing}"
 
 
+@pytest.mark.slow
 def test_quoted_commands_use_existing_scripts_and_flags() -> None:
     commands = script_commands(code_snippets(README.read_text()))
     ours = [(name, flags) for name, flags in commands if name not in OLD_SCRIPTS]

@@ -71,6 +71,7 @@ def test_a_published_file_run_with_another_architecture_names_its_own(tmp_path, 
     assert line.endswith("(rn18-nhwc.h5 is the published resnet18 file: use -a resnet18)")
 
 
+@pytest.mark.slow
 def test_the_senet_authors_weights_get_their_normalisation_or_a_warning(tmp_path):
     weights = make_weight_file(tmp_path / "se_resnet50_by_author.h5", "se_resnet50",
                                num_classes=1000)

@@ -32,6 +32,8 @@ from utils.imagenet import imagenet_class_names, imagenet_val_ground_truth
 from utils.published import published
 from utils.weights import layout_of, read_parameters, shapes_of
 
+pytestmark = pytest.mark.slow  # every test here runs scripts end to end
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Appended to the README's arguments: smaller images, batches and runs, same code paths.

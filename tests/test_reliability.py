@@ -68,6 +68,8 @@ from utils.checkpoint import list_checkpoints, load_checkpoint
 from utils.data import batch_positions, epoch_order
 from utils.weights import read_parameters
 
+pytestmark = pytest.mark.slow  # every test here runs scripts end to end
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
 ARCH = "mobilenet_v3_small"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here runs scripts end to end
+
 REPO = Path(__file__).resolve().parents[1]
 # What setup.sh calls besides the interpreters it looks for.
 TOOLS = ("bash", "cat", "cut", "basename", "dirname", "ls", "mkdir", "rm", "sort", "tr",

@@ -41,6 +41,8 @@ from utils.monitor import read_series, series_path, timer_path
 from utils.runtime import USER_ERROR_STATUS
 from utils.weights import read_parameters
 
+pytestmark = pytest.mark.slow  # every test here runs scripts end to end
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
 CLASSES = ("bag", "trouser")

@@ -109,6 +109,7 @@ def test_paths_that_exist_but_are_not_what_was_expected(tmp_path, capsys):
         one_line(capsys, message)
 
 
+@pytest.mark.slow
 def test_a_list_and_a_label_file_given_through_pipes_are_read(tmp_path, capsys):
     """`--train-list <(head -4 train_label)` and a FIFO for --labels: read as any file."""
     names = sorted(os.listdir(DEMO / "train" / "bag"))[:4]
@@ -162,6 +163,7 @@ def test_the_readme_documents_one_status_convention():
         assert status in section, status
 
 
+@pytest.mark.slow
 def test_an_export_that_fails_its_verification_has_its_own_status(tmp_path):
     pytest.importorskip("onnxruntime")
     weights = make_weight_file(tmp_path / "w.h5", "mobilenet_v3_small", num_classes=10)

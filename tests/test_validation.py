@@ -50,6 +50,7 @@ def common_args(setup, *extra):
             str(val_list), "--spatial-size", "32", "-b", "4", *extra]
 
 
+@pytest.mark.slow
 def test_two_ranks_give_the_same_result_as_one(setup, tmp_path):
     one = run_script("validation.py", *common_args(setup, "--json", "-M", tmp_path / "one"))
     two = run_script("validation.py", *common_args(setup, "--json", "-M", tmp_path / "two"),
@@ -261,6 +262,7 @@ def test_labels_name_the_classes(setup, tmp_path, capsys):
         f"error: {labels} names 2 classes, the weights have 10"]
 
 
+@pytest.mark.slow
 def test_crop_pct_changes_the_resize(setup, tmp_path, capsys):
     def loss(*extra):
         args = common_args(setup, "--json", "-M", tmp_path / "mon", *extra)

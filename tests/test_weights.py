@@ -64,6 +64,7 @@ def test_files_are_interchangeable_with_nnabla_own_format(resnet18_file, tmp_pat
     assert not ours["conv1/bn/mean"].need_grad and ours["conv1/conv/W"].need_grad
 
 
+@pytest.mark.slow
 def test_layout_round_trip_and_in_memory_conversion(resnet18_file, tmp_path, image_batch):
     path, logits = resnet18_file
     params = read_parameters(str(path))
