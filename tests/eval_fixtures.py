@@ -14,13 +14,11 @@ from typing import Callable, List, Sequence, Tuple
 
 import nnabla as nn
 import numpy as np
+from paths import DEMO, REPO
 
 from models import build_network
 from utils.runtime import run
 from utils.weights import network_parameters, write_parameters
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "data" / "demo"
 
 
 def randomise_parameters(seed: int = 0) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 MPIRUN = str(Path(sys.executable).parent / "mpirun")
 DEADLINE = 120.0  # seconds any one process may take before it is killed and the test fails

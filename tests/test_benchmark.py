@@ -13,7 +13,7 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
 import pytest
-from conftest import REPO
+from paths import REPO
 
 import benchmark
 from models import build_network

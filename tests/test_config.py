@@ -1,15 +1,14 @@
 """Training configs: the shipped recipes, strict validation, and save/load round trips."""
 import os
 import re
-from pathlib import Path
 
 import pytest
+from paths import CFG
 
 from utils.augmentation import Augmentation, ProgressiveResizing
 from utils.config import ConfigError, TrainConfig, load_config, save_config
 from utils.lr_schedules import EpochCosineSchedule, EpochStepSchedule
 
-CFG = Path(__file__).resolve().parents[1] / "cfg"
 RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
 
 COSINE = """\

@@ -19,7 +19,6 @@ import nnabla as nn
 import nnabla.functions as F
 import numpy as np
 import pytest
-from conftest import PARAM_SPEC_DIR
 from data_fixtures import load_images
 from eval_fixtures import (
     make_weight_file,
@@ -28,6 +27,7 @@ from eval_fixtures import (
     run_script,
 )
 from marks import marking_slow
+from paths import PARAM_SPEC_DIR
 
 import convert_parameter_format
 from models import available_architectures, build_network

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from data_fixtures import class_tree, photo, save
+from paths import REPO
 
 import create_input_files
 from utils.errors import run_simple
@@ -22,7 +23,6 @@ from utils.imagenet import (
     imagenet_wnids,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 # sha256 of the official example's label files (section 12 of the reference notes).
 OFFICIAL_SHA256 = {
     "label_wordnetid.csv": "4f799b3943e8482553d866e343b8af0b6c26e069ca20447e78ec30c04885c037",

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from data_fixtures import class_tree, photo, save
 from eval_fixtures import make_weight_file, run_script
+from paths import CFG
 
 from utils.imagenet import imagenet_val_ground_truth, imagenet_wnids
 
@@ -146,7 +147,7 @@ def test_the_tiny_imagenet_layout(tmp_path):
 def test_train_py_runs_a_policy_crop_ranges_and_cutmix_from_the_config(tmp_path):
     lists = prepare(tmp_path)
     config = tmp_path / "policy.yaml"
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "cfg" / "quickstart.yaml")
+    recipe = yaml.safe_load((CFG / "quickstart.yaml")
                             .read_text())
     recipe.update(augmentation={"random_area": [0.35, 1], "policy": "trivialaugment"},
                   cutmix=1.0)

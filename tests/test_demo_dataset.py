@@ -11,10 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from paths import DEMO, REPO
 from PIL import Image
 
-DEMO = REPO / "data" / "demo"
 # Class folder names; their alphabetical order gives the class ids 0..9.
 CLASSES = [
     "ankle_boot", "bag", "coat", "dress", "pullover",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
-from conftest import REPO
+from paths import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 REQUIREMENTS = REPO / "requirements.txt"

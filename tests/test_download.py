@@ -12,12 +12,13 @@ from typing import Iterator
 import pytest
 from data_fixtures import class_tree
 from eval_fixtures import error_lines, make_weight_file, run_main
+from paths import DEMO
 
 import infer
 from utils.download import CACHE_ENV, URL_ENV
 
 NAME = "mbnv3_small_nchw_cos90.v2.h5"  # a published mobilenet_v3_small file's name
-PHOTO = Path(__file__).resolve().parents[1] / "data" / "demo" / "val" / \
+PHOTO = DEMO / "val" / \
     "ILSVRC2012_val_00000001.JPEG"
 
 

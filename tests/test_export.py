@@ -11,9 +11,9 @@ from collections import OrderedDict
 import nnabla as nn
 import numpy as np
 import pytest
-from conftest import REPO
 from eval_fixtures import error_lines, make_weight_file, run_script
 from nnabla.utils.nnp_graph import NnpLoader
+from paths import REPO
 
 from models import build_network
 from utils import model_export as ex

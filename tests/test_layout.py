@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.name for p in REPO.glob("*.py"))
 UTILS = sorted(p.name for p in (REPO / "utils").glob("*.py") if p.name != "__init__.py")
 

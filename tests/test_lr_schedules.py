@@ -1,9 +1,9 @@
 """Learning-rate schedules: the official per-example values of each recipe, per-iteration mode."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import CFG
 
 from utils.config import load_config
 from utils.lr_schedules import (
@@ -14,8 +14,6 @@ from utils.lr_schedules import (
     build_schedule,
     solver_learning_rate,
 )
-
-CFG = Path(__file__).resolve().parents[1] / "cfg"
 
 
 def recipe(name, iters_per_epoch=1):

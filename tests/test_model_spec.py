@@ -9,8 +9,8 @@ import json
 import nnabla as nn
 import numpy as np
 import pytest
-from conftest import PARAM_SPEC_DIR
 from marks import marking_slow
+from paths import PARAM_SPEC_DIR
 
 from models import available_architectures, build_network, get_architecture
 

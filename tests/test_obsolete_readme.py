@@ -15,8 +15,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 import yaml
-from conftest import REPO
 from markdown_links import broken_links
+from paths import REPO
 
 README = REPO / "obsolete" / "README.md"
 # The scripts of the old generation, named by the guide but absent from this repository.

@@ -3,10 +3,10 @@ used by the scripts to say where a missing file is, which -a a file needs and wh
 normalisation the SENet authors' weights need."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 from eval_fixtures import error_lines, make_weight_file, run_main, run_script
+from paths import REPO
 
 import export
 import infer
@@ -15,7 +15,6 @@ from models import available_architectures
 from utils.published import BASE_URL, PUBLISHED
 from utils.runtime import USER_ERROR_STATUS
 
-REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "data" / "demo" / "val" / "ILSVRC2012_val_00000001.JPEG"
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import readme_sandbox
 from markdown_links import broken_links
+from paths import REPO
 from PIL import Image
 
 from models.registry import get_architecture
@@ -34,7 +35,6 @@ from utils.weights import layout_of, read_parameters, shapes_of
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 
-REPO = Path(__file__).resolve().parents[1]
 
 # Appended to the README's arguments: smaller images, batches and runs, same code paths.
 SMALLER = {

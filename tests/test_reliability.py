@@ -63,6 +63,7 @@ import yaml
 from data_fixtures import photo, save
 from eval_fixtures import make_weight_file
 from fault_fixtures import Process, alive, rank_pids, run, tmpfs
+from paths import DEMO
 
 from utils.checkpoint import list_checkpoints, load_checkpoint
 from utils.data import batch_positions, epoch_order
@@ -70,8 +71,6 @@ from utils.weights import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "data" / "demo"
 ARCH = "mobilenet_v3_small"
 BATCH = 8
 PREEMPTED = 75

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 
-REPO = Path(__file__).resolve().parents[1]
 # What setup.sh calls besides the interpreters it looks for.
 TOOLS = ("bash", "cat", "cut", "basename", "dirname", "ls", "mkdir", "rm", "sort", "tr",
          "sha256sum")

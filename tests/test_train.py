@@ -29,6 +29,7 @@ import nnabla as nn
 import numpy as np
 import pytest
 from eval_fixtures import error_lines, run_script
+from paths import DEMO, REPO
 from train_rank_digests import MARKER, parameter_digest
 
 import train
@@ -43,8 +44,6 @@ from utils.weights import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "data" / "demo"
 CLASSES = ("bag", "trouser")
 TRAIN_IMAGES_PER_CLASS = 45  # 90 images: 12 batches of 8, the last with 2 real samples
 BATCH = 8

@@ -23,8 +23,8 @@ import nnabla.functions as F
 import nnabla.parametric_functions as PF
 import numpy as np
 import pytest
-from conftest import DATA_DIR
 from eval_fixtures import run_script
+from paths import DATA_DIR, REPO
 
 from utils import training
 from utils.checkpoint import checkpoint_dir, load_checkpoint
@@ -39,7 +39,6 @@ from utils.monitor import read_series, series_path
 from utils.optim import MomentumSolver
 from utils.training import TrainingGraph, TrainingState, update_group
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO_TRAIN = REPO / "data" / "demo" / "train"
 OLD = json.loads((DATA_DIR / "checkpoint_before_refactor.json").read_text())
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from data_fixtures import class_tree
 from eval_fixtures import error_lines, make_weight_file, run_main, run_script
+from paths import DEMO, REPO
 
 import convert_parameter_format
 import create_input_files
@@ -22,9 +23,6 @@ import validation
 from utils.errors import USER_ERROR_STATUS, DataError, run_simple
 from utils.monitor import MonitorSeries
 from utils.runtime import run
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "data" / "demo"
 
 
 def one_line(capsys, *parts: str) -> str:
