@@ -2,6 +2,8 @@
 
 Every process is started in its own session and waited for with a deadline; one that
 overruns is killed with its whole process group, so a hang fails the test instead of CI.
+Also the quick recipe the fault tests train with, and the checks that a failed run said one
+line and left no temporary file.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
+import yaml
 from paths import REPO
 
 PYTHON = sys.executable
@@ -164,3 +167,31 @@ def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def write_config(path: Path, **changes) -> Path:
+    """A quick recipe (cosine per iteration, 2 epochs); `changes` replace top-level keys."""
+    config = {"weight_decay": 5.0e-05, "momentum": 0.9, "epochs": 2, "label_smoothing": 0.1,
+              "loss_scaling": 128.0, "mixup": 0.0,
+              "lr_scheduler": {"type": "EpochCosineLearningRateScheduler",
+                               "args": {"base_lr": 0.002, "warmup_epochs": 1},
+                               "per_iteration": True}}
+    config.update(changes)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def leftovers(folder: Path) -> List[str]:
+    """Temporary files of an interrupted atomic write anywhere under `folder`."""
+    return sorted(str(p) for p in folder.rglob(".tmp-*"))
+
+
+def one_error(result, *parts: str, status: int = 2) -> str:
+    """The run failed with exactly one error line holding every one of `parts`."""
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = result.error_lines()
+    assert len(errors) == 1, result.stderr[-3000:]
+    for part in parts:
+        assert part in errors[0], (part, errors[0])
+    return errors[0]

@@ -2,41 +2,9 @@
 
 Preemption (SIGTERM, SIGINT, SIGUSR1; one process and `mpirun -n 2`), `kill -9` at random
 moments and during a checkpoint write, a rank dying or failing alone under mpirun,
-divergence and loss-scale overflow, an unwritable or full monitor path, and the bad inputs
-below. Every process runs under a deadline and is killed with its process group if it
-overruns, so a hang fails a test instead of holding CI.
-
-Bad inputs tried (`BAD_INPUTS`, one test each, the real script run). "2:" means exit status
-2 with exactly one stderr line `error: <text>` naming the file and the problem, no traceback,
-and no partial output file; <list> and <n> are the list file and its line.
-
-| script | bad input | what it gets |
-| --- | --- | --- |
-| train.py | truncated JPEG in the list | 2: cannot decode <file> (line <n> of <list>): ... |
-| train.py | garbage bytes named .JPEG | 2: cannot decode <file> (...): not an image (...) |
-| train.py | zero-byte .JPEG | 2: cannot decode <file> (line <n> of <list>): empty file |
-| train.py | listed file missing | 2: <list>:<n>: file not found: <file> |
-| train.py | class id 10, --num-classes 10 | 2: <list>:<n>: class id 10 out of range (0..9) |
-| train.py | PNG, CMYK JPEG named .JPEG | works |
-| train.py | --model-load-path, other arch | 2: <h5>: does not fit mobilenet_v2: parameter ... |
-| train.py | --model-load-path, cut .h5 | 2: <h5>: not a readable NNabla parameter file (...) |
-| train.py | malformed YAML | 2: <yaml>: malformed YAML at line 2, column 9: ... |
-| train.py | unknown config key | 2: <yaml>: unknown key 'momentumm' ... 'momentum'? ... |
-| train.py | odd -b, mixup config | 2: <yaml>: mixup ... need an even --batch-size, got 7 |
-| validation.py | truncated / garbage / empty | 2: cannot decode <file> (line <n> of <list>): ... |
-| validation.py | listed file missing | 2: <list>:<n>: file not found: <file> |
-| validation.py | class id out of range | 2: <list>:<n>: class id 10 out of range (0..9) |
-| validation.py | PNG, CMYK JPEG named .JPEG | works |
-| validation.py | other arch / cut .h5 | 2: <h5>: does not fit ... / not a readable ... |
-| infer.py | truncated JPEG | 2: cannot decode <file>: ... (the file, no list line) |
-| infer.py | garbage / zero-byte .JPEG | 2: cannot read image <file>: not an image / empty file |
-| infer.py | missing image | 2: no such image or folder: <file> |
-| infer.py | PNG, CMYK JPEG named .JPEG | works |
-| infer.py | other arch / cut .h5 | 2: <h5>: does not fit ... / not a readable ... |
-| convert_parameter_format.py | cut .h5 | 2: <h5>: not a readable NNabla parameter file |
-| export.py | other arch / cut .h5 | 2: <h5>: does not fit ... / not a readable ... |
-| create_input_files.py | --verify, cut + empty JPEG | 0: each "unreadable: <file>: ...", left out |
-| create_input_files.py | folder missing | 2: folder not found: <dir> |
+divergence and loss-scale overflow, an unwritable or full monitor path (the bad inputs of
+every script: test_bad_input.py). Every process runs under a deadline and is killed with its
+process group if it overruns, so a hang fails a test instead of holding CI.
 
 Train-time faults (one test each, below): a corrupt image only in rank 1's shard under
 mpirun (the job stops with "[rank 1] error: cannot decode ...", status 2), an unwritable
@@ -55,15 +23,22 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
-import yaml
-from data_fixtures import photo, save
-from eval_fixtures import make_weight_file
-from fault_fixtures import Process, alive, rank_pids, run, tmpfs
+from fault_fixtures import (
+    Process,
+    alive,
+    leftovers,
+    one_error,
+    rank_pids,
+    run,
+    tmpfs,
+    write_config,
+)
 from paths import DEMO
+from run_fixtures import assert_same_run, checkpoint_names, train_command
 
 from utils.checkpoint import list_checkpoints, load_checkpoint
 from utils.data import batch_positions, epoch_order
@@ -75,24 +50,10 @@ ARCH = "mobilenet_v3_small"
 BATCH = 8
 PREEMPTED = 75
 HUNG = 124
-SERIES = ("Train-loss", "Train-error", "Validation-loss", "Validation-error",
-          "Validation-top5-error")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 # --------------------------------------------------------------------------- set-up
-
-
-def write_config(path: Path, **changes) -> Path:
-    """A quick recipe (cosine per iteration, 2 epochs); `changes` replace top-level keys."""
-    config = {"weight_decay": 5.0e-05, "momentum": 0.9, "epochs": 2, "label_smoothing": 0.1,
-              "loss_scaling": 128.0, "mixup": 0.0,
-              "lr_scheduler": {"type": "EpochCosineLearningRateScheduler",
-                               "args": {"base_lr": 0.002, "warmup_epochs": 1},
-                               "per_iteration": True}}
-    config.update(changes)
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -123,45 +84,10 @@ def data(work) -> Dict[str, Path]:
 def train_args(monitor: Path, data: Dict[str, Path], *extra: object, train_list: str = "train24",
                config: Optional[Path] = None, train_dir: Path = DEMO / "train",
                validate: bool = True) -> List[str]:
-    return ["train.py", "-a", ARCH, "--num-classes", "10", "--spatial-size", "32",
-            "-b", str(BATCH), "-C", str(config or data["config"]), "-T", str(train_dir),
-            "--train-list", str(data[train_list]) if train_list in data else train_list,
-            "-V", str(DEMO / "val"), "--val-list", str(data["val8"]),
-            "-v", "1" if validate else "0", "--dali-num-threads", "1", "-m", str(monitor),
-            *map(str, extra)]
-
-
-def assert_same_run(reference: Path, monitor: Path, final_epoch: int,
-                    series: Sequence[str] = SERIES) -> None:
-    """The series files (text) and the final weight file (arrays) are identical."""
-    for name in series:
-        assert (monitor / f"{name}.series.txt").read_text() == \
-            (reference / f"{name}.series.txt").read_text(), name
-    ours = read_parameters(str(monitor / f"param_{final_epoch:03d}.h5"))
-    theirs = read_parameters(str(reference / f"param_{final_epoch:03d}.h5"))
-    assert list(ours) == list(theirs)
-    for name in ours:
-        np.testing.assert_array_equal(ours[name].data, theirs[name].data, err_msg=name)
-
-
-def checkpoint_names(monitor: Path) -> List[str]:
-    return [Path(p).name for p in list_checkpoints(str(monitor / "checkpoints"))]
-
-
-def leftovers(folder: Path) -> List[str]:
-    """Temporary files of an interrupted atomic write anywhere under `folder`."""
-    return sorted(str(p) for p in folder.rglob(".tmp-*"))
-
-
-def one_error(result, *parts: str, status: int = 2) -> str:
-    """The run failed with exactly one error line holding every one of `parts`."""
-    assert result.returncode == status, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = result.error_lines()
-    assert len(errors) == 1, result.stderr[-3000:]
-    for part in parts:
-        assert part in errors[0], (part, errors[0])
-    return errors[0]
+    return ["train.py", *train_command(
+        monitor, config or data["config"], data[train_list] if train_list in data else train_list,
+        data["val8"], "-v", 1 if validate else 0, *extra, arch=ARCH, classes=10, batch=BATCH,
+        train_dir=train_dir)]
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +129,7 @@ def test_stop_signal_checkpoints_mid_epoch_and_the_resumed_run_matches(signum, w
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {monitor}/checkpoints/{saved[0]} (epoch 0, iteration 1)" \
            in resumed.stderr
-    assert_same_run(reference, monitor, 2)
+    assert_same_run(reference, monitor, weight_files=["param_002.h5"], checkpoint=False)
 
 
 @pytest.mark.parametrize("signum,target", [
@@ -232,7 +158,8 @@ def test_stop_under_mpirun_is_agreed_by_every_rank(signum, target, work, data,
     if signum == signal.SIGTERM:  # the resumed job continues exactly
         resumed = run(train_args(monitor, data), work, case + "-resume", mpi_ranks=2)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert_same_run(reference_two_ranks, monitor, 2)
+        assert_same_run(reference_two_ranks, monitor, weight_files=["param_002.h5"],
+                        checkpoint=False)
 
 
 # --------------------------------------------------------------------------- 2. kill -9
@@ -314,7 +241,8 @@ def test_kill_9_at_any_moment_never_loses_the_newest_intact_checkpoint(work, dat
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"skipping damaged checkpoint: {saved[0]}: " in finished.stderr
     assert f"resuming from {saved[1]} " in finished.stderr
-    assert_same_run(reference, monitor, epochs, series=("Train-loss", "Train-error"))
+    assert_same_run(reference, monitor, ("Train-loss", "Train-error"),
+                    [f"param_{epochs:03d}.h5"], checkpoint=False)
     assert not leftovers(monitor)
 
 
@@ -480,7 +408,7 @@ def test_a_second_run_into_a_monitor_path_in_use_is_refused_and_the_first_goes_o
     assert "epoch 0" not in second.stderr
     finished = first.finish()
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert_same_run(reference, monitor, 2)
+    assert_same_run(reference, monitor, weight_files=["param_002.h5"], checkpoint=False)
     # The lock ends with its run: the same path takes a new run (which resumes, at the end).
     again = run(train_args(monitor, data), work, "in-use-again")
     assert again.returncode == 0 and "resuming from" in again.stderr, again.stderr[-3000:]
@@ -564,198 +492,3 @@ def test_a_full_disk_at_each_kind_of_write_is_one_line_and_keeps_the_checkpoint(
         assert not (monitor / refused).exists() and not leftovers(monitor)
         assert checkpoint_names(monitor) == ["checkpoint_e0001_i0000000.npz"]
         load_checkpoint(str(monitor / "checkpoints" / "checkpoint_e0001_i0000000.npz"))
-
-
-# --------------------------------------------------------------------------- 6. bad inputs
-
-
-@pytest.fixture(scope="module")
-def bad(work, data) -> Dict[str, Path]:
-    """Images (good, broken, and odd-but-valid), lists around each, and weight files."""
-    root = work / "images"
-    root.mkdir()
-    demo = sorted((DEMO / "train" / "bag").iterdir())[:7]
-    good = []
-    for i, src in enumerate(demo):
-        (root / f"good_{i}.JPEG").write_bytes(src.read_bytes())
-        good.append(f"good_{i}.JPEG")
-    jpeg = save(photo(64, 64, seed=1), str(work / "whole.jpg"))
-    encoded = Path(jpeg).read_bytes()
-    (root / "truncated.JPEG").write_bytes(encoded[: len(encoded) * 6 // 10])
-    (root / "garbage.JPEG").write_bytes(b"this is not an image\n" * 20)
-    (root / "empty.JPEG").write_bytes(b"")
-    save(photo(40, 30, seed=2), str(root / "png.JPEG"), "PNG")
-    photo(30, 40, seed=3).convert("CMYK").save(root / "cmyk.JPEG", "JPEG")
-
-    out: Dict[str, Path] = {"root": root, "config": data["config"]}
-    labelled = [f"{name} {i % 10}\n" for i, name in enumerate(good)]
-
-    def write_list(name: str, last: str) -> None:
-        out[name] = work / f"list-{name}"
-        out[name].write_text("".join(labelled) + last)
-
-    for kind in ("truncated", "garbage", "empty"):
-        write_list(kind, f"{kind}.JPEG 3\n")
-    write_list("missing", "missing.JPEG 3\n")
-    write_list("label", "good_0.JPEG 10\n")
-    out["odd"] = work / "list-odd"
-    out["odd"].write_text("".join(labelled[:6]) + "png.JPEG 1\ncmyk.JPEG 2\n")
-    out["weights"] = make_weight_file(work / "mnv3.h5", ARCH, num_classes=10, size=32)
-    whole = out["weights"].read_bytes()
-    out["truncated_h5"] = work / "truncated.h5"
-    out["truncated_h5"].write_bytes(whole[: len(whole) // 2])
-    out["malformed_yaml"] = work / "malformed.yaml"
-    out["malformed_yaml"].write_text("epochs: [1, 2\nmomentum: 0.9\n")
-    out["unknown_key"] = work / "unknown-key.yaml"
-    out["unknown_key"].write_text(yaml.safe_dump({"momentumm": 0.9}))
-    out["mixup"] = write_config(work / "mixup.yaml", mixup=0.2)
-    return out
-
-
-def _train(bad: Dict[str, Path], work: Path, case: str, list_name: str = "odd",
-           *extra: str, config: str = "config", arch: str = ARCH, batch: int = 8) -> List[str]:
-    return ["train.py", "-a", arch, "--num-classes", "10", "--spatial-size", "32",
-            "-b", str(batch), "-C", str(bad[config]), "-T", str(bad["root"]),
-            "--train-list", str(bad[list_name]), "-v", "0", "-e", "1",
-            "--dali-num-threads", "1", "-m", str(work / f"bad-{case}"), *extra]
-
-
-def _validation(bad: Dict[str, Path], work: Path, list_name: str, weights: str = "weights",
-                arch: str = ARCH) -> List[str]:
-    return ["validation.py", str(bad[weights]), "-a", arch, "--spatial-size", "32",
-            "-V", str(bad["root"]), "--val-list", str(bad[list_name]), "-b", "8",
-            "--dali-num-threads", "1", "--no-progress", "-M", str(work / "bad-val-monitor")]
-
-
-def _infer(bad: Dict[str, Path], image: str, weights: str = "weights",
-           arch: str = ARCH) -> List[str]:
-    return ["infer.py", *[str(bad["root"] / name) for name in image.split()], str(bad[weights]),
-            "-a", arch, "--spatial-size", "32"]
-
-
-def _class_tree(work: Path) -> Path:
-    """Two class folders for create_input_files.py, one truncated and one empty image."""
-    tree = work / "tree"
-    for name in ("cat", "dog"):
-        for i in range(3):
-            save(photo(24, 20, seed=i), str(tree / name / f"{name}_{i}.JPEG"))
-    whole = (tree / "cat" / "cat_0.JPEG").read_bytes()
-    (tree / "cat" / "cat_0.JPEG").write_bytes(whole[: len(whole) // 2])
-    (tree / "dog" / "dog_0.JPEG").write_bytes(b"")
-    return tree
-
-
-# (id, builds the command from (bad, work), expected status, parts of the one error line,
-#  or for status 0 parts of the output). `{root}`, `{list}`, `{weights}`... are filled in.
-BAD_INPUTS = [
-    ("train-truncated-jpeg", lambda b, w: _train(b, w, "t", "truncated"), 2,
-     ["cannot decode {root}/truncated.JPEG (line 8 of {list:truncated})", "truncated"]),
-    ("train-garbage-jpeg", lambda b, w: _train(b, w, "g", "garbage"), 2,
-     ["cannot decode {root}/garbage.JPEG (line 8 of {list:garbage})", "not an image"]),
-    ("train-zero-byte", lambda b, w: _train(b, w, "z", "empty"), 2,
-     ["cannot decode {root}/empty.JPEG (line 8 of {list:empty}): empty file"]),
-    ("train-missing-file", lambda b, w: _train(b, w, "m", "missing"), 2,
-     ["{list:missing}:8: file not found: {root}/missing.JPEG"]),
-    ("train-label-out-of-range", lambda b, w: _train(b, w, "l", "label"), 2,
-     ["{list:label}:8: class id 10 out of range (0..9)"]),
-    ("train-png-and-cmyk-named-jpeg", lambda b, w: _train(b, w, "ok", "odd"), 0,
-     ["finished 1 epochs"]),
-    ("train-weights-of-another-arch", lambda b, w: _train(
-        b, w, "wa", "odd", "--model-load-path", str(b["weights"]), arch="mobilenet_v2"), 2,
-     ["{weights}: does not fit mobilenet_v2"]),
-    ("train-truncated-h5", lambda b, w: _train(b, w, "th", "odd", "--model-load-path",
-                                               str(b["truncated_h5"])), 2,
-     ["{truncated_h5}: not a readable NNabla parameter file"]),
-    ("train-malformed-yaml", lambda b, w: _train(b, w, "y", config="malformed_yaml"), 2,
-     ["{malformed_yaml}: malformed YAML at line 2"]),
-    ("train-unknown-config-key", lambda b, w: _train(b, w, "k", config="unknown_key"), 2,
-     ["{unknown_key}: unknown key 'momentumm'", "did you mean 'momentum'?"]),
-    ("train-odd-batch-with-mixup",
-     lambda b, w: _train(b, w, "mx", config="mixup", batch=7), 2,
-     ["{mixup}: mixup and CutMix pair sample i with sample B-1-i and need an even "
-      "--batch-size, got 7"]),
-    ("validation-truncated-jpeg", lambda b, w: _validation(b, w, "truncated"), 2,
-     ["cannot decode {root}/truncated.JPEG (line 8 of {list:truncated})"]),
-    ("validation-garbage-jpeg", lambda b, w: _validation(b, w, "garbage"), 2,
-     ["cannot decode {root}/garbage.JPEG (line 8 of {list:garbage})", "not an image"]),
-    ("validation-zero-byte", lambda b, w: _validation(b, w, "empty"), 2,
-     ["cannot decode {root}/empty.JPEG (line 8 of {list:empty}): empty file"]),
-    ("validation-missing-file", lambda b, w: _validation(b, w, "missing"), 2,
-     ["{list:missing}:8: file not found: {root}/missing.JPEG"]),
-    ("validation-label-out-of-range", lambda b, w: _validation(b, w, "label"), 2,
-     ["{list:label}:8: class id 10 out of range (0..9)"]),
-    ("validation-png-and-cmyk-named-jpeg", lambda b, w: _validation(b, w, "odd"), 0,
-     ["8 images: top-1 error"]),
-    ("validation-weights-of-another-arch",
-     lambda b, w: _validation(b, w, "odd", arch="mobilenet_v2"), 2,
-     ["{weights}: does not fit mobilenet_v2"]),
-    ("validation-truncated-h5", lambda b, w: _validation(b, w, "odd", weights="truncated_h5"), 2,
-     ["{truncated_h5}: not a readable NNabla parameter file"]),
-    ("infer-truncated-jpeg", lambda b, w: _infer(b, "truncated.JPEG"), 2,
-     ["cannot decode {root}/truncated.JPEG: ", "truncated"]),
-    ("infer-garbage-jpeg", lambda b, w: _infer(b, "garbage.JPEG"), 2,
-     ["cannot read image {root}/garbage.JPEG: not an image"]),
-    ("infer-zero-byte", lambda b, w: _infer(b, "empty.JPEG"), 2,
-     ["cannot read image {root}/empty.JPEG: empty file"]),
-    ("infer-missing-file", lambda b, w: _infer(b, "missing.JPEG"), 2,
-     ["no such image or folder: {root}/missing.JPEG"]),
-    ("infer-png-and-cmyk-named-jpeg", lambda b, w: _infer(b, "png.JPEG cmyk.JPEG"), 0,
-     ["{root}/png.JPEG", "{root}/cmyk.JPEG", "1. "]),
-    ("infer-weights-of-another-arch", lambda b, w: _infer(b, "good_0.JPEG",
-                                                          arch="mobilenet_v2"), 2,
-     ["{weights}: does not fit mobilenet_v2"]),
-    ("infer-truncated-h5", lambda b, w: _infer(b, "good_0.JPEG", weights="truncated_h5"), 2,
-     ["{truncated_h5}: not a readable NNabla parameter file"]),
-    ("convert-truncated-h5",
-     lambda b, w: ["convert_parameter_format.py", str(b["truncated_h5"]),
-                   str(w / "converted.h5"), "-m", "nhwc"], 2,
-     ["{truncated_h5}: not a readable NNabla parameter file"]),
-    ("export-weights-of-another-arch",
-     lambda b, w: ["export.py", str(b["weights"]), "-a", "mobilenet_v2", "--spatial-size", "32",
-                   "-o", str(w / "exported.nnp")], 2,
-     ["{weights}: does not fit mobilenet_v2"]),
-    ("export-truncated-h5",
-     lambda b, w: ["export.py", str(b["truncated_h5"]), "-a", ARCH, "--spatial-size", "32",
-                   "-o", str(w / "exported.nnp")], 2,
-     ["{truncated_h5}: not a readable NNabla parameter file"]),
-    ("create-input-files-verify-broken-images",
-     lambda b, w: ["create_input_files.py", "-T", str(_class_tree(w)), "--verify",
-                   "--workers", "1", "--no-progress", "-o", str(w / "lists")], 0,
-     ["unreadable: {tree}/cat/cat_0.JPEG: ", "unreadable: {tree}/dog/dog_0.JPEG: empty file",
-      "left out 2 unreadable image(s)", "train: 4 images"]),
-    ("create-input-files-missing-folder",
-     lambda b, w: ["create_input_files.py", "-T", str(w / "no-such-folder"), "--no-progress",
-                   "-o", str(w / "lists-missing")], 2,
-     ["folder not found: {work}/no-such-folder"]),
-]
-
-
-def _fill(text: str, bad: Dict[str, Path], work: Path) -> str:
-    def value(match: re.Match) -> str:
-        key = match.group(1)
-        if key.startswith("list:"):
-            return str(bad[key[5:]])
-        return {"root": str(bad["root"]), "work": str(work), "tree": str(work / "tree")}.get(
-            key, str(bad.get(key, "")))
-
-    return re.sub(r"\{([a-z_:0-9]+)\}", value, text)
-
-
-@pytest.mark.parametrize("case,command,status,parts", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input(case, command, status, parts, bad, work, data):
-    before = set(work.iterdir())
-    result = run(command(bad, work), work / "logs", case)
-    expected = [_fill(part, bad, work) for part in parts]
-    if status == 0:
-        assert result.returncode == 0, result.stderr[-3000:]
-        for part in expected:
-            assert part in result.stdout + result.stderr, (part, result.stdout[-2000:])
-        return
-    one_error(result, *expected, status=status)
-    if case.startswith("train-") and "jpeg" not in case and "zero-byte" not in case:
-        assert "epoch 0" not in result.stderr  # refused before training started
-    # nothing half-made: outputs of a failed run are absent or hold no partial file
-    for path in set(work.iterdir()) - before:
-        assert not leftovers(path) if path.is_dir() else not path.name.startswith(".tmp-")
-    for output in ("converted.h5", "exported.nnp"):
-        assert not (work / output).exists()
