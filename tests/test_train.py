@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,15 +29,11 @@ from run_fixtures import SERIES, checkpoint_names, param_files
 from train_fixtures import (
     EPOCHS,
     ITERATIONS,
-    PREEMPTED,
     TIMEOUT,
-    epoch_bar_shown,
     indices,
     run_train,
-    start_train,
     train_args,
     values,
-    wait_for,
 )
 from train_rank_digests import MARKER, parameter_digest
 
@@ -228,38 +223,6 @@ def test_save_interval_and_kept_checkpoints_must_be_positive(flag, capsys):
 
 
 # --------------------------------------------------------------------------- weight EMA
-
-
-def test_ema_weights_are_validated_saved_and_resumed_exactly(setup, tmp_path):
-    """--ema-decay: a shadow average that differs from the raw weights, is validated and
-    saved beside them, and survives a mid-epoch stop and resume bit for bit."""
-    reference = tmp_path / "ema"
-    args = train_args(setup, reference, "--ema-decay", "0.8")
-    result = run_train(*args)
-    assert result.returncode == 0, result.stderr
-    assert {"param_ema_002.h5", "param_ema_003.h5"} <= set(param_files(reference))
-    assert indices(reference, "Validation-EMA-error") == [1, 2, 3]
-    raw = read_parameters(str(reference / "param_003.h5"))
-    ema = read_parameters(str(reference / "param_ema_003.h5"))
-    assert list(ema) == list(raw)
-    trainable = [k for k, p in raw.items() if p.need_grad]
-    assert all(not np.array_equal(ema[k].data, raw[k].data) for k in trainable)
-    assert all(np.array_equal(ema[k].data, raw[k].data) for k in raw if k not in trainable)
-
-    stopped = tmp_path / "stopped"
-    args = train_args(setup, stopped, "--ema-decay", "0.8")
-    log = tmp_path / "first.log"
-    process = start_train(args, log)
-    wait_for(epoch_bar_shown(log, 1), process, "epoch 1")
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(TIMEOUT) == PREEMPTED, log.read_text()
-    result = run_train(*args)
-    assert result.returncode == 0, result.stderr
-    for name in ("param_ema_003.h5", "param_003.h5"):
-        a, b = read_parameters(str(reference / name)), read_parameters(str(stopped / name))
-        for key in a:
-            np.testing.assert_array_equal(b[key].data, a[key].data, err_msg=f"{name} {key}")
-    assert values(stopped, "Validation-EMA-error") == values(reference, "Validation-EMA-error")
 
 
 def test_ema_decay_must_be_below_one(capsys):
