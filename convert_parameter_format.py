@@ -19,10 +19,9 @@ import sys
 from typing import Optional, Sequence
 
 from utils import cli
-from utils.download import resolve_weights
 from utils.errors import UserError
 from utils.runtime import run
-from utils.weights import Layout, adapt, open_weight_file, write_parameters
+from utils.weights import Layout, adapt, open_weights, write_parameters
 
 
 class ConversionRefused(UserError, ValueError):
@@ -73,7 +72,7 @@ def check_paths(input_path: str, output_path: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     check_paths(args.input, args.output)
-    weights = open_weight_file(resolve_weights(args.input, not args.no_download))
+    weights = open_weights(args.input, download=not args.no_download)
     params, source = weights.params, weights.layout
     target = target_layout(source, args.memory_layout, args.channels)
     if target == source:  # as the official: say so, write nothing, succeed

@@ -16,7 +16,6 @@ import sys
 from typing import Optional, Sequence
 
 from utils import cli
-from utils.download import resolve_weights
 from utils.model_export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
@@ -30,7 +29,7 @@ from utils.model_export import (
     output_format,
 )
 from utils.runtime import run
-from utils.weights import open_weight_file
+from utils.weights import open_weights
 
 VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (see the README)
 
@@ -73,16 +72,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    formats = [output_format(path) for path in args.output]
-    if "ONNX" in formats:
+    if any(output_format(path).needs_onnx for path in args.output):
         check_onnx_support()
     spatial_size = cli.spatial_size_of(args)
 
-    weights = open_weight_file(resolve_weights(args.weights, not args.no_download), args.arch)
-    num_classes = args.num_classes or weights.num_classes or 1000
+    weights = open_weights(args.weights, args.arch, not args.no_download)
+    num_classes = weights.classes(args.num_classes)
     graph = build_inference_graph(args.arch, num_classes, args.batch_size, spatial_size,
                                   args.softmax)
-    note = load_weights(graph, args.weights, weights.params)
+    note = load_weights(graph, weights)
     print(f"{args.arch} from {args.weights} ({weights.layout}{'; ' + note if note else ''}): "
           f"input '{INPUT_NAME}' {graph.image.shape} NCHW, output '{graph.output_name}' "
           f"{graph.output.shape}")

@@ -20,7 +20,6 @@ import numpy as np
 
 from utils import cli
 from utils.data import ImageBatches
-from utils.download import resolve_weights
 from utils.errors import DataError
 from utils.evaluation import EvaluationGraph, network_for_weights
 from utils.file_list import FileList
@@ -28,7 +27,7 @@ from utils.image_folders import is_image_name
 from utils.image_probe import probe_image
 from utils.imagenet import class_names
 from utils.runtime import run, setup_runtime
-from utils.weights import open_weight_file
+from utils.weights import open_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     paths = image_paths(args.inputs)
     timings: Dict[str, float] = {}  # seconds of each phase, for the benchmark
     clock = time.perf_counter()
-    weights = open_weight_file(resolve_weights(args.weights, not args.no_download), args.arch)
+    weights = open_weights(args.weights, args.arch, not args.no_download)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
     batches, graph = network_for_weights(

@@ -37,7 +37,6 @@ from utils.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest
 from utils.comm import Communicator
 from utils.config import TrainConfig, load_config, save_config
 from utils.data import ImageBatches
-from utils.download import resolve_weights
 from utils.ema import WeightEma
 from utils.errors import UsageError
 from utils.evaluation import EvaluationGraph, build_evaluation_graph, evaluate, record
@@ -60,7 +59,7 @@ from utils.training import (
     update_group,
 )
 from utils.watchdog import heartbeat, start_watchdog
-from utils.weights import load_into_network, network_parameters, write_parameters
+from utils.weights import network_parameters, open_weights, write_parameters
 
 PREEMPTED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
@@ -333,8 +332,8 @@ def find_checkpoint(checkpoints: str, required: bool, rt: Runtime) -> Optional[C
 def load_initial_weights(args: argparse.Namespace, rt: Runtime) -> None:
     """--model-load-path: every parameter, or all but the classifier with --finetune."""
     skip = [get_architecture(args.arch).classifier_scope] if args.finetune else []
-    path = resolve_weights(args.model_load_path, not args.no_download, rt.comm)
-    note = load_into_network(path, args.arch, skip)
+    weights = open_weights(args.model_load_path, args.arch, not args.no_download, rt.comm)
+    note = weights.load_into(args.arch, skip)
     rt.log(f"loaded {args.model_load_path}" + (" (new classifier)" if skip else "")
            + (f"; {note}" if note else ""))
 

@@ -33,7 +33,6 @@ from utils import cli
 from utils.atomic import check_can_create
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
-from utils.download import resolve_weights
 from utils.errors import UsageError
 from utils.eval_sets import EvalSet, read_folder_tree, scored_set
 from utils.evaluation import EvaluationResult, evaluate, network_for_weights, record
@@ -44,7 +43,7 @@ from utils.monitor import refuse_training_run
 from utils.per_class import ClassCounts, plot_confusion, write_per_class
 from utils.runtime import Runtime, run, setup_runtime
 from utils.watchdog import start_watchdog
-from utils.weights import open_weight_file
+from utils.weights import open_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,8 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if comm.is_main:  # fail now, not after the evaluation
         check_can_create(args.monitor_path, "monitor path (-M)")
         refuse_training_run(args.monitor_path, "-M")
-    weights = open_weight_file(resolve_weights(args.weights, not args.no_download, comm),
-                               args.arch)
+    weights = open_weights(args.weights, args.arch, not args.no_download, comm)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
     scored = read_eval_set(args, num_classes, rt)

@@ -37,7 +37,7 @@ sys.path.insert(0, REPO)
 from models import build_network, get_architecture  # noqa: E402
 from utils.data import ImageBatches  # noqa: E402
 from utils.file_list import read_file_list, write_file_list  # noqa: E402
-from utils.weights import load_into_network, network_parameters, write_parameters  # noqa: E402
+from utils.weights import network_parameters, open_weight_file, write_parameters  # noqa: E402
 
 
 def photos(folder: str, count: int) -> List[str]:
@@ -92,7 +92,7 @@ def bare_rate(weights: str, arch: str, batches_file: str, num_images: int) -> fl
     batches = np.load(batches_file)
     x = nn.Variable(batches.shape[1:])
     y, _ = build_network(x, 1000, arch, test=True)
-    load_into_network(weights, arch)
+    open_weight_file(weights).load_into(arch)
     start = time.perf_counter()
     for images in batches:
         x.d = images

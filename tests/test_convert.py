@@ -33,7 +33,7 @@ import convert_parameter_format
 from models import available_architectures, build_network
 from utils import weights
 from utils.runtime import USER_ERROR_STATUS
-from utils.weights import Layout, adapt, layout_of, load_into_network, shapes_of
+from utils.weights import Layout, WeightFile, adapt, layout_of, shapes_of
 
 HUGE = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
         "efficientnet_l2"}
@@ -85,7 +85,8 @@ def test_every_architecture_round_trips_and_classifies_the_same(arch, photo_batc
     # (the file's contents are passed in; reading files is tested below and in test_weights).
     for v in nn.get_parameters(grad_only=False).values():
         v.d = 0
-    assert load_into_network("nhwc4.h5", arch, params=nhwc4) == (
+    in_memory = WeightFile("nhwc4.h5", nhwc4, layout_of(shapes_of(nhwc4)), None)
+    assert in_memory.load_into(arch) == (
         "converted from NHWC, 4 input channels to NCHW, 3 input channels")
     probabilities.forward()
     np.testing.assert_allclose(probabilities.d, nchw, rtol=1e-5, atol=1e-7)

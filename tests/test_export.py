@@ -20,7 +20,7 @@ from utils import model_export as ex
 from utils.runtime import run
 from utils.weights import (
     convert_layout,
-    load_into_network,
+    open_weight_file,
     read_parameters,
     set_input_channels,
     write_parameters,
@@ -44,7 +44,7 @@ def nnabla_outputs(weights, arch, images):
     nn.clear_parameters()
     x = nn.Variable(images.shape)
     y, _ = build_network(x, NUM_CLASSES, arch, test=True)
-    load_into_network(str(weights), arch)
+    open_weight_file(str(weights)).load_into(arch)
     x.d = images
     y.forward()
     nn.clear_parameters()
@@ -84,7 +84,7 @@ def exported(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(arch)
     weights = make_weight_file(folder / "w.h5", arch, NUM_CLASSES, SIZE)
     graph = ex.build_inference_graph(arch, NUM_CLASSES, BATCH, (SIZE, SIZE))
-    assert ex.load_weights(graph, str(weights)) is None
+    assert ex.load_weights(graph, open_weight_file(str(weights))) is None
     outputs = [str(folder / "m.nnp")] + ([str(folder / "m.onnx")] if HAVE_ONNX else [])
     results = ex.export(graph, outputs)
     images = ex.sample_images((BATCH, 3, SIZE, SIZE), seed=7)
@@ -122,7 +122,7 @@ def test_nhwc_four_channel_file_exports_like_nchw(tmp_path):
     write_parameters(str(nhwc), params)
     images = ex.sample_images((BATCH, 3, SIZE, SIZE))
     graph = ex.build_inference_graph("mobilenet_v3_small", NUM_CLASSES, BATCH, (SIZE, SIZE))
-    assert "NHWC" in ex.load_weights(graph, str(nhwc))
+    assert "NHWC" in ex.load_weights(graph, open_weight_file(str(nhwc)))
     ex.export(graph, [str(tmp_path / "m.nnp")])
     np.testing.assert_array_equal(nnp_outputs(tmp_path / "m.nnp", images),
                                   nnabla_outputs(nchw, "mobilenet_v3_small", images))

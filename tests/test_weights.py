@@ -11,8 +11,8 @@ from utils.weights import (
     WeightFileError,
     adapt,
     layout_of,
-    load_into_network,
     network_parameters,
+    open_weight_file,
     read_parameters,
     shapes_of,
     write_parameters,
@@ -46,7 +46,7 @@ def resnet18_file(tmp_path, image_batch):
 def test_saved_file_reloads_to_identical_logits(resnet18_file, image_batch):
     path, logits = resnet18_file
     forward("resnet18", image_batch)  # fresh random parameters
-    assert load_into_network(str(path), "resnet18") is None
+    assert open_weight_file(str(path)).load_into("resnet18") is None
     np.testing.assert_array_equal(forward("resnet18", image_batch), logits)
 
 
@@ -83,7 +83,7 @@ def test_layout_round_trip_and_in_memory_conversion(resnet18_file, tmp_path, ima
     nhwc_path = tmp_path / "rn18-nhwc.h5"
     write_parameters(str(nhwc_path), nhwc)
     forward("resnet18", image_batch)
-    note = load_into_network(str(nhwc_path), "resnet18")
+    note = open_weight_file(str(nhwc_path)).load_into("resnet18")
     assert note == "converted from NHWC, 4 input channels to NCHW, 3 input channels"
     np.testing.assert_allclose(forward("resnet18", image_batch), logits, rtol=1e-6, atol=1e-6)
 
@@ -99,7 +99,7 @@ def test_wrong_architecture_names_first_mismatch(resnet18_file, image_batch):
     forward("resnet34", image_batch)
     before = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
     with pytest.raises(WeightFileError) as err:
-        load_into_network(str(path), "resnet34")
+        open_weight_file(str(path)).load_into("resnet34")
     assert str(err.value) == (
         f"{path}: does not fit resnet34: parameter 'res1/layer3/basicblock1/conv/W' "
         "(64, 64, 3, 3) is missing from the file"
@@ -112,18 +112,18 @@ def test_other_family_and_wrong_classes_are_refused(resnet18_file, image_batch):
     path, _ = resnet18_file
     forward("mobilenet_v1", image_batch)
     with pytest.raises(WeightFileError, match="does not fit mobilenet_v1: parameter 'first-conv"):
-        load_into_network(str(path), "mobilenet_v1")
+        open_weight_file(str(path)).load_into("mobilenet_v1")
     nn.clear_parameters()
     forward("resnet18", image_batch, num_classes=5)
     with pytest.raises(WeightFileError, match=r"'fc/fc/conv/W' has shape \(10, 512, 1, 1\)"):
-        load_into_network(str(path), "resnet18")
+        open_weight_file(str(path)).load_into("resnet18")
 
 
 def test_skip_prefix_loads_everything_but_the_classifier(resnet18_file, image_batch):
     path, _ = resnet18_file
     forward("resnet18", image_batch, num_classes=7)
     head = nn.get_parameters()["fc/fc/conv/W"].d.copy()
-    load_into_network(str(path), "resnet18", skip_prefixes=["fc"])
+    open_weight_file(str(path)).load_into("resnet18", skip_prefixes=["fc"])
     params = nn.get_parameters(grad_only=False)
     np.testing.assert_array_equal(params["fc/fc/conv/W"].d, head)
     np.testing.assert_array_equal(

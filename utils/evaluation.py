@@ -39,7 +39,7 @@ from .progress import Progress
 from .published import norm_warning
 from .runtime import Runtime
 from .watchdog import heartbeat
-from .weights import WeightFile, load_into_network, runnable_layout
+from .weights import WeightFile, runnable_layout
 
 TOP_K = 5
 # Device sums are moved to float64 host sums this often (a GPU waits for nothing meanwhile).
@@ -226,7 +226,7 @@ def network_for_weights(
                            channel_last=layout.channel_last, norm=norm, **pipeline)
     graph = build_evaluation_graph(arch, batches.image_shape, num_classes, layout.channel_last,
                                    rt.ctx, class_penalty)
-    note = load_into_network(weights.path, arch, params=weights.params)
+    note = weights.load_into(arch)
     rt.log(weights.describe(num_classes, note))
     warning = norm_warning(weights.path, norm)
     if warning and rt.comm.is_main:

@@ -36,9 +36,8 @@ from models import NORMALIZATIONS, build_network
 
 from .atomic import atomic_path
 from .errors import UserError
-from .weights import ParameterDict, load_into_network
+from .weights import WeightFile
 
-FORMATS = {".nnp": "NNP", ".onnx": "ONNX"}
 # The opsets nnabla-converter 1.39.0 implements; it silently writes opset 7 for any other.
 ONNX_OPSETS = (7, 9, 10, 11, 13)
 DEFAULT_OPSET = 11
@@ -123,8 +122,9 @@ class Exported:
     check: Optional[Check]
 
 
-def output_format(path: str) -> str:
-    """'NNP' or 'ONNX' from the file name; other extensions are refused before any work."""
+def output_format(path: str) -> Format:
+    """The format of an output file, from its name; other extensions are refused before any
+    work."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise ExportError(f"{path}: unsupported output format '{ext or '(no extension)'}'; "
@@ -161,11 +161,10 @@ def build_inference_graph(
     return InferenceGraph(arch, image, output, "probabilities" if softmax else "logits", scope)
 
 
-def load_weights(graph: InferenceGraph, path: str, params: Optional[ParameterDict] = None
-                 ) -> Optional[str]:
+def load_weights(graph: InferenceGraph, weights: WeightFile) -> Optional[str]:
     """Load a weight file (any layout, 3 or 4 input channels) into the graph's parameters."""
     with nn.parameter_scope("", graph.scope):
-        return load_into_network(path, graph.arch, params=params)
+        return weights.load_into(graph.arch)
 
 
 def sample_images(shape: Sequence[int], seed: int = DEFAULT_SEED) -> np.ndarray:
@@ -290,12 +289,37 @@ def compare(runtime: str, reference: np.ndarray, output: np.ndarray, tolerance: 
     return Check(runtime, diff, scale, agree, reference.shape[0], tolerance)
 
 
-def _runtime_name(fmt: str) -> str:
-    if fmt == "NNP":
-        return f"NNabla {nn.__version__} NnpLoader"
+def onnxruntime_name() -> str:
     import onnxruntime
 
     return f"onnxruntime {onnxruntime.__version__}"
+
+
+@dataclass(frozen=True)
+class Format:
+    """An export format: its file written from the NNP file made first, described, and run
+    back by its own runtime for the verification."""
+
+    name: str
+    write: Callable[[str, str, int, int], None]  # (nnp file, output, batch size, opset)
+    describe: Callable[[int], str]  # (opset) -> what was written
+    run: Callable[[str, np.ndarray], np.ndarray]  # (file, images) -> outputs
+    runtime: Callable[[], str]  # the runtime's name and version
+    needs_onnx: bool  # the export extra must be installed
+
+
+# By extension. The functions are called by name, so that a test can replace one.
+FORMATS: Dict[str, Format] = {
+    ".nnp": Format(
+        "NNP", lambda nnp, path, batch, opset: shutil.copyfile(nnp, path),
+        lambda opset: f"NNP, network '{NETWORK_NAME}', executor '{EXECUTOR_NAME}'",
+        lambda path, images: run_nnp(path, images),
+        lambda: f"NNabla {nn.__version__} NnpLoader", False),
+    ".onnx": Format(
+        "ONNX", lambda nnp, path, batch, opset: nnp_to_onnx(nnp, path, batch, opset),
+        lambda opset: f"ONNX opset {opset}", lambda path, images: run_onnx(path, images),
+        lambda: onnxruntime_name(), True),
+}
 
 
 def export(
@@ -312,7 +336,7 @@ def export(
     are renamed into place only once all of them are written and verified.
     """
     formats = [output_format(p) for p in outputs]
-    if "ONNX" in formats:
+    if any(fmt.needs_onnx for fmt in formats):
         check_onnx_support()
     batch_size = graph.image.shape[0]
     images = sample_images(graph.image.shape, seed)
@@ -325,18 +349,11 @@ def export(
         save_nnp(graph, nnp)
         for path, fmt in zip(outputs, formats):
             tmp = pending.enter_context(atomic_path(path, os.path.splitext(path)[1]))
-            if fmt == "NNP":
-                shutil.copyfile(nnp, tmp)
-                description = f"NNP, network '{NETWORK_NAME}', executor '{EXECUTOR_NAME}'"
-                runner = run_nnp
-            else:
-                nnp_to_onnx(nnp, tmp, batch_size, opset)
-                description = f"ONNX opset {opset}"
-                runner = run_onnx
+            fmt.write(nnp, tmp, batch_size, opset)
             check = None
             if reference is not None:
-                check = compare(_runtime_name(fmt), reference, runner(tmp, images), tolerance)
+                check = compare(fmt.runtime(), reference, fmt.run(tmp, images), tolerance)
                 if not check.passed:
                     raise VerificationError(f"{path}: {check.summary()}; nothing written")
-            done.append(Exported(path, description, check))
+            done.append(Exported(path, fmt.describe(opset), check))
     return done

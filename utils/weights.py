@@ -22,6 +22,8 @@ import numpy as np
 from models import get_architecture
 
 from .atomic import atomic_path, check_room_for
+from .comm import Communicator
+from .download import resolve_weights
 from .errors import OutputError, UserError
 from .imagenet import NUM_IMAGENET_CLASSES
 from .published import arch_hint, published, where_to_get
@@ -227,38 +229,6 @@ def first_mismatch(
     return None
 
 
-def load_into_network(
-    path: str, arch: str, skip_prefixes: Iterable[str] = (), params: Optional[ParameterDict] = None
-) -> Optional[str]:
-    """Load a weight file into the parameters of the network already built for `arch`.
-
-    The file is converted in memory to the network's layout and input channels when they
-    differ (the returned note says so). Parameters under `skip_prefixes` (a classifier being
-    replaced) are neither required nor loaded. Nothing is changed if the file does not fit.
-    `params`: the file's contents when the caller has already read them (read once).
-    """
-    skip = tuple(p.rstrip("/") + "/" for p in skip_prefixes)
-    net = OrderedDict(
-        (k, v) for k, v in nn.get_parameters(grad_only=False).items() if not k.startswith(skip)
-    )
-    if not net:
-        raise WeightFileError(f"{path}: build the network before loading weights into it")
-    net_shapes = OrderedDict((k, tuple(v.shape)) for k, v in net.items())
-    params = read_parameters(path) if params is None else params
-    try:
-        params, note = adapt(params, layout_of(net_shapes))
-    except WeightFileError as e:
-        raise WeightFileError(f"{path}: does not fit {arch}: {e}{arch_hint(path, arch)}") \
-            from None
-    params = OrderedDict((k, p) for k, p in params.items() if not k.startswith(skip))
-    problem = first_mismatch(params, net_shapes)
-    if problem is not None:
-        raise WeightFileError(f"{path}: does not fit {arch}: {problem}{arch_hint(path, arch)}")
-    for name, var in net.items():
-        var.d = params[name].data
-    return note
-
-
 # --------------------------------------------------------------------------- a file read once
 
 
@@ -276,6 +246,35 @@ class WeightFile:
         else ImageNet's 1000."""
         return requested or self.num_classes or NUM_IMAGENET_CLASSES
 
+    def load_into(self, arch: str, skip_prefixes: Iterable[str] = ()) -> Optional[str]:
+        """Load into the parameters of the network already built for `arch`.
+
+        The file is converted in memory to the network's layout and input channels when they
+        differ (the returned note says so). Parameters under `skip_prefixes` (a classifier
+        being replaced) are neither required nor loaded. Nothing is changed if the file does
+        not fit.
+        """
+        skip = tuple(p.rstrip("/") + "/" for p in skip_prefixes)
+        net = OrderedDict((k, v) for k, v in nn.get_parameters(grad_only=False).items()
+                          if not k.startswith(skip))
+        if not net:
+            raise WeightFileError(f"{self.path}: build the network before loading weights "
+                                  "into it")
+        net_shapes = OrderedDict((k, tuple(v.shape)) for k, v in net.items())
+        try:
+            params, note = adapt(self.params, layout_of(net_shapes))
+        except WeightFileError as e:
+            raise WeightFileError(f"{self.path}: does not fit {arch}: {e}"
+                                  f"{arch_hint(self.path, arch)}") from None
+        params = OrderedDict((k, p) for k, p in params.items() if not k.startswith(skip))
+        problem = first_mismatch(params, net_shapes)
+        if problem is not None:
+            raise WeightFileError(f"{self.path}: does not fit {arch}: {problem}"
+                                  f"{arch_hint(self.path, arch)}")
+        for name, var in net.items():
+            var.d = params[name].data
+        return note
+
     def describe(self, num_classes: int, note: Optional[str]) -> str:
         """What was loaded: layout, classes, an in-memory conversion, a published file."""
         known = published(self.path)
@@ -290,6 +289,14 @@ def classes_in(params: ParameterDict, arch: str) -> Optional[int]:
     biases = [p.data.size for name, p in params.items()
               if name.startswith(scope) and p.data.ndim == 1]
     return biases[-1] if biases else None
+
+
+def open_weights(name: str, arch: Optional[str] = None, download: bool = True,
+                 comm: Optional[Communicator] = None) -> WeightFile:
+    """A script's weight-file argument, opened: a path, or a published file's name (from
+    the cache, downloaded into it first unless `download` is False; under MPI by rank 0
+    while the others wait), read once and checked."""
+    return open_weight_file(resolve_weights(name, download, comm), arch)
 
 
 def open_weight_file(path: str, arch: Optional[str] = None) -> WeightFile:
