@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_runtime_flags(p)
     cli.add_spatial_size_flag(p)
     cli.add_crop_pct_flag(p)
+    cli.add_dali_flags(p)
     cli.add_norm_flag(p)
     p.add_argument("--labels", default=None,
                    help="'<id>,<name>' csv of class names, e.g. label_words.csv from "
@@ -119,7 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = class_names(args.labels, num_classes)
     batches, graph = network_for_weights(
         weights, args.arch, num_classes, FileList.from_files(paths),
-        min(args.batch_size, len(paths)), rt, args.norm_config, cli.pipeline_options(args, rt))
+        min(args.batch_size, len(paths)), rt, args.norm_config,
+        cli.pipeline_options(args, rt, args.crop_pct))
     timings["weights"] = time.perf_counter() - clock
     with batches:
         probabilities = classify(graph, batches, timings)

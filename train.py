@@ -294,7 +294,7 @@ def build_datasets(args: argparse.Namespace, config: TrainConfig, rt: Runtime
     """This rank's shard of the training split (augmented as the config says); of the
     validation split (None with -v 0); and the training batches that re-estimate batch-norm
     statistics (--recompute-bn)."""
-    pipeline = dict(cli.pipeline_options(args, rt), channel_last=args.channel_last,
+    pipeline = dict(cli.pipeline_options(args, rt, None), channel_last=args.channel_last,
                     channels=4 if args.type_config == "half" else 3)
     train_files = read_file_list(args.train_list, args.train_dir, args.num_classes)
     train = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed,

@@ -160,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = class_names(args.labels, num_classes)
     scored = read_eval_set(args, num_classes, rt)
     train_files = read_recompute_list(args, num_classes) if args.recompute_bn else None
-    pipeline = cli.pipeline_options(args, rt)
+    pipeline = cli.pipeline_options(args, rt, args.crop_pct)
     # A batch beyond a rank's share only pads: -b 20000 over 4 images took a minute and 3 GB.
     batch_size = min(args.batch_size, -(-len(scored.files) // comm.size))
     batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,

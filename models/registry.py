@@ -50,14 +50,17 @@ class UnknownArchitectureError(ValueError):
 
 
 def register(
-    name: str, family: str, resolution: int = 224, classifier_scope: str = "linear"
+    name: str, family: str, resolution: int = 224, classifier_scope: str = "linear",
+    norm: str = "default", crop_pct: float = DEFAULT_CROP_PCT,
 ) -> Callable[[Builder], Builder]:
-    """Register `builder` under `name`; the registration order is the order of --help lists."""
+    """Register `builder` under `name` with its facts (see `Architecture`); the registration
+    order is the order of --help lists."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _ARCHITECTURES:
             raise ValueError(f"architecture '{name}' is registered twice")
-        _ARCHITECTURES[name] = Architecture(name, family, builder, resolution, classifier_scope)
+        _ARCHITECTURES[name] = Architecture(name, family, builder, resolution, classifier_scope,
+                                            norm, crop_pct)
         return builder
 
     return decorate

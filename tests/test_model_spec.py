@@ -145,3 +145,20 @@ def test_any_number_of_classes(arch, channel_last):
     scope = get_architecture(arch).classifier_scope
     head = [v.shape for k, v in nn.get_parameters().items() if k.startswith(scope + "/")]
     assert head[-1] == (37,)
+
+
+def test_register_records_every_fact_of_an_architecture(monkeypatch):
+    """The facts the data pipeline asks for are given where the network is registered."""
+    from models import registry
+
+    monkeypatch.setattr(registry, "_ARCHITECTURES", dict(registry._ARCHITECTURES))
+
+    @registry.register("tiny_test_net", "test", resolution=96, classifier_scope="head",
+                       norm="senet_author", crop_pct=0.95)
+    def tiny(x, num_classes, test, channel_last):
+        raise AssertionError("not built here")
+
+    arch = get_architecture("tiny_test_net")
+    assert (arch.resolution, arch.classifier_scope, arch.norm, arch.crop_pct) == \
+        (96, "head", "senet_author", 0.95)
+    assert arch.builder is tiny

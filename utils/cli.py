@@ -263,19 +263,21 @@ def add_val_dataset_flags(parser: argparse.ArgumentParser) -> argparse._Argument
                               " in the current folder, else in --val-dir")
 
 
-def pipeline_options(args: argparse.Namespace, rt: Any) -> Dict[str, Any]:
+def pipeline_options(args: argparse.Namespace, rt: Any, crop_pct: Optional[float]
+                     ) -> Dict[str, Any]:
     """The `ImageBatches` options the shared flags and the runtime decide: input size,
-    precision, this rank's shard, the DALI flags (defaults for a script without them), where
-    DALI runs and the validation crop. Layout, channels and normalisation are the caller's."""
+    precision, this rank's shard, the DALI flags, where DALI runs and the validation crop
+    (`crop_pct`, --crop-pct where the script has it; None: the architecture's). Layout,
+    channels and normalisation are the caller's."""
     return dict(
         spatial_size=spatial_size_of(args),
         dtype=np.float16 if args.type_config == "half" else np.float32,
         rank=rt.comm.rank, num_ranks=rt.comm.size,
-        num_threads=getattr(args, "dali_num_threads", min(4, os.cpu_count() or 1)),
-        prefetch=getattr(args, "dali_prefetch_queue", 1),
+        num_threads=args.dali_num_threads,
+        prefetch=args.dali_prefetch_queue,
         device_id=rt.data_device_id,
-        decoder_padding=getattr(args, "dali_nvjpeg_memory_padding", None),
-        crop_pct=getattr(args, "crop_pct", None) or get_architecture(args.arch).crop_pct,
+        decoder_padding=args.dali_nvjpeg_memory_padding,
+        crop_pct=crop_pct or get_architecture(args.arch).crop_pct,
     )
 
 
