@@ -278,6 +278,13 @@ def test_bad_trees_and_files_are_one_line_with_status_2(weights, tmp_path, capsy
     status, lines = one_line(capsys, weights, tmp_path / "pets")
     assert status == 2 and len(lines) == 1 and "are neither WordNet IDs nor class numbers: " \
         "give --labels, the id,folder-name csv" in lines[0]
+    partial = tmp_path / "partial.csv"
+    partial.write_text("".join(f"{i},{'cat' if i == 0 else f'c{i}'}\n" for i in range(1000)))
+    status, lines = one_line(capsys, weights, tmp_path / "pets", "--labels", partial)
+    assert status == 2 and lines == [
+        f"error: {tmp_path / 'pets'}: class folders cat dog are neither WordNet IDs nor class "
+        f"numbers: {partial} does not name dog: give the id,folder-name csv of the weight "
+        "file's classes (label_wordnetid.csv of create_input_files.py)"]
     tree(tmp_path / "ok", ["1", "3"])
     mask = tmp_path / "mask.txt"
     mask.write_text("3\n1000\n")

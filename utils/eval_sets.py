@@ -138,9 +138,11 @@ def folder_class_ids(scan: ScanResult, root: str, num_classes: int,
     ids and WordNet IDs are ImageNet-1k's (a 1000-class weight file only: a model of other
     classes needs the csv it was trained with)."""
     folders = scan.classes
+    unnamed: List[str] = []
     if labels is not None:
         index = {value: i for i, value in enumerate(read_id_csv(labels))}
-        if all(f in index for f in folders):
+        unnamed = [f for f in folders if f not in index]
+        if not unnamed:
             return [index[f] for f in folders], f"folder names as ids of {labels}"
     if scan.numbers is not None:
         outside = [n for n in scan.numbers if n >= num_classes]
@@ -159,7 +161,8 @@ def folder_class_ids(scan: ScanResult, root: str, num_classes: int,
             raise DataError(f"{root}: class folder(s) not among ImageNet-1k's classes: "
                             f"{name_list(unknown)}")
         return [index[f] for f in folders], "WordNet-ID folders as ImageNet-1k class ids"
-    given = f"{labels} names none of some" if labels else "give --labels,"
+    given = (f"{labels} does not name {name_list(unnamed, 5)}: give" if labels
+             else "give --labels,")
     raise DataError(f"{root}: class folders {name_list(folders, 5)} are neither WordNet IDs "
                     f"nor class numbers: {given} the id,folder-name csv of the weight file's "
                     "classes (label_wordnetid.csv of create_input_files.py)")
