@@ -18,6 +18,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
+import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+
 from utils import cli
 from utils.download import resolve_weights
 from utils.errors import UserError

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Optional, Tuple
 
+import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+
 import nnabla as nn
 import numpy as np
 

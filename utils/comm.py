@@ -134,6 +134,11 @@ class MpiCommunicator(Communicator):
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        # MPICH's MPI_Abort prints "Abort(<code>) on node <rank> ...: application called
+        # MPI_Abort" on this rank's stderr, below the error this rank has just printed (which
+        # must stay the last line); the launcher's status still tells the code.
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 2)
         self._comm.Abort(code)
 
 

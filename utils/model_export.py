@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import shutil
 import sys
@@ -28,7 +27,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import nnabla as nn
 import nnabla.functions as F
 import numpy as np
-from nnabla.logger import logger
 from nnabla.utils.nnp_graph import NnpLoader
 from nnabla.utils.save import save
 
@@ -36,6 +34,7 @@ from models import NORMALIZATIONS, build_network
 
 from .atomic import atomic_path
 from .errors import UserError
+from .startup import quiet_nnabla_info
 from .weights import ParameterDict, load_into_network
 
 FORMATS = {".nnp": "NNP", ".onnx": "ONNX"}
@@ -180,13 +179,8 @@ def sample_images(shape: Sequence[int], seed: int = DEFAULT_SEED) -> np.ndarray:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Hide NNabla's save and converter chatter (it names the temporary files)."""
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
+    with quiet_nnabla_info(), contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def save_nnp(graph: InferenceGraph, path: str) -> None:
