@@ -45,6 +45,7 @@ from .augmentation import OFFICIAL, Augmentation, apply_policy, augmentation_pla
 from .errors import DataError
 from .file_list import FileList
 from .image_probe import probe_image, verify_image
+from .native_stderr import filter_decoder_errors
 
 # Tag keeping the shuffle's random stream apart from the augmentation's.
 _SHUFFLE_STREAM = 0x5155
@@ -415,6 +416,7 @@ class ImageBatches:
     def _build_pipeline(self, seed: int) -> Any:
         from nvidia.dali import pipeline_def
 
+        filter_decoder_errors()  # a broken image is named by our line, not DALI's
         # pipeline_def rather than Pipeline: the policies' operators need its conditionals.
         pipe = pipeline_def(self._graph, batch_size=self.batch_size,
                             num_threads=self.num_threads, device_id=self.device_id, seed=seed,
