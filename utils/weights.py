@@ -97,6 +97,19 @@ def read_parameters(path: str) -> ParameterDict:
     return params
 
 
+def is_parameter_file(path: str) -> bool:
+    """Whether `path` is an NNabla parameter file (HDF5 whose every dataset has an index),
+    read without loading its arrays: one that may be replaced by another."""
+    try:
+        with h5py.File(path, "r") as f:
+            found = []
+            f.visititems(lambda _, obj: found.append("index" in obj.attrs)
+                         if isinstance(obj, h5py.Dataset) else None)
+    except (OSError, ValueError):
+        return False
+    return bool(found) and all(found)
+
+
 def _check_finite(path: str, params: ParameterDict) -> None:
     """Refuse NaN or infinite values: they would turn every output into NaN, which compares
     as no error at all (a validation of such a file reported 0 % top-1 error)."""
