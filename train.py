@@ -37,7 +37,7 @@ from utils.atomic import (
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_checkpoint
 from utils.comm import Communicator
-from utils.config import TrainConfig, load_config, save_config
+from utils.config import TrainConfig, load_config, recipe_warnings, save_config
 from utils.data import ImageBatches
 from utils.download import resolve_weights
 from utils.ema import WeightEma
@@ -270,13 +270,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def check_options(args: argparse.Namespace, config: TrainConfig, rt: Runtime) -> None:
-    """Refuse combinations that cannot run, before any work."""
+    """Refuse combinations that cannot run, before any work; warn of what the recipe will
+    not do in this run."""
     if args.channel_last and rt.backend == "cpu":
         raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
     if (config.mixup > 0 or config.cutmix > 0) and args.batch_size % 2:
         raise UsageError(f"{config.source}: mixup and CutMix pair sample i with sample B-1-i "
                          "and need "
                          f"an even --batch-size, got {args.batch_size}")
+    for warning in recipe_warnings(config) if rt.comm.is_main else ():
+        print(warning, file=sys.stderr)
 
 
 def claim_monitor_path(monitor_path: str, checkpoints: str, rt: Runtime) -> Optional[IO[str]]:

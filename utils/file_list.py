@@ -148,6 +148,13 @@ def _check_listed_files_exist(files: FileList) -> None:
         )
 
 
+def check_listable(path: str) -> None:
+    """Refuse an image whose name holds a line break: a list file has one image per line, so
+    the list written would not read back (the image would be lost, or a line fail to
+    parse)."""
+    if "\n" in path or "\r" in path:
+        raise DataError(f"{path!r}: a file name with a line break cannot be written to a "
+                        "list file; rename the file")
 
 
 def format_file_list(paths: Sequence[str], labels: Iterable[int]) -> str:
@@ -166,7 +173,8 @@ def write_csv(path: str, rows: Iterable[Sequence[object]]) -> None:
 
 
 def read_id_csv(path: str) -> List[str]:
-    """A `<id>,<value>` csv (label_wordnetid.csv, label_words.csv) as a list indexed by id."""
+    """A `<id>,<value>` csv (label_wordnetid.csv, label_words.csv) as a list indexed by id;
+    the value is everything after the first comma."""
     check_readable(path, "csv file")
     values: Dict[int, str] = {}
     lines: Dict[int, int] = {}  # id -> the line that gave it, to name a repeated id
@@ -180,7 +188,9 @@ def read_id_csv(path: str) -> List[str]:
             if key in values:  # the later name would silently replace the earlier one
                 raise DataError(f"{path}:{number}: id {key} given again (first on line "
                                 f"{lines[key]})")
-            values[key], lines[key] = row[1].strip(), number
+            # The value is the rest of the line: a name with an unquoted comma ("bag, large";
+            # the official files quote such names, users' files often do not) is whole.
+            values[key], lines[key] = ",".join(row[1:]).strip(), number
     if sorted(values) != list(range(len(values))):
         raise DataError(f"{path}: ids must be 0..{len(values) - 1} without gaps")
     return [values[i] for i in range(len(values))]

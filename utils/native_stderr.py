@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 # The start of every line nvImageCodec's default messenger prints for an error.
 DECODER_ERROR_MARK = b"\x1b[0;31m[ERROR] \x1b[0m["
@@ -30,6 +29,7 @@ DECODER_ERROR_MARK = b"\x1b[0;31m[ERROR] \x1b[0m["
 # whole job, and ends at the end of its input: when every process writing to it has ended.
 _FILTER = r"""
 import os, signal, sys
+os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # no inherited socket or pipe held open
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)  # ends when the script does, after its last line
 MARK = bytes.fromhex(sys.argv[1])
@@ -59,7 +59,7 @@ if held:
 """
 
 _installed: Optional[Tuple[int, int]] = None  # (device, inode) of the pipe now on fd 2
-_filters = []  # the child processes (kept: a Popen collected while running warns)
+_filters: List[int] = []  # the children's process ids, to collect those that have ended
 
 
 def _identity(fd: int) -> Tuple[int, int]:
@@ -67,24 +67,33 @@ def _identity(fd: int) -> Tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _collect_ended() -> None:
+    for pid in list(_filters):
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            _filters.remove(pid)
+
+
 def filter_decoder_errors() -> None:
     """Route this process's stderr through the filter (once; again if fd 2 was replaced)."""
     global _installed
     if _installed is not None and _identity(2) == _installed:
         return
+    _collect_ended()
     sys.stderr.flush()
     if os.isatty(2):  # tqdm sizes its bars from the terminal, or from COLUMNS through a pipe
         os.environ.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
     read_end, write_end = os.pipe()
-    real_stderr = os.dup(2)
     try:
-        _filters.append(subprocess.Popen(
-            [sys.executable, "-S", "-E", "-c", _FILTER, DECODER_ERROR_MARK.hex()],
-            stdin=read_end, stdout=real_stderr, stderr=real_stderr, close_fds=True,
-            start_new_session=True))
+        # Its own session: a terminal's Ctrl-C or a launcher's kill of the job's process
+        # group must not end it before the script's last line is through.
+        _filters.append(os.posix_spawn(
+            sys.executable, [sys.executable, "-S", "-E", "-c", _FILTER,
+                             DECODER_ERROR_MARK.hex()], os.environ,
+            file_actions=[(os.POSIX_SPAWN_DUP2, 2, 1), (os.POSIX_SPAWN_DUP2, read_end, 0),
+                          (os.POSIX_SPAWN_CLOSE, write_end)],
+            setsid=True))
     finally:
         os.close(read_end)
-        os.close(real_stderr)
     os.dup2(write_end, 2)
     os.close(write_end)
     _installed = _identity(2)
