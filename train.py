@@ -62,7 +62,14 @@ from utils.training import (
     update_group,
 )
 from utils.watchdog import heartbeat, start_watchdog
-from utils.weights import load_into_network, network_parameters, write_parameters
+from utils.weights import (
+    WeightFileError,
+    classes_in,
+    load_into_network,
+    network_parameters,
+    read_parameters,
+    write_parameters,
+)
 
 PREEMPTED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
@@ -302,12 +309,14 @@ def build_datasets(args: argparse.Namespace, config: TrainConfig, rt: Runtime
     statistics (--recompute-bn)."""
     pipeline = dict(cli.pipeline_options(args, rt), channel_last=args.channel_last,
                     channels=4 if args.type_config == "half" else 3)
-    train_files = read_file_list(args.train_list, args.train_dir, args.num_classes)
+    train_files = read_file_list(args.train_list, args.train_dir, args.num_classes,
+                                 flag="--train-list")
     train = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed,
                          augmentation=config.augmentation, **pipeline)
     if args.val_interval <= 0:
         return train, None, None
-    val_files = read_file_list(args.val_list, args.val_dir, args.num_classes)
+    val_files = read_file_list(args.val_list, args.val_dir, args.num_classes,
+                               flag="--val-list")
     val = ImageBatches(val_files, args.batch_size, training=False, **pipeline)
     bn = None
     if args.recompute_bn:
@@ -339,7 +348,14 @@ def load_initial_weights(args: argparse.Namespace, rt: Runtime) -> None:
     """--model-load-path: every parameter, or all but the classifier with --finetune."""
     skip = [get_architecture(args.arch).classifier_scope] if args.finetune else []
     path = resolve_weights(args.model_load_path, not args.no_download, rt.comm)
-    note = load_into_network(path, args.arch, skip)
+    try:
+        note = load_into_network(path, args.arch, skip)
+    except WeightFileError as e:
+        found = None if args.finetune else classes_in(read_parameters(path), args.arch)
+        if found is not None and found != args.num_classes:  # the classifier: --finetune
+            raise WeightFileError(f"{e}; its classifier has {found} classes: add --finetune to "
+                                  f"train a new one of --num-classes {args.num_classes}") from None
+        raise
     rt.log(f"loaded {args.model_load_path}" + (" (new classifier)" if skip else "")
            + (f"; {note}" if note else ""))
 

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Optional
 
+from .atomic import check_can_create
 from .errors import UserError
 from .published import BASE_URL, published
 
@@ -73,7 +74,9 @@ def fetch(url: str, destination: str) -> None:
     from tqdm import tqdm
 
     partial = destination + ".part"
-    os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)
+    folder = os.path.dirname(destination) or "."
+    check_can_create(folder, f"weight cache (${CACHE_ENV})")
+    os.makedirs(folder, exist_ok=True)
     have = os.path.getsize(partial) if os.path.isfile(partial) else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:

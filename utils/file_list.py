@@ -56,13 +56,17 @@ def is_class_id(text: str) -> bool:
     return re.fullmatch(r"[0-9]+", text) is not None
 
 
-def check_readable(path: str, what: str) -> None:
+def check_readable(path: str, what: str, flag: str = "") -> None:
     """Refuse a path that cannot be read as the `what` file, saying what it is instead; a pipe
-    (`<(head train_label)`) or any other readable non-folder is accepted."""
+    (`<(head train_label)`) or any other readable non-folder is accepted. A missing file is
+    named with the flag that gives it and, for a relative path, the folder it was looked for
+    in (a default such as train_label is looked for in the current folder)."""
     if os.path.isdir(path):
         raise DataError(f"{what} {path} is a folder; expected a file")
     if not os.path.exists(path):
-        raise DataError(f"{what} not found: {path}")
+        given = f" ({flag})" if flag else ""
+        where = "" if os.path.isabs(path) else f" in {os.getcwd()}"
+        raise DataError(f"{what} {path}{given} not found{where}")
 
 
 @contextmanager
@@ -87,16 +91,18 @@ def check_folder(path: str, what: str) -> None:
 
 
 def read_file_list(
-    list_file: str, root: str, num_classes: Optional[int] = None, check_files: bool = True
+    list_file: str, root: str, num_classes: Optional[int] = None, check_files: bool = True,
+    flag: str = "",
 ) -> FileList:
     """Parse and check a list file before anything expensive starts.
 
     Raises DataError naming the list file and line for a line that does not parse, a class id
     outside 0..num_classes-1 or a listed image that does not exist (the first one, with a count
-    of the others), and naming the folder or list file when either is missing.
+    of the others), and naming the folder or list file (with its `flag`) when either is
+    missing.
     """
     check_folder(root, "image folder")
-    check_readable(list_file, "list file")
+    check_readable(list_file, "list file", flag)
     paths: List[str] = []
     labels: List[int] = []
     lines: List[int] = []

@@ -32,7 +32,7 @@ from nnabla.utils.save import save
 
 from models import NORMALIZATIONS, build_network
 
-from .atomic import atomic_path
+from .atomic import atomic_path, nearest_existing
 from .errors import UserError
 from .startup import quiet_nnabla_info
 from .weights import ParameterDict, load_into_network
@@ -130,6 +130,9 @@ def output_format(path: str) -> str:
                           f"use {' or '.join(FORMATS)}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
+        existing = nearest_existing(folder)
+        if not os.path.isdir(existing):
+            raise ExportError(f"{path}: {existing} is a file, not a folder")
         raise ExportError(f"{path}: output folder {folder} does not exist")
     return FORMATS[ext]
 
