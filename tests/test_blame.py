@@ -1,0 +1,145 @@
+"""Messages that blame the right thing: what the file really is, the published name it
+resembles, the file that stands where a folder should, the flag and folder of a default."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from eval_fixtures import error_lines, make_weight_file, run_main
+
+import convert_parameter_format
+import export
+import infer
+import plot_curves
+import train
+from utils.atomic import atomic_write_text
+from utils.download import CACHE_ENV
+from utils.errors import USER_ERROR_STATUS, run_simple
+from utils.monitor import MonitorSeries
+from utils.published import resembling
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
+PHOTO = DEMO / "val" / "ILSVRC2012_val_00000001.JPEG"
+SMALL = ["-a", "mobilenet_v3_small", "--spatial-size", "32"]
+
+
+def the_line(capsys) -> str:
+    lines = [line for line in error_lines(capsys.readouterr().err) if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return make_weight_file(tmp_path_factory.mktemp("w") / "w.h5", "mobilenet_v3_small")
+
+
+@pytest.mark.parametrize("typed, meant", [
+    ("rn50_nhwc_cos90.h5", "rn50-nhwc_cos90.h5"),
+    ("RN50-NHWC_COS90.H5", "rn50-nhwc_cos90.h5"),
+    ("efficientnet_b0_nhwc_cos350.h5", "efficientnet_b0_nhwc_cos340.h5"),
+    ("mbnv3_small_nchw_cos90.h5", "mbnv3_small_nchw_cos90.v2.h5"),
+    ("w.h5", None), ("param_010.h5", None), ("rn50-nhwc_cos90.h5", None)])
+def test_a_misspelt_published_name_is_recognised(typed, meant):
+    assert resembling(typed) == meant
+
+
+def test_a_misspelt_published_name_is_suggested(tmp_path, capsys, monkeypatch):
+    """It was told "-a is required", or "no such weight file" alone."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        infer.parse_args([str(PHOTO), "rn50_nhwc_cos90.h5"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "(only a published weight file's name tells its network); did you mean the "
+        "published rn50-nhwc_cos90.h5?")
+    assert run_main(infer.main, PHOTO, "rn50_nhwc_cos90.h5", "-a", "resnet50") == \
+        USER_ERROR_STATUS
+    assert the_line(capsys) == ("error: rn50_nhwc_cos90.h5: no such weight file; did you mean "
+                                "the published rn50-nhwc_cos90.h5?")
+
+
+def test_an_nnp_file_or_a_checkpoint_given_as_weights_is_named_as_such(weights, tmp_path,
+                                                                       capsys):
+    """Both are zip archives and were called truncated."""
+    model = tmp_path / "m.nnp"
+    assert run_main(export.main, weights, *SMALL, "-o", model, "--no-verify") == 0
+    capsys.readouterr()
+    assert run_main(infer.main, PHOTO, model, *SMALL) == USER_ERROR_STATUS
+    assert the_line(capsys) == (f"error: {model}: an NNP model (export.py writes them for "
+                                "NNabla's runtimes), not a weight file: give the .h5 it was "
+                                "exported from")
+    run = tmp_path / "run"
+    listed = tmp_path / "train_label"
+    listed.write_text("".join(f"bag/{n} 0\n" for n in sorted(os.listdir(DEMO / "train" /
+                                                                       "bag"))[:2]))
+    assert run_main(train.main, "-a", "mobilenet_v3_small", "--num-classes", "10",
+                    "--spatial-size", "32", "-e", "1", "-b", "2", "-v", "0",
+                    "--dali-num-threads", "1", "-T", DEMO / "train", "--train-list", listed,
+                    "-m", run) == 0
+    capsys.readouterr()
+    [checkpoint] = (run / "checkpoints").glob("*.npz")
+    assert run_main(convert_parameter_format.main, checkpoint, tmp_path / "c.h5", "-m",
+                    "nhwc") == USER_ERROR_STATUS
+    assert the_line(capsys) == (f"error: {checkpoint}: a training checkpoint, not a weight "
+                                "file: train.py resumes from it (the same command, the same "
+                                "-m); the run's weight files are its param_NNN.h5")
+
+
+@pytest.mark.parametrize("length", [241, 250, 255])
+def test_an_output_name_that_fits_is_written(tmp_path, weights, length):
+    """The temporary name (.tmp-<name>.<8 random>) was longer: 'File name too long'."""
+    text = tmp_path / ("t" * (length - 4) + ".txt")
+    atomic_write_text(str(text), "kept\n")
+    assert text.read_text() == "kept\n"
+    out = tmp_path / ("w" * (length - 3) + ".h5")
+    assert run_main(convert_parameter_format.main, weights, out, "-m", "nhwc") == 0
+    assert out.is_file() and len(out.name) == length
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([text.name, out.name])
+
+
+def test_a_file_where_a_folder_should_be_is_named(weights, tmp_path, capsys, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    monkeypatch.setenv(CACHE_ENV, str(afile / "cache"))
+    assert run_main(infer.main, PHOTO, "rn50-nhwc.h5") == USER_ERROR_STATUS
+    assert the_line(capsys) == (f"error: cannot write to the weight cache "
+                                f"($NNABLA_IMAGENET_CACHE) {afile / 'cache'}: {afile} is a file")
+    assert run_simple(lambda: plot_curves.main([str(afile)])) == USER_ERROR_STATUS
+    assert the_line(capsys) == f"error: monitor folder {afile} is a file; expected a folder"
+    monitor = tmp_path / "run"
+    monitor.mkdir()
+    MonitorSeries(str(monitor), "Train-loss").add(0, 1.5)
+    assert run_simple(lambda: plot_curves.main([str(monitor), "-o", str(afile)])) == \
+        USER_ERROR_STATUS
+    assert the_line(capsys) == (f"error: cannot write to the output folder (-o) {afile}: "
+                                f"{afile} is a file")
+    out = afile / "sub" / "m.nnp"
+    assert run_main(export.main, weights, *SMALL, "-o", out) == USER_ERROR_STATUS
+    assert the_line(capsys) == f"error: {out}: {afile} is a file, not a folder"
+    assert afile.read_text() == "mine\n"
+
+
+def test_the_default_list_names_its_flag_and_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_main(train.main, "-a", "mobilenet_v3_small", "--num-classes", "10",
+                    "-T", DEMO / "train", "-m", tmp_path / "run") == USER_ERROR_STATUS
+    assert the_line(capsys) == (f"error: list file train_label (--train-list) not found in "
+                                f"{os.getcwd()}")
+
+
+def test_another_class_count_without_finetune_names_finetune(weights, tmp_path, capsys):
+    listed = tmp_path / "train_label"
+    shutil.copy(DEMO / "train" / "bag" / sorted(os.listdir(DEMO / "train" / "bag"))[0],
+                tmp_path / "a.JPEG")
+    listed.write_text("a.JPEG 0\n")
+    assert run_main(train.main, "-a", "mobilenet_v3_small", "--num-classes", "5",
+                    "--spatial-size", "32", "-e", "1", "-b", "2", "-v", "0",
+                    "-T", tmp_path, "--train-list", listed, "-m", tmp_path / "run",
+                    "--model-load-path", weights) == USER_ERROR_STATUS
+    lines = capsys.readouterr().err.splitlines()  # (the short run's warm-up is warned of)
+    assert lines[-1].endswith("the network needs (1024, 5); its classifier has 10 "
+                                     "classes: add --finetune to train a new one of "
+                                     "--num-classes 5")
