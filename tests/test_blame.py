@@ -143,3 +143,25 @@ def test_another_class_count_without_finetune_names_finetune(weights, tmp_path, 
     assert lines[-1].endswith("the network needs (1024, 5); its classifier has 10 "
                                      "classes: add --finetune to train a new one of "
                                      "--num-classes 5")
+
+
+def test_a_batch_norm_over_a_single_value_is_named_before_training():
+    """Batch 1 at 32x32 (a 1x1 map in mobilenet_v3_small's last blocks) ended in "training
+    diverged; train with a lower learning rate"."""
+    import nnabla as nn
+
+    from utils.config import load_config
+    from utils.errors import UsageError
+    from utils.training import build_training_graph
+
+    config = load_config(REPO / "cfg" / "cos90.yaml")
+    ctx = nn.get_current_context()
+    with pytest.raises(UsageError, match=r"^batch-norm layer 'mbconv-008/conv-dw/bn' would "
+                                         r"normalise a single value per channel \(batch 1, "
+                                         r"a 1x1 map there, at a 32x32 input\): train with a "
+                                         r"batch \(-b\) of 2 or more"):
+        build_training_graph("mobilenet_v3_small", (1, 3, 32, 32), 10, False, config, 0, ctx)
+    nn.clear_parameters()
+    build_training_graph("mobilenet_v3_small", (2, 3, 32, 32), 10, False, config, 0, ctx)
+    nn.clear_parameters()
+    build_training_graph("mobilenet_v3_small", (1, 3, 64, 64), 10, False, config, 0, ctx)
