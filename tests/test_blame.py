@@ -165,3 +165,29 @@ def test_a_batch_norm_over_a_single_value_is_named_before_training():
     build_training_graph("mobilenet_v3_small", (2, 3, 32, 32), 10, False, config, 0, ctx)
     nn.clear_parameters()
     build_training_graph("mobilenet_v3_small", (1, 3, 64, 64), 10, False, config, 0, ctx)
+
+
+def test_a_batch_beyond_the_memory_is_refused_before_work(weights, capsys):
+    """--spatial-size 100000 (or a tiny --crop-pct) ended in DALI's std::bad_alloc traceback."""
+    from utils.data import GIBIBYTE, available_memory, check_batch_fits, pipeline_bytes
+
+    assert pipeline_bytes(2, (10, 20), 3, 4, 2, None) == 2 * 2 * (200 * 3 + 200 * 12)
+    assert pipeline_bytes(1, (10, 10), 4, 2, 1, (12, 14)) == 12 * 14 * 3 + 100 * 8
+    check_batch_fits(GIBIBYTE, 2 * GIBIBYTE, "x", "y")
+    check_batch_fits(GIBIBYTE, None, "x", "y")  # unknown: not refused
+    with pytest.raises(Exception, match=r"^4 images need at least 3.0 GiB in the input "
+                                        r"pipeline, more than the 2.0 GiB of memory "
+                                        r"available: lower -b$"):
+        check_batch_fits(3 * GIBIBYTE, 2 * GIBIBYTE, "4 images", "lower -b")
+    available = available_memory()
+    assert available is not None and 0 < available
+    assert run_main(infer.main, PHOTO, weights, "-a", "mobilenet_v3_small",
+                    "--spatial-size", "1000000") == USER_ERROR_STATUS  # (more than any machine)
+    line = the_line(capsys)
+    assert line.startswith("error: 1 image(s) at 1000000x1000000, resized to 1142858x1142858 "
+                           "for the crop of --crop-pct 0.875, need at least 14825.1 GiB"), line
+    assert line.endswith("of memory available: lower --spatial-size or -b, or raise "
+                         "--crop-pct"), line
+    assert run_main(infer.main, PHOTO, weights, *SMALL, "--crop-pct", "0.0001") == \
+        USER_ERROR_STATUS
+    assert "resized to 320000x320000 for the crop of --crop-pct 0.0001" in the_line(capsys)
