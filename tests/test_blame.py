@@ -191,3 +191,34 @@ def test_a_batch_beyond_the_memory_is_refused_before_work(weights, capsys):
     assert run_main(infer.main, PHOTO, weights, *SMALL, "--crop-pct", "0.0001") == \
         USER_ERROR_STATUS
     assert "resized to 320000x320000 for the crop of --crop-pct 0.0001" in the_line(capsys)
+
+
+def test_a_server_that_never_answers_is_named_within_the_timeout(tmp_path, capsys,
+                                                                 monkeypatch):
+    """It accepted and never answered: 61 s in silence, then 'timed out'."""
+    import socket
+    import time
+
+    from utils.download import TIMEOUT_ENV, URL_ENV, DownloadError, download_timeout
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert download_timeout() == 30
+    for bad in ("0", "-1", "soon", "inf"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(DownloadError, match=f"must be a positive number of seconds, got "
+                                                f"'{bad}'"):
+            download_timeout()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # the kernel accepts; nobody ever answers
+        host = f"127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv(URL_ENV, f"http://{host}/")
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+        monkeypatch.setenv(TIMEOUT_ENV, "1.5")
+        started = time.monotonic()
+        assert run_main(infer.main, PHOTO, "rn50-nhwc.h5") == USER_ERROR_STATUS
+        assert time.monotonic() - started < 10
+    assert the_line(capsys) == (
+        f"error: cannot download http://{host}/rn50-nhwc.h5: {host} did not answer within "
+        f"1.5 s (set ${TIMEOUT_ENV} for a slow link, or ${URL_ENV} to a mirror; or put the "
+        f"file in {tmp_path / 'cache' / 'rn50-nhwc.h5'} yourself)")
