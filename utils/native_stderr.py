@@ -15,10 +15,12 @@ stack dump (the watchdog's) still gets out.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
-from typing import List, Optional, Tuple
+import time
+from typing import Optional, Tuple
 
 # The start of every line nvImageCodec's default messenger prints for an error.
 DECODER_ERROR_MARK = b"\x1b[0;31m[ERROR] \x1b[0m["
@@ -59,7 +61,9 @@ if held:
 """
 
 _installed: Optional[Tuple[int, int]] = None  # (device, inode) of the pipe now on fd 2
-_filters: List[int] = []  # the children's process ids, to collect those that have ended
+_real_stderr: Optional[int] = None  # a copy of the stderr the filter writes to
+_filter: Optional[int] = None  # the child's process id
+DRAIN_SECONDS = 5.0  # at most, for the child to pass on what is left
 
 
 def _identity(fd: int) -> Tuple[int, int]:
@@ -67,18 +71,12 @@ def _identity(fd: int) -> Tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _collect_ended() -> None:
-    for pid in list(_filters):
-        if os.waitpid(pid, os.WNOHANG)[0]:
-            _filters.remove(pid)
-
-
 def filter_decoder_errors() -> None:
     """Route this process's stderr through the filter (once; again if fd 2 was replaced)."""
-    global _installed
+    global _installed, _real_stderr, _filter
     if _installed is not None and _identity(2) == _installed:
         return
-    _collect_ended()
+    drain()
     sys.stderr.flush()
     if os.isatty(2):  # tqdm sizes its bars from the terminal, or from COLUMNS through a pipe
         os.environ.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
@@ -86,14 +84,36 @@ def filter_decoder_errors() -> None:
     try:
         # Its own session: a terminal's Ctrl-C or a launcher's kill of the job's process
         # group must not end it before the script's last line is through.
-        _filters.append(os.posix_spawn(
+        _filter = os.posix_spawn(
             sys.executable, [sys.executable, "-S", "-E", "-c", _FILTER,
                              DECODER_ERROR_MARK.hex()], os.environ,
             file_actions=[(os.POSIX_SPAWN_DUP2, 2, 1), (os.POSIX_SPAWN_DUP2, read_end, 0),
                           (os.POSIX_SPAWN_CLOSE, write_end)],
-            setsid=True))
+            setsid=True)
     finally:
         os.close(read_end)
+    _real_stderr = os.dup(2)
     os.dup2(write_end, 2)
     os.close(write_end)
     _installed = _identity(2)
+    atexit.register(drain)
+
+
+def drain() -> None:
+    """Give fd 2 back to the real stderr and wait (briefly) until the filter has passed on
+    everything written before: for an exit that does not wait for it (MPI_Abort, whose
+    launcher stops reading, and the end of the interpreter)."""
+    global _installed, _real_stderr, _filter
+    if _real_stderr is None:
+        return
+    sys.stderr.flush()
+    if _installed is not None and _identity(2) == _installed:
+        os.dup2(_real_stderr, 2)  # the pipe's last writer gone: the filter reads its end
+    os.close(_real_stderr)
+    _installed = _real_stderr = None
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while _filter is not None and time.monotonic() < deadline:
+        if os.waitpid(_filter, os.WNOHANG)[0]:
+            _filter = None
+        else:
+            time.sleep(0.005)
