@@ -74,7 +74,7 @@ def test_under_mpirun_a_user_error_ends_the_job_with_status_2_and_our_line_last(
                         "-T", DEMO / "train", "--train-list", tmp_path / "missing",
                         "-m", tmp_path / "run", mpi_ranks=2)
     assert result.returncode == USER_ERROR_STATUS, result.stderr
-    lines = result.stderr.splitlines()
+    lines = [line for line in result.stderr.splitlines() if line]
     assert lines and all(line.startswith(("[rank 0] error: ", "[rank 1] error: "))
                          and "missing" in line for line in lines), lines
 

@@ -145,6 +145,8 @@ def _close_progress_bars() -> None:
 def _fail(message: str, status: int) -> int:
     _close_progress_bars()
     prefix = f"[rank {_active_comm.rank}] " if _active_comm.size > 1 else ""
+    if _active_comm.rank > 0:  # rank 0's progress bar may be mid-line on the same stderr
+        prefix = "\n" + prefix
     sys.stderr.write(f"{prefix}{message}\n")
     sys.stderr.flush()
     if _active_comm.size > 1:
