@@ -96,7 +96,6 @@ def filter_decoder_errors() -> None:
     os.dup2(write_end, 2)
     os.close(write_end)
     _installed = _identity(2)
-    atexit.register(drain)
 
 
 def drain() -> None:
@@ -117,3 +116,6 @@ def drain() -> None:
             _filter = None
         else:
             time.sleep(0.005)
+
+
+atexit.register(drain)
