@@ -58,6 +58,8 @@ SLOW_TESTS = (
     "test_train.py::*",
     "test_validation.py::test_two_ranks_give_the_same_result_as_one",
     "test_weights.py::test_layout_round_trip_and_in_memory_conversion",
+    "test_stderr.py::test_the_policies_do_not_repeat_dalis_deprecation_warning",
+    "test_blame.py::test_an_nnp_file_or_a_checkpoint_given_as_weights_is_named_as_such",
 )
 
 
