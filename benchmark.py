@@ -33,6 +33,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+
 import nnabla as nn
 import numpy as np
 

@@ -18,10 +18,12 @@ import os
 import sys
 from typing import Optional, Sequence
 
+import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+
 from utils import cli
 from utils.errors import UserError
 from utils.runtime import run
-from utils.weights import Layout, adapt, open_weights, write_parameters
+from utils.weights import Layout, adapt, is_parameter_file, open_weights, write_parameters
 
 
 class ConversionRefused(UserError, ValueError):
@@ -61,12 +63,20 @@ def target_layout(source: Layout, memory_layout: Optional[str], channels: Option
 
 
 def check_paths(input_path: str, output_path: str) -> None:
+    """Refuse to write over the input, under a name that is not a parameter file's (an
+    HDF5 file named out.nnp would pass for a model), or over a file of another kind."""
     same = os.path.abspath(input_path) == os.path.abspath(output_path) or (
         os.path.exists(input_path) and os.path.exists(output_path)
         and os.path.samefile(input_path, output_path))
     if same:
         raise ConversionRefused(f"{output_path} is the input file; choose another output "
                                 "path (the input is never overwritten)")
+    if not output_path.lower().endswith(".h5"):
+        raise ConversionRefused(f"{output_path}: the output is an NNabla parameter file and "
+                                "must be named *.h5 (export.py writes .nnp and .onnx models)")
+    if os.path.isfile(output_path) and not is_parameter_file(output_path):
+        raise ConversionRefused(f"{output_path} exists and is not an NNabla parameter file; "
+                                "it is kept: remove it or choose another output path")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

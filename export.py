@@ -15,6 +15,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+
 from utils import cli
 from utils.model_export import (
     DEFAULT_OPSET,

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+
 import numpy as np
 
 from utils import cli

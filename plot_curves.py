@@ -10,11 +10,12 @@ The series files are NNabla's format, so `nnabla_cli plot_series <file>...` read
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
+from utils.atomic import check_can_create
 from utils.errors import USER_ERROR_STATUS, run_simple
+from utils.file_list import check_folder
 from utils.plots import plot_runs
 
 
@@ -40,9 +41,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     for folder in args.monitor_dirs:
-        if not os.path.isdir(folder):
-            print(f"error: no such monitor folder: {folder}", file=sys.stderr)
-            return USER_ERROR_STATUS
+        check_folder(folder, "monitor folder")
+    check_can_create(args.out_dir or args.monitor_dirs[0], "output folder (-o)")
     written = plot_runs(args.monitor_dirs, args.out_dir or args.monitor_dirs[0])
     if not written:
         print(f"error: no loss or error series in {', '.join(args.monitor_dirs)}",

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Optional, Tuple
 
+import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+
 import nnabla as nn
 import numpy as np
 
@@ -35,7 +37,7 @@ from utils.atomic import (
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_checkpoint
 from utils.comm import Communicator
-from utils.config import TrainConfig, load_config, save_config
+from utils.config import TrainConfig, load_config, recipe_warnings, save_config
 from utils.data import ImageBatches
 from utils.ema import WeightEma
 from utils.errors import UsageError
@@ -59,7 +61,12 @@ from utils.training import (
     update_group,
 )
 from utils.watchdog import heartbeat, start_watchdog
-from utils.weights import network_parameters, open_weights, write_parameters
+from utils.weights import (
+    WeightFileError,
+    network_parameters,
+    open_weights,
+    write_parameters,
+)
 
 PREEMPTED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
@@ -267,13 +274,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def check_options(args: argparse.Namespace, config: TrainConfig, rt: Runtime) -> None:
-    """Refuse combinations that cannot run, before any work."""
+    """Refuse combinations that cannot run, before any work; warn of what the recipe will
+    not do in this run."""
     if args.channel_last and rt.backend == "cpu":
         raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
     if (config.mixup > 0 or config.cutmix > 0) and args.batch_size % 2:
         raise UsageError(f"{config.source}: mixup and CutMix pair sample i with sample B-1-i "
                          "and need "
                          f"an even --batch-size, got {args.batch_size}")
+    for warning in recipe_warnings(config) if rt.comm.is_main else ():
+        print(warning, file=sys.stderr)
 
 
 def claim_monitor_path(monitor_path: str, checkpoints: str, rt: Runtime) -> Optional[IO[str]]:
@@ -296,12 +306,14 @@ def build_datasets(args: argparse.Namespace, config: TrainConfig, rt: Runtime
     statistics (--recompute-bn)."""
     pipeline = dict(cli.pipeline_options(args, rt, None), channel_last=args.channel_last,
                     channels=4 if args.type_config == "half" else 3)
-    train_files = read_file_list(args.train_list, args.train_dir, args.num_classes)
+    train_files = read_file_list(args.train_list, args.train_dir, args.num_classes,
+                                 flag="--train-list")
     train = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed,
                          augmentation=config.augmentation, **pipeline)
     if args.val_interval <= 0:
         return train, None, None
-    val_files = read_file_list(args.val_list, args.val_dir, args.num_classes)
+    val_files = read_file_list(args.val_list, args.val_dir, args.num_classes,
+                               flag="--val-list")
     val = ImageBatches(val_files, args.batch_size, training=False, **pipeline)
     bn = None
     if args.recompute_bn:
@@ -333,7 +345,14 @@ def load_initial_weights(args: argparse.Namespace, rt: Runtime) -> None:
     """--model-load-path: every parameter, or all but the classifier with --finetune."""
     skip = [get_architecture(args.arch).classifier_scope] if args.finetune else []
     weights = open_weights(args.model_load_path, args.arch, not args.no_download, rt.comm)
-    note = weights.load_into(args.arch, skip)
+    try:
+        note = weights.load_into(args.arch, skip)
+    except WeightFileError as e:
+        found = None if args.finetune else weights.num_classes
+        if found is not None and found != args.num_classes:  # the classifier: --finetune
+            raise WeightFileError(f"{e}; its classifier has {found} classes: add --finetune to "
+                                  f"train a new one of --num-classes {args.num_classes}") from None
+        raise
     rt.log(f"loaded {args.model_load_path}" + (" (new classifier)" if skip else "")
            + (f"; {note}" if note else ""))
 

@@ -26,6 +26,8 @@ import sys
 from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+
 import nnabla as nn
 
 from models import build_network
@@ -105,7 +107,8 @@ def read_eval_set(args: argparse.Namespace, num_classes: int, rt: Runtime) -> Ev
     validate does), with the class mask and the ReaL labels."""
     listed = list_to_read(args, rt.log)
     if listed is not None:
-        files, tree, source = read_file_list(listed, args.val_dir, num_classes), None, listed
+        files = read_file_list(listed, args.val_dir, num_classes, flag="--val-list")
+        tree, source = None, listed
     else:
         tree = read_folder_tree(args.val_dir, num_classes, args.labels,
                                 rt.comm.is_main and not args.no_progress)
@@ -144,7 +147,7 @@ def read_recompute_list(args: argparse.Namespace, num_classes: int) -> FileList:
     if not os.path.exists(args.train_list):
         raise UsageError(f"--recompute-bn needs the training images: list file "
                          f"{args.train_list} (--train-list) not found")
-    return read_file_list(args.train_list, args.train_dir, num_classes)
+    return read_file_list(args.train_list, args.train_dir, num_classes, flag="--train-list")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

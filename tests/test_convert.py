@@ -194,3 +194,33 @@ def test_help_and_bad_flags(capsys):
         with pytest.raises(SystemExit) as e:
             convert("a.h5", "b.h5", *args)
         assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_output_that_is_not_a_parameter_file_is_refused_and_kept(resnet18_file, tmp_path,
+                                                                     capsys):
+    """`W out.nnp -m nhwc` replaced an existing NNP model with an HDF5 file still named .nnp,
+    status 0."""
+    model = tmp_path / "out.nnp"
+    model.write_bytes(b"PK\x03\x04 an NNP archive")
+    notes = tmp_path / "notes.h5"
+    notes.write_text("my notes\n")
+    keras = tmp_path / "keras.h5"
+    with h5py.File(keras, "w") as f:
+        f["dense/kernel"] = np.zeros(3)
+    cases = {
+        model: "must be named *.h5",
+        tmp_path / "new.onnx": "must be named *.h5",
+        notes: "exists and is not an NNabla parameter file; it is kept",
+        keras: "exists and is not an NNabla parameter file; it is kept",
+    }
+    for out, reason in cases.items():
+        before = out.read_bytes() if out.exists() else None
+        assert convert(resnet18_file, out, "-m", "nhwc") == USER_ERROR_STATUS
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}") \
+            and reason in lines[0], lines
+        assert (out.read_bytes() if out.exists() else None) == before
+    previous = tmp_path / "previous.H5"  # a parameter file is replaced, any case of .h5
+    assert convert(resnet18_file, previous, "-m", "nhwc") == 0
+    assert convert(resnet18_file, previous, "-m", "nhwc", "-3") == 0
+    assert weights.is_parameter_file(str(previous))

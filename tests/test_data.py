@@ -372,7 +372,7 @@ def test_list_file_errors_name_the_file_and_line(tmp_path, photos):
 
     with pytest.raises(DataError, match="image folder not found: .*nowhere"):
         read_file_list(str(tmp_path / "x"), str(tmp_path / "nowhere"))
-    with pytest.raises(DataError, match="list file not found: .*missing.txt"):
+    with pytest.raises(DataError, match="list file .*missing.txt not found"):
         read_file_list(str(tmp_path / "missing.txt"), root)
     with pytest.raises(DataError, match=r"bad.txt:2: cannot parse 'lonely.JPEG'"):
         read(f"{name} 0\nlonely.JPEG\n")

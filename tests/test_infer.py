@@ -134,5 +134,7 @@ def test_half_on_the_cpu_runs_float(caplog):
     runtime = setup_runtime(args)
     assert runtime.backend == "cpu" and runtime.data_device_id is None
     assert args.type_config == "float"
+    assert "context cpu" not in caplog.text  # held back until the run says something
+    runtime.log("the run's first line")
     assert "context cpu (float, device 0): auto: no usable GPU (CUDA extension or device " \
         "missing); -t half runs in float on the CPU" in caplog.text

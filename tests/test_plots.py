@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import plot_curves
+from utils.errors import run_simple
 from utils.evaluation import EvaluationResult, record
 from utils.monitor import MonitorSeries
 from utils.plots import CHARTS, chart_lines, plot_monitor, run_names
@@ -79,8 +80,8 @@ def test_missing_series_are_left_out_and_torn_lines_ignored(tmp_path):
 def test_nothing_to_plot_is_an_error(tmp_path, capsys):
     assert plot_curves.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: no loss or error series in {tmp_path}\n"
-    assert plot_curves.main([str(tmp_path / "nope")]) == 2
-    assert "no such monitor folder" in capsys.readouterr().err
+    assert run_simple(lambda: plot_curves.main([str(tmp_path / "nope")])) == 2
+    assert capsys.readouterr().err == f"error: monitor folder not found: {tmp_path / 'nope'}\n"
 
 
 def test_nnabla_cli_plot_series_reads_our_files(monitor, tmp_path):

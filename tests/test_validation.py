@@ -206,7 +206,8 @@ def test_missing_list_is_one_line(setup, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, weights, _ = setup
     assert run_main(validation.main, weights, "-a", "resnet18", "-V", tmp_path) == 2
-    assert error_lines(capsys.readouterr().err) == ["error: list file not found: val_label"]
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: list file val_label (--val-list) not found in {tmp_path}"]
 
 
 def test_default_list_is_found_beside_the_images(setup, tmp_path, capsys, monkeypatch):

@@ -26,6 +26,7 @@ from .errors import OutputError
 TEMPORARY_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 MEGABYTE = 1 << 20
+_MKSTEMP_RANDOM = 8  # characters tempfile.mkstemp puts between the prefix and the suffix
 WRITE_MARGIN = 1 << 16  # bytes of a file's structure beyond its arrays (zip, HDF5 headers)
 
 
@@ -50,6 +51,19 @@ def _naming(path: str, error: OSError) -> OutputError:
     return named
 
 
+def _temporary_prefix(folder: str, path: str, suffix: str) -> str:
+    """`.tmp-<name>.`, the name cut so that the temporary file's name (the prefix, mkstemp's 8
+    random characters, `suffix`) is no longer than the folder allows: an output name that
+    fits must not fail as "File name too long" for its temporary name."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    name = os.fsencode(os.path.basename(path))
+    room = limit - len(TEMPORARY_PREFIX) - 1 - _MKSTEMP_RANDOM - len(os.fsencode(suffix))
+    return f"{TEMPORARY_PREFIX}{os.fsdecode(name[:max(room, 0)])}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path to write; it replaces `path` when the block ends without error.
@@ -59,10 +73,10 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{os.path.basename(path)}.",
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(folder, path, suffix),
                                    suffix=suffix, dir=folder)
     except OSError as e:
-        existing = _nearest_existing(folder)
+        existing = nearest_existing(folder)
         if not os.path.isdir(existing):  # makedirs says "File exists", which misleads
             raise OutputError(f"cannot write {path}: {existing} is a file, not a folder") \
                 from None
@@ -125,7 +139,7 @@ def check_can_create(folder: str, what: str = "output folder") -> None:
     """Whether `folder` could be written to, creating nothing: it is a folder, or the nearest
     existing path above it is a writable folder (so that a run failing early leaves nothing).
     `check_writable` also writes a file there."""
-    existing = _nearest_existing(folder)
+    existing = nearest_existing(folder)
     if not os.path.isdir(existing):
         raise OutputError(f"cannot write to the {what} {folder}: {existing} is a file")
     if os.statvfs(existing).f_flag & os.ST_RDONLY:
@@ -135,7 +149,7 @@ def check_can_create(folder: str, what: str = "output folder") -> None:
         raise OutputError(f"cannot write to the {what} {folder}: {existing} is not writable")
 
 
-def _nearest_existing(path: str) -> str:
+def nearest_existing(path: str) -> str:
     """`path` (absolute) or the nearest path above it that exists."""
     existing = os.path.abspath(path)
     while not os.path.exists(existing):
@@ -147,7 +161,7 @@ def check_room_for(path: str, size: int, what: str) -> None:
     """Before writing `size` bytes to `path`: room on its disk (and a little for the file's
     own structure), so that a full disk stops the run before the write, with the files
     written so far intact. Measured where the folders `atomic_path` creates will be."""
-    check_room(_nearest_existing(os.path.dirname(os.path.abspath(path))), size,
+    check_room(nearest_existing(os.path.dirname(os.path.abspath(path))), size,
                size + WRITE_MARGIN, what)
 
 

@@ -9,6 +9,7 @@ and rank (see `utils.data.ImageBatches`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, List, Sequence, Tuple
 
@@ -99,7 +100,21 @@ def policy_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def apply_policy(images: Any, augmentation: Augmentation) -> Any:
-    """DALI's own implementation of the policy on a batch of uint8 HWC images."""
+    """DALI's own implementation of the policy on a batch of uint8 HWC images.
+
+    DALI's policies call its deprecated `fn.experimental.equalize` alias, which warns (three
+    lines, each time a pipeline is built: 2-4 times per epoch) about DALI's code, not ours;
+    DALI forces that warning on (`simplefilter("default")`), so it is caught, not filtered."""
+    with warnings.catch_warnings(record=True) as caught:
+        result = _dali_policy(images, augmentation)
+    for w in caught:
+        if not (issubclass(w.category, DeprecationWarning)
+                and "nvidia.dali.fn.experimental." in str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
+def _dali_policy(images: Any, augmentation: Augmentation) -> Any:
     from nvidia.dali.auto_aug import auto_augment, rand_augment, trivial_augment
 
     if augmentation.policy == "randaugment":

@@ -23,7 +23,7 @@ from models import (
 )
 
 from .context import CONTEXTS, TYPE_CONFIGS
-from .published import published
+from .published import did_you_mean, published
 from .watchdog import DEFAULT_HANG_TIMEOUT
 
 MEBIBYTE = 1 << 20
@@ -217,7 +217,7 @@ def parse_weight_file_args(parser: argparse.ArgumentParser,
     if args.arch is None:
         if known is None:
             parser.error("the following arguments are required: -a/--arch (only a published "
-                         "weight file's name tells its network)")
+                         f"weight file's name tells its network){did_you_mean(args.weights)}")
         args.arch = known.arch
     if getattr(args, "norm_config", "") is None:
         args.norm_config = known.norm if known else "default"

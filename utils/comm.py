@@ -18,6 +18,8 @@ from typing import Dict, List, Sequence
 import nnabla as nn
 import numpy as np
 
+from .native_stderr import drain
+
 # Environment variables that MPI launchers set in every rank (Open MPI, MPICH/Hydra, PMIx,
 # Slurm's PMI).
 _LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
@@ -133,7 +135,12 @@ class MpiCommunicator(Communicator):
 
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()
-        sys.stderr.flush()
+        drain()  # what this rank wrote must be through before the launcher stops reading
+        # MPICH's MPI_Abort prints "Abort(<code>) on node <rank> ...: application called
+        # MPI_Abort" on this rank's stderr, below the error this rank has just printed (which
+        # must stay the last line); the launcher's status still tells the code.
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 2)
         self._comm.Abort(code)
 
 

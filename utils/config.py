@@ -29,7 +29,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
@@ -280,6 +280,12 @@ def _parse_augmentation(section: Any) -> Augmentation:
             if not low <= values[key] <= high:
                 raise _Invalid(f"'augmentation.{key}' must be in {low}..{high}, got "
                                f"{values[key]}")
+            # Only RandAugment reads n and m. (A saved config holds the defaults whatever the
+            # policy, so those are accepted: they change nothing.)
+            policy = values.get("policy", OFFICIAL.policy)
+            if policy != "randaugment" and values[key] != getattr(OFFICIAL, key):
+                raise _Invalid(f"'augmentation.{key}' is a setting of policy randaugment; "
+                               f"policy {policy} ignores it: remove it or choose randaugment")
     return Augmentation(**values)
 
 
@@ -324,6 +330,26 @@ def _parse(data: Any, epochs_override: Optional[int]) -> Dict[str, Any]:
     return values
 
 
+def recipe_warnings(config: TrainConfig) -> List[str]:
+    """What in a valid recipe the run it drives will not do: a warm-up or a progressive
+    resizing that does not end within the run's epochs (meant, perhaps, in a run shortened
+    with --epochs to try a recipe out; said once, at the start)."""
+    warnings = []
+    epochs, where = config.epochs, config.source or "the config"
+    warmup = getattr(config.lr_scheduler.args, "warmup_epochs", 0)
+    if warmup >= epochs:
+        warnings.append(f"warning: {where}: the warm-up of {warmup} epochs covers the whole "
+                        f"run of {epochs}: the learning rate never leaves it")
+    resizing = config.progressive_resizing
+    if resizing is not None and resizing.end_epoch >= epochs and \
+            resizing.resolution(epochs - 1) != resizing.resolution(resizing.end_epoch):
+        warnings.append(f"warning: {where}: progressive resizing reaches "
+                        f"{resizing.resolution(resizing.end_epoch)} px at "
+                        f"epoch {resizing.end_epoch}, after the run's last epoch "
+                        f"({epochs - 1}), which trains at {resizing.resolution(epochs - 1)} px")
+    return warnings
+
+
 def _read_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as stream:
@@ -366,4 +392,4 @@ def save_config(config: TrainConfig, path: PathLike) -> None:
     atomic_write_text(path, text)
 
 
-__all__ = ["ConfigError", "TrainConfig", "load_config", "save_config"]
+__all__ = ["ConfigError", "TrainConfig", "load_config", "recipe_warnings", "save_config"]

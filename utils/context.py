@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from nnabla.ext_utils import get_extension_context
 
+from .startup import quiet_nnabla_info
+
 CONTEXTS = ("auto", "cpu", "cuda", "cudnn")
 TYPE_CONFIGS = ("float", "half")
 
 
 def gpu_available() -> bool:
     try:
-        import nnabla_ext.cuda as cuda
+        with quiet_nnabla_info():  # "Initializing CUDA extension...", as NNabla's own
+            import nnabla_ext.cuda as cuda
     except ImportError:
         return False
     try:

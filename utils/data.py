@@ -42,9 +42,10 @@ import numpy as np
 from models import DEFAULT_CROP_PCT, NORMALIZATIONS
 
 from .augmentation import OFFICIAL, Augmentation, apply_policy, augmentation_plan, policy_seed
-from .errors import DataError
+from .errors import DataError, UsageError
 from .file_list import FileList
 from .image_probe import probe_image, verify_image
+from .native_stderr import filter_decoder_errors
 
 # Tag keeping the shuffle's random stream apart from the augmentation's.
 _SHUFFLE_STREAM = 0x5155
@@ -180,6 +181,50 @@ def _check_options(files: FileList, batch_size: int, rank: int, num_ranks: int,
         raise ValueError(f"dtype must be float32 or float16, got {np.dtype(dtype)}")
 
 
+GIBIBYTE = 1 << 30
+
+
+def available_memory() -> Optional[int]:
+    """Bytes this process can still allocate: the system's available memory, or less under
+    a container's (cgroup) limit; None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit) as f, open(usage) as g:
+                found.append(int(f.read()) - int(g.read()))  # "max" (no limit): ValueError
+        except (OSError, ValueError):
+            pass
+    return min(found) if found else None
+
+
+def pipeline_bytes(batch_size: int, spatial_size: Tuple[int, int], channels: int,
+                   itemsize: int, prefetch: int, resized: Optional[Tuple[int, int]]) -> int:
+    """A lower bound of the memory the pipeline's pixels take: for each batch in flight, the
+    resized images (uint8 RGB; validation resizes to cover `resized` before its crop) and
+    the output. Decoded originals and the network come on top."""
+    h, w = spatial_size
+    rh, rw = resized or spatial_size
+    return batch_size * max(prefetch, 1) * (rh * rw * 3 + h * w * channels * itemsize)
+
+
+def check_batch_fits(need: int, available: Optional[int], what: str, remedy: str) -> None:
+    """Refuse, before any work, a batch whose pixels alone exceed the memory there is (DALI
+    ended with std::bad_alloc and a traceback)."""
+    if available is not None and need > available:
+        raise UsageError(f"{what} need at least {need / GIBIBYTE:.1f} GiB in the input "
+                         f"pipeline, more than the {max(available, 0) / GIBIBYTE:.1f} GiB of "
+                         f"memory available: {remedy}")
+
+
 @dataclass
 class _Planned:
     """What the external source fed for one batch, waiting for DALI's output."""
@@ -262,6 +307,21 @@ class ImageBatches:
         self._inflight: Deque[_Planned] = collections.deque()
         self._orders: Dict[int, np.ndarray] = {}
         self._fingerprint: Optional[str] = None
+        if device_id is None:  # (on a GPU the pixels are in its memory)
+            self._check_memory()
+
+    def _check_memory(self) -> None:
+        resized = None if self.training else validation_resize(self.spatial_size,
+                                                                self.crop_pct)
+        need = pipeline_bytes(self.batch_size, self.spatial_size, self.channels,
+                              self.dtype.itemsize, self.prefetch, resized)
+        h, w = self.spatial_size
+        what = f"{self.batch_size} image(s) at {h}x{w}" + (
+            "" if resized is None else
+            f", resized to {resized[0]}x{resized[1]} for the crop of --crop-pct "
+            f"{self.crop_pct:g},")
+        check_batch_fits(need, available_memory(), what, "lower --spatial-size or -b" + (
+            "" if resized is None else ", or raise --crop-pct"))
 
     # ------------------------------------------------------------------ public interface
 
@@ -415,6 +475,7 @@ class ImageBatches:
     def _build_pipeline(self, seed: int) -> Any:
         from nvidia.dali import pipeline_def
 
+        filter_decoder_errors()  # a broken image is named by our line, not DALI's
         # pipeline_def rather than Pipeline: the policies' operators need its conditionals.
         pipe = pipeline_def(self._graph, batch_size=self.batch_size,
                             num_threads=self.num_threads, device_id=self.device_id, seed=seed,

@@ -14,9 +14,11 @@ import http.client
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Optional
 
+from .atomic import check_can_create
 from .errors import UserError
 from .published import BASE_URL, published
 
@@ -25,8 +27,11 @@ if TYPE_CHECKING:  # (utils.comm loads NNabla)
 
 CACHE_ENV = "NNABLA_IMAGENET_CACHE"
 URL_ENV = "NNABLA_IMAGENET_WEIGHTS_URL"
+TIMEOUT_ENV = "NNABLA_IMAGENET_DOWNLOAD_TIMEOUT"
 CHUNK = 1 << 20
-TIMEOUT = 60  # seconds without data before a download is given up (and can be resumed)
+# Seconds without an answer or data before a download is given up (and can be resumed):
+# a server that accepts and never answers held the user a minute in silence.
+DEFAULT_TIMEOUT = 30.0
 
 
 class DownloadError(UserError, OSError):
@@ -35,6 +40,19 @@ class DownloadError(UserError, OSError):
 
 def cache_dir() -> str:
     return os.path.expanduser(os.environ.get(CACHE_ENV) or "~/.cache/nnabla-imagenet")
+
+
+def download_timeout() -> float:
+    """Seconds to wait for the server: $NNABLA_IMAGENET_DOWNLOAD_TIMEOUT (for slow links), or
+    DEFAULT_TIMEOUT."""
+    text = os.environ.get(TIMEOUT_ENV) or str(DEFAULT_TIMEOUT)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise DownloadError(f"${TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def base_url() -> str:
@@ -73,11 +91,14 @@ def fetch(url: str, destination: str) -> None:
     from tqdm import tqdm
 
     partial = destination + ".part"
-    os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)
+    folder = os.path.dirname(destination) or "."
+    check_can_create(folder, f"weight cache (${CACHE_ENV})")
+    os.makedirs(folder, exist_ok=True)
     have = os.path.getsize(partial) if os.path.isfile(partial) else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    timeout = download_timeout()
     try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT)
+        response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the range is past the end: start again
             os.remove(partial)
@@ -85,6 +106,12 @@ def fetch(url: str, destination: str) -> None:
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
+        if isinstance(reason, TimeoutError):  # (socket.timeout is one)
+            host = urllib.parse.urlsplit(url).netloc
+            raise DownloadError(f"cannot download {url}: {host} did not answer within "
+                                f"{timeout:g} s (set ${TIMEOUT_ENV} for a slow link, or "
+                                f"${URL_ENV} to a mirror; or put the file in {destination} "
+                                "yourself)") from None
         raise DownloadError(f"cannot download {url} ({reason}); put the file in {destination} "
                             f"yourself, or set {URL_ENV} to a mirror") from None
     with response:

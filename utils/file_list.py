@@ -56,13 +56,17 @@ def is_class_id(text: str) -> bool:
     return re.fullmatch(r"[0-9]+", text) is not None
 
 
-def check_readable(path: str, what: str) -> None:
+def check_readable(path: str, what: str, flag: str = "") -> None:
     """Refuse a path that cannot be read as the `what` file, saying what it is instead; a pipe
-    (`<(head train_label)`) or any other readable non-folder is accepted."""
+    (`<(head train_label)`) or any other readable non-folder is accepted. A missing file is
+    named with the flag that gives it and, for a relative path, the folder it was looked for
+    in (a default such as train_label is looked for in the current folder)."""
     if os.path.isdir(path):
         raise DataError(f"{what} {path} is a folder; expected a file")
     if not os.path.exists(path):
-        raise DataError(f"{what} not found: {path}")
+        given = f" ({flag})" if flag else ""
+        where = "" if os.path.isabs(path) else f" in {os.getcwd()}"
+        raise DataError(f"{what} {path}{given} not found{where}")
 
 
 @contextmanager
@@ -87,16 +91,18 @@ def check_folder(path: str, what: str) -> None:
 
 
 def read_file_list(
-    list_file: str, root: str, num_classes: Optional[int] = None, check_files: bool = True
+    list_file: str, root: str, num_classes: Optional[int] = None, check_files: bool = True,
+    flag: str = "",
 ) -> FileList:
     """Parse and check a list file before anything expensive starts.
 
     Raises DataError naming the list file and line for a line that does not parse, a class id
     outside 0..num_classes-1 or a listed image that does not exist (the first one, with a count
-    of the others), and naming the folder or list file when either is missing.
+    of the others), and naming the folder or list file (with its `flag`) when either is
+    missing.
     """
     check_folder(root, "image folder")
-    check_readable(list_file, "list file")
+    check_readable(list_file, "list file", flag)
     paths: List[str] = []
     labels: List[int] = []
     lines: List[int] = []
@@ -148,6 +154,13 @@ def _check_listed_files_exist(files: FileList) -> None:
         )
 
 
+def check_listable(path: str) -> None:
+    """Refuse an image whose name holds a line break: a list file has one image per line, so
+    the list written would not read back (the image would be lost, or a line fail to
+    parse)."""
+    if "\n" in path or "\r" in path:
+        raise DataError(f"{path!r}: a file name with a line break cannot be written to a "
+                        "list file; rename the file")
 
 
 def format_file_list(paths: Sequence[str], labels: Iterable[int]) -> str:
@@ -166,7 +179,8 @@ def write_csv(path: str, rows: Iterable[Sequence[object]]) -> None:
 
 
 def read_id_csv(path: str) -> List[str]:
-    """A `<id>,<value>` csv (label_wordnetid.csv, label_words.csv) as a list indexed by id."""
+    """A `<id>,<value>` csv (label_wordnetid.csv, label_words.csv) as a list indexed by id;
+    the value is everything after the first comma."""
     check_readable(path, "csv file")
     values: Dict[int, str] = {}
     lines: Dict[int, int] = {}  # id -> the line that gave it, to name a repeated id
@@ -180,7 +194,9 @@ def read_id_csv(path: str) -> List[str]:
             if key in values:  # the later name would silently replace the earlier one
                 raise DataError(f"{path}:{number}: id {key} given again (first on line "
                                 f"{lines[key]})")
-            values[key], lines[key] = row[1].strip(), number
+            # The value is the rest of the line: a name with an unquoted comma ("bag, large";
+            # the official files quote such names, users' files often do not) is whole.
+            values[key], lines[key] = ",".join(row[1:]).strip(), number
     if sorted(values) != list(range(len(values))):
         raise DataError(f"{path}: ids must be 0..{len(values) - 1} without gaps")
     return [values[i] for i in range(len(values))]

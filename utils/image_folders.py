@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import DataError
-from .file_list import check_folder, is_class_id
+from .file_list import check_folder, check_listable, is_class_id
 
 # Extensions DALI's image decoder reads; anything else in a data folder is skipped and counted.
 IMAGE_EXTENSIONS = frozenset(
@@ -126,6 +126,7 @@ def scan_class_folders(root: str, progress: bool = True,
             rel = os.path.relpath(folder, root).replace(os.sep, "/")
             for f in sorted(files):
                 if is_image_name(f):
+                    check_listable(os.path.join(folder, f))
                     paths.append(f"{rel}/{f}")
                     found += 1
                 else:
@@ -163,4 +164,6 @@ def scan_flat_folder(root: str) -> Tuple[List[str], int]:
     check_folder(root, "folder")
     names = sorted(e.name for e in os.scandir(root) if e.is_file())
     images = [n for n in names if is_image_name(n)]
+    for name in images:
+        check_listable(os.path.join(root, name))
     return images, len(names) - len(images)

@@ -103,16 +103,18 @@ def probe_image(data: bytes) -> Tuple[str, int, int]:
 
 def verify_image(path: str) -> Optional[str]:
     """None if the file fully decodes (Pillow) in a format DALI reads, else the reason."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with open(path, "rb") as f:
             data = f.read()
-        probe_image(data)
+        fmt = probe_image(data)[0]
         with Image.open(io.BytesIO(data)) as img:
             img.load()
     except DataError as e:
         return str(e)
+    except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+        return f"damaged {fmt} data: no decoder recognises it"
     except Exception as e:  # Pillow raises many types for broken data
         return f"{type(e).__name__}: {e}"
     return None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import shutil
 import sys
@@ -28,14 +27,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import nnabla as nn
 import nnabla.functions as F
 import numpy as np
-from nnabla.logger import logger
 from nnabla.utils.nnp_graph import NnpLoader
 from nnabla.utils.save import save
 
 from models import NORMALIZATIONS, build_network
 
-from .atomic import atomic_path
+from .atomic import atomic_path, nearest_existing
 from .errors import UserError
+from .startup import quiet_nnabla_info
 from .weights import WeightFile
 
 # The opsets nnabla-converter 1.39.0 implements; it silently writes opset 7 for any other.
@@ -131,6 +130,9 @@ def output_format(path: str) -> Format:
                           f"use {' or '.join(FORMATS)}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
+        existing = nearest_existing(folder)
+        if not os.path.isdir(existing):
+            raise ExportError(f"{path}: {existing} is a file, not a folder")
         raise ExportError(f"{path}: output folder {folder} does not exist")
     return FORMATS[ext]
 
@@ -179,13 +181,8 @@ def sample_images(shape: Sequence[int], seed: int = DEFAULT_SEED) -> np.ndarray:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Hide NNabla's save and converter chatter (it names the temporary files)."""
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
+    with quiet_nnabla_info(), contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def save_nnp(graph: InferenceGraph, path: str) -> None:

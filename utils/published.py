@@ -8,6 +8,7 @@ table is tested against this list.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -91,11 +92,37 @@ def published(path: str) -> Optional[PublishedWeights]:
     return PUBLISHED.get(os.path.basename(path))
 
 
+def resembling(path: str) -> Optional[str]:
+    """The published file name that `path`'s name looks like a misspelling of, or None."""
+    name = os.path.basename(path)
+    if name in PUBLISHED:
+        return None
+    close = difflib.get_close_matches(name, PUBLISHED, n=5, cutoff=0.85)
+    # Of equally close names, the one that shares the longest start: the network is seldom
+    # what is misspelt (efficientnet_b0_nhwc_cos350.h5 is b0's cos340, not b3's cos350).
+    close = sorted(close, key=lambda f: -len(os.path.commonprefix([f, name])))[:1]
+    if not close:  # case and separators: rn50_NHWC_cos90.h5
+        canonical = {_canonical(f): f for f in PUBLISHED}
+        close = [canonical[_canonical(name)]] if _canonical(name) in canonical else []
+    return close[0] if close else None
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def did_you_mean(path: str) -> str:
+    """'; did you mean the published <name>?' for a misspelt published name, else ''."""
+    close = resembling(path)
+    return f"; did you mean the published {close}?" if close else ""
+
+
 def where_to_get(path: str) -> str:
-    """For a missing file: where to download it, when it is a published one ('' if not)."""
+    """For a missing file: where to download it, when it is a published one, or the published
+    name it resembles ('' if neither)."""
     known = published(path)
     return (f"; it is published: download {known.url}, or give just its name to have it "
-            "downloaded into the cache" if known else "")
+            "downloaded into the cache" if known else did_you_mean(path))
 
 
 def arch_hint(path: str, arch: str) -> str:

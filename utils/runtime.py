@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
 
 import nnabla as nn
 from nnabla.logger import logger
@@ -48,6 +48,8 @@ class Runtime:
     backend: str  # "cpu", "cuda" or "cudnn"
     comm: Communicator
     device_id: int
+    # Lines held back until the run says something else (see `log`).
+    pending: List[str] = field(default_factory=list)
 
     @property
     def data_device_id(self) -> Optional[int]:
@@ -55,9 +57,17 @@ class Runtime:
         return None if self.backend == "cpu" else self.device_id
 
     def log(self, message: str) -> None:
-        """Log once per job (rank 0)."""
+        """Log once per job (rank 0), after the start-up lines held back so far."""
         if self.comm.is_main:
+            for line in self.pending:
+                logger.info(line)
             logger.info(message)
+        self.pending.clear()
+
+    def log_later(self, message: str) -> None:
+        """Log with the next `log`: a start-up detail (the context chosen) that would
+        otherwise stand above a one-line error in what the user gave, found before any work."""
+        self.pending.append(message)
 
 
 def setup_runtime(args: argparse.Namespace) -> Runtime:
@@ -84,7 +94,7 @@ def setup_runtime(args: argparse.Namespace) -> Runtime:
     if comm.size > 1:
         sys.excepthook = _abort_job
     rt = Runtime(ctx, float_context(ctx), backend, comm, device_id)
-    rt.log(why + (f"; {comm.size} ranks" if comm.size > 1 else ""))
+    rt.log_later(why + (f"; {comm.size} ranks" if comm.size > 1 else ""))
     return rt
 
 
@@ -135,6 +145,8 @@ def _close_progress_bars() -> None:
 def _fail(message: str, status: int) -> int:
     _close_progress_bars()
     prefix = f"[rank {_active_comm.rank}] " if _active_comm.size > 1 else ""
+    if _active_comm.rank > 0:  # rank 0's progress bar may be mid-line on the same stderr
+        prefix = "\n" + prefix
     sys.stderr.write(f"{prefix}{message}\n")
     sys.stderr.flush()
     if _active_comm.size > 1:

@@ -37,7 +37,7 @@ from .comm import Communicator
 from .config import TrainConfig
 from .data import ImageBatches
 from .ema import WeightEma
-from .errors import TrainingDiverged
+from .errors import TrainingDiverged, UsageError
 from .losses import classification_loss, top_n_error_count
 from .lr_schedules import solver_learning_rate
 from .optim import MomentumSolver
@@ -114,7 +114,42 @@ def build_training_graph(arch: str, image_shape: Tuple[int, ...], num_classes: i
         loss = classification_loss(logits, target, config.label_smoothing, weight=mask)
         error = top_n_error_count(logits, label, n=1, weight=mask)
     loss.persistent = error.persistent = True
+    check_batch_norm_sizes(batch_norm_inputs(loss), image_shape, channel_last)
     return TrainingGraph(image, label, mask, logits, loss, error, mixing)
+
+
+BATCH_NORMS = ("BatchNormalization", "FusedBatchNormalization")
+
+
+def batch_norm_inputs(output: nn.Variable) -> List[Tuple[str, Tuple[int, ...], List[int]]]:
+    """(layer, input shape, channel axes) of every batch-norm in the graph of `output`."""
+    names = {v: name for name, v in nn.get_parameters(grad_only=False).items()}
+    found = []
+
+    def visit(f: Any) -> None:
+        if f.info.type_name in BATCH_NORMS:
+            beta = names.get(f.inputs[1], "?")
+            found.append((beta.rsplit("/", 1)[0], tuple(f.inputs[0].shape),
+                          list(f.info.args["axes"])))
+
+    output.visit(visit)
+    return found
+
+
+def check_batch_norm_sizes(layers: List[Tuple[str, Tuple[int, ...], List[int]]],
+                           image_shape: Tuple[int, ...], channel_last: bool) -> None:
+    """Refuse a batch-norm that would normalise a single value per channel (batch 1 at a 1x1
+    feature map): its variance is 0, the running variance's unbiased update divides by 0,
+    and the run stopped as "diverged; train with a lower learning rate"."""
+    for name, shape, axes in layers:
+        if int(np.prod([n for i, n in enumerate(shape) if i not in axes])) <= 1:
+            h, w = image_shape[1:3] if channel_last else image_shape[2:4]
+            spatial = "x".join(str(n) for i, n in enumerate(shape) if i and i not in axes)
+            there = f", a {spatial} map there" if spatial else ""
+            raise UsageError(
+                f"batch-norm layer '{name}' would normalise a single value per channel (batch "
+                f"{shape[0]}{there}, at a {h}x{w} input): train with a batch (-b) of 2 or "
+                "more, or a larger input size")
 
 
 def update_group(iteration: int, iterations: int, steps: int) -> Tuple[bool, bool, int]:

@@ -11,6 +11,7 @@ the network (layout, input channels, classes).
 from __future__ import annotations
 
 import os
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Iterable, Mapping, Optional, Tuple
@@ -85,9 +86,9 @@ def read_parameters(path: str) -> ParameterDict:
     except WeightFileError:
         raise
     except (OSError, KeyError, ValueError) as e:
-        raise WeightFileError(
-            f"{path}: not a readable NNabla parameter file (truncated or not HDF5: {e})"
-        ) from None
+        what = _what_else(path) or ("not a readable NNabla parameter file (truncated or not "
+                                    f"HDF5: {e})")
+        raise WeightFileError(f"{path}: {what}") from None
     if not records:
         raise WeightFileError(f"{path}: the file holds no parameters")
     records.sort(key=lambda r: r[0])
@@ -97,6 +98,36 @@ def read_parameters(path: str) -> ParameterDict:
     )
     _check_finite(path, params)
     return params
+
+
+def _what_else(path: str) -> Optional[str]:
+    """What a file given for a weight file is instead, with the script that takes it, for
+    the files this project writes besides weight files (they are zip archives, and were
+    called truncated); None for anything else."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(n.endswith(".nntxt") for n in names):
+        return ("an NNP model (export.py writes them for NNabla's runtimes), not a weight "
+                "file: give the .h5 it was exported from")
+    if any(n.startswith(("param/", "meta")) for n in names):
+        return ("a training checkpoint, not a weight file: train.py resumes from it (the same "
+                "command, the same -m); the run's weight files are its param_NNN.h5")
+    return None
+
+
+def is_parameter_file(path: str) -> bool:
+    """Whether `path` is an NNabla parameter file (HDF5 whose every dataset has an index),
+    read without loading its arrays: one that may be replaced by another."""
+    try:
+        with h5py.File(path, "r") as f:
+            found = []
+            f.visititems(lambda _, obj: found.append("index" in obj.attrs)
+                         if isinstance(obj, h5py.Dataset) else None)
+    except (OSError, ValueError):
+        return False
+    return bool(found) and all(found)
 
 
 def _check_finite(path: str, params: ParameterDict) -> None:
