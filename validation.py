@@ -24,6 +24,7 @@ import nnabla as nn
 from models import build_network
 from utils import cli
 from utils.atomic import check_can_create
+from utils.batch_grid import VAL_BATCH_PNG, save_first_batch
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.download import resolve_weights
@@ -119,6 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
            f"{batch_size}, {height}x{width}, norm {args.norm_config}")
     counts = ClassCounts.empty(num_classes)
     with batches:
+        if comm.is_main:  # the first batch as the network receives it
+            save_first_batch(batches, names, os.path.join(args.monitor_path, VAL_BATCH_PNG))
         result = evaluate(graph, batches, comm, progress=not args.no_progress,
                           per_class=counts)
     if comm.is_main:  # the result first: a folder that fails now loses nothing

@@ -20,6 +20,8 @@ from models import NORMALIZATIONS
 
 from .atomic import atomic_path
 
+TRAIN_BATCH_PNG = "train_batch.png"
+VAL_BATCH_PNG = "val_batch.png"
 MAX_TILES = 64  # of a batch: 8 x 8 tiles
 MIN_TILE_SIDE = 96  # pixels: a smaller input is enlarged by a whole factor (28 px: x4)
 CAPTION_LINES = 2

@@ -16,15 +16,13 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
-from .batch_grid import Grid, save_png
+from .batch_grid import TRAIN_BATCH_PNG, Grid, save_png
 from .evaluation import EvaluationResult, record
 from .monitor import QUANTITIES, VALIDATION, VALIDATION_EMA, TrainingMonitors
 from .per_class import ClassCounts, confusion_figure
 from .tensorboard import TensorBoard, figure_pixels, flatten
 
 POINTS_PER_EPOCH = 100  # of the curves within the epoch, by default
-TRAIN_BATCH_PNG = "train_batch.png"
-VAL_BATCH_PNG = "val_batch.png"
 # TensorBoard tags of the validation parts' quantities: validation/top1_error, ...
 PART_TAGS = {VALIDATION: "validation", VALIDATION_EMA: "validation_ema"}
 
