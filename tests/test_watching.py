@@ -183,7 +183,7 @@ def test_a_resumed_run_continues_the_same_curves(inputs, runs):
         assert (runs["resumed"] / f"{name}.series.txt").read_text() == \
             (runs["reference"] / f"{name}.series.txt").read_text()
     # Given more epochs, it goes on from where it ended.
-    extended = inputs / "runs" / "extended"
+    extended = inputs / "extended"
     shutil.copytree(runs["reference"], extended)
     result = train(*train_args(inputs, extended, *runs["extra"], epochs=3))
     assert "extending 2 -> 3 epochs" in result.stderr
@@ -202,23 +202,25 @@ def test_text_images_and_hyper_parameters_are_written(runs):
     written = np.asarray(Image.open(runs["reference"] / TRAIN_BATCH_PNG).convert("RGB"))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), written)
     assert {"run/arguments/text_summary", "run/config/text_summary"} <= set(tags["tensors"])
-    text = events.Tensors("run/arguments/text_summary")[0].string_val[0].decode()
+    text = events.Tensors("run/arguments/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "arch=mobilenet_v3_small" in text and "log_interval=2" in text
     assert "_hparams_/session_start_info" in events.summary_metadata
 
 
 @pytest.mark.slow
-def test_the_tensorboard_server_shows_the_runs(runs):
+def test_the_tensorboard_server_shows_the_runs(runs, tmp_path):
     """The real server on 127.0.0.1 over the parent folder: both runs, their scalars and the
     HParams view with the final validation errors."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     parent = runs["reference"].parent
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(parent),
-         "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "tensorboard.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(parent),
+             "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
+            stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
     def get(path: str, body: object = None) -> object:
@@ -232,7 +234,7 @@ def test_the_tensorboard_server_shows_the_runs(runs):
         deadline = time.monotonic() + 90
         runs_seen: object = []
         while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read().decode()
+            assert server.poll() is None, log.read_text()
             try:
                 runs_seen = get("/data/runs")
                 if len(runs_seen) == 2:
