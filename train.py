@@ -45,9 +45,9 @@ from utils.config import TrainConfig, load_config, save_config
 from utils.data import ImageBatches
 from utils.download import resolve_weights
 from utils.ema import WeightEma
-from utils.errors import UsageError
+from utils.errors import DataError, UsageError
 from utils.evaluation import EvaluationGraph, build_evaluation_graph, evaluate
-from utils.file_list import read_file_list
+from utils.file_list import read_file_list, read_id_csv
 from utils.imagenet import class_names
 from utils.lr_schedules import LearningRateSchedule, build_schedule
 from utils.monitor import VALIDATION, VALIDATION_EMA, TrainingMonitors
@@ -420,13 +420,19 @@ def write_run_description(path: str, args: argparse.Namespace, config: TrainConf
 
 
 def training_class_names(args: argparse.Namespace) -> List[Optional[str]]:
-    """--labels, else label_words.csv beside the training list (create_input_files.py writes
-    it there), else ImageNet's names for 1000 classes, else none."""
-    labels = args.labels
+    """--labels (checked), else label_words.csv beside the training list when it names
+    --num-classes classes (create_input_files.py writes it there), else ImageNet's names for
+    1000 classes, else none."""
+    if args.labels is not None:
+        return class_names(args.labels, args.num_classes)
     beside = os.path.join(os.path.dirname(os.path.abspath(args.train_list)), "label_words.csv")
-    if labels is None and os.path.exists(beside):
-        labels = beside
-    return class_names(labels, args.num_classes)
+    try:
+        names = read_id_csv(beside) if os.path.exists(beside) else []
+    except DataError:  # (not asked for: the ids will do)
+        names = []
+    if len(names) == args.num_classes:
+        return list(names)
+    return class_names(None, args.num_classes)
 
 
 def metric_tags(validating: bool, ema: bool) -> List[str]:

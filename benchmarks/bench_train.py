@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import nnabla as nn
 import nnabla.functions as F
@@ -55,13 +55,13 @@ def write_train_list(path: Path, count: int) -> None:
 
 
 def train_rate(arch: str, batch: int, size: int, train_list: Path, monitor: Path,
-               threads: int, ranks: int = 1) -> float:
-    """Global images/s of train.py's second epoch."""
+               threads: int, ranks: int = 1, extra: Sequence[str] = ()) -> float:
+    """Global images/s of train.py's second epoch (`extra`: more flags)."""
     command = [sys.executable, str(REPO / "train.py"), "-a", arch, "-b", str(batch),
                "--spatial-size", str(size), "-C", str(REPO / "cfg" / "quickstart.yaml"),
                "-e", "2", "-T", str(DEMO_TRAIN), "--train-list", str(train_list),
                "--num-classes", "10", "-v", "0", "-s", "1000", "--keep-checkpoints", "1",
-               "--dali-num-threads", str(threads), "-m", str(monitor)]
+               "--dali-num-threads", str(threads), "-m", str(monitor), *extra]
     if ranks > 1:
         command = [str(Path(sys.executable).parent / "mpirun"), "-n", str(ranks), *command]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True,

@@ -14,8 +14,12 @@ import json
 import os
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Dict, List
 
@@ -62,7 +66,7 @@ def readme_commands() -> List[str]:
         if current.endswith("\\"):
             current = current[:-1].strip()
             continue
-        if re.match(r"(python|mpirun|bash) ", current):
+        if re.match(r"(python|mpirun|bash|tensorboard) ", current):
             commands.append(current)
         current = ""
     return commands
@@ -94,6 +98,10 @@ def test_readme_command_parses(command, capsys):
     argv = shlex.split(command)
     if argv[0] == "bash":
         assert (REPO / argv[1]).is_file(), command
+        return
+    if argv[0] == "tensorboard":  # installed by scripts/setup.sh --tensorboard (and --dev)
+        assert argv[1] == "--logdir" and len(argv) == 3, command
+        assert (Path(sys.executable).parent / "tensorboard").is_file(), command
         return
     script, args = script_of(argv), argv[argv.index("python") + 2:]
     assert script.endswith(".py") and (REPO / script).is_file(), command
@@ -255,6 +263,50 @@ def check_plot_curves(argv, result, box):
             assert img.format == "PNG" and img.width > 100
 
 
+def check_tensorboard(argv: List[str], box: Sandbox) -> None:
+    """The server on 127.0.0.1 (a free port appended) shows the runs' scalars; stopped after.
+    A parent folder of runs (`runs/`) is made of the runs trained so far."""
+    logdir = box.root / argv[2]
+    if not logdir.exists() and argv[2].startswith("tmp.monitor."):
+        box.monitors[0].rename(logdir)  # the main training run's folder, as plot_curves
+        box.monitors[0] = logdir
+    if not logdir.exists():
+        for monitor in box.monitors:
+            shutil.copytree(monitor / "tensorboard", logdir / monitor.name / "tensorboard")
+    expected = ["tensorboard"] if (logdir / "tensorboard").is_dir() else \
+        sorted(f"{m.name}/tensorboard" for m in box.monitors)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PATH": f"{box.root / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    log = box.root / f"tensorboard-{port}.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([*argv, "--host", "127.0.0.1", "--port", str(port)],
+                                  cwd=box.root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/data"
+    try:
+        deadline, runs = time.monotonic() + 120, []
+        while sorted(runs) != expected and time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"{base}/runs", timeout=10) as response:
+                    runs = json.loads(response.read())
+            except OSError:
+                time.sleep(0.5)
+        assert sorted(runs) == expected, log.read_text()
+        for run in runs:
+            with urllib.request.urlopen(f"{base}/plugin/scalars/scalars?run={run}"
+                                        "&tag=epoch/train_loss", timeout=10) as response:
+                assert len(json.loads(response.read())) >= 1, run
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 CHECKS = {
     "scripts/setup.sh": check_setup,
     "scripts/quickstart.sh": check_quickstart,
@@ -273,6 +325,9 @@ def test_readme_command_runs(command, sandbox):
     if command in NOT_RUN_HERE:
         pytest.skip(f"not run here: {NOT_RUN_HERE[command]}")
     argv = shlex.split(command)
+    if argv[0] == "tensorboard":
+        check_tensorboard(argv, sandbox)
+        return
     script = script_of(argv)
     assert script in CHECKS, f"no check for {script}: add one so that {command!r} is tested"
     if script == "plot_curves.py" and not (sandbox.root / argv[2]).exists():
