@@ -15,11 +15,8 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Dict, List
 
@@ -28,6 +25,7 @@ import pytest
 import readme_sandbox
 from markdown_links import broken_links
 from PIL import Image
+from tensorboard_server import tensorboard
 
 from models.registry import get_architecture
 from utils.context import gpu_available
@@ -275,36 +273,12 @@ def check_tensorboard(argv: List[str], box: Sandbox) -> None:
             shutil.copytree(monitor / "tensorboard", logdir / monitor.name / "tensorboard")
     expected = ["tensorboard"] if (logdir / "tensorboard").is_dir() else \
         sorted(f"{m.name}/tensorboard" for m in box.monitors)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "PATH": f"{box.root / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    log = box.root / f"tensorboard-{port}.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([*argv, "--host", "127.0.0.1", "--port", str(port)],
-                                  cwd=box.root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/data"
-    try:
-        deadline, runs = time.monotonic() + 120, []
-        while sorted(runs) != expected and time.monotonic() < deadline:
-            assert server.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"{base}/runs", timeout=10) as response:
-                    runs = json.loads(response.read())
-            except OSError:
-                time.sleep(0.5)
-        assert sorted(runs) == expected, log.read_text()
+    with tensorboard(argv, box.root / "tensorboard.log", box.root, env) as server:
+        runs = server.runs(expected)
+        assert sorted(runs) == expected, server.log.read_text()
         for run in runs:
-            with urllib.request.urlopen(f"{base}/plugin/scalars/scalars?run={run}"
-                                        "&tag=epoch/train_loss", timeout=10) as response:
-                assert len(json.loads(response.read())) >= 1, run
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            assert server.get(f"/data/plugin/scalars/scalars?run={run}&tag=epoch/train_loss")
 
 
 CHECKS = {

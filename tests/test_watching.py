@@ -13,11 +13,8 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -26,6 +23,7 @@ import pytest
 from data_fixtures import host_images, load_images
 from eval_fixtures import run_script
 from PIL import Image
+from tensorboard_server import tensorboard
 
 from models import NORMALIZATIONS
 from utils.batch_grid import (
@@ -211,69 +209,35 @@ def test_text_images_and_hyper_parameters_are_written(runs):
 def test_the_tensorboard_server_shows_the_runs(runs, tmp_path):
     """The real server on 127.0.0.1 over the parent folder: both runs, their scalars and the
     HParams view with the final validation errors."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     parent = runs["reference"].parent
-    log = tmp_path / "tensorboard.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(parent),
-             "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
-            stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def get(path: str, body: object = None) -> object:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(base + path, data=data,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    try:
-        deadline = time.monotonic() + 90
-        runs_seen: object = []
-        while time.monotonic() < deadline:
-            assert server.poll() is None, log.read_text()
-            try:
-                runs_seen = get("/data/runs")
-                if len(runs_seen) == 2:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        assert sorted(runs_seen) == ["reference/tensorboard", "resumed/tensorboard"]
-        for run in runs_seen:
+    expected = ["reference/tensorboard", "resumed/tensorboard"]
+    command = [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(parent),
+               "--reload_interval", "1"]
+    with tensorboard(command, tmp_path / "tensorboard.log") as server:
+        assert sorted(server.runs(expected)) == expected, server.log.read_text()
+        for run in expected:
             monitor = parent / run.split("/")[0]
-            rows = get(f"/data/plugin/scalars/scalars?run={run}&tag=validation/top1_error")
+            rows = server.get(f"/data/plugin/scalars/scalars?run={run}"
+                              "&tag=validation/top1_error")
             series = read_series(series_path(str(monitor), "Validation-error"))
             assert [r[1] for r in rows] == [5, 10]
             np.testing.assert_allclose([r[2] for r in rows], [v for _, v in series], rtol=1e-5)
-            rows = get(f"/data/plugin/scalars/scalars?run={run}&tag=train/loss")
+            rows = server.get(f"/data/plugin/scalars/scalars?run={run}&tag=train/loss")
             assert [r[1] for r in rows] == [2, 4, 6, 8, 10]  # the killed session's purged
-        groups = get("/data/plugin/hparams/session_groups", {
+        groups = server.get("/data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 10, "colParams": [],
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                 "STATUS_RUNNING"]})["sessionGroups"]
-        assert sorted(g["name"] for g in groups) == ["reference/tensorboard",
-                                                    "resumed/tensorboard"]
-        for group in groups:
-            monitor = parent / group["name"].split("/")[0]
-            assert group["hparams"]["arch"] == "mobilenet_v3_small"
-            assert group["hparams"]["config.lr_scheduler.args.base_lr"] == 0.0005
-            metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-            final = read_series(series_path(str(monitor), "Validation-error"))[-1][1]
-            assert metrics["validation/top1_error"] == pytest.approx(final, rel=1e-5)
-            assert set(metrics) == {t for t, (_, p) in SCALARS.items()
-                                    if t.startswith("validation")}
-            assert group["sessions"][0]["status"] == "STATUS_SUCCESS"
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    assert sorted(g["name"] for g in groups) == expected
+    for group in groups:
+        monitor = parent / group["name"].split("/")[0]
+        assert group["hparams"]["arch"] == "mobilenet_v3_small"
+        assert group["hparams"]["config.lr_scheduler.args.base_lr"] == 0.0005
+        metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        final = read_series(series_path(str(monitor), "Validation-error"))[-1][1]
+        assert metrics["validation/top1_error"] == pytest.approx(final, rel=1e-5)
+        assert set(metrics) == {t for t in SCALARS if t.startswith("validation")}
+        assert group["sessions"][0]["status"] == "STATUS_SUCCESS"
 
 
 @pytest.mark.slow
@@ -450,3 +414,47 @@ def test_default_interval_and_flattened_hyper_parameters():
     assert flatten({"a": 1, "b": {"c": [1, 2], "d": None, "e": "x", "f": True}}, "config.") == {
         "config.a": 1, "config.b.c": "[1, 2]", "config.b.d": "None", "config.b.e": "x",
         "config.b.f": True}
+
+
+@pytest.mark.slow
+def test_two_ranks_curves_are_of_all_ranks_and_written_once(inputs, tmp_path):
+    """Under mpirun -n 2 (3 iterations an epoch, the last padded), with a point every 3
+    iterations each point's window is one whole epoch: its loss and error are the epoch's
+    over both ranks, as the Train-loss series, and rank 0 alone wrote one event file."""
+    monitor = tmp_path / "two"
+    args = train_args(inputs, monitor, "-v", 0)
+    args[args.index("--log-interval") + 1] = "3"
+    result = run_script("train.py", *args, mpi_ranks=2)
+    assert result.returncode == 0, result.stderr
+    assert len(os.listdir(monitor / "tensorboard")) == 1
+    found = scalars(monitor)
+    assert [s for s, _ in found["train/loss"]] == [s for s, _ in found["epoch/train_loss"]] \
+        == [3, 6]
+    for point, epoch in (("train/loss", "epoch/train_loss"), ("train/error",
+                                                              "epoch/train_error")):
+        np.testing.assert_allclose([v for _, v in found[point]],
+                                   [v for _, v in found[epoch]], rtol=1e-5)
+    np.testing.assert_allclose([v for _, v in found["epoch/train_loss"]],
+                               [v for _, v in read_series(series_path(str(monitor),
+                                                                      "Train-loss"))],
+                               rtol=1e-5)
+    errors = [v for _, v in found["train/error"]]
+    assert all(abs(e * 40 - round(e * 40)) < 1e-3 for e in errors)  # of the 40 images
+
+
+def test_class_names_come_from_labels_or_beside_the_training_list(inputs, tmp_path):
+    import argparse
+
+    import train as train_script
+
+    def names(train_list: Path, classes: int, labels=None):
+        return train_script.training_class_names(argparse.Namespace(
+            train_list=str(train_list), num_classes=classes, labels=labels))
+
+    assert names(inputs / "train_label", 2) == ["bag", "trouser"]
+    assert names(inputs / "train_label", 3) == [None] * 3  # another count: ids
+    assert names(tmp_path / "train_label", 1000)[0].startswith("tench")  # ImageNet's
+    (tmp_path / "label_words.csv").write_text("not a csv line\n")
+    assert names(tmp_path / "train_label", 2) == [None, None]
+    with pytest.raises(ValueError, match="names 2 classes"):
+        names(tmp_path / "train_label", 3, labels=str(inputs / "label_words.csv"))
