@@ -458,3 +458,28 @@ def test_class_names_come_from_labels_or_beside_the_training_list(inputs, tmp_pa
     assert names(tmp_path / "train_label", 2) == [None, None]
     with pytest.raises(ValueError, match="names 2 classes"):
         names(tmp_path / "train_label", 3, labels=str(inputs / "label_words.csv"))
+
+
+FULL_DISK = """\
+import resource, signal, sys
+import numpy as np
+from utils.tensorboard import TensorBoard
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+board = TensorBoard(sys.argv[1], 0)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))
+board.image("big", np.random.RandomState(0).randint(0, 256, (300, 300, 3)).astype(np.uint8), 1)
+board.flush()
+board.close()
+print("went on")
+"""
+
+
+def test_an_event_file_that_cannot_be_written_is_a_warning(tmp_path):
+    """A full disk (here a file size limit) in tensorboardX's writing thread: one warning
+    line, no traceback, and the process goes on."""
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "tb")],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "went on\n", result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "warning: TensorBoard events no longer written: [Errno 27] File too large" \
+        in result.stderr

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
+import threading
 from typing import Any, Dict, Iterable, Mapping, Optional
 
 import numpy as np
@@ -20,6 +22,27 @@ import numpy as np
 FOLDER = "tensorboard"
 FLUSH_SECONDS = 30
 EVENT_FILE_PATTERN = "events.out.tfevents.*"
+
+
+def _writer_failure_is_a_warning() -> None:
+    """tensorboardX writes in a thread of its own: a write that fails there (a full disk)
+    becomes a one-line warning instead of a thread's traceback; training goes on (the series
+    files are the run's record, the event files a view of it)."""
+    from tensorboardX.event_file_writer import _EventLoggerThread
+
+    previous = threading.excepthook
+    if getattr(previous, "tensorboard_warning", False):
+        return
+
+    def hook(args: Any) -> None:
+        if isinstance(args.thread, _EventLoggerThread) and issubclass(args.exc_type, OSError):
+            print(f"warning: TensorBoard events no longer written: {args.exc_value}",
+                  file=sys.stderr, flush=True)
+        else:
+            previous(args)
+
+    hook.tensorboard_warning = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def tensorboard_folder(monitor_path: str) -> str:
@@ -48,7 +71,9 @@ class TensorBoard:
     def __init__(self, folder: str, start_step: int, flush_secs: int = FLUSH_SECONDS):
         from tensorboardX import SummaryWriter
 
+        _writer_failure_is_a_warning()
         os.makedirs(folder, exist_ok=True)
+        self.folder = folder
         # The file name holds the time in seconds and the host: a session number keeps two
         # sessions started within one second apart, in order.
         session = len(glob.glob(os.path.join(folder, EVENT_FILE_PATTERN)))
@@ -86,10 +111,19 @@ class TensorBoard:
         return self.writer._get_file_writer()
 
     def flush(self) -> None:
-        self.writer.flush()
+        self._io(self.writer.flush)
 
     def close(self) -> None:
-        self.writer.close()
+        self._io(self.writer.close)
+
+    def _io(self, write: Any) -> None:
+        """Write out what is queued; a failure (a full disk) is a warning, as in the writing
+        thread, and does not hide an error being reported."""
+        try:
+            write()
+        except OSError as e:
+            print(f"warning: TensorBoard events not written to {self.folder}: {e}",
+                  file=sys.stderr, flush=True)
 
 
 def figure_pixels(figure: Any) -> np.ndarray:
