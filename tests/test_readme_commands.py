@@ -263,16 +263,18 @@ def check_plot_curves(argv, result, box):
 
 def check_tensorboard(argv: List[str], box: Sandbox) -> None:
     """The server on 127.0.0.1 (a free port appended) shows the runs' scalars; stopped after.
-    A parent folder of runs (`runs/`) is made of the runs trained so far."""
+    A parent folder of runs (`runs/`, where the quickstart trains) gets the runs trained so
+    far beside its own, to be compared."""
     logdir = box.root / argv[2]
     if not logdir.exists() and argv[2].startswith("tmp.monitor."):
         box.monitors[0].rename(logdir)  # the main training run's folder, as plot_curves
         box.monitors[0] = logdir
-    if not logdir.exists():
+    if not (logdir / "tensorboard").is_dir():
         for monitor in box.monitors:
             shutil.copytree(monitor / "tensorboard", logdir / monitor.name / "tensorboard")
-    expected = ["tensorboard"] if (logdir / "tensorboard").is_dir() else \
-        sorted(f"{m.name}/tensorboard" for m in box.monitors)
+    expected = sorted(str(p.relative_to(logdir)) if p != logdir / "tensorboard" else
+                      "tensorboard" for p in logdir.rglob("tensorboard"))
+    assert expected == ["tensorboard"] or len(expected) >= 2, expected
     env = {**os.environ, "PATH": f"{box.root / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     with tensorboard(argv, box.root / "tensorboard.log", box.root, env) as server:
         runs = server.runs(expected)
