@@ -8,9 +8,12 @@ alternately with and without TensorBoard, each for 1 and for --epochs epochs. Tw
   and the pipeline start fall in epoch 0; checkpoints and plots between epochs, outside the
   timer); the best run of each kind. On a CPU shared with other work this varies by tens of
   per cent from run to run;
-- CPU time, which other work on the machine hardly changes: the CPU seconds of the long run
+- CPU time, which other work on the machine changes less: the CPU seconds of the long run
   less those of the 1-epoch run (start-up, first epoch) are the steady-state epochs' own,
-  TensorBoard's writing thread included; the median over rounds.
+  TensorBoard's writing thread included; the median over rounds;
+- what TensorBoard adds to each point of the curves, measured in this process (the
+  recorder's iteration event with and without the event file, CPU time), against a training
+  iteration's CPU time: the ratio a noiseless machine would show.
 
 The curves within the epoch get a point every --log-interval iterations (default 1, the most
 it can cost; a run's own default is about 100 points an epoch). Target: on / off >= 0.98.
@@ -23,14 +26,35 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train import run_train, train_rate, write_train_list  # noqa: E402
+from bench_train import REPO, run_train, train_rate, write_train_list  # noqa: E402
+
+sys.path.insert(0, str(REPO))
+
+from utils.monitor import TrainingMonitors  # noqa: E402
+from utils.recorder import IterationPoint, RunRecorder  # noqa: E402
+from utils.tensorboard import TensorBoard  # noqa: E402
 
 KINDS = {"on": [], "off": ["--no-tensorboard"]}
+
+
+def point_seconds(folder: Path, board: bool, points: int = 2000) -> float:
+    """CPU seconds of one point of the curves within the epoch (series lines, and with
+    `board` the TensorBoard scalars), the writing thread's included."""
+    folder.mkdir()
+    recorder = RunRecorder(str(folder), True, TrainingMonitors(str(folder), True, 0),
+                           TensorBoard(str(folder / "tensorboard"), 0) if board else None,
+                           lambda line: None)
+    start = time.process_time()
+    for step in range(1, points + 1):
+        recorder.iteration(IterationPoint(step, 0.5, 0.25, 1e-3, 80.0))
+    recorder.close()  # (waits for the writing thread)
+    return (time.process_time() - start) / points
 
 
 def main() -> None:
@@ -75,9 +99,15 @@ def main() -> None:
               f"[{', '.join(f'{v:.1f}' for v in wall[kind])}]   CPU "
               f"{statistics.median(cpu[kind]):>7.1f} img/CPU-s "
               f"[{', '.join(f'{v:.1f}' for v in cpu[kind])}]")
+        added = point_seconds(folder / "points-on", True) - \
+            point_seconds(folder / "points-off", False)
+    iteration = args.batch_size / statistics.median(cpu["off"])  # CPU s per iteration
+    predicted = iteration / (iteration + added / args.log_interval)
+    print(f"TensorBoard adds {1e3 * added:.2f} ms CPU per point; an iteration takes "
+          f"{1e3 * iteration:.0f} ms CPU")
     print(f"ratio on / off: wall {max(wall['on']) / max(wall['off']):.3f}, CPU "
-          f"{statistics.median(cpu['on']) / statistics.median(cpu['off']):.3f} "
-          "(target >= 0.98)")
+          f"{statistics.median(cpu['on']) / statistics.median(cpu['off']):.3f}, per point "
+          f"{predicted:.4f} (target >= 0.98)")
 
 
 if __name__ == "__main__":
