@@ -91,6 +91,8 @@ def main() -> None:
                 cpu[kind].append(steady_images / (seconds - short))
                 print(f"round {r}: TensorBoard {kind}: {wall[kind][-1]:.1f} img/s (wall), "
                       f"{cpu[kind][-1]:.1f} img per CPU s", file=sys.stderr)
+        added = point_seconds(folder / "points-on", True) - \
+            point_seconds(folder / "points-off", False)
     print(f"CPU, {os.cpu_count()} cores, {args.arch}, {args.size}x{args.size}, batch "
           f"{args.batch_size}, {args.iterations} iterations an epoch, a point every "
           f"{args.log_interval} iteration(s), {args.repeats} rounds")
@@ -99,8 +101,6 @@ def main() -> None:
               f"[{', '.join(f'{v:.1f}' for v in wall[kind])}]   CPU "
               f"{statistics.median(cpu[kind]):>7.1f} img/CPU-s "
               f"[{', '.join(f'{v:.1f}' for v in cpu[kind])}]")
-        added = point_seconds(folder / "points-on", True) - \
-            point_seconds(folder / "points-off", False)
     iteration = args.batch_size / statistics.median(cpu["off"])  # CPU s per iteration
     predicted = iteration / (iteration + added / args.log_interval)
     print(f"TensorBoard adds {1e3 * added:.2f} ms CPU per point; an iteration takes "
