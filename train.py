@@ -12,7 +12,7 @@ gradients overflow are skipped and counted instead. Errors (bad inputs, an unwri
 full monitor path, divergence) are one line on stderr and status 2.
 
 While it trains, rank 0 writes TensorBoard event files into `<monitor path>/tensorboard`
-(`tensorboard --logdir <monitor path>`; --no-tensorboard: none), the curves within the epoch
+(the README's "Watching a run" opens them; --no-tensorboard: none), the curves within the epoch
 as `Train-loss-iteration` / `Train-error-iteration` series, and `train_batch.png`, the first
 batch as the network receives it.
 """

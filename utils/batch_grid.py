@@ -130,9 +130,9 @@ def save_png(image: np.ndarray, path: str) -> str:
     return path
 
 
-def save_first_batch(batches: Any, names: Sequence[Optional[str]], path: str) -> Grid:
-    """Draw the next batch of `batches` (a `utils.data.ImageBatches`) into `path` and put the
-    batches back where they were, so that the caller's pass still sees every batch."""
+def first_batch_grid(batches: Any, names: Sequence[Optional[str]]) -> Grid:
+    """The grid of the next batch of `batches` (a `utils.data.ImageBatches`), which are put
+    back where they were, so that the caller's pass still sees every batch."""
     import nnabla as nn
 
     position = batches.state()
@@ -141,5 +141,4 @@ def save_first_batch(batches: Any, names: Sequence[Optional[str]], path: str) ->
     batch.copy_to(array)
     grid = batch_grid(array.data, batch.labels, names, batches.channel_last, batches.norm)
     batches.restore(position)
-    save_png(grid.image, path)
     return grid
