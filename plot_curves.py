@@ -1,6 +1,8 @@
 """Draw monitor folders' curves as PNGs: training and validation loss, top-1 and top-5 error
-against epochs (top-5 and the weight EMA's validation when recorded). One folder: its curves,
-written into it. Several: the runs compared on the same charts, written into -o.
+against epochs (top-5 and the weight EMA's validation when recorded), and the training loss
+and error within the epoch against iterations (loss-iteration.png, error-iteration.png, from
+the Train-*-iteration series). One folder: its curves, written into it. Several: the runs
+compared on the same charts, written into -o.
 
     python plot_curves.py tmp.monitor.20250101120000
     python plot_curves.py runs/cos90 runs/mixup250 -o compare/
@@ -25,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("monitor_dirs", nargs="+", metavar="MONITOR_DIR",
                    help="folders holding the *.series.txt files, one per run")
     p.add_argument("-o", "--out-dir", default=None,
-                   help="where to write loss.png, error.png, top5-error.png (default: the "
-                        "monitor folder, when there is one)")
+                   help="where to write loss.png, error.png, top5-error.png, "
+                        "loss-iteration.png and error-iteration.png (default: the monitor "
+                        "folder, when there is one)")
     return p
 
 

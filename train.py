@@ -10,6 +10,11 @@ make the run finish its iteration, checkpoint and exit with status 75. A non-fin
 stops the run before anything non-finite is saved; with --dynamic-loss-scaling, steps whose
 gradients overflow are skipped and counted instead. Errors (bad inputs, an unwritable or
 full monitor path, divergence) are one line on stderr and status 2.
+
+While it trains, rank 0 writes TensorBoard event files into `<monitor path>/tensorboard`
+(the README's "Watching a run" opens them; --no-tensorboard: none), the curves within the epoch
+as `Train-loss-iteration` / `Train-error-iteration` series, and `train_batch.png`, the first
+batch as the network receives it.
 """
 from __future__ import annotations
 
@@ -34,21 +39,32 @@ from utils.atomic import (
     lock_folder,
     remove_stale_temporaries,
 )
+from utils.batch_grid import batch_grid
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_checkpoint
 from utils.comm import Communicator
 from utils.config import TrainConfig, load_config, recipe_warnings, save_config
 from utils.data import ImageBatches
 from utils.ema import WeightEma
-from utils.errors import UsageError
-from utils.evaluation import EvaluationGraph, build_evaluation_graph, evaluate, record
-from utils.file_list import read_file_list
+from utils.errors import DataError, UsageError
+from utils.evaluation import EvaluationGraph, build_evaluation_graph, evaluate
+from utils.file_list import read_file_list, read_id_csv
+from utils.imagenet import class_names
 from utils.lr_schedules import LearningRateSchedule, build_schedule
-from utils.monitor import VALIDATION_EMA, TrainingMonitors
+from utils.monitor import VALIDATION, VALIDATION_EMA, TrainingMonitors
 from utils.optim import MomentumSolver
+from utils.per_class import CONFUSION_LIMIT, ClassCounts
 from utils.plots import plot_monitor
 from utils.progress import Progress, format_duration, run_eta
+from utils.recorder import (
+    EpochResult,
+    IterationPoint,
+    RunRecorder,
+    default_interval,
+    validation_tags,
+)
 from utils.runtime import Runtime, StopRequest, run, setup_runtime
+from utils.tensorboard import open_tensorboard
 from utils.training import (
     EpochSums,
     TrainingGraph,
@@ -150,6 +166,17 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
                         "(re-running into a monitor path with checkpoints also resumes)")
     g.add_argument("--keep-checkpoints", type=cli.positive_int, default=3,
                    help="how many of the newest checkpoints to keep (default: %(default)s)")
+    g.add_argument("--no-tensorboard", action="store_true",
+                   help="write no TensorBoard event files (default: into "
+                        "<monitor path>/tensorboard as the run goes)")
+    g.add_argument("--log-interval", type=cli.non_negative_int, default=0, metavar="N",
+                   help="a point of the curves within the epoch (TensorBoard scalars and the "
+                        "Train-*-iteration series) every N iterations (default: 0, about 100 "
+                        "points per epoch)")
+    g.add_argument("--labels", default=None,
+                   help="'<id>,<name>' csv of class names for train_batch.png and the "
+                        "confusion matrix (default: label_words.csv beside --train-list if "
+                        "there, else the ImageNet names for 1000 classes, else class ids)")
 
 
 def run_identity(args: argparse.Namespace, config: TrainConfig, num_ranks: int) -> Dict[str, Any]:
@@ -193,11 +220,15 @@ class Training:
     graph: TrainingGraph
     schedule: LearningRateSchedule
     state: TrainingState
-    monitors: TrainingMonitors
     validator: Optional[Validator]
     stop: StopRequest
+    recorder: RunRecorder
+    interval: int  # iterations between points of the curves within the epoch
+    names: List[Optional[str]]  # class names (None: the id)
     epoch_walls: List[float] = field(default_factory=list)  # seconds of each epoch, end to end
     lr: float = 0.0  # per example, of the latest update
+    clock: Tuple[float, int] = (0.0, 0)  # (time, step) since which images/s is measured
+    batch_recorded: bool = False  # train_batch.png of this session written
 
     @property
     def comm(self) -> Communicator:
@@ -206,6 +237,10 @@ class Training:
     def due(self, done: int, interval: int) -> bool:
         """Whether something done every `interval` epochs and at the end is due after `done`."""
         return done % interval == 0 or done == self.config.epochs
+
+    def step(self, epoch: int, iteration: int = 0) -> int:
+        """Iterations done over the whole run at (epoch, iteration): the curves' x axis."""
+        return epoch * self.state.data.iterations_per_epoch + iteration
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -249,13 +284,30 @@ def main(argv: Optional[List[str]] = None) -> int:
                    f"re-evaluated for {extended[1]} epochs from epoch {state.position[0]}")
     if rt.comm.is_main:
         write_run_description(monitor_path, args, config)
-    start_epoch = state.position[0]
-    rt.log(describe_batch(args, rt.comm.size, train_data.iterations_per_epoch))
+    start_epoch, start_iteration = state.position
+    iterations = train_data.iterations_per_epoch
+    start_step = start_epoch * iterations + start_iteration
+    rt.log(describe_batch(args, rt.comm.size, iterations))
+    recorder = RunRecorder(
+        monitor_path, rt.comm.is_main,
+        TrainingMonitors(monitor_path, rt.comm.is_main, start_epoch, start_step),
+        open_tensorboard(monitor_path, rt.comm.is_main and not args.no_tensorboard,
+                         start_step, resumed=checkpoint is not None), rt.log)
     training = Training(
         args, config, rt, monitor_path, checkpoints, graph,
-        build_schedule(config.lr_scheduler, train_data.iterations_per_epoch), state,
-        TrainingMonitors(monitor_path, rt.comm.is_main, start_epoch), validator, stop)
+        build_schedule(config.lr_scheduler, iterations), state, validator, stop, recorder,
+        args.log_interval or default_interval(iterations), training_class_names(args))
+    try:
+        recorder.session(start_step, describe_arguments(args), vars(args), config.to_dict(),
+                         metric_tags(validator is not None, state.ema is not None))
+        return train_epochs(training, start_epoch)
+    finally:
+        recorder.close()
 
+
+def train_epochs(training: Training, start_epoch: int) -> int:
+    """Train from `start_epoch` to the end; the exit status."""
+    config, rt, stop = training.config, training.rt, training.stop
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
         set_training_resolution(training, epoch)
@@ -266,7 +318,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             rt.log(f"stopped by {stop.describe()} after epoch {epoch}; saved {path}; run the "
                    "same command to resume")
             return PREEMPTED_EXIT_STATUS
-    rt.log(f"finished {config.epochs} epochs; results in {monitor_path}")
+    training.recorder.finished(training.step(config.epochs))
+    rt.log(f"finished {config.epochs} epochs; results in {training.monitor_path}")
     return 0
 
 
@@ -372,12 +425,38 @@ def check_room_for_outputs(monitor_path: str) -> None:
                what="monitor path")
 
 
+def describe_arguments(args: argparse.Namespace) -> str:
+    """Sorted key=value lines of the flags (Arguments.txt)."""
+    return "".join(f"{k}={v}\n" for k, v in sorted(vars(args).items()))
+
+
 def write_run_description(path: str, args: argparse.Namespace, config: TrainConfig) -> None:
-    """Arguments.txt (sorted key=value lines) and the effective config as
-    cfg/<config file name>, where the official example writes them."""
-    lines = "".join(f"{k}={v}\n" for k, v in sorted(vars(args).items()))
-    atomic_write_text(os.path.join(path, "Arguments.txt"), lines)
+    """Arguments.txt and the effective config as cfg/<config file name>, where the official
+    example writes them."""
+    atomic_write_text(os.path.join(path, "Arguments.txt"), describe_arguments(args))
     save_config(config, os.path.join(path, "cfg", os.path.basename(args.train_config)))
+
+
+def training_class_names(args: argparse.Namespace) -> List[Optional[str]]:
+    """--labels (checked), else label_words.csv beside the training list when it names
+    --num-classes classes (create_input_files.py writes it there), else ImageNet's names for
+    1000 classes, else none."""
+    if args.labels is not None:
+        return class_names(args.labels, args.num_classes)
+    beside = os.path.join(os.path.dirname(os.path.abspath(args.train_list)), "label_words.csv")
+    try:
+        names = read_id_csv(beside) if os.path.exists(beside) else []
+    except DataError:  # (not asked for: the ids will do)
+        names = []
+    if len(names) == args.num_classes:
+        return list(names)
+    return class_names(None, args.num_classes)
+
+
+def metric_tags(validating: bool, ema: bool) -> List[str]:
+    """The scalars TensorBoard's HParams view shows against the flags: the validation's."""
+    parts = ([VALIDATION] + ([VALIDATION_EMA] if ema else [])) if validating else []
+    return [tag for part in parts for tag in validation_tags(part).values()]
 
 
 # --------------------------------------------------------------------------- the epoch
@@ -410,12 +489,17 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
     global_batch = training.args.batch_size * comm.size
     bar = Progress(comm, data.iterations_per_epoch, f"epoch {epoch}",
                    initial=state.position[1], images_per_iteration=global_batch)
+    training.clock = (time.time(), training.step(*state.position))  # images/s: no validation
     for batch in data.epoch(epoch):
         first, last, group = update_group(batch.iteration, data.iterations_per_epoch, steps)
         if first:
             lr = training.lr = training.schedule(epoch, batch.iteration)
             solver.zero_grad()
         graph.feed(batch)
+        step = training.step(epoch, batch.iteration)
+        if not training.batch_recorded:  # the session's first batch
+            record_batch(training, batch, step)
+            training.batch_recorded = True
         nn.seed(iteration_seed(training.args.seed, comm.rank, epoch, batch.iteration))
         loss, wrong = accumulate_gradients(graph, solver, group)
         updated = True
@@ -424,12 +508,18 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
             if state.ema is not None and updated:
                 state.ema.update()
         state.sums.add(loss * batch.num_valid, wrong, batch.num_valid, not updated)
-        # One collective per step: did any rank get a stop signal or a non-finite loss?
-        # (Loss scaling cannot fix a non-finite loss: it only scales the gradients.)
-        stop_now, bad_loss = comm.all_reduce_sum([training.stop.requested, not np.isfinite(loss)])
+        # One collective per step: did any rank get a stop signal or a non-finite loss, and
+        # the batch's sums over all ranks for the curves within the epoch. (Loss scaling
+        # cannot fix a non-finite loss: it only scales the gradients.)
+        stop_now, bad_loss, *sums = comm.all_reduce_sum(
+            [training.stop.requested, not np.isfinite(loss), loss * batch.num_valid, wrong,
+             batch.num_valid])
         if bad_loss:
             raise diverged(f"non-finite training loss at epoch {epoch}, iteration "
                            f"{batch.iteration}", training.checkpoints)
+        state.window.add(*sums, not updated)
+        if (step + 1) % training.interval == 0:
+            record_iterations(training, step + 1)
         bar.update(loss=loss, error=wrong / max(batch.num_valid, 1), lr=lr)
         heartbeat()
         # A stop takes effect after an update, so no accumulated gradient is lost.
@@ -443,6 +533,35 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
             return False
     bar.close()  # a stop at the epoch's last iteration ends the epoch first
     return True
+
+
+def record_batch(training: Training, batch: Any, step: int) -> None:
+    """train_batch.png (and its TensorBoard image): rank 0's batch in the graph's inputs as
+    the network receives it, with the labels and, under mixup or CutMix, the targets'
+    weights."""
+    if not training.comm.is_main:
+        return
+    graph, data = training.graph, training.state.data
+    weights = graph.mixing.lam.d.copy() if graph.mixing is not None else None
+    training.recorder.batch(batch_grid(graph.fed_images(), batch.labels, training.names,
+                                       data.channel_last, data.norm, weights), step)
+
+
+def record_iterations(training: Training, step: int) -> None:
+    """A point of the curves within the epoch after `step` iterations: the means of all
+    ranks since the point before (kept in the checkpoint across a resume); the images per
+    second of this session since then."""
+    state, args = training.state, training.args
+    window, (since, since_step) = state.window, training.clock
+    now = time.time()
+    images = (step - since_step) * args.batch_size * training.comm.size
+    dynamic = args.dynamic_loss_scaling
+    training.recorder.iteration(IterationPoint(
+        step, window.loss / max(window.seen, 1), window.wrong / max(window.seen, 1),
+        training.lr, images / (now - since) if now > since else float("nan"),
+        state.solver.loss_scale if dynamic else None, int(window.skipped) if dynamic else None))
+    state.window = EpochSums()
+    training.clock = (now, step)
 
 
 def end_of_epoch(training: Training, epoch: int, started: float) -> str:
@@ -460,6 +579,7 @@ def end_of_epoch(training: Training, epoch: int, started: float) -> str:
     path = state.save(training.checkpoints, args.keep_checkpoints)
     if training.comm.is_main:
         plot_monitor(training.monitor_path)
+    training.recorder.flush()
     training.epoch_walls.append(time.time() - started)
     if done < training.config.epochs:
         training.rt.log(f"epoch {epoch}: done in {format_duration(training.epoch_walls[-1])}; "
@@ -468,39 +588,38 @@ def end_of_epoch(training: Training, epoch: int, started: float) -> str:
 
 
 def log_epoch(training: Training, epoch: int, seconds: float) -> None:
-    """The epoch's training loss and error over all ranks: series and log line."""
-    sums = training.state.sums
+    """The epoch's training loss and error over all ranks: series, scalars and log line."""
+    sums, state = training.state.sums, training.state
     loss_sum, wrong, seen = training.comm.all_reduce_sum([sums.loss, sums.wrong, sums.seen])
-    training.monitors.add(epoch, loss_sum / seen, wrong / seen, seconds,
-                          training.state.data.iterations_per_epoch)
-    overflow = ""
-    if training.args.dynamic_loss_scaling:
-        overflow = (f"; {int(sums.skipped)} overflow step(s) skipped, loss scale now "
-                    f"{training.state.solver.loss_scale:g}")
-    training.rt.log(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, error {wrong / seen:.4f}"
-                    f", lr {training.lr:.6g} ({seconds:.1f} s){overflow}")
+    dynamic = training.args.dynamic_loss_scaling
+    training.recorder.epoch(EpochResult(
+        epoch, training.step(epoch + 1), loss_sum / seen, wrong / seen, seconds,
+        state.data.iterations_per_epoch, training.lr,
+        state.solver.loss_scale if dynamic else None, int(sums.skipped) if dynamic else None))
 
 
 def validate(training: Training, done: int) -> None:
     """Validate after `done` epochs (re-estimating the batch-norm statistics first with
     --recompute-bn), and the EMA weights too with --ema-decay."""
-    validator, comm, graph, epoch = training.validator, training.comm, training.graph, done - 1
+    validator, comm, graph, args = training.validator, training.comm, training.graph, training.args
     if validator.bn_data is not None:
         if graph.mixing is not None:
             graph.mixing.unmix()  # statistics of the plain images
-        nn.seed(iteration_seed(training.args.seed, comm.rank, done, -1))
-        feeds = training_feeds(validator.bn_data, done, training.args.recompute_bn, graph.image)
+        nn.seed(iteration_seed(args.seed, comm.rank, done, -1))
+        feeds = training_feeds(validator.bn_data, done, args.recompute_bn, graph.image)
         recompute_batch_norm(graph.logits, feeds, comm)
-    result = evaluate(validator.graph, validator.data, comm, description=f"validation {done}")
-    record(result, training.monitor_path, done, enabled=comm.is_main)
-    training.rt.log(f"epoch {epoch}: validation loss {result.loss:.4f}, top-1 error "
-                    f"{result.top1_error:.4f}, top-5 error {result.top5_error:.4f}")
+    # The confusion matrix goes to TensorBoard, up to 100 classes (its counts are summed
+    # over ranks: every rank decides alike).
+    counts = ClassCounts.empty(args.num_classes) if (
+        not args.no_tensorboard and args.num_classes <= CONFUSION_LIMIT) else None
+    result = evaluate(validator.graph, validator.data, comm, description=f"validation {done}",
+                      observers=[counts] if counts is not None else ())
+    step = training.step(done)
+    training.recorder.validation(result, done, step, counts=counts, names=training.names)
     if training.state.ema is not None:
         with training.state.ema.swapped_in():
             result = evaluate(validator.graph, validator.data, comm, description=f"EMA {done}")
-        record(result, training.monitor_path, done, part=VALIDATION_EMA, enabled=comm.is_main)
-        training.rt.log(f"epoch {epoch}: EMA weights: validation top-1 error "
-                        f"{result.top1_error:.4f}")
+        training.recorder.validation(result, done, step, part=VALIDATION_EMA)
 
 
 def write_weight_files(monitor_path: str, done: int, ema: Optional[WeightEma]) -> None:

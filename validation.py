@@ -33,6 +33,7 @@ import nnabla as nn
 from models import build_network
 from utils import cli
 from utils.atomic import check_can_create
+from utils.batch_grid import VAL_BATCH_PNG, first_batch_grid, save_png
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.errors import UsageError
@@ -176,6 +177,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
            f"{height}x{width}, norm {args.norm_config}")
     counts, real = ClassCounts.empty(num_classes), scored.real_counts()
     with batches:
+        # the first batch as the network receives it, written with the results
+        first = first_batch_grid(batches, names) if comm.is_main else None
         result = evaluate(graph, batches, comm, progress=not args.no_progress,
                           observers=[counts] + ([real] if real else []))
     if real is not None:
@@ -185,6 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         record(result, args.monitor_path, 0, fresh=True)
         write_per_class(counts, names, args.monitor_path)
         plot_confusion(counts, names, args.monitor_path)
+        save_png(first.image, os.path.join(args.monitor_path, VAL_BATCH_PNG))
     return 0
 
 

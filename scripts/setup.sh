@@ -3,7 +3,8 @@
 # pinned requirements. Re-running is cheap: nothing is reinstalled unless a
 # requirements file changed.
 #   bash scripts/setup.sh           runtime requirements
-#   bash scripts/setup.sh --dev     plus pytest and ruff
+#   bash scripts/setup.sh --dev     plus pytest, ruff and the TensorBoard server
+#   bash scripts/setup.sh --tensorboard  plus the TensorBoard server, to watch runs
 #   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension
 #   bash scripts/setup.sh --export  plus ONNX export and onnxruntime (export.py)
 # PYTHON=/path/to/python3.x overrides the interpreter search.
@@ -14,12 +15,19 @@ venv="$root/.venv"
 req_files=("$root/requirements.txt")
 # Complete pinned closures installed with --no-deps (see requirements-export.txt for why).
 no_deps_files=()
+add_requirements() {  # each file once, whichever options name it
+  local f
+  for f in "${req_files[@]}"; do [ "$f" = "$1" ] && return 0; done
+  req_files+=("$1")
+}
 for arg in "$@"; do
   case "$arg" in
-    --dev) req_files+=("$root/requirements-dev.txt") ;;
-    --gpu) req_files+=("$root/requirements-gpu.txt") ;;
+    --dev) add_requirements "$root/requirements-dev.txt"
+           add_requirements "$root/requirements-tensorboard.txt" ;;
+    --tensorboard) add_requirements "$root/requirements-tensorboard.txt" ;;
+    --gpu) add_requirements "$root/requirements-gpu.txt" ;;
     --export) no_deps_files+=("$root/requirements-export.txt") ;;
-    *) echo "setup: unknown option '$arg' (use --dev, --gpu and/or --export)" >&2; exit 2 ;;
+    *) echo "setup: unknown option '$arg' (use --dev, --gpu, --export and/or --tensorboard)" >&2; exit 2 ;;
   esac
 done
 

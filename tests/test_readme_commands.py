@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ import readme_sandbox
 from markdown_links import broken_links
 from paths import REPO
 from PIL import Image
+from tensorboard_server import tensorboard
 
 from models.registry import get_architecture
 from utils.context import gpu_available
@@ -66,7 +68,7 @@ def readme_commands() -> List[str]:
         if current.endswith("\\"):
             current = current[:-1].strip()
             continue
-        if re.match(r"(python|mpirun|bash) ", current):
+        if re.match(r"(python|mpirun|bash|tensorboard) ", current):
             commands.append(current)
         current = ""
     return commands
@@ -98,6 +100,10 @@ def test_readme_command_parses(command, capsys):
     argv = shlex.split(command)
     if argv[0] == "bash":
         assert (REPO / argv[1]).is_file(), command
+        return
+    if argv[0] == "tensorboard":  # installed by scripts/setup.sh --tensorboard (and --dev)
+        assert argv[1] == "--logdir" and len(argv) == 3, command
+        assert (Path(sys.executable).parent / "tensorboard").is_file(), command
         return
     script, args = script_of(argv), argv[argv.index("python") + 2:]
     assert script.endswith(".py") and (REPO / script).is_file(), command
@@ -279,6 +285,28 @@ def check_benchmark(argv, result, box):
     assert [line.split()[0] for line in table[2:2 + len(archs)]] == archs
 
 
+def check_tensorboard(argv: List[str], box: Sandbox) -> None:
+    """The server on 127.0.0.1 (a free port appended) shows the runs' scalars; stopped after.
+    A parent folder of runs (`runs/`, where the quickstart trains) gets the runs trained so
+    far beside its own, to be compared."""
+    logdir = box.root / argv[2]
+    if not logdir.exists() and argv[2].startswith("tmp.monitor."):
+        box.monitors[0].rename(logdir)  # the main training run's folder, as plot_curves
+        box.monitors[0] = logdir
+    if not (logdir / "tensorboard").is_dir():
+        for monitor in box.monitors:
+            shutil.copytree(monitor / "tensorboard", logdir / monitor.name / "tensorboard")
+    expected = sorted(str(p.relative_to(logdir)) if p != logdir / "tensorboard" else
+                      "tensorboard" for p in logdir.rglob("tensorboard"))
+    assert expected == ["tensorboard"] or len(expected) >= 2, expected
+    env = {**os.environ, "PATH": f"{box.root / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    with tensorboard(argv, box.root / "tensorboard.log", box.root, env) as server:
+        runs = server.runs(expected)
+        assert sorted(runs) == expected, server.log.read_text()
+        for run in runs:
+            assert server.get(f"/data/plugin/scalars/scalars?run={run}&tag=epoch/train_loss")
+
+
 CHECKS = {
     "scripts/setup.sh": check_setup,
     "scripts/quickstart.sh": check_quickstart,
@@ -298,6 +326,9 @@ def test_readme_command_runs(command, sandbox):
     if command in NOT_RUN_HERE:
         pytest.skip(f"not run here: {NOT_RUN_HERE[command]}")
     argv = shlex.split(command)
+    if argv[0] == "tensorboard":
+        check_tensorboard(argv, sandbox)
+        return
     script = script_of(argv)
     assert script in CHECKS, f"no check for {script}: add one so that {command!r} is tested"
     if script == "plot_curves.py" and not (sandbox.root / argv[2]).exists():

@@ -43,7 +43,8 @@ def checkout(tmp_path):
     root = tmp_path / "checkout"
     (root / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "setup.sh", root / "scripts")
-    for name in ("requirements.txt", "requirements-dev.txt", "requirements-export.txt"):
+    for name in ("requirements.txt", "requirements-dev.txt", "requirements-export.txt",
+                 "requirements-tensorboard.txt"):
         (root / name).write_text("# nothing to install in this test\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -92,7 +93,8 @@ def test_it_finds_the_newest_pyenv_version_after_a_failing_shim(checkout):
     assert result.returncode == 0, result.stderr
     wanted = f"creating .venv with {versions}/3.10.10/bin/python (Python {REAL_VERSION})"
     assert wanted in result.stdout
-    assert "installing requirements.txt requirements-dev.txt" in result.stdout
+    assert "installing requirements.txt requirements-dev.txt requirements-tensorboard.txt" \
+        in result.stdout
     venv_python = checkout / ".venv" / "bin" / "python"
     assert subprocess.run([str(venv_python), "-c", "import sys; assert sys.prefix != "
                            "sys.base_prefix"], check=False).returncode == 0
@@ -104,6 +106,11 @@ def test_it_finds_the_newest_pyenv_version_after_a_failing_shim(checkout):
     changed = setup(checkout, "--dev")
     assert changed.returncode == 0 and changed.stdout.strip() == (
         "setup: installing requirements-dev.txt")
+    # The TensorBoard server alone, named once when two options ask for it.
+    (checkout / "requirements-tensorboard.txt").write_text("# changed too\n")
+    server = setup(checkout, "--tensorboard", "--dev")
+    assert server.returncode == 0 and server.stdout.strip() == (
+        "setup: installing requirements-tensorboard.txt")
 
 
 def test_python_on_the_path_comes_before_pyenv(checkout):

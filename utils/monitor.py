@@ -8,6 +8,9 @@ so an interrupted and resumed run leaves the same series as an uninterrupted one
 
 The series names are the official ones, `<run part>-<quantity>`: `Train-loss`,
 `Validation-error` (top-1), `Validation-EMA-top5-error`, ...; they are spelled here only.
+`Train-loss-iteration` and `Train-error-iteration` (ours) are the curves within the epoch:
+one line every few iterations, indexed by the iterations done over the whole run, each the
+mean over all ranks of the iterations since the line before.
 Our own writer rather than `nnabla.monitor.MonitorSeries`: that one averages over an interval
 and cannot drop the lines a resumed run is about to write again.
 """
@@ -28,6 +31,12 @@ VALIDATION_REAL = "Validation-ReaL"  # validation.py --real-labels: ImageNet-Rea
 QUANTITIES = {"loss": "loss", "top1_error": "error", "top5_error": "top5-error"}
 EPOCH_TIME = "Epoch-time"  # a timer file, as the official
 ITERATION_TIME = "Iteration-time"  # a series: seconds per iteration of each epoch (ours)
+PER_ITERATION = "-iteration"  # suffix of the series within the epoch, by iterations done
+
+
+def iteration_series_name(quantity: str) -> str:
+    """`Train-loss-iteration` for "loss"."""
+    return series_name(TRAIN, quantity) + PER_ITERATION
 
 
 def series_name(part: str, quantity: str) -> str:
@@ -139,15 +148,20 @@ class MonitorTimer(MonitorFile):
 
 
 class TrainingMonitors:
-    """The per-epoch training series of a run (rank 0 writes); validation ones go through
-    `utils.evaluation.record`."""
+    """The training series of a run, per epoch and within the epoch (rank 0 writes);
+    validation ones go through `utils.evaluation.record`. `start_step`: the iterations done
+    at the start (those of the resumed checkpoint)."""
 
-    def __init__(self, path: str, enabled: bool, start_epoch: int):
+    def __init__(self, path: str, enabled: bool, start_epoch: int, start_step: int = 0):
         self.loss = MonitorSeries(path, series_name(TRAIN, "loss"), enabled)
         self.error = MonitorSeries(path, series_name(TRAIN, "top1_error"), enabled)
         self.epoch_time = MonitorTimer(path, EPOCH_TIME, enabled)
         self.iteration_time = MonitorSeries(path, ITERATION_TIME, enabled)
+        self.iteration_loss = MonitorSeries(path, iteration_series_name("loss"), enabled)
+        self.iteration_error = MonitorSeries(path, iteration_series_name("top1_error"), enabled)
         if enabled:
+            for m in (self.iteration_loss, self.iteration_error):
+                m.truncate_after(start_step)
             # Drop what an interrupted run wrote after the checkpoint resumed from (all of it
             # when starting afresh): training series are indexed by epoch (0..), validation
             # series by epochs done (1..).
@@ -162,3 +176,8 @@ class TrainingMonitors:
         self.error.add(epoch, error)
         self.epoch_time.add(epoch, seconds)
         self.iteration_time.add(epoch, seconds / iterations)
+
+    def add_iteration(self, step: int, loss: float, error: float) -> None:
+        """A point of the curves within the epoch, after `step` iterations in all."""
+        self.iteration_loss.add(step, loss)
+        self.iteration_error.add(step, error)

@@ -94,15 +94,13 @@ def write_per_class(counts: ClassCounts, names: Sequence[Optional[str]], folder:
     return path
 
 
-def plot_confusion(counts: ClassCounts, names: Sequence[Optional[str]], folder: str
-                   ) -> Optional[str]:
-    """`confusion.png` of the classes with images (rows: true class, columns: top-1
-    prediction, each row as fractions), labelled with their names; None above
-    CONFUSION_LIMIT classes."""
+def confusion_figure(counts: ClassCounts, names: Sequence[Optional[str]]) -> Any:
+    """The confusion matrix of the classes with images as a matplotlib Figure (rows: true
+    class, columns: top-1 prediction, each row as fractions), labelled with their names;
+    None above CONFUSION_LIMIT classes."""
     shown = np.nonzero(counts.images)[0]
     if len(shown) > CONFUSION_LIMIT:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     matrix = counts.confusion[np.ix_(shown, shown)].astype(np.float64)
@@ -119,6 +117,17 @@ def plot_confusion(counts: ClassCounts, names: Sequence[Optional[str]], folder: 
     axes.set_ylabel("true class")
     figure.colorbar(image, ax=axes, label="fraction of the class's images")
     figure.tight_layout()
+    return figure
+
+
+def plot_confusion(counts: ClassCounts, names: Sequence[Optional[str]], folder: str
+                   ) -> Optional[str]:
+    """`confusion.png` of `confusion_figure`; None above CONFUSION_LIMIT classes."""
+    figure = confusion_figure(counts, names)
+    if figure is None:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     path = os.path.join(folder, "confusion.png")
     with atomic_path(path, ".png") as tmp:
         FigureCanvasAgg(figure).print_png(tmp)

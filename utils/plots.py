@@ -1,8 +1,10 @@
-"""PNG training curves from monitor folders: loss, top-1 and top-5 error against epochs.
+"""PNG training curves from monitor folders: loss, top-1 and top-5 error against epochs, and
+the training loss and error within the epoch against iterations.
 
 Reads the `<Name>.series.txt` files train.py and validation.py write (one `<epoch> <value>`
-line each) and draws the training and validation series of each quantity on one chart (and
-the weight EMA's validation, when recorded). Several runs go on the same charts to compare
+line each, `<iterations> <value>` for the `Train-*-iteration` series) and draws the training
+and validation series of each quantity on one chart (and the weight EMA's validation, when
+recorded). Several runs go on the same charts to compare
 them: a colour per run, a line style per series. Headless (matplotlib's Agg canvas, no
 display or pyplot state), so train.py can redraw them after every epoch; each PNG is replaced
 atomically.
@@ -14,7 +16,15 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from .atomic import atomic_path
-from .monitor import TRAIN, VALIDATION, VALIDATION_EMA, read_series, series_name, series_path
+from .monitor import (
+    TRAIN,
+    VALIDATION,
+    VALIDATION_EMA,
+    iteration_series_name,
+    read_series,
+    series_name,
+    series_path,
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,7 @@ class Chart:
     file_name: str
     ylabel: str
     series: Tuple[Tuple[str, str], ...]  # (series name, legend label)
+    xlabel: str = "epoch"
 
 
 def _chart(file_name: str, ylabel: str, quantity: str) -> Chart:
@@ -34,6 +45,10 @@ CHARTS: Tuple[Chart, ...] = (
     _chart("loss.png", "loss", "loss"),
     _chart("error.png", "top-1 error", "top1_error"),
     _chart("top5-error.png", "top-5 error", "top5_error"),
+    Chart("loss-iteration.png", "loss", ((iteration_series_name("loss"), "training"),),
+          "iterations"),
+    Chart("error-iteration.png", "top-1 error",
+          ((iteration_series_name("top1_error"), "training"),), "iterations"),
 )
 LINE_STYLES = ("--", "-", ":")  # training, validation, EMA validation, for several runs
 
@@ -91,7 +106,7 @@ def plot_chart(chart: Chart, directories: Sequence[str], out_dir: str,
         axes.plot(line.epochs, line.values, marker="o" if len(line.epochs) < 30 else None,
                   markersize=3, label=line.label, color=line.color, linestyle=line.style)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("epoch")
+    axes.set_xlabel(chart.xlabel)
     axes.set_ylabel(chart.ylabel)
     axes.set_title(title)
     axes.grid(True, alpha=0.3)

@@ -12,7 +12,7 @@ file stores and `load_state_dict()` restores it, the same keys in both direction
 - each rank's mixup / CutMix random stream;
 - the weight EMA;
 - each rank's sums over the epoch so far, so a resumed epoch reports what an uninterrupted
-  one would.
+  one would, and the sums of all ranks since the last point of the per-iteration curves.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ EMA_PREFIX = "ema/"  # extra: the EMA's shadow of each parameter
 IDENTITY = "identity"  # meta: what must not change when the run is resumed
 DATA_POSITION = "train_data"  # meta: ImageBatches.state()
 EPOCH_SUMS = "epoch_sums"  # meta: each rank's EpochSums, as a list
+WINDOW_SUMS = "window_sums"  # meta: all ranks' EpochSums since the last iteration point
 
 
 def iteration_seed(seed: int, rank: int, epoch: int, iteration: int) -> int:
@@ -81,6 +82,7 @@ class TrainingGraph:
     loss: nn.Variable  # mean over the valid samples, of the mixed targets under mixup
     error: nn.Variable  # number of valid samples whose top-1 class is wrong
     mixing: Optional[BatchMixing]
+    inputs: Optional[nn.Variable] = None  # the network's input: `image`, mixed if mixing
 
     def feed(self, batch: Any) -> None:
         """Put a `utils.data.Batch` into the inputs (and draw the next mixup or CutMix)."""
@@ -89,6 +91,14 @@ class TrainingGraph:
         self.mask.d = batch.mask
         if self.mixing is not None:
             self.mixing.resample()
+
+    def fed_images(self) -> np.ndarray:
+        """A host copy of the batch in the inputs as the network receives it (after mixup
+        or CutMix, computed here from the same graph)."""
+        if self.inputs is None or self.inputs is self.image:
+            return self.image.d.copy()
+        self.inputs.forward()
+        return self.inputs.d.copy()
 
 
 def build_training_graph(arch: str, image_shape: Tuple[int, ...], num_classes: int,
@@ -115,7 +125,7 @@ def build_training_graph(arch: str, image_shape: Tuple[int, ...], num_classes: i
         error = top_n_error_count(logits, label, n=1, weight=mask)
     loss.persistent = error.persistent = True
     check_batch_norm_sizes(batch_norm_inputs(loss), image_shape, channel_last)
-    return TrainingGraph(image, label, mask, logits, loss, error, mixing)
+    return TrainingGraph(image, label, mask, logits, loss, error, mixing, inputs)
 
 
 BATCH_NORMS = ("BatchNormalization", "FusedBatchNormalization")
@@ -213,6 +223,8 @@ class TrainingState:
     mixing: Optional[BatchMixing] = None
     ema: Optional[WeightEma] = None
     sums: EpochSums = field(default_factory=EpochSums)
+    # Of all ranks (the same on each) since the last point of the per-iteration curves.
+    window: EpochSums = field(default_factory=EpochSums)
 
     @property
     def position(self) -> Tuple[int, int]:
@@ -245,7 +257,7 @@ class TrainingState:
         meta = {IDENTITY: self.identity, DATA_POSITION: self.data.state(),
                 MIXUP_POSITION: [p["mixup"]["position"] for p in gathered
                                  if p["mixup"] is not None],
-                EPOCH_SUMS: [p["sums"] for p in gathered]}
+                EPOCH_SUMS: [p["sums"] for p in gathered], WINDOW_SUMS: self.window.to_list()}
         params = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
         return {"meta": meta, "params": params, "solver": self.solver.state_dict(),
                 "extra": extra}
@@ -264,6 +276,7 @@ class TrainingState:
             self.ema.load_state_dict({k[len(EMA_PREFIX):]: v for k, v in extra.items()
                                       if k.startswith(EMA_PREFIX)})
         self.sums = EpochSums(*meta[EPOCH_SUMS][rank])
+        self.window = EpochSums(*meta.get(WINDOW_SUMS, []))  # (absent before the curves)
         self.data.restore(meta[DATA_POSITION])
 
     def resume(self, checkpoint: Any) -> Optional[Tuple[int, int]]:
