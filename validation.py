@@ -9,8 +9,9 @@ subsets), and --real-labels adds ImageNet-ReaL's errors.
 
 Prints a one-line summary (or JSON with --json, with the ten worst classes), then writes
 `0 <value>` as the Validation-loss / Validation-error (top-1) / Validation-top5-error series
-in --monitor-path, fresh for each run as the official script does, with per_class.csv and,
-up to 100 classes, confusion.png. The folder is checked before any work; a training run's
+in --monitor-path, fresh for each run as the official script does, with per_class.csv,
+up to 100 classes confusion.png, and val_batch.png (the first batch as the network receives
+it). The folder is checked before any work; a training run's
 folder is refused, since its Validation history would be replaced. A weight file for another
 network, a bad list or an undecodable image is one line on stderr, status 2.
 
