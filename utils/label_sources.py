@@ -99,8 +99,9 @@ def training_classes(scan: ScanResult, label_csv: Optional[str], allow_other: bo
         train.notes.append(f"note: {note}")
     if relation == "subset" and imagenet_ids:
         names = list(imagenet_wnids())
+    ours, present = {name: i for i, name in enumerate(names)}, set(scan.classes)
     imagenet = None if relation == "other" else {
-        i: names.index(w) for i, w in enumerate(imagenet_wnids()) if w in set(scan.classes)}
+        i: ours[w] for i, w in enumerate(imagenet_wnids()) if w in present}
     classes = TrainingClasses(names, scan.classes, kind, imagenet)
     train.labels = classes.ids([scan.classes[c] for c in scan.labels])
     return classes, train
