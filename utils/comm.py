@@ -18,7 +18,7 @@ from typing import Dict, List, Sequence
 import nnabla as nn
 import numpy as np
 
-from .native_stderr import drain
+from .native_stderr import drain, wait_until_read
 
 # Environment variables that MPI launchers set in every rank (Open MPI, MPICH/Hydra, PMIx,
 # Slurm's PMI).
@@ -136,6 +136,7 @@ class MpiCommunicator(Communicator):
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()
         drain()  # what this rank wrote must be through before the launcher stops reading
+        wait_until_read(2)
         # MPICH's MPI_Abort prints "Abort(<code>) on node <rank> ...: application called
         # MPI_Abort" on this rank's stderr, below the error this rank has just printed (which
         # must stay the last line); the launcher's status still tells the code.
