@@ -46,11 +46,17 @@ from utils.config import TrainConfig, load_config
 from utils.errors import UsageError
 from utils.evaluation import build_evaluation_graph
 from utils.lr_schedules import build_schedule
+from utils.memory import GIBIBYTE, available_memory
 from utils.model_stats import ModelStats, model_stats
 from utils.optim import MomentumSolver
 from utils.progress import Progress
 from utils.runtime import Runtime, run, setup_runtime
-from utils.training import accumulate_gradients, apply_update, build_training_graph
+from utils.training import (
+    TrainingNetwork,
+    accumulate_gradients,
+    apply_update,
+    build_training_graph,
+)
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
 
@@ -222,8 +228,8 @@ def random_inputs(shape: Tuple[int, ...], num_classes: int, seed: int = 0
 def train_rate(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str,
                shape: Tuple[int, ...]) -> float:
     """Images/s of this process's training steps (creates the network's parameters)."""
-    graph = build_training_graph(arch, shape, args.num_classes, args.channel_last, config,
-                                 rt.comm.rank, rt.float_ctx)
+    graph = build_training_graph(TrainingNetwork(
+        arch, args.num_classes, args.channel_last, config, rt.comm.rank, rt.float_ctx), shape)
     graph.image.d, graph.label.d = random_inputs(shape, args.num_classes, rt.comm.rank)
     graph.mask.d = 1
     # As train.py builds it: the static loss scale only in half precision.
@@ -263,18 +269,6 @@ def infer_rate(args: argparse.Namespace, rt: Runtime, arch: str,
     return shape[0] * steps / seconds
 
 
-def available_memory() -> Optional[int]:
-    """Bytes the system can still give (MemAvailable of /proc/meminfo), None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def training_fits(stats: ModelStats, batch: int, rt: Runtime, arch: str) -> bool:
     """On the CPU, whether the training steps' activations and their gradients (2 x 4 bytes
     per forward value, in every process, taken to share one machine) fit in the available
@@ -285,9 +279,9 @@ def training_fits(stats: ModelStats, batch: int, rt: Runtime, arch: str) -> bool
     short = available is not None and needed > available
     if not rt.comm.all_reduce_sum([short])[0]:
         return True
-    room = "" if available is None else f" ({available / 2**30:.1f} GiB)"
+    room = "" if available is None else f" ({available / GIBIBYTE:.1f} GiB)"
     rt.log(f"{arch}: training not measured: at batch {batch} x {rt.comm.size} process(es) "
-           f"its activations and their gradients take about {needed / 2**30:.1f} GiB, more "
+           f"its activations and their gradients take about {needed / GIBIBYTE:.1f} GiB, more "
            f"than the available memory{room}; use a smaller -b or --spatial-size")
     return False
 

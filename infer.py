@@ -96,7 +96,7 @@ def top_k(probabilities: np.ndarray, k: int, names: List[Optional[str]]) -> List
 def classify(graph: EvaluationGraph, batches: ImageBatches, timings: Dict[str, float]
              ) -> np.ndarray:
     """Probabilities (N, K) of every image, in input order; adds to the phase timings."""
-    probabilities = np.zeros((batches.num_samples, graph.probabilities.shape[1]), np.float32)
+    probabilities = np.zeros((batches.plan.num_samples, graph.probabilities.shape[1]), np.float32)
     timings["preprocess"] = timings["forward"] = 0.0
     clock = time.perf_counter()
     for batch in batches.epoch(0):
@@ -122,8 +122,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = class_names(args.labels, num_classes)
     batches, graph = network_for_weights(
         weights, args.arch, num_classes, FileList.from_files(paths),
-        min(args.batch_size, len(paths)), rt, args.norm_config,
-        cli.pipeline_options(args, rt, args.crop_pct))
+        min(args.batch_size, len(paths)), rt,
+        cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config))
     timings["weights"] = time.perf_counter() - clock
     with batches:
         probabilities = classify(graph, batches, timings)

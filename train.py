@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, List, Optional, Tuple
+from typing import IO, Any, List, Optional, Tuple
 
 import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
@@ -40,6 +40,7 @@ from utils.atomic import (
     remove_stale_temporaries,
 )
 from utils.batch_grid import batch_grid
+from utils.batch_plan import BatchPlan
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_checkpoint
 from utils.comm import Communicator
@@ -63,11 +64,11 @@ from utils.recorder import (
     default_interval,
     validation_tags,
 )
+from utils.run_spec import RunSpec
 from utils.runtime import Runtime, StopRequest, run, setup_runtime
 from utils.tensorboard import open_tensorboard
 from utils.training import (
-    EpochSums,
-    TrainingGraph,
+    TrainingNetwork,
     TrainingState,
     accumulate_gradients,
     apply_update,
@@ -179,26 +180,6 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
                         "there, else the ImageNet names for 1000 classes, else class ids)")
 
 
-def run_identity(args: argparse.Namespace, config: TrainConfig, num_ranks: int) -> Dict[str, Any]:
-    """What must not change when a run is resumed."""
-    return {
-        "arch": args.arch,
-        "num_classes": args.num_classes,
-        "type_config": args.type_config,
-        "channel_last": args.channel_last,
-        "spatial_size": list(args.spatial_size),
-        "batch_size": args.batch_size,
-        "num_ranks": num_ranks,
-        "config": config.to_dict(),
-        "model_load_path": args.model_load_path,
-        "finetune": args.finetune,
-        "seed": args.seed,
-        "ema_decay": args.ema_decay,
-        # (only when used: the identity of runs from before the option stays as it was)
-        **({"accumulate_steps": args.accumulate_steps} if args.accumulate_steps > 1 else {}),
-    }
-
-
 @dataclass
 class Validator:
     """The evaluation network (sharing the training parameters) and what it validates on."""
@@ -207,17 +188,20 @@ class Validator:
     data: ImageBatches
     bn_data: Optional[ImageBatches]  # training batches to recompute batch-norm statistics
 
+    def set_resolution(self, size: int) -> None:
+        """Recompute the statistics from training batches at the size trained at."""
+        if self.bn_data is not None and self.bn_data.image.spatial_size != (size, size):
+            self.bn_data = self.bn_data.resized(size)
+
 
 @dataclass
 class Training:
     """Everything the epoch functions work with, built once by main()."""
 
-    args: argparse.Namespace
-    config: TrainConfig
+    spec: RunSpec
     rt: Runtime
     monitor_path: str
     checkpoints: str  # the checkpoint folder
-    graph: TrainingGraph
     schedule: LearningRateSchedule
     state: TrainingState
     validator: Optional[Validator]
@@ -234,10 +218,6 @@ class Training:
     def comm(self) -> Communicator:
         return self.rt.comm
 
-    def due(self, done: int, interval: int) -> bool:
-        """Whether something done every `interval` epochs and at the end is due after `done`."""
-        return done % interval == 0 or done == self.config.epochs
-
     def step(self, epoch: int, iteration: int = 0) -> int:
         """Iterations done over the whole run at (epoch, iteration): the curves' x axis."""
         return epoch * self.state.data.iterations_per_epoch + iteration
@@ -249,7 +229,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     start_watchdog(args.hang_timeout, rt.comm)  # set-up, then every iteration and batch
     stop = StopRequest()  # from now on a stop signal is acted on after the next iteration
     config = load_config(args.train_config, args.epochs)
-    check_options(args, config, rt)
+    spec = RunSpec.from_args(args, config, rt.comm.size)
+    check_options(spec, rt)
     monitor_path = rt.comm.broadcast_object(
         args.monitor_path or time.strftime("tmp.monitor.%Y%m%d%H%M%S"))
     checkpoints = checkpoint_dir(monitor_path)
@@ -257,9 +238,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     train_data, val_data, bn_data = build_datasets(args, config, rt)
 
     nn.seed(args.seed)  # the training graph creates the parameters; evaluation shares them
-    graph = build_training_graph(
-        args.arch, train_data.image_shape, args.num_classes, args.channel_last,
-        config, rt.comm.rank, rt.float_ctx)
+    graph = build_training_graph(TrainingNetwork(
+        args.arch, args.num_classes, args.channel_last, config, rt.comm.rank, rt.float_ctx),
+        train_data.image_shape)
     validator = None
     if val_data is not None:
         validator = Validator(build_evaluation_graph(
@@ -271,8 +252,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rt.comm.broadcast_parameters(nn.get_parameters(grad_only=False))
 
     ema = WeightEma(nn.get_parameters(), args.ema_decay) if args.ema_decay else None
-    state = TrainingState(run_identity(args, config, rt.comm.size), rt.comm,
-                          build_solver(args, config), train_data, graph.mixing, ema)
+    state = TrainingState(spec, rt.comm, build_solver(spec), train_data, graph, ema)
     if rt.comm.is_main:
         check_room_for_outputs(monitor_path)
     if checkpoint is not None:
@@ -287,16 +267,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     start_epoch, start_iteration = state.position
     iterations = train_data.iterations_per_epoch
     start_step = start_epoch * iterations + start_iteration
-    rt.log(describe_batch(args, rt.comm.size, iterations))
+    rt.log(describe_batch(spec, train_data.plan))
     recorder = RunRecorder(
         monitor_path, rt.comm.is_main,
         TrainingMonitors(monitor_path, rt.comm.is_main, start_epoch, start_step),
         open_tensorboard(monitor_path, rt.comm.is_main and not args.no_tensorboard,
                          start_step, resumed=checkpoint is not None), rt.log)
     training = Training(
-        args, config, rt, monitor_path, checkpoints, graph,
-        build_schedule(config.lr_scheduler, iterations), state, validator, stop, recorder,
-        args.log_interval or default_interval(iterations), training_class_names(args))
+        spec, rt, monitor_path, checkpoints, build_schedule(config.lr_scheduler, iterations),
+        state, validator, stop, recorder, args.log_interval or default_interval(iterations),
+        training_class_names(args))
     try:
         recorder.session(start_step, describe_arguments(args), vars(args), config.to_dict(),
                          metric_tags(validator is not None, state.ema is not None))
@@ -307,7 +287,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def train_epochs(training: Training, start_epoch: int) -> int:
     """Train from `start_epoch` to the end; the exit status."""
-    config, rt, stop = training.config, training.rt, training.stop
+    config, rt, stop = training.spec.config, training.rt, training.stop
     for epoch in range(start_epoch, config.epochs):
         started = time.time()
         set_training_resolution(training, epoch)
@@ -326,15 +306,16 @@ def train_epochs(training: Training, start_epoch: int) -> int:
 # --------------------------------------------------------------------------- set-up
 
 
-def check_options(args: argparse.Namespace, config: TrainConfig, rt: Runtime) -> None:
+def check_options(spec: RunSpec, rt: Runtime) -> None:
     """Refuse combinations that cannot run, before any work; warn of what the recipe will
     not do in this run."""
-    if args.channel_last and rt.backend == "cpu":
+    config = spec.config
+    if spec.channel_last and rt.backend == "cpu":
         raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
-    if (config.mixup > 0 or config.cutmix > 0) and args.batch_size % 2:
+    if (config.mixup > 0 or config.cutmix > 0) and spec.batch_size % 2:
         raise UsageError(f"{config.source}: mixup and CutMix pair sample i with sample B-1-i "
                          "and need "
-                         f"an even --batch-size, got {args.batch_size}")
+                         f"an even --batch-size, got {spec.batch_size}")
     for warning in recipe_warnings(config) if rt.comm.is_main else ():
         print(warning, file=sys.stderr)
 
@@ -357,31 +338,30 @@ def build_datasets(args: argparse.Namespace, config: TrainConfig, rt: Runtime
     """This rank's shard of the training split (augmented as the config says); of the
     validation split (None with -v 0); and the training batches that re-estimate batch-norm
     statistics (--recompute-bn)."""
-    pipeline = dict(cli.pipeline_options(args, rt, None), channel_last=args.channel_last,
-                    channels=4 if args.type_config == "half" else 3)
+    pipeline = cli.input_pipeline(args, rt, None).formatted(
+        channel_last=args.channel_last, channels=4 if args.type_config == "half" else 3)
     train_files = read_file_list(args.train_list, args.train_dir, args.num_classes,
                                  flag="--train-list")
-    train = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed,
-                         augmentation=config.augmentation, **pipeline)
+    train = pipeline.batches(train_files, args.batch_size, True, args.seed, config.augmentation)
     if args.val_interval <= 0:
         return train, None, None
     val_files = read_file_list(args.val_list, args.val_dir, args.num_classes,
                                flag="--val-list")
-    val = ImageBatches(val_files, args.batch_size, training=False, **pipeline)
+    val = pipeline.batches(val_files, args.batch_size, False)
     bn = None
     if args.recompute_bn:
-        bn = ImageBatches(train_files, args.batch_size, training=True, seed=args.seed + 1,
-                          augmentation=config.augmentation, **pipeline)
+        bn = pipeline.batches(train_files, args.batch_size, True, args.seed + 1,
+                              config.augmentation)
     return train, val, bn
 
 
-def describe_batch(args: argparse.Namespace, ranks: int, iterations: int) -> str:
+def describe_batch(spec: RunSpec, plan: BatchPlan) -> str:
     """The start-up line: batch, ranks, accumulation, the images per update."""
-    steps = args.accumulate_steps
-    return (f"batch {args.batch_size} per rank x {ranks} rank(s)"
+    steps = spec.accumulate_steps
+    return (f"batch {plan.batch_size} per rank x {plan.shard.num_ranks} rank(s)"
             + (f" x {steps} accumulated batches" if steps > 1 else "")
-            + f" = {args.batch_size * ranks * steps} images per update; {iterations} "
-              "iterations per epoch")
+            + f" = {plan.global_batch * steps} images per update; "
+              f"{plan.iterations_per_epoch} iterations per epoch")
 
 
 def find_checkpoint(checkpoints: str, required: bool, rt: Runtime) -> Optional[Checkpoint]:
@@ -410,12 +390,12 @@ def load_initial_weights(args: argparse.Namespace, rt: Runtime) -> None:
            + (f"; {note}" if note else ""))
 
 
-def build_solver(args: argparse.Namespace, config: TrainConfig) -> MomentumSolver:
+def build_solver(spec: RunSpec) -> MomentumSolver:
     # A static scale only matters in half precision; a dynamic one is honoured in any.
-    scaled = args.type_config == "half" or args.dynamic_loss_scaling
+    config, dynamic = spec.config, spec.dynamic_loss_scaling
     return MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay,
-                          loss_scale=config.loss_scaling if scaled else 1.0,
-                          dynamic_loss_scaling=args.dynamic_loss_scaling)
+                          loss_scale=config.loss_scaling if spec.type_config == "half" or dynamic
+                          else 1.0, dynamic_loss_scaling=dynamic)
 
 
 def check_room_for_outputs(monitor_path: str) -> None:
@@ -463,30 +443,24 @@ def metric_tags(validating: bool, ema: bool) -> List[str]:
 
 
 def set_training_resolution(training: Training, epoch: int) -> None:
-    """With progressive resizing, train `epoch` at its resolution: the training batches (and
-    those of --recompute-bn) and graph are rebuilt when it changes; parameters, solver, data
-    position and mixing stream carry over."""
-    resizing, state, args = training.config.progressive_resizing, training.state, training.args
+    """With progressive resizing, train `epoch` at its resolution (the batches of
+    --recompute-bn too); parameters, solver, data position and mixing stream carry over."""
+    resizing = training.spec.config.progressive_resizing
     if resizing is None:
         return
     size = resizing.resolution(epoch)
-    if state.data.spatial_size != (size, size):
-        state.data = state.data.resized(size)
-        training.graph = build_training_graph(
-            args.arch, state.data.image_shape, args.num_classes, args.channel_last,
-            training.config, training.comm.rank, training.rt.float_ctx, training.graph)
-        state.mixing = training.graph.mixing
-        if training.validator is not None and training.validator.bn_data is not None:
-            training.validator.bn_data = training.validator.bn_data.resized(size)
+    training.state.set_resolution(size)
+    if training.validator is not None:
+        training.validator.set_resolution(size)
     training.rt.log(f"epoch {epoch}: training at {size}x{size}")
 
 
 def train_one_epoch(training: Training, epoch: int) -> bool:
     """Train `epoch` from where the state stands; False if a stop signal ended it early (the
     run is then checkpointed mid-epoch)."""
-    graph, state, comm = training.graph, training.state, training.comm
-    solver, data, steps = state.solver, state.data, training.args.accumulate_steps
-    global_batch = training.args.batch_size * comm.size
+    state, comm, spec = training.state, training.comm, training.spec
+    graph, solver, data, steps = state.graph, state.solver, state.data, spec.accumulate_steps
+    global_batch = data.plan.global_batch
     bar = Progress(comm, data.iterations_per_epoch, f"epoch {epoch}",
                    initial=state.position[1], images_per_iteration=global_batch)
     training.clock = (time.time(), training.step(*state.position))  # images/s: no validation
@@ -500,7 +474,7 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
         if not training.batch_recorded:  # the session's first batch
             record_batch(training, batch, step)
             training.batch_recorded = True
-        nn.seed(iteration_seed(training.args.seed, comm.rank, epoch, batch.iteration))
+        nn.seed(iteration_seed(spec.seed, comm.rank, epoch, batch.iteration))
         loss, wrong = accumulate_gradients(graph, solver, group)
         updated = True
         if last:
@@ -526,7 +500,7 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
         if stop_now and last and batch.iteration + 1 < data.iterations_per_epoch:
             bar.close()
             state.check_finite(training.checkpoints)
-            path = state.save(training.checkpoints, training.args.keep_checkpoints)
+            path = state.save(training.checkpoints, spec.keep_checkpoints)
             training.rt.log(f"stopped by {training.stop.describe()} at epoch {epoch}, "
                             f"iteration {batch.iteration + 1}; saved {path}; run the same "
                             "command to resume")
@@ -541,57 +515,56 @@ def record_batch(training: Training, batch: Any, step: int) -> None:
     weights."""
     if not training.comm.is_main:
         return
-    graph, data = training.graph, training.state.data
+    graph, data = training.state.graph, training.state.data
     weights = graph.mixing.lam.d.copy() if graph.mixing is not None else None
     training.recorder.batch(batch_grid(graph.fed_images(), batch.labels, training.names,
-                                       data.channel_last, data.norm, weights), step)
+                                       data.image.channel_last, data.image.norm, weights), step)
 
 
 def record_iterations(training: Training, step: int) -> None:
     """A point of the curves within the epoch after `step` iterations: the means of all
     ranks since the point before (kept in the checkpoint across a resume); the images per
     second of this session since then."""
-    state, args = training.state, training.args
-    window, (since, since_step) = state.window, training.clock
+    state, spec = training.state, training.spec
+    window, (since, since_step) = state.take_window(), training.clock
     now = time.time()
-    images = (step - since_step) * args.batch_size * training.comm.size
-    dynamic = args.dynamic_loss_scaling
+    images = (step - since_step) * state.data.plan.global_batch
+    dynamic = spec.dynamic_loss_scaling
     training.recorder.iteration(IterationPoint(
         step, window.loss / max(window.seen, 1), window.wrong / max(window.seen, 1),
         training.lr, images / (now - since) if now > since else float("nan"),
         state.solver.loss_scale if dynamic else None, int(window.skipped) if dynamic else None))
-    state.window = EpochSums()
     training.clock = (now, step)
 
 
 def end_of_epoch(training: Training, epoch: int, started: float) -> str:
     """Log the epoch, validate, write the weight files, checkpoint and plot; return the
     checkpoint's path."""
-    args, state, done = training.args, training.state, epoch + 1
+    spec, state, done = training.spec, training.state, epoch + 1
     state.check_finite(training.checkpoints)
     state.average_statistics()  # one model to validate and save, the same on all ranks
     log_epoch(training, epoch, time.time() - started)
-    state.sums = EpochSums()
-    if training.validator is not None and training.due(done, args.val_interval):
+    if training.validator is not None and spec.due(done, spec.val_interval):
         validate(training, done)
-    if training.comm.is_main and training.due(done, args.model_save_interval):
+    if training.comm.is_main and spec.due(done, spec.model_save_interval):
         write_weight_files(training.monitor_path, done, state.ema)
-    path = state.save(training.checkpoints, args.keep_checkpoints)
+    path = state.save(training.checkpoints, spec.keep_checkpoints)
     if training.comm.is_main:
         plot_monitor(training.monitor_path)
     training.recorder.flush()
     training.epoch_walls.append(time.time() - started)
-    if done < training.config.epochs:
+    if done < spec.config.epochs:
         training.rt.log(f"epoch {epoch}: done in {format_duration(training.epoch_walls[-1])}; "
-                        f"{run_eta(training.epoch_walls, training.config.epochs - done)}")
+                        f"{run_eta(training.epoch_walls, spec.config.epochs - done)}")
     return path
 
 
 def log_epoch(training: Training, epoch: int, seconds: float) -> None:
     """The epoch's training loss and error over all ranks: series, scalars and log line."""
-    sums, state = training.state.sums, training.state
+    state = training.state
+    sums = state.take_epoch_sums()
     loss_sum, wrong, seen = training.comm.all_reduce_sum([sums.loss, sums.wrong, sums.seen])
-    dynamic = training.args.dynamic_loss_scaling
+    dynamic = training.spec.dynamic_loss_scaling
     training.recorder.epoch(EpochResult(
         epoch, training.step(epoch + 1), loss_sum / seen, wrong / seen, seconds,
         state.data.iterations_per_epoch, training.lr,
@@ -601,17 +574,18 @@ def log_epoch(training: Training, epoch: int, seconds: float) -> None:
 def validate(training: Training, done: int) -> None:
     """Validate after `done` epochs (re-estimating the batch-norm statistics first with
     --recompute-bn), and the EMA weights too with --ema-decay."""
-    validator, comm, graph, args = training.validator, training.comm, training.graph, training.args
+    validator, comm, spec = training.validator, training.comm, training.spec
+    graph = training.state.graph
     if validator.bn_data is not None:
         if graph.mixing is not None:
             graph.mixing.unmix()  # statistics of the plain images
-        nn.seed(iteration_seed(args.seed, comm.rank, done, -1))
-        feeds = training_feeds(validator.bn_data, done, args.recompute_bn, graph.image)
+        nn.seed(iteration_seed(spec.seed, comm.rank, done, -1))
+        feeds = training_feeds(validator.bn_data, done, spec.recompute_bn, graph.image)
         recompute_batch_norm(graph.logits, feeds, comm)
     # The confusion matrix goes to TensorBoard, up to 100 classes (its counts are summed
     # over ranks: every rank decides alike).
-    counts = ClassCounts.empty(args.num_classes) if (
-        not args.no_tensorboard and args.num_classes <= CONFUSION_LIMIT) else None
+    counts = ClassCounts.empty(spec.num_classes) if (
+        spec.tensorboard and spec.num_classes <= CONFUSION_LIMIT) else None
     result = evaluate(validator.graph, validator.data, comm, description=f"validation {done}",
                       observers=[counts] if counts is not None else ())
     step = training.step(done)

@@ -25,7 +25,7 @@ import json
 import os
 import sys
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
@@ -35,6 +35,7 @@ from models import build_network
 from utils import cli
 from utils.atomic import check_can_create
 from utils.batch_grid import VAL_BATCH_PNG, first_batch_grid, save_png
+from utils.batch_plan import BatchPlan
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.errors import UsageError
@@ -165,15 +166,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = class_names(args.labels, num_classes)
     scored = read_eval_set(args, num_classes, rt)
     train_files = read_recompute_list(args, num_classes) if args.recompute_bn else None
-    pipeline = cli.pipeline_options(args, rt, args.crop_pct)
+    pipeline = cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config)
     # A batch beyond a rank's share only pads: -b 20000 over 4 images took a minute and 3 GB.
     batch_size = min(args.batch_size, -(-len(scored.files) // comm.size))
     batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,
-                                         batch_size, rt, args.norm_config, pipeline,
+                                         batch_size, rt, pipeline,
                                          scored.class_penalty(num_classes))
     if train_files is not None:
-        recompute_statistics(args, train_files, batches, num_classes, pipeline, rt)
-    height, width = batches.spatial_size
+        recompute_statistics(args, train_files, batches, num_classes, rt)
+    height, width = batches.image.spatial_size
     rt.log(f"{scored.describe(num_classes)}; {comm.size} rank(s) x batch {batch_size}, "
            f"{height}x{width}, norm {args.norm_config}")
     counts, real = ClassCounts.empty(num_classes), scored.real_counts()
@@ -194,16 +195,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def recompute_statistics(args: argparse.Namespace, train_files: FileList,
-                         batches: ImageBatches, num_classes: int, pipeline: Dict[str, Any],
-                         rt: Runtime) -> None:
-    """--recompute-bn: the batch-norm statistics as the average over N training batches."""
-    train_batches = ImageBatches(
-        train_files, args.batch_size,
-        training=True, channels=batches.channels, channel_last=batches.channel_last,
-        norm=args.norm_config, **pipeline)
+                         batches: ImageBatches, num_classes: int, rt: Runtime) -> None:
+    """--recompute-bn: the batch-norm statistics as the average over N training batches
+    (in the format of the validation `batches`)."""
+    plan = BatchPlan(train_files, args.batch_size, training=True, shard=batches.plan.shard)
+    train_batches = ImageBatches(plan, batches.image, batches.dali)
     x = nn.Variable(train_batches.image_shape)
     train_logits, _ = build_network(x, num_classes, args.arch, test=False,
-                                    channel_last=batches.channel_last)
+                                    channel_last=batches.image.channel_last)
     with train_batches:
         used = recompute_batch_norm(
             train_logits, training_feeds(train_batches, 0, args.recompute_bn, x), rt.comm)

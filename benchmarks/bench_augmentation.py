@@ -25,7 +25,8 @@ from bench_data import dali_epoch, rate  # noqa: E402
 
 from utils.augmentation import Augmentation  # noqa: E402
 from utils.batch_mixing import BatchMixing  # noqa: E402
-from utils.data import ImageBatches  # noqa: E402
+from utils.batch_plan import BatchPlan  # noqa: E402
+from utils.data import DaliOptions, ImageBatches, ImageFormat  # noqa: E402
 from utils.file_list import FileList  # noqa: E402
 
 DEMO_TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "demo",
@@ -41,8 +42,8 @@ def demo_images(count: int) -> FileList:
 def pipeline_rate(files: FileList, args: argparse.Namespace, size: int,
                   augmentation: Augmentation, mixing: Tuple[float, float] = (0.0, 0.0)
                   ) -> float:
-    loader = ImageBatches(files, args.batch_size, True, spatial_size=size,
-                          num_threads=args.threads, augmentation=augmentation)
+    loader = ImageBatches(BatchPlan(files, args.batch_size, True), ImageFormat(size),
+                          DaliOptions(args.threads), augmentation)
     x = nn.Variable(loader.image_shape)
     epoch: Callable[[int], int] = partial(dali_epoch, loader, x)
     if any(mixing):

@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from models import NORMALIZATIONS  # noqa: E402
 from utils.augmentation import augmentation_plan  # noqa: E402
-from utils.data import ImageBatches, resize_for_crop  # noqa: E402
+from utils.batch_plan import BatchPlan  # noqa: E402
+from utils.data import DaliOptions, ImageBatches, ImageFormat, resize_for_crop  # noqa: E402
 from utils.file_list import FileList  # noqa: E402
 
 MEAN, STD = (np.array(v, dtype=np.float32) for v in NORMALIZATIONS["default"])
@@ -114,8 +115,8 @@ def main() -> None:
         for training in (True, False):
             dali = []
             for t in threads:
-                loader = ImageBatches(files, args.batch_size, training, spatial_size=args.size,
-                                      num_threads=t)
+                loader = ImageBatches(BatchPlan(files, args.batch_size, training),
+                                      ImageFormat(args.size), DaliOptions(t))
                 x = nn.Variable(loader.image_shape)
                 dali.append(rate(partial(dali_epoch, loader, x), args.repeats))
                 loader.close()

@@ -35,7 +35,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from models import build_network, get_architecture  # noqa: E402
-from utils.data import ImageBatches  # noqa: E402
+from utils.batch_plan import BatchPlan  # noqa: E402
+from utils.data import DaliOptions, ImageBatches, ImageFormat  # noqa: E402
 from utils.file_list import read_file_list, write_file_list  # noqa: E402
 from utils.weights import network_parameters, open_weight_file, write_parameters  # noqa: E402
 
@@ -130,8 +131,8 @@ def main() -> None:
         weights = os.path.join(folder, "weights.h5")
         random_weights(weights, args.arch, size)
         files = read_file_list(val_list, folder)
-        with ImageBatches(files, args.batch_size, training=False, spatial_size=size,
-                          num_threads=args.threads) as pipeline:
+        with ImageBatches(BatchPlan(files, args.batch_size, training=False),
+                          ImageFormat(size), DaliOptions(args.threads)) as pipeline:
             batches_file = os.path.join(folder, "batches.npy")
             np.save(batches_file, np.stack([host_copy(batch) for batch in pipeline.epoch(0)]))
 

@@ -10,7 +10,8 @@ import nnabla as nn
 import numpy as np
 from PIL import Image
 
-from utils.data import Batch, ImageBatches
+from utils.batch_plan import BatchPlan, Shard
+from utils.data import Batch, DaliOptions, ImageBatches, ImageFormat
 from utils.file_list import FileList
 
 
@@ -69,9 +70,19 @@ def host_images(batch: Batch) -> np.ndarray:
     return array.data.copy()
 
 
+def make_batches(files: FileList, batch_size: int, training: bool = False, seed: int = 0,
+                 rank: int = 0, num_ranks: int = 1, augmentation: Any = None,
+                 num_threads: int = 1, prefetch: int = 2, **image: Any) -> ImageBatches:
+    """`ImageBatches` from the options of all its parts in one call (`image`: the fields of
+    `ImageFormat`); one DALI thread unless asked."""
+    plan = BatchPlan(files, batch_size, training, seed, Shard(rank, num_ranks))
+    parts = [ImageFormat(**image), DaliOptions(num_threads, prefetch)]
+    return ImageBatches(plan, *parts, *([augmentation] if augmentation is not None else []))
+
+
 def load_images(paths: Sequence[str], spatial_size: Any = 224, **options: Any) -> np.ndarray:
     """Image files preprocessed exactly as validation does, as one array."""
     files = FileList.from_files(paths)
-    with ImageBatches(files, len(files), training=False, spatial_size=spatial_size,
-                      num_threads=1, prefetch=1, **options) as batches:
+    with make_batches(files, len(files), spatial_size=spatial_size, prefetch=1,
+                      **options) as batches:
         return host_images(next(batches.epoch(0)))

@@ -152,24 +152,25 @@ def test_a_batch_norm_over_a_single_value_is_named_before_training():
 
     from utils.config import load_config
     from utils.errors import UsageError
-    from utils.training import build_training_graph
+    from utils.training import TrainingNetwork, build_training_graph
 
-    config = load_config(REPO / "cfg" / "cos90.yaml")
-    ctx = nn.get_current_context()
+    network = TrainingNetwork("mobilenet_v3_small", 10, False,
+                              load_config(REPO / "cfg" / "cos90.yaml"))
     with pytest.raises(UsageError, match=r"^batch-norm layer 'mbconv-008/conv-dw/bn' would "
                                          r"normalise a single value per channel \(batch 1, "
                                          r"a 1x1 map there, at a 32x32 input\): train with a "
                                          r"batch \(-b\) of 2 or more"):
-        build_training_graph("mobilenet_v3_small", (1, 3, 32, 32), 10, False, config, 0, ctx)
+        build_training_graph(network, (1, 3, 32, 32))
     nn.clear_parameters()
-    build_training_graph("mobilenet_v3_small", (2, 3, 32, 32), 10, False, config, 0, ctx)
+    build_training_graph(network, (2, 3, 32, 32))
     nn.clear_parameters()
-    build_training_graph("mobilenet_v3_small", (1, 3, 64, 64), 10, False, config, 0, ctx)
+    build_training_graph(network, (1, 3, 64, 64))
 
 
 def test_a_batch_beyond_the_memory_is_refused_before_work(weights, capsys):
     """--spatial-size 100000 (or a tiny --crop-pct) ended in DALI's std::bad_alloc traceback."""
-    from utils.data import GIBIBYTE, available_memory, check_batch_fits, pipeline_bytes
+    from utils.data import pipeline_bytes
+    from utils.memory import GIBIBYTE, available_memory, check_batch_fits
 
     assert pipeline_bytes(2, (10, 20), 3, 4, 2, None) == 2 * 2 * (200 * 3 + 200 * 12)
     assert pipeline_bytes(1, (10, 10), 4, 2, 1, (12, 14)) == 12 * 14 * 3 + 100 * 8

@@ -10,22 +10,22 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
-from data_fixtures import host_images, image_set, load_images, photo, save, write_list
+from data_fixtures import (
+    host_images,
+    image_set,
+    load_images,
+    make_batches,
+    photo,
+    save,
+    write_list,
+)
 from marks import marking_slow
 from PIL import Image, ImageOps
 
 from models import NORMALIZATIONS
 from utils.augmentation import Augmentation, augmentation_plan, random_resized_crop_window
-from utils.data import (
-    ImageBatches,
-    ImageDecodeError,
-    batch_positions,
-    epoch_order,
-    iterations_per_epoch,
-    resize_for_crop,
-    to_hw,
-    validation_resize,
-)
+from utils.batch_plan import batch_positions, epoch_order, iterations_per_epoch
+from utils.data import ImageBatches, ImageDecodeError, resize_for_crop, to_hw, validation_resize
 from utils.errors import DataError
 from utils.file_list import FileList, read_file_list
 from utils.image_probe import probe_image
@@ -45,8 +45,7 @@ def photos(tmp_path_factory) -> FileList:
 
 def batches(files: FileList, batch_size: int = 4, training: bool = False, **kw) -> ImageBatches:
     kw.setdefault("spatial_size", 16)
-    kw.setdefault("num_threads", 1)
-    return ImageBatches(files, batch_size, training, **kw)
+    return make_batches(files, batch_size, training, **kw)
 
 
 def run_epoch(loader: ImageBatches, epoch: int) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -311,25 +310,25 @@ def test_resume_reproduces_the_batches_bit_for_bit(photos):
     run_epoch(interrupted, 0)
     epoch1 = interrupted.epoch(1)
     first = [next(epoch1) for _ in range(2)]
-    mid = json.loads(json.dumps(interrupted.state()))
+    mid = json.loads(json.dumps(interrupted.state_dict()))
     assert (mid["epoch"], mid["iteration"]) == (1, 2)
     assert all((host_images(f) == e[2]).all() for f, e in zip(first, expected[5:7]))
     epoch1.close()
 
     resumed = make()
-    resumed.restore(mid)
+    resumed.load_state_dict(mid)
     rest = run_epoch(resumed, 1)
     assert len(rest) == 3
     for (i, m, img), (ei, em, eimg) in zip(rest, expected[7:]):
         assert (i == ei).all() and (m == em).all() and (img == eimg).all()
-    assert (resumed.state()["epoch"], resumed.state()["iteration"]) == (2, 0)
+    assert (resumed.state_dict()["epoch"], resumed.state_dict()["iteration"]) == (2, 0)
 
     # The interrupted loader itself continues where its loop stopped.
     again = run_epoch(interrupted, 1)
     assert all((a[2] == e[2]).all() for a, e in zip(again, expected[7:]))
 
     at_boundary = make()
-    at_boundary.restore({**mid, "epoch": 1, "iteration": 0})
+    at_boundary.load_state_dict({**mid, "epoch": 1, "iteration": 0})
     assert all((a[2] == e[2]).all() for a, e in zip(run_epoch(at_boundary, 1), expected[5:]))
 
 
@@ -341,12 +340,12 @@ def test_validation_passes_repeat_whatever_the_epoch_number(photos):
 
 
 def test_restore_refuses_a_changed_layout_mid_epoch(photos):
-    state = batches(photos, batch_size=3, training=True).state()
+    state = batches(photos, batch_size=3, training=True).state_dict()
     other = batches(photos, batch_size=4, training=True)
     with pytest.raises(DataError, match="batch_size 3 -> 4"):
-        other.restore({**state, "iteration": 2})
-    other.restore(state)  # an epoch boundary is fine
-    assert other.state()["epoch"] == 0
+        other.load_state_dict({**state, "iteration": 2})
+    other.load_state_dict(state)  # an epoch boundary is fine
+    assert other.state_dict()["epoch"] == 0
 
 
 def test_demo_dataset_loads_if_present():
@@ -434,7 +433,7 @@ def test_each_policy_changes_the_images_reproducibly_and_resumes_exactly(photos,
         loader = batches(photos, batch_size=2, training=True, seed=4, channel_last=True,
                          augmentation=augmentation)
         if restore is not None:
-            loader.restore({**loader.state(), "epoch": epoch, "iteration": restore})
+            loader.load_state_dict({**loader.state_dict(), "epoch": epoch, "iteration": restore})
         return [host_images(b) for b in loader.epoch(epoch)]
 
     chosen = Augmentation(policy=policy, n=2, m=15)

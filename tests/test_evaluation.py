@@ -4,12 +4,11 @@ from __future__ import annotations
 import nnabla as nn
 import numpy as np
 import pytest
-from data_fixtures import load_images
+from data_fixtures import load_images, make_batches
 from eval_fixtures import DEMO, demo_val_images, make_weight_file, randomise_parameters
 
 from models import build_network
 from utils.comm import Communicator
-from utils.data import ImageBatches
 from utils.evaluation import EvaluationResult, build_evaluation_graph, evaluate, record
 from utils.file_list import FileList
 from utils.weights import (
@@ -55,8 +54,7 @@ def test_every_image_counts_once_whatever_the_batch(demo13, batch_size):
         logits.forward()
         return logits.d
 
-    with ImageBatches(demo13, batch_size, training=False, spatial_size=SIZE,
-                      num_threads=1) as batches:
+    with make_batches(demo13, batch_size, spatial_size=SIZE) as batches:
         result = evaluate(graph, batches, Communicator(), progress=False)
     loss, top1, top5 = reference_metrics(demo13, logits_of)
     assert result.num_images == 13
@@ -78,7 +76,7 @@ def test_evaluation_graph_shares_the_training_parameters():
 
 def test_mismatched_batches_are_refused(demo13):
     graph = build_evaluation_graph("resnet18", (4, 3, SIZE, SIZE), 10)
-    with ImageBatches(demo13, 5, training=False, spatial_size=SIZE) as batches:
+    with make_batches(demo13, 5, spatial_size=SIZE) as batches:
         with pytest.raises(ValueError, match=r"batches of \(5, 3, 32, 32\)"):
             evaluate(graph, batches, Communicator(), progress=False)
 

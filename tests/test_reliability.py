@@ -40,8 +40,8 @@ from fault_fixtures import (
 from paths import DEMO
 from run_fixtures import assert_same_run, checkpoint_names, train_command
 
+from utils.batch_plan import batch_positions, epoch_order
 from utils.checkpoint import list_checkpoints, load_checkpoint
-from utils.data import batch_positions, epoch_order
 from utils.weights import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end

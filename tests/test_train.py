@@ -42,6 +42,7 @@ from models import get_architecture
 from utils.checkpoint import load_checkpoint
 from utils.config import load_config
 from utils.monitor import read_series, timer_path
+from utils.run_spec import RunSpec
 from utils.weights import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
@@ -183,10 +184,10 @@ def test_iteration_seed_is_a_function_of_the_position():
 
 def identity_of(*argv: str, ranks: int = 1) -> dict:
     args = train.parse_args(["-a", "resnet18", "--spatial-size", "32", *argv])
-    return train.run_identity(args, load_config(args.train_config, args.epochs), ranks)
+    return RunSpec.from_args(args, load_config(args.train_config, args.epochs), ranks).identity()
 
 
-def test_run_identity_holds_what_a_resume_must_keep():
+def test_the_run_identity_holds_what_a_resume_must_keep():
     base = identity_of()
     assert base == identity_of("-m", "elsewhere", "-v", "3", "-s", "7", "--keep-checkpoints",
                                "9", "--dali-num-threads", "1", "--resume")

@@ -23,6 +23,7 @@ import nnabla.functions as F
 import nnabla.parametric_functions as PF
 import numpy as np
 import pytest
+from data_fixtures import make_batches
 from eval_fixtures import run_script
 from paths import DATA_DIR, REPO
 
@@ -30,13 +31,13 @@ from utils import training
 from utils.checkpoint import checkpoint_dir, load_checkpoint
 from utils.comm import Communicator
 from utils.config import load_config
-from utils.data import ImageBatches
 from utils.ema import WeightEma
 from utils.file_list import read_file_list
 from utils.losses import classification_loss, top_n_error_count
 from utils.lr_schedules import solver_learning_rate
 from utils.monitor import read_series, series_path
 from utils.optim import MomentumSolver
+from utils.run_spec import RunSpec
 from utils.training import TrainingGraph, TrainingState, update_group
 
 DEMO_TRAIN = REPO / "data" / "demo" / "train"
@@ -100,13 +101,16 @@ def test_a_checkpoint_from_before_the_refactor_restores_every_part(inputs):
     comm = Communicator()
     comm.rank, comm.size = 1, 2  # restore rank 1's part (load_state_dict reads only the rank)
     files = read_file_list(str(inputs / "train_label"), str(DEMO_TRAIN))
-    data = ImageBatches(files, 4, training=True, spatial_size=32, rank=1, num_ranks=2)
+    data = make_batches(files, 4, training=True, spatial_size=32, rank=1, num_ranks=2)
+    spec = RunSpec(**{**identity, "spatial_size": tuple(identity["spatial_size"]),
+                      "config": config})
+    assert spec.identity() == identity  # the record on disk is the one of the first version
     nn.seed(0)
-    graph = training.build_training_graph("mobilenet_v3_small", data.image_shape, 2, False,
-                                          config, comm.rank, nn.get_current_context())
+    graph = training.build_training_graph(training.TrainingNetwork(
+        "mobilenet_v3_small", 2, False, config, comm.rank), data.image_shape)
     solver = MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay)
     ema = WeightEma(nn.get_parameters(), 0.9)
-    state = TrainingState(identity, comm, solver, data, graph.mixing, ema)
+    state = TrainingState(spec, comm, solver, data, graph, ema)
 
     state.resume(checkpoint)
 

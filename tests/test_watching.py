@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
-from data_fixtures import host_images, load_images
+from data_fixtures import host_images, load_images, make_batches
 from eval_fixtures import run_script
 from PIL import Image
 from tensorboard_server import tensorboard
@@ -37,7 +37,6 @@ from utils.batch_grid import (
 )
 from utils.batch_mixing import MIXUP_SEED, BatchMixing
 from utils.config import load_config
-from utils.data import ImageBatches
 from utils.file_list import read_file_list
 from utils.monitor import read_series, series_path
 from utils.recorder import default_interval
@@ -260,7 +259,7 @@ def first_training_batch(inputs: Path, config: str
     weights or None)."""
     files = read_file_list(str(inputs / "train_label"), str(DEMO / "train"), 2)
     recipe = load_config(inputs / f"{config}.yaml")
-    with ImageBatches(files, BATCH, training=True, spatial_size=SIZE, seed=0, num_threads=1,
+    with make_batches(files, BATCH, training=True, spatial_size=SIZE,
                       augmentation=recipe.augmentation) as batches:
         batch = next(batches.epoch(0))
         images, labels = host_images(batch).astype(np.float64), batch.labels.copy()

@@ -135,10 +135,11 @@ def first_batch_grid(batches: Any, names: Sequence[Optional[str]]) -> Grid:
     back where they were, so that the caller's pass still sees every batch."""
     import nnabla as nn
 
-    position = batches.state()
+    position = batches.state_dict()
     batch = next(batches.epoch(position["epoch"]))
     array = nn.NdArray(batch.image_shape)
     batch.copy_to(array)
-    grid = batch_grid(array.data, batch.labels, names, batches.channel_last, batches.norm)
-    batches.restore(position)
+    grid = batch_grid(array.data, batch.labels, names, batches.image.channel_last,
+                      batches.image.norm)
+    batches.load_state_dict(position)
     return grid

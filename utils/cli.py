@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,7 +22,9 @@ from models import (
     get_architecture,
 )
 
+from .batch_plan import Shard
 from .context import CONTEXTS, TYPE_CONFIGS
+from .data import DaliOptions, ImageFormat, InputPipeline
 from .published import did_you_mean, published
 from .watchdog import DEFAULT_HANG_TIMEOUT
 
@@ -263,22 +265,18 @@ def add_val_dataset_flags(parser: argparse.ArgumentParser) -> argparse._Argument
                               " in the current folder, else in --val-dir")
 
 
-def pipeline_options(args: argparse.Namespace, rt: Any, crop_pct: Optional[float]
-                     ) -> Dict[str, Any]:
-    """The `ImageBatches` options the shared flags and the runtime decide: input size,
-    precision, this rank's shard, the DALI flags, where DALI runs and the validation crop
-    (`crop_pct`, --crop-pct where the script has it; None: the architecture's). Layout,
-    channels and normalisation are the caller's."""
-    return dict(
-        spatial_size=spatial_size_of(args),
-        dtype=np.float16 if args.type_config == "half" else np.float32,
-        rank=rt.comm.rank, num_ranks=rt.comm.size,
-        num_threads=args.dali_num_threads,
-        prefetch=args.dali_prefetch_queue,
-        device_id=rt.data_device_id,
-        decoder_padding=args.dali_nvjpeg_memory_padding,
-        crop_pct=crop_pct or get_architecture(args.arch).crop_pct,
-    )
+def input_pipeline(args: argparse.Namespace, rt: Any, crop_pct: Optional[float]
+                   ) -> InputPipeline:
+    """The input options the shared flags and the runtime decide: input size, precision,
+    the validation crop (`crop_pct`, --crop-pct where the script has it; None: the
+    architecture's), the DALI flags and where DALI runs, and this rank's shard. Layout,
+    channels and normalisation are the caller's (`InputPipeline.formatted`)."""
+    image = ImageFormat(spatial_size_of(args),
+                        dtype=np.float16 if args.type_config == "half" else np.float32,
+                        crop_pct=crop_pct or get_architecture(args.arch).crop_pct)
+    dali = DaliOptions(args.dali_num_threads, args.dali_prefetch_queue, rt.data_device_id,
+                       args.dali_nvjpeg_memory_padding)
+    return InputPipeline(image, dali, Shard(rt.comm.rank, rt.comm.size))
 
 
 def val_list_of(args: argparse.Namespace) -> str:

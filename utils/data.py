@@ -3,24 +3,20 @@
 On a GPU the images are decoded by DALI's "mixed" decoder and processed by GPU operators; on
 a CPU-only machine (`device_id=None`) the same graph runs with DALI's CPU operators.
 
-What goes into every batch is decided in Python, as a pure function of
-(seed, epoch, iteration, rank), and fed to DALI through an external source:
+A pipeline is made of parts: the `BatchPlan` (`utils.batch_plan`: which images make each
+batch, a pure function of (seed, epoch, iteration, rank)), the `ImageFormat` the network takes
+(size, channels, layout, precision, normalisation, validation crop), the `DaliOptions` (threads,
+prefetch, device) and the training `Augmentation`. What goes into every batch is decided in
+Python and fed to DALI through an external source: the plan's images, and for training the
+random-resized-crop window and flip of each image, drawn from (seed, epoch, iteration, rank)
+and the image's size read from its header; DALI only executes them (decode the window,
+resize, flip, normalise).
 
-- the epoch order is a global permutation of the whole split drawn from (seed, epoch)
-  (the identity for validation);
-- the `num_ranks * batch_size` slots of global iteration i take positions
-  i*R*B .. (i+1)*R*B - 1 of that order, rank r getting every R-th one, so shards are disjoint
-  and every rank runs the same `ceil(N / (R*B))` iterations; slots past the end repeat
-  images from the start of the order and carry mask 0, so an epoch covers every image exactly
-  once whatever N, B and R are;
-- the random-resized-crop window and the flip of each training image are drawn in Python
-  from (seed, epoch, iteration, rank) and the image's size read from its header, and DALI
-  only executes them (decode the window, resize, flip, normalise).
-
-So DALI holds no random state: `state()` is just (epoch, iteration) and restoring it
-reproduces the same batches bit for bit, mid-epoch included. Images are used as shown: the
-EXIF orientation is applied, as DALI's decoders do by default (and the official example), and
-the crop windows refer to the turned image.
+So DALI holds no random state: `state_dict()` is just (epoch, iteration) and restoring it
+reproduces the same batches bit for bit, mid-epoch included; changing the resolution is
+replacing the format's size. Images are used as shown: the EXIF orientation is applied, as
+DALI's decoders do by default (and the official example), and the crop windows refer to the
+turned image.
 
 Broken images: a file whose header cannot be read (empty, garbage, a format DALI does not
 decode) is reported before it reaches DALI; a file that fails inside DALI's decoder is found
@@ -33,8 +29,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -42,13 +37,12 @@ import numpy as np
 from models import DEFAULT_CROP_PCT, NORMALIZATIONS
 
 from .augmentation import OFFICIAL, Augmentation, apply_policy, augmentation_plan, policy_seed
-from .errors import DataError, UsageError
+from .batch_plan import BatchPlan, PlannedBatch, Shard
+from .errors import DataError
 from .file_list import FileList
 from .image_probe import probe_image, verify_image
+from .memory import available_memory, check_batch_fits
 from .native_stderr import filter_decoder_errors
-
-# Tag keeping the shuffle's random stream apart from the augmentation's.
-_SHUFFLE_STREAM = 0x5155
 
 SpatialSize = Union[int, Sequence[int]]
 
@@ -88,31 +82,68 @@ def validation_resize(spatial_size: SpatialSize, crop_pct: float = DEFAULT_CROP_
     return resize_for_crop(h, crop_pct), resize_for_crop(w, crop_pct)
 
 
-def iterations_per_epoch(num_samples: int, batch_size: int, num_ranks: int) -> int:
-    return -(-num_samples // (batch_size * num_ranks))
+def pipeline_bytes(batch_size: int, spatial_size: Tuple[int, int], channels: int,
+                   itemsize: int, prefetch: int, resized: Optional[Tuple[int, int]]) -> int:
+    """A lower bound of the memory the pipeline's pixels take: for each batch in flight, the
+    resized images (uint8 RGB; validation resizes to cover `resized` before its crop) and
+    the output. Decoded originals and the network come on top."""
+    h, w = spatial_size
+    rh, rw = resized or spatial_size
+    return batch_size * max(prefetch, 1) * (rh * rw * 3 + h * w * channels * itemsize)
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """Sample indices in the order epoch `epoch` visits them (the same on every rank)."""
-    if not shuffle:
-        return np.arange(num_samples, dtype=np.int64)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-        [_SHUFFLE_STREAM, seed, epoch])))
-    return rng.permutation(num_samples)
+# --------------------------------------------------------------------------- the parts
 
 
-def batch_positions(
-    num_samples: int, batch_size: int, rank: int, num_ranks: int, iteration: int
-) -> Tuple[np.ndarray, np.ndarray]:
-    """(positions in the epoch order, validity) of rank `rank`'s batch `iteration`.
+@dataclass(frozen=True)
+class ImageFormat:
+    """The images as the network takes them: `spatial_size` (one number or height, width),
+    `channels` 3 (or 4, a zero 4th channel for mixed-precision NHWC networks), NHWC with
+    `channel_last`, float32 or float16, a key of NORMALIZATIONS, and validation's centre crop
+    over the resized shorter side (size / crop_pct)."""
 
-    Positions past the end wrap to the start of the order and are invalid (padding); ranks
-    interleave so that padding spreads evenly over them.
-    """
-    if not 0 <= rank < num_ranks:
-        raise ValueError(f"rank {rank} outside 0..{num_ranks - 1}")
-    slots = iteration * batch_size * num_ranks + np.arange(batch_size) * num_ranks + rank
-    return slots % num_samples, slots < num_samples
+    spatial_size: Tuple[int, int] = (224, 224)
+    channels: int = 3
+    channel_last: bool = False
+    dtype: np.dtype = np.dtype(np.float32)
+    norm: str = "default"
+    crop_pct: float = DEFAULT_CROP_PCT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spatial_size", to_hw(self.spatial_size))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        if self.channels not in (3, 4):
+            raise ValueError(f"channels must be 3 or 4, got {self.channels}")
+        if self.norm not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalisation '{self.norm}'; choose from "
+                             f"{', '.join(NORMALIZATIONS)}")
+        if self.dtype not in (np.float32, np.float16):
+            raise ValueError(f"dtype must be float32 or float16, got {self.dtype}")
+
+    def batch_shape(self, batch_size: int) -> Tuple[int, ...]:
+        """(B, C, H, W), or (B, H, W, C) channel-last."""
+        h, w = self.spatial_size
+        c = self.channels
+        return (batch_size, h, w, c) if self.channel_last else (batch_size, c, h, w)
+
+    def at(self, spatial_size: SpatialSize) -> ImageFormat:
+        """This format at another size (progressive resizing)."""
+        return replace(self, spatial_size=to_hw(spatial_size))
+
+
+@dataclass(frozen=True)
+class DaliOptions:
+    """How DALI runs: worker threads, batches prefetched, the GPU (None: the CPU) and
+    nvJPEG's device and host memory padding in bytes (GPU only)."""
+
+    num_threads: int = 4
+    prefetch: int = 2
+    device_id: Optional[int] = None
+    decoder_padding: Optional[int] = None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device_id is not None
 
 
 # --------------------------------------------------------------------------- batches
@@ -164,193 +195,148 @@ class Batch:
             self._images.as_tensor().copy_to_external(ctypes.c_void_p(ptr))
 
 
-def _check_options(files: FileList, batch_size: int, rank: int, num_ranks: int,
-                   channels: int, norm: str, dtype: Any) -> None:
-    if len(files) == 0:
-        raise DataError(f"{files.source or 'the image list'}: no images")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be positive, got {batch_size}")
-    if not 0 <= rank < num_ranks:
-        raise ValueError(f"rank {rank} outside 0..{num_ranks - 1}")
-    if channels not in (3, 4):
-        raise ValueError(f"channels must be 3 or 4, got {channels}")
-    if norm not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalisation '{norm}'; choose from "
-                         f"{', '.join(NORMALIZATIONS)}")
-    if np.dtype(dtype) not in (np.float32, np.float16):
-        raise ValueError(f"dtype must be float32 or float16, got {np.dtype(dtype)}")
+def check_pipeline_memory(plan: BatchPlan, image: ImageFormat, prefetch: int) -> None:
+    """Refuse, before any work, batches whose pixels exceed the memory there is (CPU)."""
+    resized = None if plan.training else validation_resize(image.spatial_size, image.crop_pct)
+    need = pipeline_bytes(plan.batch_size, image.spatial_size, image.channels,
+                          image.dtype.itemsize, prefetch, resized)
+    h, w = image.spatial_size
+    what = f"{plan.batch_size} image(s) at {h}x{w}" + (
+        "" if resized is None else
+        f", resized to {resized[0]}x{resized[1]} for the crop of --crop-pct "
+        f"{image.crop_pct:g},")
+    check_batch_fits(need, available_memory(), what, "lower --spatial-size or -b" + (
+        "" if resized is None else ", or raise --crop-pct"))
 
 
-GIBIBYTE = 1 << 30
+class _Feed:
+    """DALI's external source for one stream of batches: reads the planned files (and draws
+    the training crops) for each batch DALI prefetches, and keeps what it fed until DALI
+    hands the batch out."""
+
+    def __init__(self, plan: BatchPlan, augmentation: Augmentation, epoch: int,
+                 iteration: int):
+        self.plan, self.augmentation = plan, augmentation
+        self.cursor = (epoch, iteration)  # of the next batch to feed
+        self.inflight: Deque[PlannedBatch] = collections.deque()
+
+    @property
+    def position(self) -> Tuple[int, int]:
+        """(epoch, iteration) of the next batch DALI hands out."""
+        if self.inflight:
+            return self.inflight[0].epoch, self.inflight[0].iteration
+        return self.cursor
+
+    def __call__(self) -> Union[List[np.ndarray], Tuple[List[np.ndarray], ...]]:
+        plan, files = self.plan, self.plan.files
+        planned = plan.batch(*self.cursor)
+        encoded, sizes = [], []
+        for index in planned.indices:
+            try:
+                with open(files.full_path(index), "rb") as f:
+                    data = f.read()
+                sizes.append(probe_image(data)[1:])
+            except (OSError, DataError) as e:
+                raise ImageDecodeError(f"cannot decode {files.where(index)}: {e}") from None
+            encoded.append(np.frombuffer(data, dtype=np.uint8))
+        self.inflight.append(planned)
+        epoch, iteration = planned.epoch, planned.iteration + 1
+        self.cursor = (epoch + 1, 0) if iteration == plan.iterations_per_epoch else (
+            epoch, iteration)
+        if not plan.training:
+            return encoded
+        crops = augmentation_plan(sizes, plan.seed, planned.epoch, planned.iteration,
+                                  plan.shard.rank, self.augmentation)
+        return (encoded, [np.array(c[:2], dtype=np.int32) for c in crops],
+                [np.array(c[2:4], dtype=np.int32) for c in crops],
+                [np.array(c[4], dtype=np.int32) for c in crops])
 
 
-def available_memory() -> Optional[int]:
-    """Bytes this process can still allocate: the system's available memory, or less under
-    a container's (cgroup) limit; None where neither can be read."""
-    found = []
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            with open(limit) as f, open(usage) as g:
-                found.append(int(f.read()) - int(g.read()))  # "max" (no limit): ValueError
-        except (OSError, ValueError):
-            pass
-    return min(found) if found else None
+def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: bool,
+               augmentation: Optional[Augmentation]) -> Any:
+    """The DALI graph: decode (the crop window only, in training), resize, [the policy of
+    `augmentation`], flip, normalise, lay out."""
+    from nvidia.dali import fn, types
 
-
-def pipeline_bytes(batch_size: int, spatial_size: Tuple[int, int], channels: int,
-                   itemsize: int, prefetch: int, resized: Optional[Tuple[int, int]]) -> int:
-    """A lower bound of the memory the pipeline's pixels take: for each batch in flight, the
-    resized images (uint8 RGB; validation resizes to cover `resized` before its crop) and
-    the output. Decoded originals and the network come on top."""
-    h, w = spatial_size
-    rh, rw = resized or spatial_size
-    return batch_size * max(prefetch, 1) * (rh * rw * 3 + h * w * channels * itemsize)
-
-
-def check_batch_fits(need: int, available: Optional[int], what: str, remedy: str) -> None:
-    """Refuse, before any work, a batch whose pixels alone exceed the memory there is (DALI
-    ended with std::bad_alloc and a traceback)."""
-    if available is not None and need > available:
-        raise UsageError(f"{what} need at least {need / GIBIBYTE:.1f} GiB in the input "
-                         f"pipeline, more than the {max(available, 0) / GIBIBYTE:.1f} GiB of "
-                         f"memory available: {remedy}")
-
-
-@dataclass
-class _Planned:
-    """What the external source fed for one batch, waiting for DALI's output."""
-
-    epoch: int
-    iteration: int
-    indices: np.ndarray
-    valid: np.ndarray
+    decoder = {"device": "mixed" if dali.on_gpu else "cpu", "output_type": types.RGB}
+    if dali.on_gpu and dali.decoder_padding is not None:
+        decoder.update(device_memory_padding=dali.decoder_padding,
+                       host_memory_padding=dali.decoder_padding)
+    device = "gpu" if dali.on_gpu else "cpu"
+    h, w = image.spatial_size
+    if training:
+        data, anchor, shape, mirror = fn.external_source(
+            source=feed, num_outputs=4, batch=True,
+            dtype=[types.UINT8, types.INT32, types.INT32, types.INT32], ndim=[1, 1, 1, 0])
+        images = fn.decoders.image_slice(
+            data, anchor, shape, axis_names="WH", normalized_anchor=False,
+            normalized_shape=False, **decoder)
+        images = fn.resize(images, device=device, size=[h, w])
+        if augmentation is not None:
+            images = apply_policy(images, augmentation)
+    else:
+        data = fn.external_source(source=feed, batch=True, dtype=types.UINT8, ndim=1)
+        images = fn.decoders.image(data, **decoder)
+        images = fn.resize(images, device=device,
+                           size=list(validation_resize((h, w), image.crop_pct)),
+                           mode="not_smaller")
+        mirror = 0
+    mean, std = NORMALIZATIONS[image.norm]
+    return fn.crop_mirror_normalize(
+        images, device=device, crop=[h, w], crop_pos_x=0.5, crop_pos_y=0.5,
+        mirror=mirror, mean=list(mean), std=list(std),
+        dtype=types.FLOAT16 if image.dtype == np.float16 else types.FLOAT,
+        output_layout="HWC" if image.channel_last else "CHW",
+        pad_output=image.channels == 4)
 
 
 class ImageBatches:
-    """This rank's batches of a split, epoch by epoch, from a DALI pipeline.
+    """This rank's batches of a split, epoch by epoch, from a DALI pipeline: the batches of
+    `plan` in `image`'s format, run as `dali` says, augmented (in training) by
+    `augmentation`."""
 
-    Args:
-        files: the split (see `file_list.read_file_list`).
-        batch_size: per-rank batch size; every batch has exactly this many samples.
-        training: random-resized-crop + flip and a per-epoch shuffle; otherwise resize,
-            centre crop, file-list order.
-        spatial_size: output size, one number or (height, width).
-        channels: 3, or 4 for a zero 4th channel (mixed-precision NHWC networks).
-        channel_last: NHWC output instead of NCHW.
-        dtype: float32 or float16 output.
-        norm: a key of NORMALIZATIONS.
-        rank, num_ranks: this process's shard.
-        seed: shuffle and augmentation seed (same on all ranks).
-        num_threads, prefetch: DALI worker threads and prefetch queue depth.
-        device_id: GPU to decode and process on, None for the CPU.
-        decoder_padding: nvJPEG device and host memory padding in bytes (GPU only).
-        crop_pct: validation's centre crop over the resized shorter side (size / crop_pct).
-        augmentation: training's crop ranges and policy (see `Augmentation`).
-    """
-
-    def __init__(
-        self,
-        files: FileList,
-        batch_size: int,
-        training: bool,
-        spatial_size: SpatialSize = 224,
-        channels: int = 3,
-        channel_last: bool = False,
-        dtype: Any = np.float32,
-        norm: str = "default",
-        rank: int = 0,
-        num_ranks: int = 1,
-        seed: int = 0,
-        num_threads: int = 4,
-        prefetch: int = 2,
-        device_id: Optional[int] = None,
-        decoder_padding: Optional[int] = None,
-        crop_pct: float = DEFAULT_CROP_PCT,
-        augmentation: Augmentation = OFFICIAL,
-    ):
-        _check_options(files, batch_size, rank, num_ranks, channels, norm, dtype)
-        self.dtype = np.dtype(dtype)
-        self.files = files
-        self.batch_size = batch_size
-        self.training = training
-        self.spatial_size = to_hw(spatial_size)
-        self.channels = channels
-        self.channel_last = channel_last
-        self.norm = norm
-        self.rank = rank
-        self.num_ranks = num_ranks
-        self.seed = seed
-        self.num_threads = num_threads
-        self.prefetch = prefetch
-        self.device_id = device_id
-        self.decoder_padding = decoder_padding
-        self.crop_pct = crop_pct
-        self.augmentation = augmentation
+    def __init__(self, plan: BatchPlan, image: ImageFormat = ImageFormat(),
+                 dali: DaliOptions = DaliOptions(), augmentation: Augmentation = OFFICIAL):
+        self.plan, self.image, self.dali, self.augmentation = plan, image, dali, augmentation
         # A policy draws from DALI's random state: its pipeline starts afresh every epoch
         # with a seed of (seed, epoch, rank), and a resumed epoch replays the batches before.
-        self._per_epoch_streams = training and augmentation.policy != "none"
+        self._per_epoch_streams = plan.training and augmentation.policy != "none"
         self._stream_epoch = -1
-        self.num_samples = len(files)
-        self.iterations_per_epoch = iterations_per_epoch(self.num_samples, batch_size, num_ranks)
         self._epoch, self._iteration = 0, 0
         self._pipe: Any = None
-        self._cursor = (0, 0)
-        self._inflight: Deque[_Planned] = collections.deque()
-        self._orders: Dict[int, np.ndarray] = {}
-        self._fingerprint: Optional[str] = None
-        if device_id is None:  # (on a GPU the pixels are in its memory)
-            self._check_memory()
-
-    def _check_memory(self) -> None:
-        resized = None if self.training else validation_resize(self.spatial_size,
-                                                                self.crop_pct)
-        need = pipeline_bytes(self.batch_size, self.spatial_size, self.channels,
-                              self.dtype.itemsize, self.prefetch, resized)
-        h, w = self.spatial_size
-        what = f"{self.batch_size} image(s) at {h}x{w}" + (
-            "" if resized is None else
-            f", resized to {resized[0]}x{resized[1]} for the crop of --crop-pct "
-            f"{self.crop_pct:g},")
-        check_batch_fits(need, available_memory(), what, "lower --spatial-size or -b" + (
-            "" if resized is None else ", or raise --crop-pct"))
-
-    # ------------------------------------------------------------------ public interface
+        self._feed: Optional[_Feed] = None
+        if not dali.on_gpu:  # (on a GPU the pixels are in its memory)
+            check_pipeline_memory(plan, image, dali.prefetch)
 
     @property
     def image_shape(self) -> Tuple[int, ...]:
         """Shape of a batch of images."""
-        h, w = self.spatial_size
-        c = self.channels
-        return (self.batch_size, h, w, c) if self.channel_last else (self.batch_size, c, h, w)
+        return self.image.batch_shape(self.plan.batch_size)
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        return self.plan.iterations_per_epoch
 
     def __len__(self) -> int:
-        return self.iterations_per_epoch
+        return self.plan.iterations_per_epoch
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of `epoch`, from the restored iteration if `epoch` is the restored one.
 
-        A yielded batch counts as consumed: `state()` taken while holding it resumes with the
-        next one.
+        A yielded batch counts as consumed: `state_dict()` taken while holding it resumes
+        with the next one.
         """
         start = self._iteration if epoch == self._epoch else 0
         self._epoch, self._iteration = epoch, start
-        position = self._stream_position()
+        position = self._feed.position if self._feed is not None else None
         # Validation passes are all alike: a pipeline already prefetching one is reused.
-        reusable = position == (epoch, start) or (not self.training and position[1] == start)
+        reusable = position is not None and (
+            position == (epoch, start) or (not self.plan.training and position[1] == start))
         if self._per_epoch_streams and self._stream_epoch != epoch:
             reusable = False
         if self._pipe is None or not reusable:
             self._start_stream(epoch, start)
-        while self._iteration < self.iterations_per_epoch:
+        while self._iteration < self.plan.iterations_per_epoch:
             batch = self._next_batch(epoch)
             self._iteration += 1
             yield batch
@@ -359,44 +345,23 @@ class ImageBatches:
     def resized(self, spatial_size: SpatialSize) -> ImageBatches:
         """The same batches at another output size, from this one's position (which closes:
         progressive resizing)."""
-        other = ImageBatches(
-            self.files, self.batch_size, self.training, spatial_size, self.channels,
-            self.channel_last, self.dtype, self.norm, self.rank, self.num_ranks, self.seed,
-            self.num_threads, self.prefetch, self.device_id, self.decoder_padding,
-            self.crop_pct, self.augmentation)
-        other.restore(self.state())
+        other = ImageBatches(self.plan, self.image.at(spatial_size), self.dali,
+                             self.augmentation)
+        other.load_state_dict(self.state_dict())
         self.close()
         return other
 
-    def state(self) -> Dict[str, Any]:
+    def state_dict(self) -> Dict[str, Any]:
         """Where the next batch comes from, plus what it depends on (JSON-serialisable)."""
-        return {"epoch": self._epoch, "iteration": self._iteration, **self._layout()}
+        return {"epoch": self._epoch, "iteration": self._iteration, **self.plan.layout}
 
-    def restore(self, state: Dict[str, Any]) -> None:
-        """Continue exactly where `state()` was taken.
-
-        A different split, batch size, rank count, seed or mode is refused mid-epoch (the
-        position would mean other images) and allowed with a warning at an epoch boundary.
-        """
-        epoch, iteration = int(state["epoch"]), int(state["iteration"])
-        changed = {k: (state.get(k), v) for k, v in self._layout().items() if state.get(k) != v}
-        if changed and iteration:
-            detail = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
-            raise DataError(f"cannot resume mid-epoch {epoch} (iteration {iteration}): "
-                            f"the data layout changed ({detail})")
-        if changed:
-            from nnabla.logger import logger
-
-            logger.warning(f"data layout changed since the saved state ({', '.join(changed)}); "
-                           f"epoch {epoch} onwards follows the new layout")
-        if not 0 <= iteration <= self.iterations_per_epoch:
-            raise DataError(f"iteration {iteration} outside 0..{self.iterations_per_epoch}")
-        self._epoch, self._iteration = epoch, iteration
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue exactly where `state_dict()` was taken (see `BatchPlan.position_of`)."""
+        self._epoch, self._iteration = self.plan.position_of(state)
 
     def close(self) -> None:
         """Release the DALI pipeline (its threads and buffers)."""
-        self._pipe = None
-        self._inflight.clear()
+        self._pipe = self._feed = None
 
     def __enter__(self) -> ImageBatches:
         return self
@@ -404,123 +369,30 @@ class ImageBatches:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ planning (pure)
-
-    def _layout(self) -> Dict[str, Any]:
-        if self._fingerprint is None:
-            digest = hashlib.sha1("\n".join(self.files.paths).encode("utf-8"))
-            digest.update(self.files.labels.astype("<i4").tobytes())
-            self._fingerprint = digest.hexdigest()
-        return {"files": self._fingerprint, "num_samples": self.num_samples,
-                "batch_size": self.batch_size, "num_ranks": self.num_ranks, "seed": self.seed,
-                "training": self.training}
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if epoch not in self._orders:
-            if len(self._orders) >= 3:
-                del self._orders[min(self._orders)]
-            self._orders[epoch] = epoch_order(self.num_samples, self.seed, epoch, self.training)
-        return self._orders[epoch]
-
-    def _plan(self, epoch: int, iteration: int) -> _Planned:
-        positions, valid = batch_positions(
-            self.num_samples, self.batch_size, self.rank, self.num_ranks, iteration)
-        return _Planned(epoch, iteration, self._order(epoch)[positions], valid)
-
     # ------------------------------------------------------------------ the DALI side
 
-    def _stream_position(self) -> Tuple[int, int]:
-        if self._inflight:
-            return self._inflight[0].epoch, self._inflight[0].iteration
-        return self._cursor
-
     def _start_stream(self, epoch: int, iteration: int) -> None:
-        self.close()
-        self._stream_epoch = epoch
-        if not self._per_epoch_streams:
-            self._cursor = (epoch, iteration)
-            self._pipe = self._build_pipeline(self.seed + self.rank)
-            return
-        self._cursor = (epoch, 0)
-        self._pipe = self._build_pipeline(policy_seed(self.seed, epoch, self.rank))
-        for _ in range(iteration):  # where DALI's random state was at this iteration
-            self._pipe.run()
-            self._inflight.popleft()
-
-    def _source(self) -> Union[List[np.ndarray], Tuple[List[np.ndarray], ...]]:
-        """Called by DALI for each batch it prefetches: read the files, plan the crops."""
-        epoch, iteration = self._cursor
-        plan = self._plan(epoch, iteration)
-        encoded, sizes = [], []
-        for index in plan.indices:
-            try:
-                with open(self.files.full_path(index), "rb") as f:
-                    data = f.read()
-                sizes.append(probe_image(data)[1:])
-            except (OSError, DataError) as e:
-                raise ImageDecodeError(f"cannot decode {self.files.where(index)}: {e}") from None
-            encoded.append(np.frombuffer(data, dtype=np.uint8))
-        self._inflight.append(plan)
-        iteration += 1
-        self._cursor = (epoch + 1, 0) if iteration == self.iterations_per_epoch else (
-            epoch, iteration)
-        if not self.training:
-            return encoded
-        crops = augmentation_plan(sizes, self.seed, plan.epoch, plan.iteration, self.rank,
-                                  self.augmentation)
-        return (encoded, [np.array(c[:2], dtype=np.int32) for c in crops],
-                [np.array(c[2:4], dtype=np.int32) for c in crops],
-                [np.array(c[4], dtype=np.int32) for c in crops])
-
-    def _build_pipeline(self, seed: int) -> Any:
         from nvidia.dali import pipeline_def
 
+        self.close()
+        self._stream_epoch = epoch
+        policy = self._per_epoch_streams
+        seed = policy_seed(self.plan.seed, epoch, self.plan.shard.rank) if policy else \
+            self.plan.seed + self.plan.shard.rank
+        self._feed = _Feed(self.plan, self.augmentation, epoch, 0 if policy else iteration)
         filter_decoder_errors()  # a broken image is named by our line, not DALI's
         # pipeline_def rather than Pipeline: the policies' operators need its conditionals.
-        pipe = pipeline_def(self._graph, batch_size=self.batch_size,
-                            num_threads=self.num_threads, device_id=self.device_id, seed=seed,
-                            prefetch_queue_depth=self.prefetch,
-                            enable_conditionals=self._per_epoch_streams)()
-        pipe.build()
-        return pipe
-
-    def _graph(self) -> Any:
-        """The DALI graph: decode (the crop window only, in training), resize, [policy],
-        flip, normalise, lay out."""
-        from nvidia.dali import fn, types
-
-        gpu = self.device_id is not None
-        decoder = {"device": "mixed" if gpu else "cpu", "output_type": types.RGB}
-        if gpu and self.decoder_padding is not None:
-            decoder.update(device_memory_padding=self.decoder_padding,
-                           host_memory_padding=self.decoder_padding)
-        device = "gpu" if gpu else "cpu"
-        h, w = self.spatial_size
-        if self.training:
-            data, anchor, shape, mirror = fn.external_source(
-                source=self._source, num_outputs=4, batch=True,
-                dtype=[types.UINT8, types.INT32, types.INT32, types.INT32], ndim=[1, 1, 1, 0])
-            images = fn.decoders.image_slice(
-                data, anchor, shape, axis_names="WH", normalized_anchor=False,
-                normalized_shape=False, **decoder)
-            images = fn.resize(images, device=device, size=[h, w])
-            if self._per_epoch_streams:
-                images = apply_policy(images, self.augmentation)
-        else:
-            data = fn.external_source(source=self._source, batch=True, dtype=types.UINT8,
-                                      ndim=1)
-            images = fn.decoders.image(data, **decoder)
-            images = fn.resize(images, device=device,
-                               size=list(validation_resize((h, w), self.crop_pct)),
-                               mode="not_smaller")
-            mirror = 0
-        mean, std = NORMALIZATIONS[self.norm]
-        return fn.crop_mirror_normalize(
-            images, device=device, crop=[h, w], crop_pos_x=0.5, crop_pos_y=0.5,
-            mirror=mirror, mean=list(mean), std=list(std),
-            dtype=types.FLOAT16 if self.dtype == np.float16 else types.FLOAT,
-            output_layout="HWC" if self.channel_last else "CHW",
-            pad_output=self.channels == 4)
+        self._pipe = pipeline_def(
+            dali_graph, batch_size=self.plan.batch_size, num_threads=self.dali.num_threads,
+            device_id=self.dali.device_id, seed=seed, prefetch_queue_depth=self.dali.prefetch,
+            enable_conditionals=policy)(
+                self._feed, self.image, self.dali, self.plan.training,
+                self.augmentation if policy else None)
+        self._pipe.build()
+        if policy:
+            for _ in range(iteration):  # where DALI's random state was at this iteration
+                self._pipe.run()
+                self._feed.inflight.popleft()
 
     def _next_batch(self, epoch: int) -> Batch:
         try:
@@ -529,27 +401,46 @@ class ImageBatches:
             self.close()
             raise
         except Exception as e:
-            pending = list(self._inflight)
+            pending = list(self._feed.inflight)
             self.close()
             culprit = self._find_undecodable(pending)
             if culprit is None:
                 raise
             raise culprit from e
-        plan = self._inflight.popleft()
-        return Batch(epoch, plan.iteration, plan.indices,
-                     self.files.labels[plan.indices].reshape(-1, 1).astype(np.int32),
-                     plan.valid.astype(np.float32).reshape(-1, 1), self.dtype,
-                     self.device_id is not None, images)
+        planned = self._feed.inflight.popleft()
+        labels = self.plan.files.labels[planned.indices].reshape(-1, 1).astype(np.int32)
+        return Batch(epoch, planned.iteration, planned.indices, labels,
+                     planned.valid.astype(np.float32).reshape(-1, 1), self.image.dtype,
+                     self.dali.on_gpu, images)
 
-    def _find_undecodable(self, pending: List[_Planned]) -> Optional[ImageDecodeError]:
+    def _find_undecodable(self, pending: List[PlannedBatch]) -> Optional[ImageDecodeError]:
         """The first file of the batches in flight that Pillow cannot decode either."""
-        seen = set()
-        for plan in pending:
-            for index in plan.indices:
+        files, seen = self.plan.files, set()
+        for planned in pending:
+            for index in planned.indices:
                 if index not in seen:
                     seen.add(index)
-                    reason = verify_image(self.files.full_path(index))
+                    reason = verify_image(files.full_path(index))
                     if reason is not None:
-                        return ImageDecodeError(
-                            f"cannot decode {self.files.where(index)}: {reason}")
+                        return ImageDecodeError(f"cannot decode {files.where(index)}: {reason}")
         return None
+
+
+@dataclass(frozen=True)
+class InputPipeline:
+    """The options a script's flags and runtime decide, shared by its splits: the format,
+    how DALI runs and this rank's shard; `batches` adds a split's own."""
+
+    image: ImageFormat
+    dali: DaliOptions = DaliOptions()
+    shard: Shard = Shard()
+
+    def formatted(self, **changes: Any) -> InputPipeline:
+        """These options with `changes` to the image format (layout, channels, norm, ...)."""
+        return replace(self, image=replace(self.image, **changes))
+
+    def batches(self, files: FileList, batch_size: int, training: bool, seed: int = 0,
+                augmentation: Augmentation = OFFICIAL) -> ImageBatches:
+        """`files` in batches of `batch_size` per rank (see `BatchPlan`)."""
+        plan = BatchPlan(files, batch_size, training, seed, self.shard)
+        return ImageBatches(plan, self.image, self.dali, augmentation)

@@ -29,7 +29,7 @@ from models import build_network
 
 from .comm import Communicator
 from .context import float_context
-from .data import ImageBatches
+from .data import ImageBatches, InputPipeline
 from .errors import NonFiniteOutputs
 from .eval_sets import RealErrors
 from .file_list import FileList
@@ -155,7 +155,7 @@ def evaluate(
         raise ValueError(f"batches of {batches.image_shape} for a network input of "
                          f"{graph.image.shape}")
     bar = Progress(comm, len(batches), description,
-                   images_per_iteration=batches.batch_size * batches.num_ranks) \
+                   images_per_iteration=batches.plan.global_batch) \
         if progress else None
     host = np.zeros(4, np.float64)  # loss, top-1, top-5, images
     start = time.perf_counter()
@@ -188,8 +188,8 @@ def evaluate(
     for observer in observers:
         observer.all_reduce(comm)
     count = int(round(count))
-    if count != batches.num_samples:
-        raise RuntimeError(f"evaluated {count} images of {batches.num_samples}")
+    if count != batches.plan.num_samples:
+        raise RuntimeError(f"evaluated {count} images of {batches.plan.num_samples}")
     check_finite_outputs(loss, description)
     return EvaluationResult(loss / count, top1 / count, top5 / count, count,
                             time.perf_counter() - start)
@@ -211,24 +211,24 @@ def network_for_weights(
     files: FileList,
     batch_size: int,
     rt: Runtime,
-    norm: str,
-    pipeline: Dict[str, Any],
+    pipeline: InputPipeline,
     class_penalty: Optional[np.ndarray] = None,
 ) -> Tuple[ImageBatches, EvaluationGraph]:
     """Batches of `files` and the evaluation network of `arch` with `weights` loaded.
 
-    Both in the layout this machine runs (see `runnable_layout`); `pipeline` holds the other
-    `ImageBatches` options (see `utils.cli.pipeline_options`). Logs what was loaded and warns
-    (rank 0) when a published file is run with another normalisation than its own.
+    Both in the layout this machine runs (see `runnable_layout`), in `pipeline`'s other
+    options (see `utils.cli.input_pipeline`; its normalisation included). Logs what was
+    loaded and warns (rank 0) when a published file is run with another normalisation than
+    its own.
     """
     layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
-    batches = ImageBatches(files, batch_size, training=False, channels=layout.channels,
-                           channel_last=layout.channel_last, norm=norm, **pipeline)
+    pipeline = pipeline.formatted(channels=layout.channels, channel_last=layout.channel_last)
+    batches = pipeline.batches(files, batch_size, training=False)
     graph = build_evaluation_graph(arch, batches.image_shape, num_classes, layout.channel_last,
                                    rt.ctx, class_penalty)
     note = weights.load_into(arch)
     rt.log(weights.describe(num_classes, note))
-    warning = norm_warning(weights.path, norm)
+    warning = norm_warning(weights.path, pipeline.image.norm)
     if warning and rt.comm.is_main:
         print(warning, file=sys.stderr)
     return batches, graph

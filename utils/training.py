@@ -17,7 +17,7 @@ file stores and `load_state_dict()` restores it, the same keys in both direction
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import nnabla as nn
@@ -41,6 +41,7 @@ from .errors import TrainingDiverged, UsageError
 from .losses import classification_loss, top_n_error_count
 from .lr_schedules import solver_learning_rate
 from .optim import MomentumSolver
+from .run_spec import RunSpec
 
 # Where each part of the state is kept in a checkpoint (the format of the files written since
 # the first version; tests/data/checkpoint_before_refactor.json pins it).
@@ -49,7 +50,7 @@ MIXUP_KEY = "mixup_rng_{rank}"  # extra: rank r's MT19937 key; the rest of it in
 MIXUP_POSITION = "mixup_rng_pos"  # meta: [position, has_gauss, gauss] of each rank's stream
 EMA_PREFIX = "ema/"  # extra: the EMA's shadow of each parameter
 IDENTITY = "identity"  # meta: what must not change when the run is resumed
-DATA_POSITION = "train_data"  # meta: ImageBatches.state()
+DATA_POSITION = "train_data"  # meta: ImageBatches.state_dict()
 EPOCH_SUMS = "epoch_sums"  # meta: each rank's EpochSums, as a list
 WINDOW_SUMS = "window_sums"  # meta: all ranks' EpochSums since the last iteration point
 
@@ -71,6 +72,20 @@ def running_statistics() -> Dict[str, nn.Variable]:
 # --------------------------------------------------------------------------- the graph
 
 
+@dataclass(frozen=True)
+class TrainingNetwork:
+    """The training network apart from its input size (progressive resizing rebuilds it at
+    another): `arch` with the recipe's label smoothing, mixup and CutMix; `rank` seeds this
+    rank's mixing stream; loss and error are computed in `float_ctx` (None: the current)."""
+
+    arch: str
+    num_classes: int
+    channel_last: bool
+    config: TrainConfig
+    rank: int = 0
+    float_ctx: Any = None
+
+
 @dataclass
 class TrainingGraph:
     """Inputs to fill per batch and the outputs of the training network."""
@@ -83,6 +98,7 @@ class TrainingGraph:
     error: nn.Variable  # number of valid samples whose top-1 class is wrong
     mixing: Optional[BatchMixing]
     inputs: Optional[nn.Variable] = None  # the network's input: `image`, mixed if mixing
+    network: Optional[TrainingNetwork] = None  # what it was built from (None: by hand)
 
     def feed(self, batch: Any) -> None:
         """Put a `utils.data.Batch` into the inputs (and draw the next mixup or CutMix)."""
@@ -100,32 +116,38 @@ class TrainingGraph:
         self.inputs.forward()
         return self.inputs.d.copy()
 
+    def resized(self, image_shape: Tuple[int, ...]) -> TrainingGraph:
+        """The same network (its parameters and mixing stream) on images of `image_shape`."""
+        if self.network is None:
+            raise ValueError("a graph built by hand cannot be rebuilt at another size")
+        return build_training_graph(self.network, image_shape, replaces=self)
 
-def build_training_graph(arch: str, image_shape: Tuple[int, ...], num_classes: int,
-                         channel_last: bool, config: TrainConfig, rank: int, float_ctx: Any,
+
+def build_training_graph(network: TrainingNetwork, image_shape: Tuple[int, ...],
                          replaces: Optional[TrainingGraph] = None) -> TrainingGraph:
-    """`arch` in training mode on images of `image_shape`, with the config's label smoothing,
-    mixup and CutMix; loss and error in float32.
+    """`network` on images of `image_shape`; loss and error in float32.
 
     The first build creates the network's parameters (with the current `nn.seed`); a graph
     that `replaces` another (another resolution) shares them and its mixing stream.
     """
+    config, channel_last = network.config, network.channel_last
     batch = image_shape[0]
     image, label, mask = nn.Variable(image_shape), nn.Variable((batch, 1)), nn.Variable((batch, 1))
     mixing, inputs, target = None, image, label
     if config.mixup > 0 or config.cutmix > 0:
-        mixing = BatchMixing(config.mixup, config.cutmix, image_shape, num_classes,
-                             channel_last, MIXUP_SEED + rank, config.mixup_switch_prob,
+        mixing = BatchMixing(config.mixup, config.cutmix, image_shape, network.num_classes,
+                             channel_last, MIXUP_SEED + network.rank, config.mixup_switch_prob,
                              replaces.mixing.rng if replaces is not None else None)
         inputs, target = mixing.mix_inputs(image), mixing.mix_labels(label)
-    logits, _ = build_network(inputs, num_classes, arch, test=False, channel_last=channel_last)
+    logits, _ = build_network(inputs, network.num_classes, network.arch, test=False,
+                              channel_last=channel_last)
     logits.persistent = True
-    with nn.context_scope(float_ctx):
+    with nn.context_scope(network.float_ctx or nn.get_current_context()):
         loss = classification_loss(logits, target, config.label_smoothing, weight=mask)
         error = top_n_error_count(logits, label, n=1, weight=mask)
     loss.persistent = error.persistent = True
     check_batch_norm_sizes(batch_norm_inputs(loss), image_shape, channel_last)
-    return TrainingGraph(image, label, mask, logits, loss, error, mixing, inputs)
+    return TrainingGraph(image, label, mask, logits, loss, error, mixing, inputs, network)
 
 
 BATCH_NORMS = ("BatchNormalization", "FusedBatchNormalization")
@@ -208,29 +230,51 @@ class EpochSums:
         self.seen += seen
         self.skipped += skipped
 
-    def to_list(self) -> List[float]:
+    def state_dict(self) -> List[float]:
         return [self.loss, self.wrong, self.seen, self.skipped]
 
 
-@dataclass
 class TrainingState:
-    """What a checkpoint holds, restored the way it is saved (see the module's docstring)."""
+    """What a checkpoint holds, restored the way it is saved (see the module's docstring),
+    and the graph the data feeds; it changes itself as the run goes."""
 
-    identity: Dict[str, Any]  # what must not change when the run is resumed
-    comm: Communicator
-    solver: MomentumSolver
-    data: ImageBatches
-    mixing: Optional[BatchMixing] = None
-    ema: Optional[WeightEma] = None
-    sums: EpochSums = field(default_factory=EpochSums)
-    # Of all ranks (the same on each) since the last point of the per-iteration curves.
-    window: EpochSums = field(default_factory=EpochSums)
+    def __init__(self, spec: RunSpec, comm: Communicator, solver: MomentumSolver,
+                 data: ImageBatches, graph: TrainingGraph, ema: Optional[WeightEma] = None):
+        self.spec, self.comm, self.solver, self.ema = spec, comm, solver, ema
+        self.data, self.graph = data, graph
+        self.sums = EpochSums()  # this rank's, over the epoch so far
+        # Of all ranks (the same on each) since the last point of the per-iteration curves.
+        self.window = EpochSums()
+
+    @property
+    def mixing(self) -> Optional[BatchMixing]:
+        return self.graph.mixing
 
     @property
     def position(self) -> Tuple[int, int]:
         """(epoch, iteration) of the next batch: where a checkpoint taken now resumes."""
-        state = self.data.state()
+        state = self.data.state_dict()
         return state["epoch"], state["iteration"]
+
+    def set_resolution(self, size: int) -> bool:
+        """Train at `size` x `size` from here (progressive resizing): the batches and the
+        graph are rebuilt at the new size, keeping parameters, solver, data position and
+        mixing stream. False when already there."""
+        if self.data.image.spatial_size == (size, size):
+            return False
+        self.data = self.data.resized(size)
+        self.graph = self.graph.resized(self.data.image_shape)
+        return True
+
+    def take_epoch_sums(self) -> EpochSums:
+        """This rank's sums over the epoch, which start again (at the epoch's end)."""
+        sums, self.sums = self.sums, EpochSums()
+        return sums
+
+    def take_window(self) -> EpochSums:
+        """All ranks' sums since the last point of the curves, which start again."""
+        window, self.window = self.window, EpochSums()
+        return window
 
     def state_dict(self) -> Optional[Dict[str, Dict[str, Any]]]:
         """Every rank's state, gathered on rank 0 (None on the others): a collective.
@@ -238,7 +282,7 @@ class TrainingState:
         {"meta": JSON-able record, "params", "solver", "extra": name -> array}.
         """
         gathered = self.comm.all_gather_object({
-            "sums": self.sums.to_list(),
+            "sums": self.sums.state_dict(),
             # (rank 0's statistics are its parameters, saved below)
             "statistics": {} if self.comm.is_main else
             {k: v.d.copy() for k, v in running_statistics().items()},
@@ -254,10 +298,10 @@ class TrainingState:
                 extra[MIXUP_KEY.format(rank=rank)] = part["mixup"]["key"]
         if self.ema is not None:  # the same on every rank: it averages the all-reduced updates
             extra.update({EMA_PREFIX + k: v for k, v in self.ema.state_dict().items()})
-        meta = {IDENTITY: self.identity, DATA_POSITION: self.data.state(),
+        meta = {IDENTITY: self.spec.identity(), DATA_POSITION: self.data.state_dict(),
                 MIXUP_POSITION: [p["mixup"]["position"] for p in gathered
                                  if p["mixup"] is not None],
-                EPOCH_SUMS: [p["sums"] for p in gathered], WINDOW_SUMS: self.window.to_list()}
+                EPOCH_SUMS: [p["sums"] for p in gathered], WINDOW_SUMS: self.window.state_dict()}
         params = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
         return {"meta": meta, "params": params, "solver": self.solver.state_dict(),
                 "extra": extra}
@@ -277,15 +321,15 @@ class TrainingState:
                                       if k.startswith(EMA_PREFIX)})
         self.sums = EpochSums(*meta[EPOCH_SUMS][rank])
         self.window = EpochSums(*meta.get(WINDOW_SUMS, []))  # (absent before the curves)
-        self.data.restore(meta[DATA_POSITION])
+        self.data.load_state_dict(meta[DATA_POSITION])
 
     def resume(self, checkpoint: Any) -> Optional[Tuple[int, int]]:
         """Continue from a `utils.checkpoint.Checkpoint` of the same run (else refused); a
         run may only be given more epochs (or fewer, down to those done). Returns (epochs
         before, epochs now) when the number changed."""
         saved, done = checkpoint.meta[IDENTITY], checkpoint.meta["epoch"]
-        before, now = saved["config"]["epochs"], self.identity["config"]["epochs"]
-        mismatch = identity_mismatch(with_epochs(saved, now), self.identity)
+        before, now = saved["config"]["epochs"], self.spec.config.epochs
+        mismatch = identity_mismatch(with_epochs(saved, now), self.spec.identity())
         if mismatch:
             raise CheckpointError(f"{checkpoint.path}: cannot resume a different run "
                                   f"({mismatch}); use another --monitor-path")
