@@ -1,9 +1,10 @@
 """A training run's graph and its resumable state, as train.py's loop uses them.
 
-`build_training_graph` makes the network in training mode with its inputs, the (mixup or
-CutMix) targets, the loss and the error count. `TrainingState` owns everything a resumed run
-needs to continue exactly as if it had never stopped; its `state_dict()` is what a checkpoint
-file stores and `load_state_dict()` restores it, the same keys in both directions:
+`build_training_graph` makes a `TrainingNetwork` in training mode with its inputs, the (mixup
+or CutMix) targets, the loss and the error count. `TrainingState` owns everything a resumed
+run needs to continue exactly as if it had never stopped, and changes itself as the run goes
+(`set_resolution`, `take_epoch_sums`); its `state_dict()`, made of each part's own, is what a
+checkpoint file stores and `load_state_dict()` restores it, the same keys in both directions:
 
 - the parameters; batch-norm running statistics are each rank's own until the epoch ends
   (only gradients are averaged), so rank r > 0 keeps its statistics under `rank<r>/`;
