@@ -142,33 +142,39 @@ def test_config_is_frozen():
 
 
 @pytest.mark.parametrize(
-    "old, new, message",
+    "old, new, line, message",
     [
-        ("momentum: 0.875", "momentun: 0.875", r"unknown key 'momentun'.*did you mean 'momentum'"),
-        ("    warmup_epochs: 16", "    warmup_epoch: 16", r"unknown key 'warmup_epoch' in 'lr_"),
-        ("  args:", "  arguments:", r"unknown key 'arguments' in 'lr_scheduler'"),
-        ("    warmup_epochs: 16", "    decay_at: [3]", r"unknown key 'decay_at'.*valid keys"),
-        ("momentum: 0.875", "momentum: fast", r"'momentum' must be a number, got str 'fast'"),
-        ("momentum: 0.875", "momentum: 1.5", r"'momentum' must be in \[0, 1\)"),
-        ("epochs: 90", "epochs: 90.5", r"'epochs' must be an integer"),
-        ("epochs: 90", "epochs: true", r"'epochs' must be an integer"),
-        ("loss_scaling: 128", "loss_scaling: .inf", r"'loss_scaling' must be finite"),
-        ("mixup: 0\n", "", r"missing or empty required key 'mixup'"),
-        ("    base_lr: 0.001\n", "", r"missing or empty required key 'lr_scheduler.args.base_lr'"),
-        ("    base_lr: 0.001", "    base_lr: [1]", r"'lr_scheduler.args.base_lr' must be a num"),
-        ("EpochCosineLearningRateScheduler", "Cosine", r"unknown lr_scheduler type 'Cosine'"),
-        ("EpochCosineLearningRateScheduler", "[a]", r"unknown lr_scheduler type \['a'\]"),
-        ("  args:\n    base_lr: 0.001\n    warmup_epochs: 16\n    epochs:\n", "  args: 3\n",
+        ("momentum: 0.875", "momentun: 0.875", 2,
+         r"unknown key 'momentun'.*did you mean 'momentum'"),
+        ("    warmup_epochs: 16", "    warmup_epoch: 16", 11,
+         r"unknown key 'warmup_epoch' in 'lr_"),
+        ("  args:", "  arguments:", 9, r"unknown key 'arguments' in 'lr_scheduler'"),
+        ("    warmup_epochs: 16", "    decay_at: [3]", 11, r"unknown key 'decay_at'.*valid keys"),
+        ("momentum: 0.875", "momentum: fast", 2, r"'momentum' must be a number, got str 'fast'"),
+        ("momentum: 0.875", "momentum: 1.5", 2, r"'momentum' must be in \[0, 1\), got 1.5$"),
+        ("epochs: 90", "epochs: 90.5", 3, r"'epochs' must be an integer"),
+        ("epochs: 90", "epochs: true", 3, r"'epochs' must be an integer"),
+        ("loss_scaling: 128", "loss_scaling: .inf", 5, r"'loss_scaling' must be finite"),
+        ("mixup: 0\n", "", None, r"missing or empty required key 'mixup'"),
+        ("    base_lr: 0.001\n", "", 9,
+         r"missing or empty required key 'lr_scheduler.args.base_lr'"),
+        ("    base_lr: 0.001", "    base_lr: [1]", 10,
+         r"'lr_scheduler.args.base_lr' must be a num"),
+        ("EpochCosineLearningRateScheduler", "Cosine", 8, r"unknown lr_scheduler type 'Cosine'"),
+        ("EpochCosineLearningRateScheduler", "[a]", 8, r"unknown lr_scheduler type \['a'\]"),
+        ("  args:\n    base_lr: 0.001\n    warmup_epochs: 16\n    epochs:\n", "  args: 3\n", 9,
          r"'lr_scheduler.args' must be a mapping"),
     ],
 )
-def test_mistakes_are_one_line_errors_naming_the_file(tmp_path, old, new, message):
+def test_mistakes_are_one_line_errors_naming_the_file_and_line(tmp_path, old, new, line, message):
+    """The line is the offending key's (of the section holding a missing key; none for a
+    missing top-level key)."""
     assert old in COSINE
     path = write(tmp_path, COSINE.replace(old, new, 1))
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(path)
     text = str(caught.value)
-    assert text.startswith(str(path) + ": ")
+    assert text.startswith(f"{path}: " if line is None else f"{path}, line {line}: ")
     assert "\n" not in text
 
 
@@ -279,7 +285,7 @@ augmentation:
 ])
 def test_augmentation_mistakes_are_named(tmp_path, section, message):
     path = write(tmp_path, COSINE + "augmentation:\n" + section)
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+    with pytest.raises(ConfigError, match=re.escape(f"{path}, line 14: {message}")):
         load_config(path)
 
 

@@ -7,10 +7,11 @@ from paths import CFG
 
 from utils.config import load_config
 from utils.lr_schedules import (
+    CosineSchedulerConfig,
     EpochCosineSchedule,
     EpochStepSchedule,
     LearningRateSchedule,
-    SchedulerConfig,
+    StepSchedulerConfig,
     build_schedule,
     solver_learning_rate,
 )
@@ -71,7 +72,7 @@ def test_per_iteration_option_leaves_integer_epochs_unchanged():
 
 
 def test_per_iteration_values_at_fractional_epochs():
-    cosine = build_schedule(SchedulerConfig(EpochCosineSchedule(0.001, 90, 16), True), 4)
+    cosine = build_schedule(CosineSchedulerConfig(EpochCosineSchedule(0.001, 90, 16), True), 4)
     assert cosine.position(17, 2) == 17.5
     assert cosine(17, 2) == pytest.approx(0.001 * 0.5 * (1 + math.cos(math.pi * 1.5 / 74)))
     assert cosine(0, 2) == pytest.approx(0.001 * 1.5 / 16)
@@ -79,7 +80,7 @@ def test_per_iteration_values_at_fractional_epochs():
     assert cosine(15, 2) == pytest.approx(0.001)
 
     step = build_schedule(
-        SchedulerConfig(EpochStepSchedule(0.1 / 256, (30, 60, 80), 0.1, 5, True), True), 2
+        StepSchedulerConfig(EpochStepSchedule(0.1 / 256, (30, 60, 80), 0.1, 5, True), True), 2
     )
     assert step(0, 1) == pytest.approx(0.1 / 256 * 1.5 / 6)
     assert step(29, 1) == pytest.approx(0.1 / 256)

@@ -11,11 +11,20 @@ never changes the value at an integer epoch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict, Tuple, Type, Union
+from typing import Any, Dict, Tuple, Type, Union
+
+from pydantic import BeforeValidator, Field
+from typing_extensions import Annotated, Literal, get_args
+
+from .recipe_fields import FilledFrom, Flag, Integer, Number, recipe
+
+# The arguments the two schedules share, declared once.
+BaseLr = Annotated[Number, Field(gt=0, description="the learning rate per example (0.1 / 256 "
+                                                    "for SGD's 0.1 at a batch of 256)")]
+WarmupEpochs = Annotated[Integer, Field(ge=0, description="epochs of linear warm-up")]
 
 
-@dataclass(frozen=True)
+@recipe
 class EpochStepSchedule:
     """Linear warm-up, then `base_lr * decay_rate ** (number of decay_at epochs <= epoch)`.
 
@@ -25,11 +34,13 @@ class EpochStepSchedule:
     Field names and defaults are the official `EpochStepLearningRateScheduler` arguments.
     """
 
-    base_lr: float
-    decay_at: Tuple[int, ...] = (30, 60, 80)
-    decay_rate: float = 0.1
-    warmup_epochs: int = 5
-    legacy_warmup: bool = False
+    base_lr: BaseLr
+    decay_at: Annotated[Tuple[Annotated[Integer, Field(ge=0)], ...], Field(
+        description="the epochs at which the rate is multiplied by decay_rate")] = (30, 60, 80)
+    decay_rate: Annotated[Number, Field(gt=0, description="the factor of each decay")] = 0.1
+    warmup_epochs: WarmupEpochs = 5
+    legacy_warmup: Annotated[Flag, Field(
+        description="warm up to base_lr * W / (W + 1), as the official step90")] = False
 
     def __call__(self, epoch: float) -> float:
         if epoch < self.warmup_epochs:
@@ -39,7 +50,7 @@ class EpochStepSchedule:
         return self.base_lr * self.decay_rate**decays
 
 
-@dataclass(frozen=True)
+@recipe
 class EpochCosineSchedule:
     """Linear warm-up `base_lr * (epoch + 1) / warmup_epochs` (capped at `base_lr`), then cosine
     decay to 0 at `epochs`.
@@ -50,9 +61,10 @@ class EpochCosineSchedule:
     Field names and defaults are the official `EpochCosineLearningRateScheduler` arguments.
     """
 
-    base_lr: float
-    epochs: int
-    warmup_epochs: int = 5
+    base_lr: BaseLr
+    epochs: Annotated[Integer, Field(ge=1, description="the epoch the decay ends at"),
+                      FilledFrom("epochs")]
+    warmup_epochs: WarmupEpochs = 5
 
     def __call__(self, epoch: float) -> float:
         if epoch < self.warmup_epochs:
@@ -64,40 +76,55 @@ class EpochCosineSchedule:
 
 Schedule = Union[EpochStepSchedule, EpochCosineSchedule]
 
-# Config `lr_scheduler.type` -> schedule. Keys are the official class names (so official
-# configs load); the short forms are accepted aliases.
-SCHEDULE_TYPES: Dict[str, Type[Schedule]] = {
-    "EpochStepLearningRateScheduler": EpochStepSchedule,
-    "EpochCosineLearningRateScheduler": EpochCosineSchedule,
-}
+PerIteration = Annotated[Flag, Field(description="evaluate the schedule at fractional epochs "
+                                                 "(else once per epoch, as the official)")]
+_TYPE_DESCRIPTION = "the schedule: its official class name"
+
+
+# The `lr_scheduler` section, one class per schedule: `type` (the official class name, so
+# that official configs load) chooses the class, hence the meaning of `args`.
+@recipe
+class StepSchedulerConfig:
+    """`lr_scheduler` of type EpochStepLearningRateScheduler."""
+
+    args: EpochStepSchedule
+    per_iteration: PerIteration = False
+    type: Annotated[Literal["EpochStepLearningRateScheduler"], Field(
+        description=_TYPE_DESCRIPTION)] = "EpochStepLearningRateScheduler"
+
+
+@recipe
+class CosineSchedulerConfig:
+    """`lr_scheduler` of type EpochCosineLearningRateScheduler."""
+
+    args: EpochCosineSchedule
+    per_iteration: PerIteration = False
+    type: Annotated[Literal["EpochCosineLearningRateScheduler"], Field(
+        description=_TYPE_DESCRIPTION)] = "EpochCosineLearningRateScheduler"
+
+
+# Accepted short forms of `lr_scheduler.type`.
 SCHEDULE_ALIASES: Dict[str, str] = {
     "EpochStep": "EpochStepLearningRateScheduler",
     "EpochCosine": "EpochCosineLearningRateScheduler",
 }
 
 
-def schedule_type_name(schedule: Schedule) -> str:
-    """The official `lr_scheduler.type` name of a schedule (what a saved config holds)."""
-    for name, cls in SCHEDULE_TYPES.items():
-        if isinstance(schedule, cls):
-            return name
-    raise TypeError(f"not a learning-rate schedule: {schedule!r}")
+def _official_type(section: Any) -> Any:
+    """The section with a short `type` replaced by its official name."""
+    if isinstance(section, dict) and isinstance(section.get("type"), str):
+        return {**section, "type": SCHEDULE_ALIASES.get(section["type"], section["type"])}
+    return section
 
 
-@dataclass(frozen=True)
-class SchedulerConfig:
-    """The `lr_scheduler` section of a training config.
-
-    `args` is the schedule itself (its fields are the YAML `args`); `per_iteration` selects
-    sampling at fractional epochs instead of once per epoch.
-    """
-
-    args: Schedule
-    per_iteration: bool = False
-
-    @property
-    def type(self) -> str:
-        return schedule_type_name(self.args)
+# The `lr_scheduler` section: a union discriminated by `type`.
+SchedulerConfig = Annotated[Union[StepSchedulerConfig, CosineSchedulerConfig],
+                            Field(discriminator="type"), BeforeValidator(_official_type)]
+# `lr_scheduler.type` -> its section class.
+SCHEDULE_TYPES: Dict[str, Type[Any]] = {
+    section.__pydantic_fields__["type"].default: section
+    for section in get_args(get_args(SchedulerConfig)[0])
+}
 
 
 class LearningRateSchedule:
