@@ -6,7 +6,17 @@ import pytest
 from paths import CFG
 
 from utils.augmentation import Augmentation, ProgressiveResizing
-from utils.config import ConfigError, TrainConfig, load_config, save_config
+from utils.config import (
+    KEY_TABLE_BEGIN,
+    KEY_TABLE_END,
+    ConfigError,
+    TrainConfig,
+    key_table,
+    load_config,
+    save_config,
+    with_key_table,
+)
+from utils.errors import UsageError
 from utils.lr_schedules import EpochCosineSchedule, EpochStepSchedule
 
 RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
@@ -313,3 +323,77 @@ def test_progressive_resizing(tmp_path):
     with pytest.raises(ConfigError, match="needs 0 <= start_epoch <= end_epoch"):
         load_config(write(tmp_path, COSINE + "progressive_resizing: {start: 160, end: 224, "
                                              "start_epoch: 10, end_epoch: 5}\n"))
+
+
+def test_lines_of_nested_keys_list_items_and_rules(tmp_path):
+    step = COSINE.split("lr_scheduler:")[0] + (
+        "lr_scheduler:\n  type: EpochStep\n  args:\n    base_lr: 0.1\n    decay_at:\n"
+        "      - 30\n      - -1\n")
+    cases = [
+        (step, "line 13: 'lr_scheduler.args.decay_at[1]' must be >= 0, got -1"),
+        (COSINE + "augmentation:\n  policy: trivialaugment\n  m: 3\n",
+         "line 15: 'augmentation.m' is a setting of policy randaugment; policy trivialaugment "
+         "ignores it"),
+        (COSINE + "augmentation:\n  random_area: [0.5, 0.2]\n",
+         "line 14: 'augmentation.random_area' must be 0 < low <= high <= 1, got [0.5, 0.2]"),
+        (COSINE + "progressive_resizing:\n  start: 160\n  end: 224\n  start_epoch: 9\n"
+                  "  end_epoch: 5\n", "line 13: 'progressive_resizing' needs 0 <= start_epoch"),
+        (COSINE + "progressive_resizing: {start: 160, end: 4, start_epoch: 0, end_epoch: 5}\n",
+         "line 13: 'progressive_resizing.end' must be >= 8, got 4"),
+        (COSINE.replace("  type: EpochCosineLearningRateScheduler\n", ""),
+         "line 7: missing or empty required key 'lr_scheduler.type'"),
+        (COSINE + "1: 2\n", "line 13: unknown key '1' in the top level"),
+    ]
+    for text, message in cases:
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=re.escape(f"{path}, {message}")):
+            load_config(path)
+
+
+def test_an_override_is_named_without_a_line(tmp_path):
+    path = write(tmp_path, COSINE)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, epochs_override=0)
+    assert str(caught.value) == f"{path}: '--epochs' must be >= 1, got 0"
+    path = write(tmp_path, "- 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: the config must be a mapping of keys to values, " \
+                                f"got list [1]"
+
+
+def test_the_readme_table_of_keys_is_the_declarations():
+    """Regenerate with `python -m utils.config --key-table README.md`."""
+    text = (CFG.parent / "README.md").read_text(encoding="utf-8")
+    begin, end = text.index(KEY_TABLE_BEGIN), text.index(KEY_TABLE_END)
+    assert text[begin + len(KEY_TABLE_BEGIN) + 1:end] == key_table()
+    assert with_key_table(text) == text
+
+
+def test_the_table_says_what_the_declarations_do(tmp_path):
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in
+            key_table().splitlines()[2:]}
+    assert rows["`momentum`"][:3] == ["number", "required", "[0, 1)"]
+    assert rows["`lr_scheduler.args.epochs` (EpochCosine)"][1] == "the top-level `epochs`"
+    assert rows["`lr_scheduler.args.decay_at` (EpochStep)"][:3] == [
+        "list of integers", "[30, 60, 80]", "each >= 0"]
+    assert rows["`augmentation.n`"][:3] == ["integer", "2", "1..10"]
+    assert rows["`augmentation.random_area`"][2] == "0 < low <= high <= 1"
+    assert "EpochCosineLearningRateScheduler (or EpochCosine)" in rows["`lr_scheduler.type`"][2]
+    # The table's keys are those of saved recipes that between them hold every key.
+    def dotted(data, prefix=""):
+        for key, value in data.items():
+            yield prefix + key
+            if isinstance(value, dict):
+                yield from dotted(value, f"{prefix}{key}.")
+
+    modern = write(tmp_path, (CFG / "cos90_modern.yaml").read_text().replace(
+        "mixup_switch_prob: 0.5", "mixup_switch_prob: 0.3"))  # saved when not the default
+    saved = {key for path in (modern, CFG / "step90.yaml")
+             for key in dotted(load_config(path).to_dict())}
+    assert {key.split("`")[1] for key in rows} == saved
+    stale = f"intro\n{KEY_TABLE_BEGIN}\n| old |\n{KEY_TABLE_END}\nrest\n"
+    assert with_key_table(stale) == \
+        f"intro\n{KEY_TABLE_BEGIN}\n{key_table()}{KEY_TABLE_END}\nrest\n"
+    with pytest.raises(UsageError, match="markers"):
+        with_key_table("no markers")

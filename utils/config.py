@@ -1,25 +1,15 @@
 """Training recipes (cfg/*.yaml): strict loading into a frozen config, and atomic saving.
 
-The key layout is the official one, so configs written for the official example load:
-
-    weight_decay, momentum, epochs, label_smoothing, loss_scaling, mixup: numbers
-    cutmix: 0, mixup_switch_prob: 0.5   # optional, ours: CutMix's alpha, and with both on
-                                        # the probability that a batch is a CutMix one
-    lr_scheduler:
-      type: EpochStepLearningRateScheduler | EpochCosineLearningRateScheduler
-            (the short forms EpochStep / EpochCosine are accepted)
-      args: the schedule's arguments (see utils.lr_schedules), e.g. base_lr, warmup_epochs
-      per_iteration: false   # optional, ours: evaluate the schedule at fractional epochs
-    progressive_resizing: {start: 128, end: 224, start_epoch: 0, end_epoch: 80}  # optional
-    augmentation:            # optional, ours (defaults: the official augmentation)
-      random_area: [0.08, 1.0]          # of the random-resized crop
-      random_aspect_ratio: [0.75, 1.333]
-      policy: none   # or randaugment (with n, m), trivialaugment, autoaugment
+The key layout is the official one, so configs written for the official example load; ours
+are optional additions. Each key is declared once, in `TrainConfig` and the sections it holds
+(`utils.augmentation`, `utils.lr_schedules`, in the vocabulary of `utils.recipe_fields`):
+`key_table()` renders them as the README's table (`python -m utils.config --key-table
+README.md` rewrites it there).
 
 An empty (or absent) cosine `args.epochs` is filled with the top-level `epochs`, itself
 replaced by `epochs_override` (train.py's --epochs). Every mistake -- unknown or misspelt
-key, wrong type, missing key, unknown scheduler, malformed YAML, missing file -- is a
-one-line `ConfigError` naming the file.
+key, wrong type, value out of bounds, missing key, unknown scheduler, malformed YAML, missing
+file -- is a one-line `ConfigError` naming the file and, where it can, the key's line.
 """
 from __future__ import annotations
 
@@ -27,6 +17,7 @@ import dataclasses
 import difflib
 import os
 import re
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
@@ -36,13 +27,14 @@ from typing_extensions import Annotated, Literal, get_args, get_origin
 from .atomic import atomic_write_text
 from .augmentation import OFFICIAL, Augmentation, ProgressiveResizing
 from .batch_mixing import DEFAULT_SWITCH_PROB
-from .errors import UserError
+from .errors import UsageError, UserError, run_simple
 from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig
 from .recipe_fields import (
     SAVED_WHEN_SET,
     FilledFrom,
     Integer,
     Number,
+    Ordered,
     as_data,
     bound_words,
     keys,
@@ -422,4 +414,132 @@ def save_config(config: TrainConfig, path: PathLike) -> None:
     atomic_write_text(path, text)
 
 
-__all__ = ["ConfigError", "TrainConfig", "load_config", "recipe_warnings", "save_config"]
+# --- The README's table of keys, rendered from the declarations. ---
+
+KEY_TABLE_BEGIN = ("<!-- recipe keys: generated from the declarations by "
+                   "`python -m utils.config --key-table README.md`; do not edit -->")
+KEY_TABLE_END = "<!-- end of recipe keys -->"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    key: str
+    type: str
+    default: str
+    allowed: str
+    description: str
+    label: str = ""  # the schedule a key belongs to, when not to all
+
+
+def _value_words(value: Any) -> str:
+    if value is None:
+        return "absent (off)"
+    if dataclasses.is_dataclass(value):
+        return "its keys' defaults"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(_value_words, value)) + "]"
+    return str(value)
+
+
+def _allowed_words(core: Any, metadata: Sequence[Any]) -> str:
+    rules = [getattr(m, "func", None) for m in metadata]
+    ordered = [rule.words for rule in rules if isinstance(rule, Ordered)]
+    if ordered:
+        return ordered[0]
+    if get_origin(core) is Literal:
+        return ", ".join(map(str, get_args(core)))
+    if get_origin(core) is tuple and get_args(core)[-1] is Ellipsis:
+        words = bound_words(*_unwrap(get_args(core)[0]))
+        return f"each {words}" if words else ""
+    words = bound_words(core, metadata)
+    return words[len("in "):] if words.startswith("in ") else words
+
+
+def _rows(section: type, prefix: str) -> List[_Row]:
+    rows: List[_Row] = []
+    for field in keys(section):
+        declared = section.__pydantic_fields__[field.name]
+        core, metadata = _declared(section, field.name)
+        key, description = prefix + field.name, declared.description or ""
+        filled = [m.key for m in metadata if isinstance(m, FilledFrom)]
+        default = f"the top-level `{filled[0]}`" if filled else \
+            "required" if declared.is_required() else _value_words(declared.default)
+        if dataclasses.is_dataclass(core) or _choices(core):
+            rows.append(_Row(key, "mapping", default, "", description))
+            rows += _union_rows(core, key + ".") if _choices(core) else _rows(core, key + ".")
+        else:
+            rows.append(_Row(key, _type_words(core)[0], default, _allowed_words(core, metadata),
+                             description))
+    return rows
+
+
+def _union_rows(union: Any, prefix: str) -> List[_Row]:
+    """The keys of the sections of a union (the schedules): one row for a key all declare
+    alike, else one per section, labelled with its short type; `type` lists the types."""
+    short = {official: alias for alias, official in SCHEDULE_ALIASES.items()}
+    choices = _choices(union)
+    order: List[str] = []  # the keys, each after the previous key of its first section
+    found: Dict[str, List[_Row]] = {}
+    for name, section in choices.items():
+        at = 0
+        for row in _rows(section, prefix):
+            if row.key not in found:
+                order.insert(at, row.key)
+                found[row.key] = []
+            found[row.key].append(dataclasses.replace(row, label=short.get(name, name)))
+            at = order.index(row.key) + 1
+    rows = []
+    for key in order:
+        alike = found[key]
+        if key == prefix + "type":
+            names = [f"{name} (or {short[name]})" if name in short else name for name in choices]
+            rows.append(dataclasses.replace(alike[0], default="required", label="",
+                                            allowed=", ".join(names)))
+        elif len(alike) == len(choices) and \
+                len({dataclasses.replace(row, label="") for row in alike}) == 1:
+            rows.append(dataclasses.replace(alike[0], label=""))
+        else:
+            rows += alike
+    return rows
+
+
+def key_table() -> str:
+    """The recipe keys as a Markdown table (key, type, default, allowed values, description),
+    rendered from their declarations: the README's table."""
+    lines = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
+    lines += [f"| `{r.key}`{f' ({r.label})' if r.label else ''} | {r.type} | {r.default} | "
+              f"{r.allowed} | {r.description} |" for r in _rows(TrainConfig, "")]
+    return "\n".join(lines) + "\n"
+
+
+def with_key_table(text: str) -> str:
+    """`text` (the README) with the table between its markers replaced by `key_table()`."""
+    begin, end = text.find(KEY_TABLE_BEGIN), text.find(KEY_TABLE_END)
+    if begin < 0 or end < begin:
+        raise UsageError(f"the markers of the table of recipe keys are missing: "
+                         f"'{KEY_TABLE_BEGIN}' then '{KEY_TABLE_END}'")
+    return text[:begin] + KEY_TABLE_BEGIN + "\n" + key_table() + text[end:]
+
+
+def _main(argv: Sequence[str]) -> int:
+    """`--key-table`: print the table; `--key-table FILE`: rewrite it in FILE (the README)."""
+    if not argv or argv[0] != "--key-table" or len(argv) > 2:
+        raise UsageError("usage: python -m utils.config --key-table [README.md]")
+    if len(argv) == 1:
+        print(key_table(), end="")
+        return 0
+    with open(argv[1], encoding="utf-8") as stream:
+        text = stream.read()
+    atomic_write_text(argv[1], with_key_table(text))
+    return 0
+
+
+__all__ = ["ConfigError", "TrainConfig", "key_table", "load_config", "recipe_warnings",
+           "save_config", "with_key_table"]
+
+if __name__ == "__main__":
+    sys.exit(run_simple(lambda: _main(sys.argv[1:])))

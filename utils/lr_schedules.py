@@ -78,7 +78,8 @@ Schedule = Union[EpochStepSchedule, EpochCosineSchedule]
 
 PerIteration = Annotated[Flag, Field(description="evaluate the schedule at fractional epochs "
                                                  "(else once per epoch, as the official)")]
-_TYPE_DESCRIPTION = "the schedule: its official class name"
+_TYPE_DESCRIPTION = "the schedule, by its official class name"
+_ARGS_DESCRIPTION = "the schedule's arguments"
 
 
 # The `lr_scheduler` section, one class per schedule: `type` (the official class name, so
@@ -87,7 +88,7 @@ _TYPE_DESCRIPTION = "the schedule: its official class name"
 class StepSchedulerConfig:
     """`lr_scheduler` of type EpochStepLearningRateScheduler."""
 
-    args: EpochStepSchedule
+    args: Annotated[EpochStepSchedule, Field(description=_ARGS_DESCRIPTION)]
     per_iteration: PerIteration = False
     type: Annotated[Literal["EpochStepLearningRateScheduler"], Field(
         description=_TYPE_DESCRIPTION)] = "EpochStepLearningRateScheduler"
@@ -97,7 +98,7 @@ class StepSchedulerConfig:
 class CosineSchedulerConfig:
     """`lr_scheduler` of type EpochCosineLearningRateScheduler."""
 
-    args: EpochCosineSchedule
+    args: Annotated[EpochCosineSchedule, Field(description=_ARGS_DESCRIPTION)]
     per_iteration: PerIteration = False
     type: Annotated[Literal["EpochCosineLearningRateScheduler"], Field(
         description=_TYPE_DESCRIPTION)] = "EpochCosineLearningRateScheduler"
