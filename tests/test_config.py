@@ -388,7 +388,8 @@ def test_the_table_says_what_the_declarations_do(tmp_path):
                 yield from dotted(value, f"{prefix}{key}.")
 
     modern = write(tmp_path, (CFG / "cos90_modern.yaml").read_text().replace(
-        "mixup_switch_prob: 0.5", "mixup_switch_prob: 0.3"))  # saved when not the default
+        "mixup_switch_prob: 0.5", "mixup_switch_prob: 0.3").replace(  # saved when not the
+        "    warmup_epochs: 16\n", "    warmup_epochs: 16\n    min_lr: 1e-6\n"))  # default
     saved = {key for path in (modern, CFG / "step90.yaml")
              for key in dotted(load_config(path).to_dict())}
     assert {key.split("`")[1] for key in rows} == saved
@@ -397,3 +398,27 @@ def test_the_table_says_what_the_declarations_do(tmp_path):
         f"intro\n{KEY_TABLE_BEGIN}\n{key_table()}{KEY_TABLE_END}\nrest\n"
     with pytest.raises(UsageError, match="markers"):
         with_key_table("no markers")
+
+
+def test_cosine_min_lr(tmp_path):
+    """Ours, through the declaration alone: loaded, bounded, saved only when set (so the saved
+    configs and run identities from before it stay as they were)."""
+    plain = load_config(write(tmp_path, COSINE))
+    assert plain.lr_scheduler.args.min_lr == 0.0
+    assert "min_lr" not in plain.to_dict()["lr_scheduler"]["args"]
+    path = write(tmp_path, COSINE.replace("    epochs:\n", "    epochs:\n    min_lr: 1e-5\n"))
+    config = load_config(path)
+    assert config.lr_scheduler.args == EpochCosineSchedule(0.001, 90, 16, 1e-5)
+    assert config.to_dict()["lr_scheduler"]["args"]["min_lr"] == 1e-5
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config
+    path = write(tmp_path, COSINE.replace("    epochs:\n", "    epochs:\n    min_lr: 0.01\n"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == \
+        f"{path}, line 13: 'lr_scheduler.args.min_lr' must be <= base_lr (0.001), got 0.01"
+    step = COSINE.split("lr_scheduler:")[0] + (
+        "lr_scheduler:\n  type: EpochStep\n  args:\n    base_lr: 0.1\n    min_lr: 0\n")
+    with pytest.raises(ConfigError, match=r"line 11: unknown key 'min_lr' in 'lr_scheduler.args' "
+                                          r"of EpochStepLearningRateScheduler"):
+        load_config(write(tmp_path, step))

@@ -55,6 +55,17 @@ def test_cosine_past_the_end_is_zero_when_warmup_covers_training():
     assert schedule(16) == 0.0
 
 
+def test_cosine_decays_to_min_lr():
+    schedule = EpochCosineSchedule(base_lr=1.0, epochs=12, warmup_epochs=2, min_lr=0.1)
+    assert [schedule(e) for e in (0, 1)] == [0.5, 1.0]  # the warm-up does not see it
+    assert schedule(2) == 1.0
+    assert schedule(7) == pytest.approx(0.55)  # half-way: the mean of base_lr and min_lr
+    assert schedule(12) == schedule(40) == pytest.approx(0.1)
+    official = EpochCosineSchedule(base_lr=0.001, epochs=90, warmup_epochs=16)
+    cosine = [0.001 * 0.5 * (1.0 + math.cos(math.pi * ((e - 16) / 74))) for e in range(16, 90)]
+    assert [official(e) for e in range(16, 90)] == cosine  # min_lr 0: exactly the official
+
+
 def test_per_epoch_mode_is_constant_within_an_epoch():
     schedule = recipe("cos90", iters_per_epoch=100)
     assert {schedule(17, i) for i in range(100)} == {schedule(17)}

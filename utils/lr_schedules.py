@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Tuple, Type, Union
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from typing_extensions import Annotated, Literal, get_args
 
-from .recipe_fields import FilledFrom, Flag, Integer, Number, recipe
+from .recipe_fields import SAVED_WHEN_SET, FilledFrom, Flag, Integer, Number, recipe, rule_error
 
 # The arguments the two schedules share, declared once.
 BaseLr = Annotated[Number, Field(gt=0, description="the learning rate per example (0.1 / 256 "
@@ -53,25 +53,37 @@ class EpochStepSchedule:
 @recipe
 class EpochCosineSchedule:
     """Linear warm-up `base_lr * (epoch + 1) / warmup_epochs` (capped at `base_lr`), then cosine
-    decay to 0 at `epochs`.
+    decay to `min_lr` (0, officially) at `epochs`.
 
-    Decay phase: `base_lr * 0.5 * (1 + cos(pi * (epoch - W) / (epochs - W)))`, the nnabla
-    `CosineScheduler` formula; its progress is clamped to [0, 1] so that epochs at or past
-    the end (possible only when `epochs <= warmup_epochs`) give 0 instead of rising again.
-    Field names and defaults are the official `EpochCosineLearningRateScheduler` arguments.
+    Decay phase: `m + (base_lr - m) * 0.5 * (1 + cos(pi * (epoch - W) / (epochs - W)))`, with
+    m = 0 the nnabla `CosineScheduler` formula (and its values, exactly); its progress is
+    clamped to [0, 1] so that epochs at or past the end (possible only when
+    `epochs <= warmup_epochs`) give `min_lr` instead of rising again.
+    Field names and defaults are the official `EpochCosineLearningRateScheduler` arguments,
+    plus our `min_lr` (timm's `min_lr`, PyTorch's `eta_min`).
     """
 
     base_lr: BaseLr
     epochs: Annotated[Integer, Field(ge=1, description="the epoch the decay ends at"),
                       FilledFrom("epochs")]
     warmup_epochs: WarmupEpochs = 5
+    min_lr: Annotated[Number, Field(ge=0, description="the rate per example the decay ends "
+                                                      "at (<= base_lr)"), SAVED_WHEN_SET] = 0.0
+
+    @model_validator(mode="after")
+    def _decays(self) -> EpochCosineSchedule:
+        if self.min_lr > self.base_lr:
+            raise rule_error(f"must be <= base_lr ({self.base_lr:g}), got {self.min_lr:g}",
+                             "min_lr")
+        return self
 
     def __call__(self, epoch: float) -> float:
         if epoch < self.warmup_epochs:
             return self.base_lr * min(1.0, (epoch + 1) / self.warmup_epochs)
         span = self.epochs - self.warmup_epochs
         progress = min(1.0, (epoch - self.warmup_epochs) / span) if span > 0 else 1.0
-        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (
+            1.0 + math.cos(math.pi * progress))
 
 
 Schedule = Union[EpochStepSchedule, EpochCosineSchedule]
