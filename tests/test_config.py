@@ -1,4 +1,5 @@
 """Training configs: the shipped recipes, strict validation, and save/load round trips."""
+import copy
 import os
 import re
 
@@ -422,3 +423,33 @@ def test_cosine_min_lr(tmp_path):
     with pytest.raises(ConfigError, match=r"line 11: unknown key 'min_lr' in 'lr_scheduler.args' "
                                           r"of EpochStepLearningRateScheduler"):
         load_config(write(tmp_path, step))
+
+
+def test_any_wrong_value_of_any_key_is_one_line_naming_its_line(tmp_path):
+    """Every key of two recipes that between them hold them all, given each kind of wrong
+    value: a one-line ConfigError naming the file and the key's line (or the value loads)."""
+    import yaml
+
+    def paths(data, prefix=()):
+        for key, value in data.items():
+            yield prefix + (key,)
+            if isinstance(value, dict):
+                yield from paths(value, prefix + (key,))
+
+    wrong = ["x", {"a": 1}, True, -1, 1e400, [1.5, "y"]]
+    for name in ("cos90_modern", "step90"):
+        original = load_config(CFG / f"{name}.yaml").to_dict()
+        for path in paths(original):
+            for value in wrong:
+                data = copy.deepcopy(original)
+                parent = data
+                for key in path[:-1]:
+                    parent = parent[key]
+                parent[path[-1]] = value
+                file = tmp_path / "wrong.yaml"
+                file.write_text(yaml.safe_dump(data, sort_keys=False))
+                try:
+                    load_config(file)
+                except ConfigError as e:
+                    assert re.match(rf"{re.escape(str(file))}, line \d+: '?\S", str(e)), str(e)
+                    assert "\n" not in str(e) and "pydantic" not in str(e), str(e)
