@@ -453,3 +453,47 @@ def test_any_wrong_value_of_any_key_is_one_line_naming_its_line(tmp_path):
                 except ConfigError as e:
                     assert re.match(rf"{re.escape(str(file))}, line \d+: '?\S", str(e)), str(e)
                     assert "\n" not in str(e) and "pydantic" not in str(e), str(e)
+
+
+# As save_config wrote cfg/cos90_modern.yaml (with -e 7) before the keys were declared once.
+SAVED_BEFORE = """\
+# Effective training configuration (from cfg/cos90_modern.yaml).
+weight_decay: 3.0517578125e-05
+momentum: 0.875
+epochs: 7
+label_smoothing: 0.1
+loss_scaling: 128.0
+mixup: 0.2
+lr_scheduler:
+  type: EpochCosineLearningRateScheduler
+  args:
+    base_lr: 0.001
+    epochs: 7
+    warmup_epochs: 16
+  per_iteration: false
+cutmix: 1.0
+progressive_resizing:
+  start: 160
+  end: 192
+  start_epoch: 67
+  end_epoch: 78
+augmentation:
+  random_area:
+  - 0.08
+  - 1.0
+  random_aspect_ratio:
+  - 0.75
+  - 1.3333333
+  policy: trivialaugment
+  n: 2
+  m: 9
+"""
+
+
+def test_a_config_saved_before_loads_equal_with_the_same_identity(tmp_path):
+    """Its data (a run's identity in its checkpoints) is what to_dict gives now."""
+    import yaml
+
+    config = load_config(CFG / "cos90_modern.yaml", epochs_override=7)
+    assert load_config(write(tmp_path, SAVED_BEFORE)) == config
+    assert config.to_dict() == yaml.safe_load(SAVED_BEFORE)
