@@ -28,7 +28,7 @@ from .atomic import atomic_write_text
 from .augmentation import OFFICIAL, Augmentation, ProgressiveResizing
 from .batch_mixing import DEFAULT_SWITCH_PROB
 from .errors import UsageError, UserError, run_simple
-from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig
+from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig, with_official_type
 from .recipe_fields import (
     SAVED_WHEN_SET,
     FilledFrom,
@@ -84,16 +84,15 @@ class TrainConfig:
     def _fill_from_the_top_level(cls, data: Any) -> Any:
         """An empty or absent schedule argument marked `FilledFrom` (the cosine `epochs`) takes
         the top-level key's value."""
-        section = data.get("lr_scheduler") if isinstance(data, dict) else None
-        if not isinstance(section, dict) or not isinstance(section.get("args"), dict):
+        if not isinstance(data, dict):
             return data
-        name = section.get("type")
-        chosen = SCHEDULE_TYPES.get(SCHEDULE_ALIASES.get(name, name)) \
-            if isinstance(name, str) else None
-        if chosen is None:
+        section = with_official_type(data.get("lr_scheduler"))
+        name = section.get("type") if isinstance(section, dict) else None
+        if not isinstance(name, str) or name not in SCHEDULE_TYPES \
+                or not isinstance(section.get("args"), dict):
             return data
         args = dict(section["args"])
-        for key, declared in _schedule_of(chosen).__pydantic_fields__.items():
+        for key, declared in _schedule_of(SCHEDULE_TYPES[name]).__pydantic_fields__.items():
             for marker in declared.metadata:
                 if isinstance(marker, FilledFrom) and args.get(key) is None \
                         and data.get(marker.key) is not None:

@@ -123,7 +123,7 @@ SCHEDULE_ALIASES: Dict[str, str] = {
 }
 
 
-def _official_type(section: Any) -> Any:
+def with_official_type(section: Any) -> Any:
     """The section with a short `type` replaced by its official name."""
     if isinstance(section, dict) and isinstance(section.get("type"), str):
         return {**section, "type": SCHEDULE_ALIASES.get(section["type"], section["type"])}
@@ -132,7 +132,7 @@ def _official_type(section: Any) -> Any:
 
 # The `lr_scheduler` section: a union discriminated by `type`.
 SchedulerConfig = Annotated[Union[StepSchedulerConfig, CosineSchedulerConfig],
-                            Field(discriminator="type"), BeforeValidator(_official_type)]
+                            Field(discriminator="type"), BeforeValidator(with_official_type)]
 # `lr_scheduler.type` -> its section class.
 SCHEDULE_TYPES: Dict[str, Type[Any]] = {
     section.__pydantic_fields__["type"].default: section

@@ -99,11 +99,6 @@ def keys(section: type) -> Tuple[dataclasses.Field, ...]:
     return tuple(sorted(fields, key=lambda f: f.name != "type"))
 
 
-def field_metadata(section: type, name: str) -> Tuple[Any, ...]:
-    """The metadata (bounds, markers, validators) declared with key `name` of `section`."""
-    return tuple(section.__pydantic_fields__[name].metadata)
-
-
 def as_data(value: Any) -> Any:
     """Plain YAML-ready data of a section (tuples as lists), its keys in their file order."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
