@@ -15,7 +15,7 @@ and no partial output file; <list> and <n> are the list file and its line.
 | train.py | --model-load-path, other arch | 2: <h5>: does not fit mobilenet_v2: parameter ... |
 | train.py | --model-load-path, cut .h5 | 2: <h5>: not a readable NNabla parameter file (...) |
 | train.py | malformed YAML | 2: <yaml>: malformed YAML at line 2, column 9: ... |
-| train.py | unknown config key | 2: <yaml>: unknown key 'momentumm' ... 'momentum'? ... |
+| train.py | unknown config key | 2: <yaml>, line 1: unknown key 'momentumm' ... 'momentum'? ... |
 | train.py | odd -b, mixup config | 2: <yaml>: mixup ... need an even --batch-size, got 7 |
 | validation.py | truncated / garbage / empty | 2: cannot decode <file> (line <n> of <list>): ... |
 | validation.py | listed file missing | 2: <list>:<n>: file not found: <file> |
@@ -155,7 +155,7 @@ BAD_INPUTS = [
     ("train-malformed-yaml", lambda b, w: _train(b, w, "y", config="malformed_yaml"), 2,
      ["{malformed_yaml}: malformed YAML at line 2"]),
     ("train-unknown-config-key", lambda b, w: _train(b, w, "k", config="unknown_key"), 2,
-     ["{unknown_key}: unknown key 'momentumm'", "did you mean 'momentum'?"]),
+     ["{unknown_key}, line 1: unknown key 'momentumm'", "did you mean 'momentum'?"]),
     ("train-odd-batch-with-mixup",
      lambda b, w: _train(b, w, "mx", config="mixup", batch=7), 2,
      ["{mixup}: mixup and CutMix pair sample i with sample B-1-i and need an even "

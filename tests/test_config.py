@@ -1,4 +1,5 @@
 """Training configs: the shipped recipes, strict validation, and save/load round trips."""
+import copy
 import os
 import re
 
@@ -6,7 +7,17 @@ import pytest
 from paths import CFG
 
 from utils.augmentation import Augmentation, ProgressiveResizing
-from utils.config import ConfigError, TrainConfig, load_config, save_config
+from utils.config import (
+    KEY_TABLE_BEGIN,
+    KEY_TABLE_END,
+    ConfigError,
+    TrainConfig,
+    key_table,
+    load_config,
+    save_config,
+    with_key_table,
+)
+from utils.errors import UsageError
 from utils.lr_schedules import EpochCosineSchedule, EpochStepSchedule
 
 RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
@@ -142,33 +153,39 @@ def test_config_is_frozen():
 
 
 @pytest.mark.parametrize(
-    "old, new, message",
+    "old, new, line, message",
     [
-        ("momentum: 0.875", "momentun: 0.875", r"unknown key 'momentun'.*did you mean 'momentum'"),
-        ("    warmup_epochs: 16", "    warmup_epoch: 16", r"unknown key 'warmup_epoch' in 'lr_"),
-        ("  args:", "  arguments:", r"unknown key 'arguments' in 'lr_scheduler'"),
-        ("    warmup_epochs: 16", "    decay_at: [3]", r"unknown key 'decay_at'.*valid keys"),
-        ("momentum: 0.875", "momentum: fast", r"'momentum' must be a number, got str 'fast'"),
-        ("momentum: 0.875", "momentum: 1.5", r"'momentum' must be in \[0, 1\)"),
-        ("epochs: 90", "epochs: 90.5", r"'epochs' must be an integer"),
-        ("epochs: 90", "epochs: true", r"'epochs' must be an integer"),
-        ("loss_scaling: 128", "loss_scaling: .inf", r"'loss_scaling' must be finite"),
-        ("mixup: 0\n", "", r"missing or empty required key 'mixup'"),
-        ("    base_lr: 0.001\n", "", r"missing or empty required key 'lr_scheduler.args.base_lr'"),
-        ("    base_lr: 0.001", "    base_lr: [1]", r"'lr_scheduler.args.base_lr' must be a num"),
-        ("EpochCosineLearningRateScheduler", "Cosine", r"unknown lr_scheduler type 'Cosine'"),
-        ("EpochCosineLearningRateScheduler", "[a]", r"unknown lr_scheduler type \['a'\]"),
-        ("  args:\n    base_lr: 0.001\n    warmup_epochs: 16\n    epochs:\n", "  args: 3\n",
+        ("momentum: 0.875", "momentun: 0.875", 2,
+         r"unknown key 'momentun'.*did you mean 'momentum'"),
+        ("    warmup_epochs: 16", "    warmup_epoch: 16", 11,
+         r"unknown key 'warmup_epoch' in 'lr_"),
+        ("  args:", "  arguments:", 9, r"unknown key 'arguments' in 'lr_scheduler'"),
+        ("    warmup_epochs: 16", "    decay_at: [3]", 11, r"unknown key 'decay_at'.*valid keys"),
+        ("momentum: 0.875", "momentum: fast", 2, r"'momentum' must be a number, got str 'fast'"),
+        ("momentum: 0.875", "momentum: 1.5", 2, r"'momentum' must be in \[0, 1\), got 1.5$"),
+        ("epochs: 90", "epochs: 90.5", 3, r"'epochs' must be an integer"),
+        ("epochs: 90", "epochs: true", 3, r"'epochs' must be an integer"),
+        ("loss_scaling: 128", "loss_scaling: .inf", 5, r"'loss_scaling' must be finite"),
+        ("mixup: 0\n", "", None, r"missing or empty required key 'mixup'"),
+        ("    base_lr: 0.001\n", "", 9,
+         r"missing or empty required key 'lr_scheduler.args.base_lr'"),
+        ("    base_lr: 0.001", "    base_lr: [1]", 10,
+         r"'lr_scheduler.args.base_lr' must be a num"),
+        ("EpochCosineLearningRateScheduler", "Cosine", 8, r"unknown lr_scheduler type 'Cosine'"),
+        ("EpochCosineLearningRateScheduler", "[a]", 8, r"unknown lr_scheduler type \['a'\]"),
+        ("  args:\n    base_lr: 0.001\n    warmup_epochs: 16\n    epochs:\n", "  args: 3\n", 9,
          r"'lr_scheduler.args' must be a mapping"),
     ],
 )
-def test_mistakes_are_one_line_errors_naming_the_file(tmp_path, old, new, message):
+def test_mistakes_are_one_line_errors_naming_the_file_and_line(tmp_path, old, new, line, message):
+    """The line is the offending key's (of the section holding a missing key; none for a
+    missing top-level key)."""
     assert old in COSINE
     path = write(tmp_path, COSINE.replace(old, new, 1))
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(path)
     text = str(caught.value)
-    assert text.startswith(str(path) + ": ")
+    assert text.startswith(f"{path}: " if line is None else f"{path}, line {line}: ")
     assert "\n" not in text
 
 
@@ -279,7 +296,7 @@ augmentation:
 ])
 def test_augmentation_mistakes_are_named(tmp_path, section, message):
     path = write(tmp_path, COSINE + "augmentation:\n" + section)
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+    with pytest.raises(ConfigError, match=re.escape(f"{path}, line 14: {message}")):
         load_config(path)
 
 
@@ -307,3 +324,176 @@ def test_progressive_resizing(tmp_path):
     with pytest.raises(ConfigError, match="needs 0 <= start_epoch <= end_epoch"):
         load_config(write(tmp_path, COSINE + "progressive_resizing: {start: 160, end: 224, "
                                              "start_epoch: 10, end_epoch: 5}\n"))
+
+
+def test_lines_of_nested_keys_list_items_and_rules(tmp_path):
+    step = COSINE.split("lr_scheduler:")[0] + (
+        "lr_scheduler:\n  type: EpochStep\n  args:\n    base_lr: 0.1\n    decay_at:\n"
+        "      - 30\n      - -1\n")
+    cases = [
+        (step, "line 13: 'lr_scheduler.args.decay_at[1]' must be >= 0, got -1"),
+        (COSINE + "augmentation:\n  policy: trivialaugment\n  m: 3\n",
+         "line 15: 'augmentation.m' is a setting of policy randaugment; policy trivialaugment "
+         "ignores it"),
+        (COSINE + "augmentation:\n  random_area: [0.5, 0.2]\n",
+         "line 14: 'augmentation.random_area' must be 0 < low <= high <= 1, got [0.5, 0.2]"),
+        (COSINE + "progressive_resizing:\n  start: 160\n  end: 224\n  start_epoch: 9\n"
+                  "  end_epoch: 5\n", "line 13: 'progressive_resizing' needs 0 <= start_epoch"),
+        (COSINE + "progressive_resizing: {start: 160, end: 4, start_epoch: 0, end_epoch: 5}\n",
+         "line 13: 'progressive_resizing.end' must be >= 8, got 4"),
+        (COSINE.replace("  type: EpochCosineLearningRateScheduler\n", ""),
+         "line 7: missing or empty required key 'lr_scheduler.type'"),
+        (COSINE + "1: 2\n", "line 13: unknown key '1' in the top level"),
+    ]
+    for text, message in cases:
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=re.escape(f"{path}, {message}")):
+            load_config(path)
+
+
+def test_an_override_is_named_without_a_line(tmp_path):
+    path = write(tmp_path, COSINE)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, epochs_override=0)
+    assert str(caught.value) == f"{path}: '--epochs' must be >= 1, got 0"
+    path = write(tmp_path, "- 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: the config must be a mapping of keys to values, " \
+                                f"got list [1]"
+
+
+def test_the_readme_table_of_keys_is_the_declarations():
+    """Regenerate with `python -m utils.config --key-table README.md`."""
+    text = (CFG.parent / "README.md").read_text(encoding="utf-8")
+    begin, end = text.index(KEY_TABLE_BEGIN), text.index(KEY_TABLE_END)
+    assert text[begin + len(KEY_TABLE_BEGIN) + 1:end] == key_table()
+    assert with_key_table(text) == text
+
+
+def test_the_table_says_what_the_declarations_do(tmp_path):
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in
+            key_table().splitlines()[2:]}
+    assert rows["`momentum`"][:3] == ["number", "required", "[0, 1)"]
+    assert rows["`lr_scheduler.args.epochs` (EpochCosine)"][1] == "the top-level `epochs`"
+    assert rows["`lr_scheduler.args.decay_at` (EpochStep)"][:3] == [
+        "list of integers", "[30, 60, 80]", "each >= 0"]
+    assert rows["`augmentation.n`"][:3] == ["integer", "2", "1..10"]
+    assert rows["`augmentation.random_area`"][2] == "0 < low <= high <= 1"
+    assert "EpochCosineLearningRateScheduler (or EpochCosine)" in rows["`lr_scheduler.type`"][2]
+    # The table's keys are those of saved recipes that between them hold every key.
+    def dotted(data, prefix=""):
+        for key, value in data.items():
+            yield prefix + key
+            if isinstance(value, dict):
+                yield from dotted(value, f"{prefix}{key}.")
+
+    modern = write(tmp_path, (CFG / "cos90_modern.yaml").read_text().replace(
+        "mixup_switch_prob: 0.5", "mixup_switch_prob: 0.3").replace(  # saved when not the
+        "    warmup_epochs: 16\n", "    warmup_epochs: 16\n    min_lr: 1e-6\n"))  # default
+    saved = {key for path in (modern, CFG / "step90.yaml")
+             for key in dotted(load_config(path).to_dict())}
+    assert {key.split("`")[1] for key in rows} == saved
+    stale = f"intro\n{KEY_TABLE_BEGIN}\n| old |\n{KEY_TABLE_END}\nrest\n"
+    assert with_key_table(stale) == \
+        f"intro\n{KEY_TABLE_BEGIN}\n{key_table()}{KEY_TABLE_END}\nrest\n"
+    with pytest.raises(UsageError, match="markers"):
+        with_key_table("no markers")
+
+
+def test_cosine_min_lr(tmp_path):
+    """Ours, through the declaration alone: loaded, bounded, saved only when set (so the saved
+    configs and run identities from before it stay as they were)."""
+    plain = load_config(write(tmp_path, COSINE))
+    assert plain.lr_scheduler.args.min_lr == 0.0
+    assert "min_lr" not in plain.to_dict()["lr_scheduler"]["args"]
+    path = write(tmp_path, COSINE.replace("    epochs:\n", "    epochs:\n    min_lr: 1e-5\n"))
+    config = load_config(path)
+    assert config.lr_scheduler.args == EpochCosineSchedule(0.001, 90, 16, 1e-5)
+    assert config.to_dict()["lr_scheduler"]["args"]["min_lr"] == 1e-5
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config
+    path = write(tmp_path, COSINE.replace("    epochs:\n", "    epochs:\n    min_lr: 0.01\n"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == \
+        f"{path}, line 13: 'lr_scheduler.args.min_lr' must be <= base_lr (0.001), got 0.01"
+    step = COSINE.split("lr_scheduler:")[0] + (
+        "lr_scheduler:\n  type: EpochStep\n  args:\n    base_lr: 0.1\n    min_lr: 0\n")
+    with pytest.raises(ConfigError, match=r"line 11: unknown key 'min_lr' in 'lr_scheduler.args' "
+                                          r"of EpochStepLearningRateScheduler"):
+        load_config(write(tmp_path, step))
+
+
+def test_any_wrong_value_of_any_key_is_one_line_naming_its_line(tmp_path):
+    """Every key of two recipes that between them hold them all, given each kind of wrong
+    value: a one-line ConfigError naming the file and the key's line (or the value loads)."""
+    import yaml
+
+    def paths(data, prefix=()):
+        for key, value in data.items():
+            yield prefix + (key,)
+            if isinstance(value, dict):
+                yield from paths(value, prefix + (key,))
+
+    wrong = ["x", {"a": 1}, True, -1, 1e400, [1.5, "y"]]
+    for name in ("cos90_modern", "step90"):
+        original = load_config(CFG / f"{name}.yaml").to_dict()
+        for path in paths(original):
+            for value in wrong:
+                data = copy.deepcopy(original)
+                parent = data
+                for key in path[:-1]:
+                    parent = parent[key]
+                parent[path[-1]] = value
+                file = tmp_path / "wrong.yaml"
+                file.write_text(yaml.safe_dump(data, sort_keys=False))
+                try:
+                    load_config(file)
+                except ConfigError as e:
+                    assert re.match(rf"{re.escape(str(file))}, line \d+: '?\S", str(e)), str(e)
+                    assert "\n" not in str(e) and "pydantic" not in str(e), str(e)
+
+
+# As save_config wrote cfg/cos90_modern.yaml (with -e 7) before the keys were declared once.
+SAVED_BEFORE = """\
+# Effective training configuration (from cfg/cos90_modern.yaml).
+weight_decay: 3.0517578125e-05
+momentum: 0.875
+epochs: 7
+label_smoothing: 0.1
+loss_scaling: 128.0
+mixup: 0.2
+lr_scheduler:
+  type: EpochCosineLearningRateScheduler
+  args:
+    base_lr: 0.001
+    epochs: 7
+    warmup_epochs: 16
+  per_iteration: false
+cutmix: 1.0
+progressive_resizing:
+  start: 160
+  end: 192
+  start_epoch: 67
+  end_epoch: 78
+augmentation:
+  random_area:
+  - 0.08
+  - 1.0
+  random_aspect_ratio:
+  - 0.75
+  - 1.3333333
+  policy: trivialaugment
+  n: 2
+  m: 9
+"""
+
+
+def test_a_config_saved_before_loads_equal_with_the_same_identity(tmp_path):
+    """Its data (a run's identity in its checkpoints) is what to_dict gives now."""
+    import yaml
+
+    config = load_config(CFG / "cos90_modern.yaml", epochs_override=7)
+    assert load_config(write(tmp_path, SAVED_BEFORE)) == config
+    assert config.to_dict() == yaml.safe_load(SAVED_BEFORE)

@@ -7,10 +7,11 @@ from paths import CFG
 
 from utils.config import load_config
 from utils.lr_schedules import (
+    CosineSchedulerConfig,
     EpochCosineSchedule,
     EpochStepSchedule,
     LearningRateSchedule,
-    SchedulerConfig,
+    StepSchedulerConfig,
     build_schedule,
     solver_learning_rate,
 )
@@ -54,6 +55,17 @@ def test_cosine_past_the_end_is_zero_when_warmup_covers_training():
     assert schedule(16) == 0.0
 
 
+def test_cosine_decays_to_min_lr():
+    schedule = EpochCosineSchedule(base_lr=1.0, epochs=12, warmup_epochs=2, min_lr=0.1)
+    assert [schedule(e) for e in (0, 1)] == [0.5, 1.0]  # the warm-up does not see it
+    assert schedule(2) == 1.0
+    assert schedule(7) == pytest.approx(0.55)  # half-way: the mean of base_lr and min_lr
+    assert schedule(12) == schedule(40) == pytest.approx(0.1)
+    official = EpochCosineSchedule(base_lr=0.001, epochs=90, warmup_epochs=16)
+    cosine = [0.001 * 0.5 * (1.0 + math.cos(math.pi * ((e - 16) / 74))) for e in range(16, 90)]
+    assert [official(e) for e in range(16, 90)] == cosine  # min_lr 0: exactly the official
+
+
 def test_per_epoch_mode_is_constant_within_an_epoch():
     schedule = recipe("cos90", iters_per_epoch=100)
     assert {schedule(17, i) for i in range(100)} == {schedule(17)}
@@ -71,7 +83,7 @@ def test_per_iteration_option_leaves_integer_epochs_unchanged():
 
 
 def test_per_iteration_values_at_fractional_epochs():
-    cosine = build_schedule(SchedulerConfig(EpochCosineSchedule(0.001, 90, 16), True), 4)
+    cosine = build_schedule(CosineSchedulerConfig(EpochCosineSchedule(0.001, 90, 16), True), 4)
     assert cosine.position(17, 2) == 17.5
     assert cosine(17, 2) == pytest.approx(0.001 * 0.5 * (1 + math.cos(math.pi * 1.5 / 74)))
     assert cosine(0, 2) == pytest.approx(0.001 * 1.5 / 16)
@@ -79,7 +91,7 @@ def test_per_iteration_values_at_fractional_epochs():
     assert cosine(15, 2) == pytest.approx(0.001)
 
     step = build_schedule(
-        SchedulerConfig(EpochStepSchedule(0.1 / 256, (30, 60, 80), 0.1, 5, True), True), 2
+        StepSchedulerConfig(EpochStepSchedule(0.1 / 256, (30, 60, 80), 0.1, 5, True), True), 2
     )
     assert step(0, 1) == pytest.approx(0.1 / 256 * 1.5 / 6)
     assert step(29, 1) == pytest.approx(0.1 / 256)

@@ -10,32 +10,51 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Any, List, Sequence, Tuple
 
 import numpy as np
+from pydantic import AfterValidator, Field, model_validator
+from typing_extensions import Annotated, Literal, get_args
+
+from .recipe_fields import Integer, Number, Ordered, recipe, rule_error
 
 CROP_AREA = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 CROP_ATTEMPTS = 10
 # DALI's automatic augmentation policies (nvidia.dali.auto_aug), applied after the crop.
-POLICIES = ("none", "randaugment", "trivialaugment", "autoaugment")
+Policy = Literal["none", "randaugment", "trivialaugment", "autoaugment"]
+POLICIES: Tuple[str, ...] = get_args(Policy)
 FLIP_PROBABILITY = 0.5
 # Tags keeping the crop and policy random streams apart (the shuffle's is in utils.data).
 _AUGMENT_STREAM, _POLICY_STREAM = 0xA06, 0x9011
 
 
-@dataclass(frozen=True)
+@recipe
 class Augmentation:
-    """The training augmentation: the random-resized crop's area and aspect-ratio ranges (the
-    official ones by default) and an automatic augmentation policy with its RandAugment `n`
-    (operations per image) and `m` (magnitude, 0..30)."""
+    """The training augmentation (recipe section `augmentation`): the random-resized crop's
+    ranges (the official ones by default) and an automatic augmentation policy."""
 
-    random_area: Tuple[float, float] = CROP_AREA
-    random_aspect_ratio: Tuple[float, float] = CROP_RATIO
-    policy: str = "none"
-    n: int = 2
-    m: int = 9
+    random_area: Annotated[Tuple[Number, Number], AfterValidator(Ordered(0, 1)), Field(
+        description="the random-resized crop's area, as fractions of the image's")] = CROP_AREA
+    random_aspect_ratio: Annotated[Tuple[Number, Number], AfterValidator(Ordered(0)), Field(
+        description="the crop's aspect ratio (width / height)")] = CROP_RATIO
+    policy: Annotated[Policy, Field(
+        description="DALI's automatic augmentation, after the crop")] = "none"
+    n: Annotated[Integer, Field(ge=1, le=10, description="RandAugment's operations per image "
+                                                         "(policy randaugment only)")] = 2
+    m: Annotated[Integer, Field(ge=0, le=30, description="RandAugment's magnitude "
+                                                         "(policy randaugment only)")] = 9
+
+    @model_validator(mode="after")
+    def _settings_of_the_policy(self) -> Augmentation:
+        """Only RandAugment reads n and m. (A saved config holds their defaults whatever the
+        policy: those change nothing, so they are accepted.)"""
+        if self.policy != "randaugment":
+            for key in ("n", "m"):
+                if getattr(self, key) != self.__pydantic_fields__[key].default:
+                    raise rule_error(f"is a setting of policy randaugment; policy {self.policy} "
+                                     f"ignores it: remove it or choose randaugment", key)
+        return self
 
 
 OFFICIAL = Augmentation()  # the official crop ranges, no policy
@@ -126,15 +145,23 @@ def _dali_policy(images: Any, augmentation: Augmentation) -> Any:
     raise ValueError(f"unknown policy {augmentation.policy!r}; choose from {POLICIES}")
 
 
-@dataclass(frozen=True)
+@recipe
 class ProgressiveResizing:
     """Training resolution growing linearly from `start` to `end` pixels between epochs
-    `start_epoch` and `end_epoch` (FFCV's progressive resizing), then staying at `end`."""
+    `start_epoch` and `end_epoch` (FFCV's progressive resizing), then staying at `end`
+    (recipe section `progressive_resizing`)."""
 
-    start: int
-    end: int
-    start_epoch: int
-    end_epoch: int
+    start: Annotated[Integer, Field(ge=8, description="training resolution (pixels) until "
+                                                      "start_epoch")]
+    end: Annotated[Integer, Field(ge=8, description="training resolution from end_epoch on")]
+    start_epoch: Annotated[Integer, Field(ge=0, description="the epoch the growth starts at")]
+    end_epoch: Annotated[Integer, Field(ge=0, description="the epoch the growth ends at")]
+
+    @model_validator(mode="after")
+    def _epochs_in_order(self) -> ProgressiveResizing:
+        if self.start_epoch > self.end_epoch:
+            raise rule_error("needs 0 <= start_epoch <= end_epoch")
+        return self
 
     def resolution(self, epoch: int) -> int:
         """The training input size of `epoch`: a multiple of 32 (of 8 below 64 pixels)."""

@@ -1,43 +1,45 @@
 """Training recipes (cfg/*.yaml): strict loading into a frozen config, and atomic saving.
 
-The key layout is the official one, so configs written for the official example load:
-
-    weight_decay, momentum, epochs, label_smoothing, loss_scaling, mixup: numbers
-    cutmix: 0, mixup_switch_prob: 0.5   # optional, ours: CutMix's alpha, and with both on
-                                        # the probability that a batch is a CutMix one
-    lr_scheduler:
-      type: EpochStepLearningRateScheduler | EpochCosineLearningRateScheduler
-            (the short forms EpochStep / EpochCosine are accepted)
-      args: the schedule's arguments (see utils.lr_schedules), e.g. base_lr, warmup_epochs
-      per_iteration: false   # optional, ours: evaluate the schedule at fractional epochs
-    progressive_resizing: {start: 128, end: 224, start_epoch: 0, end_epoch: 80}  # optional
-    augmentation:            # optional, ours (defaults: the official augmentation)
-      random_area: [0.08, 1.0]          # of the random-resized crop
-      random_aspect_ratio: [0.75, 1.333]
-      policy: none   # or randaugment (with n, m), trivialaugment, autoaugment
+The key layout is the official one, so configs written for the official example load; ours
+are optional additions. Each key is declared once, in `TrainConfig` and the sections it holds
+(`utils.augmentation`, `utils.lr_schedules`, in the vocabulary of `utils.recipe_fields`):
+`key_table()` renders them as the README's table (`python -m utils.config --key-table
+README.md` rewrites it there).
 
 An empty (or absent) cosine `args.epochs` is filled with the top-level `epochs`, itself
 replaced by `epochs_override` (train.py's --epochs). Every mistake -- unknown or misspelt
-key, wrong type, missing key, unknown scheduler, malformed YAML, missing file -- is a
-one-line `ConfigError` naming the file.
+key, wrong type, value out of bounds, missing key, unknown scheduler, malformed YAML, missing
+file -- is a one-line `ConfigError` naming the file and, where it can, the key's line.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from typing_extensions import Annotated, Literal, get_args, get_origin
 
 from .atomic import atomic_write_text
-from .augmentation import OFFICIAL, POLICIES, Augmentation, ProgressiveResizing
+from .augmentation import OFFICIAL, Augmentation, ProgressiveResizing
 from .batch_mixing import DEFAULT_SWITCH_PROB
-from .errors import UserError
-from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig
+from .errors import UsageError, UserError, run_simple
+from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig, with_official_type
+from .recipe_fields import (
+    SAVED_WHEN_SET,
+    FilledFrom,
+    Integer,
+    Number,
+    Ordered,
+    as_data,
+    bound_words,
+    keys,
+    recipe,
+)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -46,51 +48,69 @@ class ConfigError(UserError, ValueError):
     """A training config that cannot be used; the message is one line naming the file."""
 
 
-@dataclass(frozen=True)
+@recipe
 class TrainConfig:
     """A validated training recipe; `epochs` and the cosine `lr_scheduler.args.epochs` are final.
 
-    `source` (the file it was read from) is informational and ignored by equality.
+    Each field declares a top-level key (see `utils.recipe_fields`). `source` (the file it was
+    read from) is informational, not a key, and ignored by equality.
     """
 
-    weight_decay: float
-    momentum: float
-    epochs: int
-    label_smoothing: float
-    loss_scaling: float
-    mixup: float
-    lr_scheduler: SchedulerConfig
-    augmentation: Augmentation = OFFICIAL
-    cutmix: float = 0.0
-    mixup_switch_prob: float = DEFAULT_SWITCH_PROB
-    progressive_resizing: Optional[ProgressiveResizing] = None
-    source: str = field(default="", compare=False)
+    weight_decay: Annotated[Number, Field(ge=0, description="L2 penalty on the weights (not on "
+                                                            "batch-norm's γ and β)")]
+    momentum: Annotated[Number, Field(ge=0, lt=1, description="SGD's momentum")]
+    epochs: Annotated[Integer, Field(ge=1, description="the run's length; train.py's --epochs "
+                                                       "overrides it")]
+    label_smoothing: Annotated[Number, Field(ge=0, lt=1, description="weight of the uniform-"
+                                                                     "label term of the loss")]
+    loss_scaling: Annotated[Number, Field(gt=0, description="static loss scale, in mixed "
+                                                            "precision (-t half) only")]
+    mixup: Annotated[Number, Field(ge=0, description="mixup's Beta(α, α); 0 disables it")]
+    lr_scheduler: Annotated[SchedulerConfig, Field(description="the learning-rate schedule")]
+    cutmix: Annotated[Number, Field(ge=0, description="CutMix's Beta(α, α); 0 disables it"),
+                      SAVED_WHEN_SET] = 0.0
+    mixup_switch_prob: Annotated[Number, Field(
+        ge=0, le=1, description="with mixup and CutMix on: the probability that a batch is a "
+                                "CutMix one"), SAVED_WHEN_SET] = DEFAULT_SWITCH_PROB
+    augmentation: Annotated[Augmentation, Field(
+        description="the training augmentation"), SAVED_WHEN_SET] = OFFICIAL
+    progressive_resizing: Annotated[Optional[ProgressiveResizing], Field(
+        description="FFCV's progressive resizing of the training images"),
+        SAVED_WHEN_SET] = None
+    source: str = dataclasses.field(default="", compare=False, init=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_the_top_level(cls, data: Any) -> Any:
+        """An empty or absent schedule argument marked `FilledFrom` (the cosine `epochs`) takes
+        the top-level key's value."""
+        if not isinstance(data, dict):
+            return data
+        section = with_official_type(data.get("lr_scheduler"))
+        name = section.get("type") if isinstance(section, dict) else None
+        if not isinstance(name, str) or name not in SCHEDULE_TYPES \
+                or not isinstance(section.get("args"), dict):
+            return data
+        args = dict(section["args"])
+        for key, declared in _schedule_of(SCHEDULE_TYPES[name]).__pydantic_fields__.items():
+            for marker in declared.metadata:
+                if isinstance(marker, FilledFrom) and args.get(key) is None \
+                        and data.get(marker.key) is not None:
+                    args[key] = data[marker.key]
+        return {**data, "lr_scheduler": {**section, "args": args}}
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain YAML-ready data in the official key layout (what `save_config` writes)."""
-        args = dataclasses.asdict(self.lr_scheduler.args)
-        args = {key: list(v) if isinstance(v, tuple) else v for key, v in args.items()}
-        data = {
-            **{name: getattr(self, name) for name in _TOP_LEVEL},
-            "lr_scheduler": {
-                "type": self.lr_scheduler.type,
-                "args": args,
-                "per_iteration": self.lr_scheduler.per_iteration,
-            },
-        }
-        for name, (_, default) in _OPTIONAL_TOP_LEVEL.items():  # ours: only when set
-            if getattr(self, name) != default:
-                data[name] = getattr(self, name)
-        if self.progressive_resizing is not None:
-            data["progressive_resizing"] = dataclasses.asdict(self.progressive_resizing)
-        if self.augmentation != OFFICIAL:  # (absent from the official recipes and runs)
-            data["augmentation"] = {k: list(v) if isinstance(v, tuple) else v
-                                    for k, v in dataclasses.asdict(self.augmentation).items()}
-        return data
+        """Plain YAML-ready data in the official key layout (what `save_config` writes); our
+        optional keys only when set."""
+        return as_data(self)
 
 
-class _Invalid(Exception):
-    """A problem found while validating; `load_config` prefixes the file name."""
+_ADAPTER = TypeAdapter(TrainConfig)
+
+
+def _schedule_of(section: type) -> type:
+    """The schedule class (`args`) of an `lr_scheduler` section class."""
+    return section.__pydantic_fields__["args"].annotation
 
 
 # PyYAML follows YAML 1.1, where a float needs a dot: `1e-4` would load as a string. This
@@ -134,201 +154,183 @@ _Loader.add_implicit_resolver(
 )
 
 
+# --- The declarations, read back: what a key is, for the errors and the table of keys. ---
+
+_Path = List[Union[str, int]]
+
+
+def _unwrap(annotation: Any) -> Tuple[Any, List[Any]]:
+    """A declared type without its `Annotated` layers and `Optional`, and their metadata."""
+    metadata: List[Any] = []
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation, *extra = get_args(annotation)
+            for item in extra:  # a Field() inside Annotated carries its bounds as metadata
+                metadata.extend(getattr(item, "metadata", None) or [item])
+        elif get_origin(annotation) is Union and type(None) in get_args(annotation):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        else:
+            return annotation, metadata
+
+
+def _declared(section: type, name: str) -> Tuple[Any, List[Any]]:
+    """The type and metadata (bounds, markers, validators) declared for key `name`."""
+    declared = section.__pydantic_fields__[name]
+    core, metadata = _unwrap(declared.annotation)
+    return core, [*declared.metadata, *metadata]
+
+
+def _choices(core: Any) -> Dict[str, type]:
+    """A discriminated union of sections: `type` value -> section (else empty)."""
+    if get_origin(core) is not Union:
+        return {}
+    return {member.__pydantic_fields__["type"].default: member for member in get_args(core)}
+
+
+@dataclasses.dataclass
+class _Place:
+    """Where a pydantic error location points in the file."""
+
+    path: _Path = dataclasses.field(default_factory=list)  # keys and list indexes
+    section: type = TrainConfig                          # the section holding path[-1]
+    core: Any = TrainConfig                              # the type declared at path
+    metadata: List[Any] = dataclasses.field(default_factory=list)
+    schedule: Optional[str] = None                       # the lr_scheduler type on the way
+
+
+def _place(loc: Sequence[Union[str, int]]) -> _Place:
+    place = _Place()
+    for element in loc:
+        choices = _choices(place.core)
+        if element in choices:  # the union's tag, not a key of the file
+            place.core, place.schedule = choices[element], str(element)
+            continue
+        if dataclasses.is_dataclass(place.core):
+            place.section = place.core
+            place.core, place.metadata = _declared(place.core, str(element)) \
+                if element in place.core.__pydantic_fields__ else (None, [])
+        elif get_origin(place.core) is tuple and isinstance(element, int):
+            items = get_args(place.core)
+            item = items[0] if items[-1] is Ellipsis else items[min(element, len(items) - 1)]
+            place.core, place.metadata = _unwrap(item)
+        else:
+            place.core, place.metadata = None, []
+        place.path.append(element)
+    return place
+
+
+def _dotted(path: _Path) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if i else p
+                   for i, p in enumerate(path))
+
+
+def _type_words(core: Any) -> Tuple[str, str]:
+    """(for the table, for an error after 'must be') of a declared type."""
+    if core is float:
+        return "number", "a number"
+    if core is int:
+        return "integer", "an integer"
+    if core is bool:
+        return "true or false", "true or false"
+    if get_origin(core) is Literal:
+        return "name", "one of " + ", ".join(map(str, get_args(core)))
+    if get_origin(core) is tuple:
+        items = get_args(core)
+        if items[-1] is Ellipsis:
+            noun = _type_words(_unwrap(items[0])[0])[0]
+            return f"list of {noun}s", f"a list of {noun}s"
+        return "[low, high]", "a list [low, high]"
+    return "mapping", "a mapping of keys to values"
+
+
+def _hint(value: Any, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(value), valid, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _plural(noun: str) -> str:
+    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+
+
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _float(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(f"'{key}' must be a number, got {_describe(value)}")
-    if not math.isfinite(value):
-        raise _Invalid(f"'{key}' must be finite, got {value!r}")
-    return float(value)
+_UNKNOWN_KEY = ("unexpected_keyword_argument", "extra_forbidden", "invalid_key")
+_NOT_OF_TYPE = ("float_type", "int_type", "bool_type", "tuple_type", "too_short", "too_long",
+                "dataclass_type", "model_attributes_type", "dict_type", "list_type")
+_OUT_OF_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
-def _int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"'{key}' must be an integer, got {_describe(value)}")
-    return value
+def _problem(error: Dict[str, Any], place: _Place, key: str) -> str:
+    """One pydantic error in our words (the file and line are added by the caller)."""
+    kind, value = error["type"], error["input"]
+    if kind == "missing":
+        return f"missing or empty required key '{key}'"
+    if kind in _UNKNOWN_KEY:
+        valid = [f.name for f in keys(place.section)]
+        where = f"'{_dotted(place.path[:-1])}'" if len(place.path) > 1 else "the top level"
+        if place.schedule and place.section not in SCHEDULE_TYPES.values():
+            where += f" of {place.schedule}"
+        return (f"unknown key '{place.path[-1]}' in {where}{_hint(place.path[-1], valid)}; "
+                f"valid keys: {', '.join(valid)}")
+    if kind == "union_tag_not_found":
+        return f"missing or empty required key '{key}.type'"
+    if kind == "union_tag_invalid":
+        valid = [*SCHEDULE_TYPES, *SCHEDULE_ALIASES]
+        return (f"unknown {key} type {value['type']!r}{_hint(value['type'], valid)}; "
+                f"valid types: {', '.join(valid)}")
+    if kind == "literal_error":
+        valid = [str(v) for v in get_args(place.core)]
+        return (f"unknown {key} {value!r}{_hint(value, valid)}; valid "
+                f"{_plural(str(place.path[-1]))}: {', '.join(valid)}")
+    if kind == "rule":
+        return f"'{key}' {error['msg']}"
+    if kind == "finite_number":
+        return f"'{key}' must be finite, got {value!r}"
+    if kind in _OUT_OF_BOUNDS:
+        return f"'{key}' must be {bound_words(place.core, place.metadata)}, got {value!r}"
+    subject = f"'{key}'" if place.path else "the config"
+    return f"{subject} must be {_type_words(place.core)[1]}, got {_describe(value)}"
 
 
-def _bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"'{key}' must be true or false, got {_describe(value)}")
-    return value
+def _line(node: Optional[yaml.Node], path: _Path) -> Optional[int]:
+    """The line (1-based) of the last key of `path` found in the composed YAML file."""
+    line = None
+    for element in path:
+        if isinstance(node, yaml.MappingNode):
+            found = [(k, v) for k, v in node.value
+                     if isinstance(k, yaml.ScalarNode) and k.value == str(element)]
+            if not found:
+                break
+            key_node, node = found[-1]
+            line = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(element, int) \
+                and element < len(node.value):
+            node = node.value[element]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
 
 
-def _int_tuple(value: Any, key: str) -> Tuple[int, ...]:
-    if not isinstance(value, list):
-        raise _Invalid(f"'{key}' must be a list of integers, got {_describe(value)}")
-    return tuple(_int(item, f"{key}[{i}]") for i, item in enumerate(value))
-
-
-# key -> (converter, condition on the converted value, the condition in words)
-_Rule = Tuple[Callable[[Any, str], Any], Callable[[Any], bool], str]
-_TOP_LEVEL: Dict[str, _Rule] = {
-    "weight_decay": (_float, lambda v: v >= 0, ">= 0"),
-    "momentum": (_float, lambda v: 0 <= v < 1, "in [0, 1)"),
-    "epochs": (_int, lambda v: v >= 1, ">= 1"),
-    "label_smoothing": (_float, lambda v: 0 <= v < 1, "in [0, 1)"),
-    "loss_scaling": (_float, lambda v: v > 0, "> 0"),
-    "mixup": (_float, lambda v: v >= 0, ">= 0 (0 disables mixup)"),
-}
-# Ours, absent from the official recipes: (rule, default).
-_OPTIONAL_TOP_LEVEL: Dict[str, Tuple[_Rule, Any]] = {
-    "cutmix": ((_float, lambda v: v >= 0, ">= 0 (0 disables CutMix)"), 0.0),
-    "mixup_switch_prob": ((_float, lambda v: 0 <= v <= 1, "in [0, 1]"), DEFAULT_SWITCH_PROB),
-}
-_SCHEDULER_KEYS = ("type", "args", "per_iteration")
-_ARGS: Dict[str, _Rule] = {
-    "base_lr": (_float, lambda v: v > 0, "> 0"),
-    "epochs": (_int, lambda v: v >= 1, ">= 1"),
-    "warmup_epochs": (_int, lambda v: v >= 0, ">= 0"),
-    "decay_at": (_int_tuple, lambda v: all(e >= 0 for e in v), "a list of epochs >= 0"),
-    "decay_rate": (_float, lambda v: v > 0, "> 0"),
-    "legacy_warmup": (_bool, lambda v: True, ""),
-}
-
-
-def _check(rules: Mapping[str, _Rule], key: str, value: Any, where: str) -> Any:
-    convert, condition, words = rules[key]
-    converted = convert(value, where)
-    if not condition(converted):
-        raise _Invalid(f"'{where}' must be {words}, got {value!r}")
-    return converted
-
-
-def _reject_unknown(section: Mapping[str, Any], valid: Iterable[str], where: str) -> None:
-    valid = list(valid)
-    for key in section:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _Invalid(
-                f"unknown key '{key}' in {where}{hint}; valid keys: {', '.join(valid)}"
-            )
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _Invalid(f"{where} must be a mapping of keys to values, got {_describe(value)}")
-    return value
-
-
-def _parse_scheduler(section: Any, epochs: int) -> SchedulerConfig:
-    section = _mapping(section, "'lr_scheduler'")
-    _reject_unknown(section, _SCHEDULER_KEYS, "'lr_scheduler'")
-    for key in ("type", "args"):
-        if key not in section:
-            raise _Invalid(f"missing required key 'lr_scheduler.{key}'")
-    name = section["type"]
-    name = SCHEDULE_ALIASES.get(name, name) if isinstance(name, str) else None
-    if name not in SCHEDULE_TYPES:
-        names = ", ".join([*SCHEDULE_TYPES, *SCHEDULE_ALIASES])
-        raise _Invalid(f"unknown lr_scheduler type {section['type']!r}; valid types: {names}")
-    cls = SCHEDULE_TYPES[name]
-    args = dict(_mapping(section["args"] or {}, "'lr_scheduler.args'"))
-    fields = dataclasses.fields(cls)
-    _reject_unknown(args, [f.name for f in fields], f"'lr_scheduler.args' of {name}")
-    if any(f.name == "epochs" for f in fields) and args.get("epochs") is None:
-        args["epochs"] = epochs
-    checked: Dict[str, Any] = {}
-    for f in fields:
-        value = args.get(f.name)
-        if value is None:
-            if f.default is dataclasses.MISSING:
-                raise _Invalid(f"missing or empty required key 'lr_scheduler.args.{f.name}'")
-            continue
-        checked[f.name] = _check(_ARGS, f.name, value, f"lr_scheduler.args.{f.name}")
-    per_iteration = _bool(section.get("per_iteration", False), "lr_scheduler.per_iteration")
-    return SchedulerConfig(args=cls(**checked), per_iteration=per_iteration)
-
-
-def _range(value: Any, key: str, condition: Callable[[float, float], bool], words: str
-           ) -> Tuple[float, float]:
-    if not isinstance(value, list) or len(value) != 2:
-        raise _Invalid(f"'{key}' must be a list [low, high], got {_describe(value)}")
-    low, high = (_float(v, key) for v in value)
-    if not condition(low, high):
-        raise _Invalid(f"'{key}' must be {words}, got {value!r}")
-    return low, high
-
-
-def _parse_augmentation(section: Any) -> Augmentation:
-    section = _mapping(section, "'augmentation'")
-    _reject_unknown(section, [f.name for f in dataclasses.fields(Augmentation)],
-                    "'augmentation'")
-    values: Dict[str, Any] = {}
-    if section.get("random_area") is not None:
-        values["random_area"] = _range(section["random_area"], "augmentation.random_area",
-                                       lambda lo, hi: 0 < lo <= hi <= 1, "0 < low <= high <= 1")
-    if section.get("random_aspect_ratio") is not None:
-        values["random_aspect_ratio"] = _range(
-            section["random_aspect_ratio"], "augmentation.random_aspect_ratio",
-            lambda lo, hi: 0 < lo <= hi, "0 < low <= high")
-    if section.get("policy") is not None:
-        policy = section["policy"]
-        if policy not in POLICIES:
-            close = difflib.get_close_matches(str(policy), POLICIES, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _Invalid(f"unknown augmentation.policy {policy!r}{hint}; valid policies: "
-                           f"{', '.join(POLICIES)}")
-        values["policy"] = policy
-    for key, low, high in (("n", 1, 10), ("m", 0, 30)):
-        if section.get(key) is not None:
-            values[key] = _int(section[key], f"augmentation.{key}")
-            if not low <= values[key] <= high:
-                raise _Invalid(f"'augmentation.{key}' must be in {low}..{high}, got "
-                               f"{values[key]}")
-            # Only RandAugment reads n and m. (A saved config holds the defaults whatever the
-            # policy, so those are accepted: they change nothing.)
-            policy = values.get("policy", OFFICIAL.policy)
-            if policy != "randaugment" and values[key] != getattr(OFFICIAL, key):
-                raise _Invalid(f"'augmentation.{key}' is a setting of policy randaugment; "
-                               f"policy {policy} ignores it: remove it or choose randaugment")
-    return Augmentation(**values)
-
-
-def _parse_resizing(section: Any) -> ProgressiveResizing:
-    section = _mapping(section, "'progressive_resizing'")
-    names = [f.name for f in dataclasses.fields(ProgressiveResizing)]
-    _reject_unknown(section, names, "'progressive_resizing'")
-    values = {}
-    for name in names:
-        if section.get(name) is None:
-            raise _Invalid(f"missing or empty required key 'progressive_resizing.{name}'")
-        values[name] = _int(section[name], f"progressive_resizing.{name}")
-    if min(values["start"], values["end"]) < 8:
-        raise _Invalid("'progressive_resizing' sizes must be >= 8 pixels")
-    if not 0 <= values["start_epoch"] <= values["end_epoch"]:
-        raise _Invalid("'progressive_resizing' needs 0 <= start_epoch <= end_epoch")
-    return ProgressiveResizing(**values)
-
-
-def _parse(data: Any, epochs_override: Optional[int]) -> Dict[str, Any]:
-    if data is None:
-        raise _Invalid("the config is empty")
-    data = _mapping(data, "the config")
-    _reject_unknown(data, [*_TOP_LEVEL, *_OPTIONAL_TOP_LEVEL, "lr_scheduler", "augmentation",
-                           "progressive_resizing"], "the top level")
-    if epochs_override is not None:
-        data = {**data, "epochs": _check(_TOP_LEVEL, "epochs", epochs_override, "--epochs")}
-    values: Dict[str, Any] = {}
-    for key in [*_TOP_LEVEL, "lr_scheduler"]:
-        if data.get(key) is None:
-            raise _Invalid(f"missing or empty required key '{key}'")
-        if key != "lr_scheduler":
-            values[key] = _check(_TOP_LEVEL, key, data[key], key)
-    values["lr_scheduler"] = _parse_scheduler(data["lr_scheduler"], values["epochs"])
-    for key, (rule, _) in _OPTIONAL_TOP_LEVEL.items():
-        if data.get(key) is not None:
-            values[key] = _check({key: rule}, key, data[key], key)
-    if data.get("augmentation") is not None:
-        values["augmentation"] = _parse_augmentation(data["augmentation"])
-    if data.get("progressive_resizing") is not None:
-        values["progressive_resizing"] = _parse_resizing(data["progressive_resizing"])
-    return values
-
+def _message(path: str, exc: ValidationError, node: Optional[yaml.Node],
+             overridden: bool) -> str:
+    """The one line of a failed validation: the file, the line of the key when known, the
+    first problem (an unknown key first: a misspelt key is also a missing one)."""
+    errors = exc.errors()
+    error = next((e for e in errors if e["type"] in _UNKNOWN_KEY), errors[0])
+    place = _place(error["loc"])
+    if error["type"] == "rule" and "key" in error.get("ctx", {}):
+        place = _place([*error["loc"], error["ctx"]["key"]])
+    key = _dotted(place.path)
+    if overridden and place.path == ["epochs"]:  # the value came from train.py's --epochs
+        return f"{path}: {_problem(error, place, '--epochs')}"
+    # The line of the offending key (a scheduler's `type`, of the union's tag).
+    line = _line(node, [*place.path, "type"] if error["type"].startswith("union_tag")
+                 else place.path)
+    where = path if line is None else f"{path}, line {line}"
+    return f"{where}: {_problem(error, place, key)}"
 
 def recipe_warnings(config: TrainConfig) -> List[str]:
     """What in a valid recipe the run it drives will not do: a warm-up or a progressive
@@ -350,10 +352,16 @@ def recipe_warnings(config: TrainConfig) -> List[str]:
     return warnings
 
 
-def _read_yaml(path: str) -> Any:
+def _read_yaml(path: str) -> Tuple[Any, Optional[yaml.Node]]:
+    """The file's data and its composed node tree (whose marks give the keys' lines)."""
     try:
         with open(path, encoding="utf-8") as stream:
-            return yaml.load(stream, Loader=_Loader)  # a SafeLoader subclass
+            loader = _Loader(stream)  # a SafeLoader subclass
+            try:
+                node = loader.get_single_node()
+                return (None if node is None else loader.construct_document(node)), node
+            finally:
+                loader.dispose()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
@@ -369,15 +377,28 @@ def _read_yaml(path: str) -> Any:
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
 
 
+def _without_empty(data: Any) -> Any:
+    """The data with empty values (`key:` alone) left out: an empty key is an absent one."""
+    if isinstance(data, dict):
+        return {k: _without_empty(v) for k, v in data.items() if v is not None}
+    return data
+
+
 def load_config(path: PathLike, epochs_override: Optional[int] = None) -> TrainConfig:
     """Read and validate a training recipe; `epochs_override` replaces the top-level `epochs`."""
     path = os.fspath(path)
-    data = _read_yaml(path)
+    data, node = _read_yaml(path)
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty")
+    data = _without_empty(data)
+    if epochs_override is not None and isinstance(data, dict):
+        data = {**data, "epochs": epochs_override}
     try:
-        values = _parse(data, epochs_override)
-    except _Invalid as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return TrainConfig(**values, source=path)
+        config = _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(_message(path, exc, node, epochs_override is not None)) from None
+    object.__setattr__(config, "source", path)  # not a key of the file: set after validation
+    return config
 
 
 def save_config(config: TrainConfig, path: PathLike) -> None:
@@ -392,4 +413,132 @@ def save_config(config: TrainConfig, path: PathLike) -> None:
     atomic_write_text(path, text)
 
 
-__all__ = ["ConfigError", "TrainConfig", "load_config", "recipe_warnings", "save_config"]
+# --- The README's table of keys, rendered from the declarations. ---
+
+KEY_TABLE_BEGIN = ("<!-- recipe keys: generated from the declarations by "
+                   "`python -m utils.config --key-table README.md`; do not edit -->")
+KEY_TABLE_END = "<!-- end of recipe keys -->"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    key: str
+    type: str
+    default: str
+    allowed: str
+    description: str
+    label: str = ""  # the schedule a key belongs to, when not to all
+
+
+def _value_words(value: Any) -> str:
+    if value is None:
+        return "absent (off)"
+    if dataclasses.is_dataclass(value):
+        return "its keys' defaults"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(_value_words, value)) + "]"
+    return str(value)
+
+
+def _allowed_words(core: Any, metadata: Sequence[Any]) -> str:
+    rules = [getattr(m, "func", None) for m in metadata]
+    ordered = [rule.words for rule in rules if isinstance(rule, Ordered)]
+    if ordered:
+        return ordered[0]
+    if get_origin(core) is Literal:
+        return ", ".join(map(str, get_args(core)))
+    if get_origin(core) is tuple and get_args(core)[-1] is Ellipsis:
+        words = bound_words(*_unwrap(get_args(core)[0]))
+        return f"each {words}" if words else ""
+    words = bound_words(core, metadata)
+    return words[len("in "):] if words.startswith("in ") else words
+
+
+def _rows(section: type, prefix: str) -> List[_Row]:
+    rows: List[_Row] = []
+    for field in keys(section):
+        declared = section.__pydantic_fields__[field.name]
+        core, metadata = _declared(section, field.name)
+        key, description = prefix + field.name, declared.description or ""
+        filled = [m.key for m in metadata if isinstance(m, FilledFrom)]
+        default = f"the top-level `{filled[0]}`" if filled else \
+            "required" if declared.is_required() else _value_words(declared.default)
+        if dataclasses.is_dataclass(core) or _choices(core):
+            rows.append(_Row(key, "mapping", default, "", description))
+            rows += _union_rows(core, key + ".") if _choices(core) else _rows(core, key + ".")
+        else:
+            rows.append(_Row(key, _type_words(core)[0], default, _allowed_words(core, metadata),
+                             description))
+    return rows
+
+
+def _union_rows(union: Any, prefix: str) -> List[_Row]:
+    """The keys of the sections of a union (the schedules): one row for a key all declare
+    alike, else one per section, labelled with its short type; `type` lists the types."""
+    short = {official: alias for alias, official in SCHEDULE_ALIASES.items()}
+    choices = _choices(union)
+    order: List[str] = []  # the keys, each after the previous key of its first section
+    found: Dict[str, List[_Row]] = {}
+    for name, section in choices.items():
+        at = 0
+        for row in _rows(section, prefix):
+            if row.key not in found:
+                order.insert(at, row.key)
+                found[row.key] = []
+            found[row.key].append(dataclasses.replace(row, label=short.get(name, name)))
+            at = order.index(row.key) + 1
+    rows = []
+    for key in order:
+        alike = found[key]
+        if key == prefix + "type":
+            names = [f"{name} (or {short[name]})" if name in short else name for name in choices]
+            rows.append(dataclasses.replace(alike[0], default="required", label="",
+                                            allowed=", ".join(names)))
+        elif len(alike) == len(choices) and \
+                len({dataclasses.replace(row, label="") for row in alike}) == 1:
+            rows.append(dataclasses.replace(alike[0], label=""))
+        else:
+            rows += alike
+    return rows
+
+
+def key_table() -> str:
+    """The recipe keys as a Markdown table (key, type, default, allowed values, description),
+    rendered from their declarations: the README's table."""
+    lines = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
+    lines += [f"| `{r.key}`{f' ({r.label})' if r.label else ''} | {r.type} | {r.default} | "
+              f"{r.allowed} | {r.description} |" for r in _rows(TrainConfig, "")]
+    return "\n".join(lines) + "\n"
+
+
+def with_key_table(text: str) -> str:
+    """`text` (the README) with the table between its markers replaced by `key_table()`."""
+    begin, end = text.find(KEY_TABLE_BEGIN), text.find(KEY_TABLE_END)
+    if begin < 0 or end < begin:
+        raise UsageError(f"the markers of the table of recipe keys are missing: "
+                         f"'{KEY_TABLE_BEGIN}' then '{KEY_TABLE_END}'")
+    return text[:begin] + KEY_TABLE_BEGIN + "\n" + key_table() + text[end:]
+
+
+def _main(argv: Sequence[str]) -> int:
+    """`--key-table`: print the table; `--key-table FILE`: rewrite it in FILE (the README)."""
+    if not argv or argv[0] != "--key-table" or len(argv) > 2:
+        raise UsageError("usage: python -m utils.config --key-table [README.md]")
+    if len(argv) == 1:
+        print(key_table(), end="")
+        return 0
+    with open(argv[1], encoding="utf-8") as stream:
+        text = stream.read()
+    atomic_write_text(argv[1], with_key_table(text))
+    return 0
+
+
+__all__ = ["ConfigError", "TrainConfig", "key_table", "load_config", "recipe_warnings",
+           "save_config", "with_key_table"]
+
+if __name__ == "__main__":
+    sys.exit(run_simple(lambda: _main(sys.argv[1:])))

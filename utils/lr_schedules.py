@@ -11,11 +11,20 @@ never changes the value at an integer epoch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict, Tuple, Type, Union
+from typing import Any, Dict, Tuple, Type, Union
+
+from pydantic import BeforeValidator, Field, model_validator
+from typing_extensions import Annotated, Literal, get_args
+
+from .recipe_fields import SAVED_WHEN_SET, FilledFrom, Flag, Integer, Number, recipe, rule_error
+
+# The arguments the two schedules share, declared once.
+BaseLr = Annotated[Number, Field(gt=0, description="the learning rate per example (0.1 / 256 "
+                                                    "for SGD's 0.1 at a batch of 256)")]
+WarmupEpochs = Annotated[Integer, Field(ge=0, description="epochs of linear warm-up")]
 
 
-@dataclass(frozen=True)
+@recipe
 class EpochStepSchedule:
     """Linear warm-up, then `base_lr * decay_rate ** (number of decay_at epochs <= epoch)`.
 
@@ -25,11 +34,13 @@ class EpochStepSchedule:
     Field names and defaults are the official `EpochStepLearningRateScheduler` arguments.
     """
 
-    base_lr: float
-    decay_at: Tuple[int, ...] = (30, 60, 80)
-    decay_rate: float = 0.1
-    warmup_epochs: int = 5
-    legacy_warmup: bool = False
+    base_lr: BaseLr
+    decay_at: Annotated[Tuple[Annotated[Integer, Field(ge=0)], ...], Field(
+        description="the epochs at which the rate is multiplied by decay_rate")] = (30, 60, 80)
+    decay_rate: Annotated[Number, Field(gt=0, description="the factor of each decay")] = 0.1
+    warmup_epochs: WarmupEpochs = 5
+    legacy_warmup: Annotated[Flag, Field(
+        description="warm up to base_lr * W / (W + 1), as the official step90")] = False
 
     def __call__(self, epoch: float) -> float:
         if epoch < self.warmup_epochs:
@@ -39,65 +50,94 @@ class EpochStepSchedule:
         return self.base_lr * self.decay_rate**decays
 
 
-@dataclass(frozen=True)
+@recipe
 class EpochCosineSchedule:
     """Linear warm-up `base_lr * (epoch + 1) / warmup_epochs` (capped at `base_lr`), then cosine
-    decay to 0 at `epochs`.
+    decay to `min_lr` (0, officially) at `epochs`.
 
-    Decay phase: `base_lr * 0.5 * (1 + cos(pi * (epoch - W) / (epochs - W)))`, the nnabla
-    `CosineScheduler` formula; its progress is clamped to [0, 1] so that epochs at or past
-    the end (possible only when `epochs <= warmup_epochs`) give 0 instead of rising again.
-    Field names and defaults are the official `EpochCosineLearningRateScheduler` arguments.
+    Decay phase: `m + (base_lr - m) * 0.5 * (1 + cos(pi * (epoch - W) / (epochs - W)))`, with
+    m = 0 the nnabla `CosineScheduler` formula (and its values, exactly); its progress is
+    clamped to [0, 1] so that epochs at or past the end (possible only when
+    `epochs <= warmup_epochs`) give `min_lr` instead of rising again.
+    Field names and defaults are the official `EpochCosineLearningRateScheduler` arguments,
+    plus our `min_lr` (timm's `min_lr`, PyTorch's `eta_min`).
     """
 
-    base_lr: float
-    epochs: int
-    warmup_epochs: int = 5
+    base_lr: BaseLr
+    epochs: Annotated[Integer, Field(ge=1, description="the epoch the decay ends at"),
+                      FilledFrom("epochs")]
+    warmup_epochs: WarmupEpochs = 5
+    min_lr: Annotated[Number, Field(ge=0, description="the rate per example the decay ends "
+                                                      "at (<= base_lr)"), SAVED_WHEN_SET] = 0.0
+
+    @model_validator(mode="after")
+    def _decays(self) -> EpochCosineSchedule:
+        if self.min_lr > self.base_lr:
+            raise rule_error(f"must be <= base_lr ({self.base_lr:g}), got {self.min_lr:g}",
+                             "min_lr")
+        return self
 
     def __call__(self, epoch: float) -> float:
         if epoch < self.warmup_epochs:
             return self.base_lr * min(1.0, (epoch + 1) / self.warmup_epochs)
         span = self.epochs - self.warmup_epochs
         progress = min(1.0, (epoch - self.warmup_epochs) / span) if span > 0 else 1.0
-        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (
+            1.0 + math.cos(math.pi * progress))
 
 
 Schedule = Union[EpochStepSchedule, EpochCosineSchedule]
 
-# Config `lr_scheduler.type` -> schedule. Keys are the official class names (so official
-# configs load); the short forms are accepted aliases.
-SCHEDULE_TYPES: Dict[str, Type[Schedule]] = {
-    "EpochStepLearningRateScheduler": EpochStepSchedule,
-    "EpochCosineLearningRateScheduler": EpochCosineSchedule,
-}
+PerIteration = Annotated[Flag, Field(description="evaluate the schedule at fractional epochs "
+                                                 "(else once per epoch, as the official)")]
+_TYPE_DESCRIPTION = "the schedule, by its official class name"
+_ARGS_DESCRIPTION = "the schedule's arguments"
+
+
+# The `lr_scheduler` section, one class per schedule: `type` (the official class name, so
+# that official configs load) chooses the class, hence the meaning of `args`.
+@recipe
+class StepSchedulerConfig:
+    """`lr_scheduler` of type EpochStepLearningRateScheduler."""
+
+    args: Annotated[EpochStepSchedule, Field(description=_ARGS_DESCRIPTION)]
+    per_iteration: PerIteration = False
+    type: Annotated[Literal["EpochStepLearningRateScheduler"], Field(
+        description=_TYPE_DESCRIPTION)] = "EpochStepLearningRateScheduler"
+
+
+@recipe
+class CosineSchedulerConfig:
+    """`lr_scheduler` of type EpochCosineLearningRateScheduler."""
+
+    args: Annotated[EpochCosineSchedule, Field(description=_ARGS_DESCRIPTION)]
+    per_iteration: PerIteration = False
+    type: Annotated[Literal["EpochCosineLearningRateScheduler"], Field(
+        description=_TYPE_DESCRIPTION)] = "EpochCosineLearningRateScheduler"
+
+
+# Accepted short forms of `lr_scheduler.type`.
 SCHEDULE_ALIASES: Dict[str, str] = {
     "EpochStep": "EpochStepLearningRateScheduler",
     "EpochCosine": "EpochCosineLearningRateScheduler",
 }
 
 
-def schedule_type_name(schedule: Schedule) -> str:
-    """The official `lr_scheduler.type` name of a schedule (what a saved config holds)."""
-    for name, cls in SCHEDULE_TYPES.items():
-        if isinstance(schedule, cls):
-            return name
-    raise TypeError(f"not a learning-rate schedule: {schedule!r}")
+def with_official_type(section: Any) -> Any:
+    """The section with a short `type` replaced by its official name."""
+    if isinstance(section, dict) and isinstance(section.get("type"), str):
+        return {**section, "type": SCHEDULE_ALIASES.get(section["type"], section["type"])}
+    return section
 
 
-@dataclass(frozen=True)
-class SchedulerConfig:
-    """The `lr_scheduler` section of a training config.
-
-    `args` is the schedule itself (its fields are the YAML `args`); `per_iteration` selects
-    sampling at fractional epochs instead of once per epoch.
-    """
-
-    args: Schedule
-    per_iteration: bool = False
-
-    @property
-    def type(self) -> str:
-        return schedule_type_name(self.args)
+# The `lr_scheduler` section: a union discriminated by `type`.
+SchedulerConfig = Annotated[Union[StepSchedulerConfig, CosineSchedulerConfig],
+                            Field(discriminator="type"), BeforeValidator(with_official_type)]
+# `lr_scheduler.type` -> its section class.
+SCHEDULE_TYPES: Dict[str, Type[Any]] = {
+    section.__pydantic_fields__["type"].default: section
+    for section in get_args(get_args(SchedulerConfig)[0])
+}
 
 
 class LearningRateSchedule:
