@@ -12,6 +12,7 @@ from utils.config import (
     KEY_TABLE_END,
     ConfigError,
     TrainConfig,
+    config_from_data,
     key_table,
     load_config,
     save_config,
@@ -497,3 +498,21 @@ def test_a_config_saved_before_loads_equal_with_the_same_identity(tmp_path):
     config = load_config(CFG / "cos90_modern.yaml", epochs_override=7)
     assert load_config(write(tmp_path, SAVED_BEFORE)) == config
     assert config.to_dict() == yaml.safe_load(SAVED_BEFORE)
+
+
+def test_with_epochs_moves_the_schedule_length_filled_from_the_epochs_and_nothing_else(tmp_path):
+    filled = write(tmp_path, COSINE, "filled.yaml")
+    longer = load_config(filled, 5).with_epochs(9)
+    assert longer == load_config(filled, 9) and longer.source == str(filled)
+    fixed = write(tmp_path, COSINE.replace("    epochs:\n", "    epochs: 90\n"), "fixed.yaml")
+    kept = load_config(fixed, 5).with_epochs(9)  # a length of its own stays
+    assert (kept.epochs, kept.lr_scheduler.args.epochs) == (9, 90)
+    step = load_config(os.path.join(CFG, "step90.yaml"), 5).with_epochs(7)
+    assert step.epochs == 7 and step.lr_scheduler.args.decay_at == (30, 60, 80)
+
+
+def test_a_recipe_comes_back_from_its_data_or_one_line_naming_the_source():
+    config = load_config(os.path.join(CFG, "mixup250.yaml"), 3)
+    assert config_from_data(config.to_dict(), "x.ckpt") == config
+    with pytest.raises(ConfigError, match=r"^x\.ckpt: 'momentum' must be in \[0, 1\), got 2$"):
+        config_from_data({**config.to_dict(), "momentum": 2}, "x.ckpt")

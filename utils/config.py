@@ -104,6 +104,20 @@ class TrainConfig:
         optional keys only when set."""
         return as_data(self)
 
+    def with_epochs(self, epochs: int) -> TrainConfig:
+        """This recipe for a run of `epochs` epochs (-e, which a resumed run may change): a
+        schedule argument filled from the top-level `epochs` (`FilledFrom`) follows them
+        where it equalled them."""
+        schedule = self.lr_scheduler.args
+        follows = {name: epochs for name, declared in type(schedule).__pydantic_fields__.items()
+                   if getattr(schedule, name) == self.epochs and any(
+                       isinstance(m, FilledFrom) and m.key == "epochs" for m in declared.metadata)}
+        scheduler = dataclasses.replace(self.lr_scheduler,
+                                        args=dataclasses.replace(schedule, **follows))
+        config = dataclasses.replace(self, epochs=epochs, lr_scheduler=scheduler)
+        object.__setattr__(config, "source", self.source)  # (not a key: not replaced)
+        return config
+
 
 _ADAPTER = TypeAdapter(TrainConfig)
 
@@ -332,6 +346,7 @@ def _message(path: str, exc: ValidationError, node: Optional[yaml.Node],
     where = path if line is None else f"{path}, line {line}"
     return f"{where}: {_problem(error, place, key)}"
 
+
 def recipe_warnings(config: TrainConfig) -> List[str]:
     """What in a valid recipe the run it drives will not do: a warm-up or a progressive
     resizing that does not end within the run's epochs (meant, perhaps, in a run shortened
@@ -398,6 +413,17 @@ def load_config(path: PathLike, epochs_override: Optional[int] = None) -> TrainC
     except ValidationError as exc:
         raise ConfigError(_message(path, exc, node, epochs_override is not None)) from None
     object.__setattr__(config, "source", path)  # not a key of the file: set after validation
+    return config
+
+
+def config_from_data(data: Dict[str, Any], source: str) -> TrainConfig:
+    """A recipe from its `to_dict()` data (a run's saved identity); `source` names it in the
+    one-line error."""
+    try:
+        config = _ADAPTER.validate_python(_without_empty(data))
+    except ValidationError as exc:
+        raise ConfigError(_message(source, exc, None, False)) from None
+    object.__setattr__(config, "source", source)
     return config
 
 
@@ -537,8 +563,8 @@ def _main(argv: Sequence[str]) -> int:
     return 0
 
 
-__all__ = ["ConfigError", "TrainConfig", "key_table", "load_config", "recipe_warnings",
-           "save_config", "with_key_table"]
+__all__ = ["ConfigError", "TrainConfig", "config_from_data", "key_table", "load_config",
+           "recipe_warnings", "save_config", "with_key_table"]
 
 if __name__ == "__main__":
     sys.exit(run_simple(lambda: _main(sys.argv[1:])))

@@ -35,7 +35,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .comm import Communicator
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig, config_from_data
 from .data import ImageBatches
 from .ema import WeightEma
 from .errors import TrainingDiverged, UsageError
@@ -330,7 +330,8 @@ class TrainingState:
         before, epochs now) when the number changed."""
         saved, done = checkpoint.meta[IDENTITY], checkpoint.meta["epoch"]
         before, now = saved["config"]["epochs"], self.spec.config.epochs
-        mismatch = identity_mismatch(with_epochs(saved, now), self.spec.identity())
+        mismatch = identity_mismatch(with_epochs(saved, now, checkpoint.path),
+                                     self.spec.identity())
         if mismatch:
             raise CheckpointError(f"{checkpoint.path}: cannot resume a different run "
                                   f"({mismatch}); use another --monitor-path")
@@ -363,15 +364,15 @@ class TrainingState:
         self.comm.average_values(list(running_statistics().values()))
 
 
-def with_epochs(identity: Dict[str, Any], epochs: int) -> Dict[str, Any]:
-    """`identity` of a run of `epochs` epochs: the config's epochs and the cosine schedule's
-    length filled from them (-e is the one thing a resumed run may change)."""
-    config = dict(identity["config"], epochs=epochs)
-    scheduler = config["lr_scheduler"]
-    if "epochs" in scheduler["args"] and scheduler["args"]["epochs"] == identity["config"][
-            "epochs"]:
-        config["lr_scheduler"] = dict(scheduler, args=dict(scheduler["args"], epochs=epochs))
-    return dict(identity, config=config)
+def with_epochs(identity: Dict[str, Any], epochs: int, source: str) -> Dict[str, Any]:
+    """`identity` (a checkpoint's, named by `source`) of the same run given `epochs` epochs,
+    by the recipe's own rule (`TrainConfig.with_epochs`). A recipe this version refuses is
+    left as it is: it then differs from any run's."""
+    try:
+        config = config_from_data(identity["config"], source)
+    except ConfigError:
+        return identity
+    return dict(identity, config=config.with_epochs(epochs).to_dict())
 
 
 def check_finite_parameters(comm: Communicator, directory: str, where: str) -> None:
