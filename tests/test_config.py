@@ -7,19 +7,10 @@ import pytest
 from paths import CFG
 
 from utils.augmentation import Augmentation, ProgressiveResizing
-from utils.config import (
-    KEY_TABLE_BEGIN,
-    KEY_TABLE_END,
-    ConfigError,
-    TrainConfig,
-    config_from_data,
-    key_table,
-    load_config,
-    save_config,
-    with_key_table,
-)
+from utils.config import ConfigError, TrainConfig, config_from_data, load_config, save_config
 from utils.errors import UsageError
 from utils.lr_schedules import EpochCosineSchedule, EpochStepSchedule
+from utils.recipe_table import KEY_TABLE_BEGIN, KEY_TABLE_END, key_table, with_key_table
 
 RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
 
@@ -365,7 +356,7 @@ def test_an_override_is_named_without_a_line(tmp_path):
 
 
 def test_the_readme_table_of_keys_is_the_declarations():
-    """Regenerate with `python -m utils.config --key-table README.md`."""
+    """Regenerate with `python -m utils.recipe_table README.md`."""
     text = (CFG.parent / "README.md").read_text(encoding="utf-8")
     begin, end = text.index(KEY_TABLE_BEGIN), text.index(KEY_TABLE_END)
     assert text[begin + len(KEY_TABLE_BEGIN) + 1:end] == key_table()

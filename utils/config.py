@@ -2,9 +2,8 @@
 
 The key layout is the official one, so configs written for the official example load; ours
 are optional additions. Each key is declared once, in `TrainConfig` and the sections it holds
-(`utils.augmentation`, `utils.lr_schedules`, in the vocabulary of `utils.recipe_fields`):
-`key_table()` renders them as the README's table (`python -m utils.config --key-table
-README.md` rewrites it there).
+(`utils.augmentation`, `utils.lr_schedules`, in the vocabulary of `utils.recipe_fields`);
+`utils.recipe_table` renders them as the README's table.
 
 An empty (or absent) cosine `args.epochs` is filled with the top-level `epochs`, itself
 replaced by `epochs_override` (train.py's --epochs). Every mistake -- unknown or misspelt
@@ -17,28 +16,30 @@ import dataclasses
 import difflib
 import os
 import re
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
-from typing_extensions import Annotated, Literal, get_args, get_origin
+from typing_extensions import Annotated, get_args, get_origin
 
 from .atomic import atomic_write_text
 from .augmentation import OFFICIAL, Augmentation, ProgressiveResizing
 from .batch_mixing import DEFAULT_SWITCH_PROB
-from .errors import UsageError, UserError, run_simple
+from .errors import UserError
 from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig, with_official_type
 from .recipe_fields import (
     SAVED_WHEN_SET,
     FilledFrom,
     Integer,
     Number,
-    Ordered,
     as_data,
     bound_words,
+    declared_key,
     keys,
     recipe,
+    type_words,
+    union_choices,
+    unwrap,
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -173,34 +174,6 @@ _Loader.add_implicit_resolver(
 _Path = List[Union[str, int]]
 
 
-def _unwrap(annotation: Any) -> Tuple[Any, List[Any]]:
-    """A declared type without its `Annotated` layers and `Optional`, and their metadata."""
-    metadata: List[Any] = []
-    while True:
-        if get_origin(annotation) is Annotated:
-            annotation, *extra = get_args(annotation)
-            for item in extra:  # a Field() inside Annotated carries its bounds as metadata
-                metadata.extend(getattr(item, "metadata", None) or [item])
-        elif get_origin(annotation) is Union and type(None) in get_args(annotation):
-            annotation = next(a for a in get_args(annotation) if a is not type(None))
-        else:
-            return annotation, metadata
-
-
-def _declared(section: type, name: str) -> Tuple[Any, List[Any]]:
-    """The type and metadata (bounds, markers, validators) declared for key `name`."""
-    declared = section.__pydantic_fields__[name]
-    core, metadata = _unwrap(declared.annotation)
-    return core, [*declared.metadata, *metadata]
-
-
-def _choices(core: Any) -> Dict[str, type]:
-    """A discriminated union of sections: `type` value -> section (else empty)."""
-    if get_origin(core) is not Union:
-        return {}
-    return {member.__pydantic_fields__["type"].default: member for member in get_args(core)}
-
-
 @dataclasses.dataclass
 class _Place:
     """Where a pydantic error location points in the file."""
@@ -215,18 +188,18 @@ class _Place:
 def _place(loc: Sequence[Union[str, int]]) -> _Place:
     place = _Place()
     for element in loc:
-        choices = _choices(place.core)
+        choices = union_choices(place.core)
         if element in choices:  # the union's tag, not a key of the file
             place.core, place.schedule = choices[element], str(element)
             continue
         if dataclasses.is_dataclass(place.core):
             place.section = place.core
-            place.core, place.metadata = _declared(place.core, str(element)) \
+            place.core, place.metadata = declared_key(place.core, str(element)) \
                 if element in place.core.__pydantic_fields__ else (None, [])
         elif get_origin(place.core) is tuple and isinstance(element, int):
             items = get_args(place.core)
             item = items[0] if items[-1] is Ellipsis else items[min(element, len(items) - 1)]
-            place.core, place.metadata = _unwrap(item)
+            place.core, place.metadata = unwrap(item)
         else:
             place.core, place.metadata = None, []
         place.path.append(element)
@@ -236,25 +209,6 @@ def _place(loc: Sequence[Union[str, int]]) -> _Place:
 def _dotted(path: _Path) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if i else p
                    for i, p in enumerate(path))
-
-
-def _type_words(core: Any) -> Tuple[str, str]:
-    """(for the table, for an error after 'must be') of a declared type."""
-    if core is float:
-        return "number", "a number"
-    if core is int:
-        return "integer", "an integer"
-    if core is bool:
-        return "true or false", "true or false"
-    if get_origin(core) is Literal:
-        return "name", "one of " + ", ".join(map(str, get_args(core)))
-    if get_origin(core) is tuple:
-        items = get_args(core)
-        if items[-1] is Ellipsis:
-            noun = _type_words(_unwrap(items[0])[0])[0]
-            return f"list of {noun}s", f"a list of {noun}s"
-        return "[low, high]", "a list [low, high]"
-    return "mapping", "a mapping of keys to values"
 
 
 def _hint(value: Any, valid: Sequence[str]) -> str:
@@ -305,7 +259,7 @@ def _problem(error: Dict[str, Any], place: _Place, key: str) -> str:
     if kind in _OUT_OF_BOUNDS:
         return f"'{key}' must be {bound_words(place.core, place.metadata)}, got {value!r}"
     subject = f"'{key}'" if place.path else "the config"
-    return f"{subject} must be {_type_words(place.core)[1]}, got {_describe(value)}"
+    return f"{subject} must be {type_words(place.core)[1]}, got {_describe(value)}"
 
 
 def _line(node: Optional[yaml.Node], path: _Path) -> Optional[int]:
@@ -439,132 +393,5 @@ def save_config(config: TrainConfig, path: PathLike) -> None:
     atomic_write_text(path, text)
 
 
-# --- The README's table of keys, rendered from the declarations. ---
-
-KEY_TABLE_BEGIN = ("<!-- recipe keys: generated from the declarations by "
-                   "`python -m utils.config --key-table README.md`; do not edit -->")
-KEY_TABLE_END = "<!-- end of recipe keys -->"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Row:
-    key: str
-    type: str
-    default: str
-    allowed: str
-    description: str
-    label: str = ""  # the schedule a key belongs to, when not to all
-
-
-def _value_words(value: Any) -> str:
-    if value is None:
-        return "absent (off)"
-    if dataclasses.is_dataclass(value):
-        return "its keys' defaults"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, tuple):
-        return "[" + ", ".join(map(_value_words, value)) + "]"
-    return str(value)
-
-
-def _allowed_words(core: Any, metadata: Sequence[Any]) -> str:
-    rules = [getattr(m, "func", None) for m in metadata]
-    ordered = [rule.words for rule in rules if isinstance(rule, Ordered)]
-    if ordered:
-        return ordered[0]
-    if get_origin(core) is Literal:
-        return ", ".join(map(str, get_args(core)))
-    if get_origin(core) is tuple and get_args(core)[-1] is Ellipsis:
-        words = bound_words(*_unwrap(get_args(core)[0]))
-        return f"each {words}" if words else ""
-    words = bound_words(core, metadata)
-    return words[len("in "):] if words.startswith("in ") else words
-
-
-def _rows(section: type, prefix: str) -> List[_Row]:
-    rows: List[_Row] = []
-    for field in keys(section):
-        declared = section.__pydantic_fields__[field.name]
-        core, metadata = _declared(section, field.name)
-        key, description = prefix + field.name, declared.description or ""
-        filled = [m.key for m in metadata if isinstance(m, FilledFrom)]
-        default = f"the top-level `{filled[0]}`" if filled else \
-            "required" if declared.is_required() else _value_words(declared.default)
-        if dataclasses.is_dataclass(core) or _choices(core):
-            rows.append(_Row(key, "mapping", default, "", description))
-            rows += _union_rows(core, key + ".") if _choices(core) else _rows(core, key + ".")
-        else:
-            rows.append(_Row(key, _type_words(core)[0], default, _allowed_words(core, metadata),
-                             description))
-    return rows
-
-
-def _union_rows(union: Any, prefix: str) -> List[_Row]:
-    """The keys of the sections of a union (the schedules): one row for a key all declare
-    alike, else one per section, labelled with its short type; `type` lists the types."""
-    short = {official: alias for alias, official in SCHEDULE_ALIASES.items()}
-    choices = _choices(union)
-    order: List[str] = []  # the keys, each after the previous key of its first section
-    found: Dict[str, List[_Row]] = {}
-    for name, section in choices.items():
-        at = 0
-        for row in _rows(section, prefix):
-            if row.key not in found:
-                order.insert(at, row.key)
-                found[row.key] = []
-            found[row.key].append(dataclasses.replace(row, label=short.get(name, name)))
-            at = order.index(row.key) + 1
-    rows = []
-    for key in order:
-        alike = found[key]
-        if key == prefix + "type":
-            names = [f"{name} (or {short[name]})" if name in short else name for name in choices]
-            rows.append(dataclasses.replace(alike[0], default="required", label="",
-                                            allowed=", ".join(names)))
-        elif len(alike) == len(choices) and \
-                len({dataclasses.replace(row, label="") for row in alike}) == 1:
-            rows.append(dataclasses.replace(alike[0], label=""))
-        else:
-            rows += alike
-    return rows
-
-
-def key_table() -> str:
-    """The recipe keys as a Markdown table (key, type, default, allowed values, description),
-    rendered from their declarations: the README's table."""
-    lines = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
-    lines += [f"| `{r.key}`{f' ({r.label})' if r.label else ''} | {r.type} | {r.default} | "
-              f"{r.allowed} | {r.description} |" for r in _rows(TrainConfig, "")]
-    return "\n".join(lines) + "\n"
-
-
-def with_key_table(text: str) -> str:
-    """`text` (the README) with the table between its markers replaced by `key_table()`."""
-    begin, end = text.find(KEY_TABLE_BEGIN), text.find(KEY_TABLE_END)
-    if begin < 0 or end < begin:
-        raise UsageError(f"the markers of the table of recipe keys are missing: "
-                         f"'{KEY_TABLE_BEGIN}' then '{KEY_TABLE_END}'")
-    return text[:begin] + KEY_TABLE_BEGIN + "\n" + key_table() + text[end:]
-
-
-def _main(argv: Sequence[str]) -> int:
-    """`--key-table`: print the table; `--key-table FILE`: rewrite it in FILE (the README)."""
-    if not argv or argv[0] != "--key-table" or len(argv) > 2:
-        raise UsageError("usage: python -m utils.config --key-table [README.md]")
-    if len(argv) == 1:
-        print(key_table(), end="")
-        return 0
-    with open(argv[1], encoding="utf-8") as stream:
-        text = stream.read()
-    atomic_write_text(argv[1], with_key_table(text))
-    return 0
-
-
-__all__ = ["ConfigError", "TrainConfig", "config_from_data", "key_table", "load_config",
-           "recipe_warnings", "save_config", "with_key_table"]
-
-if __name__ == "__main__":
-    sys.exit(run_simple(lambda: _main(sys.argv[1:])))
+__all__ = ["ConfigError", "TrainConfig", "config_from_data", "load_config", "recipe_warnings",
+           "save_config"]

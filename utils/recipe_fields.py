@@ -4,19 +4,20 @@ A recipe section is a frozen pydantic dataclass (`recipe`); each of its fields d
 its type (`Number`, `Integer`, `Flag`, a `Literal`, a tuple, a section), its default, its
 bounds and a one-line description (`Field(ge=..., description=...)`), and, where a rule spans
 the parts of a value, `Ordered`. `utils.config` reads these declarations to load a recipe, to
-word its errors, to write it back (`as_data`) and to render the README's table of keys.
+word its errors and to write it back (`as_data`); `utils.recipe_table` to render the README's
+table of keys.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AllowInfNan, ConfigDict, Strict
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
-from typing_extensions import Annotated
+from typing_extensions import Annotated, Literal, get_args, get_origin
 
 # Strict scalars: YAML's `"0.9"` or `true` is not a number, `90.0` not an integer (an integer
 # is a number, and is stored as a float).
@@ -113,3 +114,53 @@ def as_data(value: Any) -> Any:
     if isinstance(value, tuple):
         return [as_data(item) for item in value]
     return value
+
+
+# --- The declarations read back: what a key is, for the errors and the table of keys. ---
+
+
+def unwrap(annotation: Any) -> Tuple[Any, List[Any]]:
+    """A declared type without its `Annotated` layers and `Optional`, and their metadata."""
+    metadata: List[Any] = []
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation, *extra = get_args(annotation)
+            for item in extra:  # a Field() inside Annotated carries its bounds as metadata
+                metadata.extend(getattr(item, "metadata", None) or [item])
+        elif get_origin(annotation) is Union and type(None) in get_args(annotation):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        else:
+            return annotation, metadata
+
+
+def declared_key(section: type, name: str) -> Tuple[Any, List[Any]]:
+    """The type and metadata (bounds, markers, validators) declared for key `name`."""
+    field = section.__pydantic_fields__[name]
+    core, metadata = unwrap(field.annotation)
+    return core, [*field.metadata, *metadata]
+
+
+def union_choices(core: Any) -> Dict[str, type]:
+    """A discriminated union of sections: `type` value -> section (else empty)."""
+    if get_origin(core) is not Union:
+        return {}
+    return {member.__pydantic_fields__["type"].default: member for member in get_args(core)}
+
+
+def type_words(core: Any) -> Tuple[str, str]:
+    """(for the table, for an error after 'must be') of a declared type."""
+    if core is float:
+        return "number", "a number"
+    if core is int:
+        return "integer", "an integer"
+    if core is bool:
+        return "true or false", "true or false"
+    if get_origin(core) is Literal:
+        return "name", "one of " + ", ".join(map(str, get_args(core)))
+    if get_origin(core) is tuple:
+        items = get_args(core)
+        if items[-1] is Ellipsis:
+            noun = type_words(unwrap(items[0])[0])[0]
+            return f"list of {noun}s", f"a list of {noun}s"
+        return "[low, high]", "a list [low, high]"
+    return "mapping", "a mapping of keys to values"
