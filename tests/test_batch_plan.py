@@ -1,0 +1,63 @@
+"""The batch plan alone, without DALI: which images each rank's batches hold, and what a saved
+position means."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from utils.batch_plan import BatchPlan, Shard
+from utils.errors import DataError
+from utils.file_list import FileList
+
+
+def files(count: int) -> FileList:
+    return FileList.from_files([f"img_{i}.JPEG" for i in range(count)], list(range(count)))
+
+
+@pytest.mark.parametrize("count,batch,ranks", [(13, 4, 2), (8, 4, 2), (5, 8, 3), (1, 1, 1)])
+def test_an_epoch_of_all_ranks_holds_every_image_once(count, batch, ranks):
+    plans = [BatchPlan(files(count), batch, True, seed=7, shard=Shard(r, ranks))
+             for r in range(ranks)]
+    assert {p.global_batch for p in plans} == {batch * ranks}
+    assert {p.iterations_per_epoch for p in plans} == {-(-count // (batch * ranks))}
+    for epoch in (0, 1):
+        seen = []
+        for plan in plans:
+            for i in range(plan.iterations_per_epoch):
+                planned = plan.batch(epoch, i)
+                assert (planned.epoch, planned.iteration) == (epoch, i)
+                assert len(planned.indices) == batch  # padded, never short
+                seen += planned.indices[planned.valid].tolist()
+        assert sorted(seen) == list(range(count))
+
+
+def test_training_shuffles_each_epoch_and_validation_keeps_the_list_order():
+    shuffled = BatchPlan(files(40), 40, True, seed=1)
+    first, second = shuffled.batch(0, 0).indices, shuffled.batch(1, 0).indices
+    assert sorted(first) == sorted(second) == list(range(40)) and (first != second).any()
+    assert (BatchPlan(files(40), 40, True, seed=1).batch(0, 0).indices == first).all()
+    assert (BatchPlan(files(40), 40, False).batch(3, 0).indices == np.arange(40)).all()
+
+
+def test_a_saved_position_comes_back_and_a_changed_layout_is_refused_mid_epoch(caplog):
+    plan = BatchPlan(files(13), 4, True, seed=2)
+    saved = json.loads(json.dumps({"epoch": 3, "iteration": 2, **plan.layout}))
+    assert BatchPlan(files(13), 4, True, seed=2).position_of(saved) == (3, 2)
+    other = BatchPlan(files(13), 3, True, seed=2)
+    with pytest.raises(DataError, match=r"^cannot resume mid-epoch 3 \(iteration 2\): the data "
+                                        r"layout changed \(batch_size 4 -> 3\)$"):
+        other.position_of(saved)
+    assert other.position_of({**saved, "iteration": 0}) == (3, 0)  # at a boundary: a warning
+    with pytest.raises(DataError, match=r"^iteration 9 outside 0\.\.4$"):
+        plan.position_of({**saved, "iteration": 9})
+
+
+def test_a_plan_refuses_no_images_a_batch_below_one_and_a_rank_outside_the_shard():
+    with pytest.raises(DataError, match="no images"):
+        BatchPlan(files(0), 4, True)
+    with pytest.raises(ValueError, match="batch size must be positive"):
+        BatchPlan(files(3), 0, True)
+    with pytest.raises(ValueError, match=r"rank 2 outside 0\.\.1"):
+        Shard(2, 2)
