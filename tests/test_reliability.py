@@ -81,9 +81,11 @@ def data(work) -> Dict[str, Path]:
     return out
 
 
-def train_args(monitor: Path, data: Dict[str, Path], *extra: object, train_list: str = "train24",
-               config: Optional[Path] = None, train_dir: Path = DEMO / "train",
-               validate: bool = True) -> List[str]:
+def job_args(monitor: Path, data: Dict[str, Path], *extra: object, train_list: str = "train24",
+             config: Optional[Path] = None, train_dir: Path = DEMO / "train",
+             validate: bool = True) -> List[str]:
+    """The command of one of this module's jobs (`run`, `Process`): train.py and its
+    arguments, 10 classes, validated on 8 images unless `validate` is False."""
     return ["train.py", *train_command(
         monitor, config or data["config"], data[train_list] if train_list in data else train_list,
         data["val8"], "-v", 1 if validate else 0, *extra, arch=ARCH, classes=10, batch=BATCH,
@@ -94,7 +96,7 @@ def train_args(monitor: Path, data: Dict[str, Path], *extra: object, train_list:
 def reference(work, data) -> Path:
     """An uninterrupted single-process run (2 epochs of 3 iterations, validated)."""
     monitor = work / "reference"
-    assert run(train_args(monitor, data), work, "reference").returncode == 0
+    assert run(job_args(monitor, data), work, "reference").returncode == 0
     return monitor
 
 
@@ -102,7 +104,7 @@ def reference(work, data) -> Path:
 def reference_two_ranks(work, data) -> Path:
     """The same run on 2 ranks (2 iterations an epoch)."""
     monitor = work / "reference2"
-    assert run(train_args(monitor, data), work, "reference2", mpi_ranks=2).returncode == 0
+    assert run(job_args(monitor, data), work, "reference2", mpi_ranks=2).returncode == 0
     return monitor
 
 
@@ -114,7 +116,7 @@ def test_stop_signal_checkpoints_mid_epoch_and_the_resumed_run_matches(signum, w
                                                                        reference):
     name = signal.Signals(signum).name
     monitor = work / f"stop-{name}"
-    process = Process(train_args(monitor, data), work, f"stop-{name}")
+    process = Process(job_args(monitor, data), work, f"stop-{name}")
     process.wait_for("epoch 0:")  # the bar appears just before the first iteration
     process.signal(signum)
     stopped = process.finish()
@@ -125,7 +127,7 @@ def test_stop_signal_checkpoints_mid_epoch_and_the_resumed_run_matches(signum, w
            f"{saved[0]}" in stopped.stderr
     load_checkpoint(str(monitor / "checkpoints" / saved[0]))  # checksum verified
 
-    resumed = run(train_args(monitor, data), work, f"resume-{name}")
+    resumed = run(job_args(monitor, data), work, f"resume-{name}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {monitor}/checkpoints/{saved[0]} (epoch 0, iteration 1)" \
            in resumed.stderr
@@ -142,7 +144,7 @@ def test_stop_under_mpirun_is_agreed_by_every_rank(signum, target, work, data,
     one rank (a scheduler signalling processes) stops them all at the same iteration."""
     case = f"mpi-{signal.Signals(signum).name}-{target.replace(' ', '')}"
     monitor = work / case
-    process = Process(train_args(monitor, data), work, case, mpi_ranks=2)
+    process = Process(job_args(monitor, data), work, case, mpi_ranks=2)
     process.wait_for("epoch 0:")
     if target == "launcher":
         process.signal(signum)
@@ -156,7 +158,7 @@ def test_stop_under_mpirun_is_agreed_by_every_rank(signum, target, work, data,
     assert f"stopped by {by} at epoch 0, iteration 1" in stopped.stderr
     assert checkpoint_names(monitor) == ["checkpoint_e0000_i0000001.npz"]
     if signum == signal.SIGTERM:  # the resumed job continues exactly
-        resumed = run(train_args(monitor, data), work, case + "-resume", mpi_ranks=2)
+        resumed = run(job_args(monitor, data), work, case + "-resume", mpi_ranks=2)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert_same_run(reference_two_ranks, monitor, weight_files=["param_002.h5"],
                         checkpoint=False)
@@ -221,10 +223,10 @@ def test_kill_9_at_any_moment_never_loses_the_newest_intact_checkpoint(work, dat
     epochs = 8
     args = dict(train_list="train8", validate=False)
     reference = work / "kill-reference"
-    assert run(train_args(reference, data, "-e", epochs, **args), work,
+    assert run(job_args(reference, data, "-e", epochs, **args), work,
                "kill-reference").returncode == 0
     monitor = work / "kill-9"
-    command = train_args(monitor, data, "-e", epochs, **args)
+    command = job_args(monitor, data, "-e", epochs, **args)
     checkpoints = monitor / "checkpoints"
 
     stale = kill_during_a_checkpoint_write(command, work, checkpoints)
@@ -251,7 +253,7 @@ def test_kill_9_at_any_moment_never_loses_the_newest_intact_checkpoint(work, dat
 
 def test_a_rank_killed_under_mpirun_stops_the_job(work, data):
     monitor = work / "rank-killed"
-    process = Process(train_args(monitor, data, "-e", 20), work, "rank-killed", mpi_ranks=2)
+    process = Process(job_args(monitor, data, "-e", 20), work, "rank-killed", mpi_ranks=2)
     process.wait_for("epoch 0:")
     ranks = rank_pids(process.pid)
     assert sorted(ranks) == [0, 1], ranks
@@ -277,7 +279,7 @@ def test_an_error_in_one_rank_only_stops_the_job_with_its_message(work, data):
         path.write_bytes(data_bytes[:300] if number == victim + 1 else data_bytes)
     bad = root / lines[victim].split()[0]
     monitor = work / "rank1-error"
-    finished = run(train_args(monitor, data, train_dir=root), work, "rank1-error",
+    finished = run(job_args(monitor, data, train_dir=root), work, "rank1-error",
                    mpi_ranks=2, timeout=60)
     assert finished.returncode == 2, finished.stdout + finished.stderr[-3000:]
     assert "Traceback" not in finished.stderr
@@ -291,7 +293,7 @@ def test_a_rank_that_hangs_under_mpirun_ends_the_job_with_where_it_waits(work, d
     """Rank 1 stopped (alive, never progressing): rank 0, waiting in a collective for it,
     gives up after --hang-timeout with the stacks of its threads; the launcher ends both."""
     monitor = work / "rank-hangs"
-    process = Process(train_args(monitor, data, "-e", 20, "--hang-timeout", 4), work,
+    process = Process(job_args(monitor, data, "-e", 20, "--hang-timeout", 4), work,
                       "rank-hangs", mpi_ranks=2)
     process.wait_for("epoch 0:")
     ranks = rank_pids(process.pid)
@@ -330,7 +332,7 @@ def test_a_single_process_stuck_reading_its_data_gives_up(work, data):
     stuck = root / lines[0].split()[0]
     stuck.unlink()
     os.mkfifo(stuck)
-    finished = run(train_args(work / "stuck-io-run", data, "--hang-timeout", 3,
+    finished = run(job_args(work / "stuck-io-run", data, "--hang-timeout", 3,
                               train_dir=root), work, "stuck-io", timeout=60)
     assert finished.returncode == HUNG, finished.stderr[-3000:]
     assert finished.error_lines()[0].startswith("error: no progress for ")
@@ -347,7 +349,7 @@ def test_divergence_stops_with_a_clear_message_and_the_last_checkpoint_intact(wo
         "type": "EpochStepLearningRateScheduler",
         "args": {"base_lr": 0.002, "decay_at": [1], "decay_rate": 1.0e12, "warmup_epochs": 0}})
     monitor = work / "diverges"
-    finished = run(train_args(monitor, data, "-e", 4, config=config, validate=False), work,
+    finished = run(job_args(monitor, data, "-e", 4, config=config, validate=False), work,
                    "diverges")
     last = monitor / "checkpoints" / "checkpoint_e0001_i0000000.npz"
     line = one_error(finished, "training diverged", f"the last checkpoint, {last}, is intact",
@@ -364,7 +366,7 @@ def test_dynamic_loss_scaling_skips_and_counts_overflowing_steps(work, data):
     scale halved until they fit (near 1e35), then training goes on."""
     config = write_config(work / "overflow.yaml", loss_scaling=1.0e36)
     monitor = work / "overflow"
-    finished = run(train_args(monitor, data, "-e", 3, "--dynamic-loss-scaling", config=config,
+    finished = run(job_args(monitor, data, "-e", 3, "--dynamic-loss-scaling", config=config,
                               validate=False), work, "overflow")
     assert finished.returncode == 0, finished.stderr[-3000:]
     logged = re.findall(r"; (\d+) overflow step\(s\) skipped, loss scale now (\S+)",
@@ -400,9 +402,9 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 def test_a_second_run_into_a_monitor_path_in_use_is_refused_and_the_first_goes_on(
         work, data, reference):
     monitor = work / "shared-monitor"
-    first = Process(train_args(monitor, data), work, "in-use-first")
+    first = Process(job_args(monitor, data), work, "in-use-first")
     first.wait_for("epoch 0:")
-    second = run(train_args(monitor, data, "--seed", "1"), work, "in-use-second")
+    second = run(job_args(monitor, data, "--seed", "1"), work, "in-use-second")
     one_error(second, f"{monitor}: monitor path in use by the run with pid {first.pid} on ",
               "choose another path")
     assert "epoch 0" not in second.stderr
@@ -410,7 +412,7 @@ def test_a_second_run_into_a_monitor_path_in_use_is_refused_and_the_first_goes_o
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert_same_run(reference, monitor, weight_files=["param_002.h5"], checkpoint=False)
     # The lock ends with its run: the same path takes a new run (which resumes, at the end).
-    again = run(train_args(monitor, data), work, "in-use-again")
+    again = run(job_args(monitor, data), work, "in-use-again")
     assert again.returncode == 0 and "resuming from" in again.stderr, again.stderr[-3000:]
 
 
@@ -419,14 +421,14 @@ def test_unwritable_monitor_path_is_an_error_before_training(where, work, data):
     blocker = work / "a-file"
     blocker.write_text("not a folder\n")
     monitor = blocker / "run" if where == "under-a-file" else Path("/proc/imagenet-run")
-    finished = run(train_args(monitor, data), work, f"unwritable-{where}")
+    finished = run(job_args(monitor, data), work, f"unwritable-{where}")
     one_error(finished, f"cannot write to the monitor path {monitor}: ")
     assert "epoch 0" not in finished.stderr
 
 
 def test_read_only_monitor_path_is_an_error_before_training(work, data):
     with tmpfs(work / "read-only", "1m", read_only=True) as folder:
-        finished = run(train_args(folder / "run", data), work, "read-only")
+        finished = run(job_args(folder / "run", data), work, "read-only")
     one_error(finished, "cannot write to the monitor path", "Read-only file system")
     assert "epoch 0" not in finished.stderr
 
@@ -435,14 +437,14 @@ def test_file_size_limit_below_a_checkpoint_is_an_error_before_training(work, da
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
 
-    finished = run(train_args(work / "ulimit", data), work, "ulimit", preexec_fn=limit)
+    finished = run(job_args(work / "ulimit", data), work, "ulimit", preexec_fn=limit)
     one_error(finished, "the file size limit (ulimit -f) of 1.0 MB is below")
     assert "epoch 0" not in finished.stderr
 
 
 def test_too_little_space_is_an_error_before_training(work, data):
     with tmpfs(work / "tiny-disk", "2m") as folder:
-        finished = run(train_args(folder / "run", data), work, "tiny-disk")
+        finished = run(job_args(folder / "run", data), work, "tiny-disk")
         one_error(finished, f"not enough space in the monitor path {folder / 'run'}: ")
         assert "epoch 0" not in finished.stderr
         assert not leftovers(folder)
@@ -454,7 +456,7 @@ def test_disk_filling_up_mid_run_leaves_no_partial_file_and_the_run_resumes(work
     run resumes."""
     with tmpfs(work / "filling-disk", "28m") as folder:
         monitor = folder / "run"
-        args = train_args(monitor, data, "-e", 4, "-s", 1000, train_list="train8",
+        args = job_args(monitor, data, "-e", 4, "-s", 1000, train_list="train8",
                           validate=False)
         finished = run(args, work, "disk-full")
         one_error(finished, f"not enough space in the checkpoint folder {monitor}/checkpoints: ",
@@ -484,7 +486,7 @@ def test_a_full_disk_at_each_kind_of_write_is_one_line_and_keeps_the_checkpoint(
         kind, size, extra, refused, work, data):
     with tmpfs(work / f"full-{kind.replace(' ', '-')}", size) as folder:
         monitor = folder / "run"
-        finished = run(train_args(monitor, data, "-e", 3, "-s", 1, "--keep-checkpoints", 1,
+        finished = run(job_args(monitor, data, "-e", 3, "-s", 1, "--keep-checkpoints", 1,
                                   *extra, train_list="train8", validate=False),
                        work, f"full-{kind.replace(' ', '-')}")
         one_error(finished, "not enough space in the folder of the weight file "

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from data_fixtures import host_images, load_images, make_batches
 from eval_fixtures import run_script
+from paths import DEMO, REPO
 from PIL import Image
 from tensorboard_server import tensorboard
 
@@ -42,8 +43,6 @@ from utils.monitor import read_series, series_path
 from utils.recorder import default_interval
 from utils.tensorboard import TensorBoard, flatten, open_tensorboard, tensorboard_folder
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "data" / "demo"
 BATCH, SIZE, INTERVAL, ITERATIONS = 8, 32, 2, 5
 CONFIG = """\
 weight_decay: 5.0e-05
@@ -96,8 +95,10 @@ def inputs(tmp_path_factory) -> Path:
     return folder
 
 
-def train_args(inputs: Path, monitor: Path, *extra: object, config: str = "plain",
-               epochs: int = 2) -> List[str]:
+def watched_run_args(inputs: Path, monitor: Path, *extra: object, config: str = "plain",
+                     epochs: int = 2) -> List[str]:
+    """train.py's arguments for this module's runs: validated on the training images, a
+    point of the curves every INTERVAL iterations."""
     return [str(a) for a in (
         "-a", "mobilenet_v3_small", "-b", BATCH, "--spatial-size", SIZE,
         "-C", inputs / f"{config}.yaml", "-e", epochs, "-T", DEMO / "train",
@@ -159,11 +160,11 @@ def runs(inputs: Path) -> Dict[str, Path]:
     which resumes after epoch 1."""
     extra = ("--dynamic-loss-scaling", "--ema-decay", "0.9")
     reference = inputs / "runs" / "reference"
-    train(*train_args(inputs, reference, *extra))
+    train(*watched_run_args(inputs, reference, *extra))
     resumed = inputs / "runs" / "resumed"
     shutil.copytree(reference, resumed)
     (resumed / "checkpoints" / "checkpoint_e0002_i0000000.npz").unlink()
-    result = train(*train_args(inputs, resumed, *extra))
+    result = train(*watched_run_args(inputs, resumed, *extra))
     assert "resuming from" in result.stderr and "checkpoint_e0001_i0000000" in result.stderr
     return {"reference": reference, "resumed": resumed, "extra": extra}
 
@@ -182,7 +183,7 @@ def test_a_resumed_run_continues_the_same_curves(inputs, runs):
     # Given more epochs, it goes on from where it ended.
     extended = inputs / "extended"
     shutil.copytree(runs["reference"], extended)
-    result = train(*train_args(inputs, extended, *runs["extra"], epochs=3))
+    result = train(*watched_run_args(inputs, extended, *runs["extra"], epochs=3))
     assert "extending 2 -> 3 epochs" in result.stderr
     found = assert_curves(extended, epochs=3)
     assert found["train/loss"][:5] == reference["train/loss"]
@@ -242,7 +243,7 @@ def test_the_tensorboard_server_shows_the_runs(runs, tmp_path):
 @pytest.mark.slow
 def test_no_tensorboard_writes_no_event_files_and_the_same_series(inputs, runs, tmp_path):
     monitor = tmp_path / "off"
-    train(*train_args(inputs, monitor, *runs["extra"], "--no-tensorboard"))
+    train(*watched_run_args(inputs, monitor, *runs["extra"], "--no-tensorboard"))
     assert not (monitor / "tensorboard").exists()
     for name in ("Train-loss-iteration", "Train-loss", "Validation-error"):
         assert (monitor / f"{name}.series.txt").read_text() == \
@@ -288,7 +289,7 @@ def tiles(png: Path, layout: Grid, count: int) -> List[np.ndarray]:
 @pytest.mark.parametrize("config", ["plain", "cutmix"])
 def test_train_batch_png_is_the_batch_the_network_was_fed(inputs, tmp_path, config):
     monitor = tmp_path / config
-    train(*train_args(inputs, monitor, "-v", 0, config=config, epochs=1))
+    train(*watched_run_args(inputs, monitor, "-v", 0, config=config, epochs=1))
     images, mixed, labels, weights = first_training_batch(inputs, config)
     expected = to_pixels(mixed, channel_last=False, norm="default")
     layout = draw_grid(expected, captions(labels, ["bag", "trouser"], weights))
@@ -421,7 +422,7 @@ def test_two_ranks_curves_are_of_all_ranks_and_written_once(inputs, tmp_path):
     iterations each point's window is one whole epoch: its loss and error are the epoch's
     over both ranks, as the Train-loss series, and rank 0 alone wrote one event file."""
     monitor = tmp_path / "two"
-    args = train_args(inputs, monitor, "-v", 0)
+    args = watched_run_args(inputs, monitor, "-v", 0)
     args[args.index("--log-interval") + 1] = "3"
     result = run_script("train.py", *args, mpi_ranks=2)
     assert result.returncode == 0, result.stderr
