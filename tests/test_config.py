@@ -8,9 +8,7 @@ from paths import CFG
 
 from utils.augmentation import Augmentation, ProgressiveResizing
 from utils.config import ConfigError, TrainConfig, config_from_data, load_config, save_config
-from utils.errors import UsageError
 from utils.lr_schedules import EpochCosineSchedule, EpochStepSchedule
-from utils.recipe_table import KEY_TABLE_BEGIN, KEY_TABLE_END, key_table, with_key_table
 
 RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
 
@@ -353,44 +351,6 @@ def test_an_override_is_named_without_a_line(tmp_path):
         load_config(path)
     assert str(caught.value) == f"{path}: the config must be a mapping of keys to values, " \
                                 f"got list [1]"
-
-
-def test_the_readme_table_of_keys_is_the_declarations():
-    """Regenerate with `python -m utils.recipe_table README.md`."""
-    text = (CFG.parent / "README.md").read_text(encoding="utf-8")
-    begin, end = text.index(KEY_TABLE_BEGIN), text.index(KEY_TABLE_END)
-    assert text[begin + len(KEY_TABLE_BEGIN) + 1:end] == key_table()
-    assert with_key_table(text) == text
-
-
-def test_the_table_says_what_the_declarations_do(tmp_path):
-    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in
-            key_table().splitlines()[2:]}
-    assert rows["`momentum`"][:3] == ["number", "required", "[0, 1)"]
-    assert rows["`lr_scheduler.args.epochs` (EpochCosine)"][1] == "the top-level `epochs`"
-    assert rows["`lr_scheduler.args.decay_at` (EpochStep)"][:3] == [
-        "list of integers", "[30, 60, 80]", "each >= 0"]
-    assert rows["`augmentation.n`"][:3] == ["integer", "2", "1..10"]
-    assert rows["`augmentation.random_area`"][2] == "0 < low <= high <= 1"
-    assert "EpochCosineLearningRateScheduler (or EpochCosine)" in rows["`lr_scheduler.type`"][2]
-    # The table's keys are those of saved recipes that between them hold every key.
-    def dotted(data, prefix=""):
-        for key, value in data.items():
-            yield prefix + key
-            if isinstance(value, dict):
-                yield from dotted(value, f"{prefix}{key}.")
-
-    modern = write(tmp_path, (CFG / "cos90_modern.yaml").read_text().replace(
-        "mixup_switch_prob: 0.5", "mixup_switch_prob: 0.3").replace(  # saved when not the
-        "    warmup_epochs: 16\n", "    warmup_epochs: 16\n    min_lr: 1e-6\n"))  # default
-    saved = {key for path in (modern, CFG / "step90.yaml")
-             for key in dotted(load_config(path).to_dict())}
-    assert {key.split("`")[1] for key in rows} == saved
-    stale = f"intro\n{KEY_TABLE_BEGIN}\n| old |\n{KEY_TABLE_END}\nrest\n"
-    assert with_key_table(stale) == \
-        f"intro\n{KEY_TABLE_BEGIN}\n{key_table()}{KEY_TABLE_END}\nrest\n"
-    with pytest.raises(UsageError, match="markers"):
-        with_key_table("no markers")
 
 
 def test_cosine_min_lr(tmp_path):
