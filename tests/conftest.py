@@ -1,6 +1,12 @@
-"""Shared fixtures: the repository on sys.path, a clean NNabla parameter scope per test; and
-how pytest-xdist shares the tests out (scripts/test.sh runs them on two workers)."""
+"""Shared fixtures: the repository on sys.path, a clean NNabla parameter scope per test, and
+the train.py run that many tests read, made once for all pytest-xdist workers."""
+import fcntl
+import os
+import pickle
+import shutil
 import sys
+from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 from paths import REPO
@@ -8,22 +14,27 @@ from paths import REPO
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-# Session fixtures worth building once: the modules whose tests use one run on one worker.
-SHARED_RUNS = ("mobilenet_run",)
+T = TypeVar("T")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
-def pytest_collection_modifyitems(items):
-    """Each module's tests go to one worker, in file order, as in a serial run: its module
-    fixtures are built once and tests that follow from earlier ones (the README's commands)
-    find what those left. The modules using a session fixture of SHARED_RUNS share a worker."""
-    group = {item.module.__name__: item.module.__name__ for item in items}
-    for item in items:
-        for name in SHARED_RUNS:
-            if name in item.fixturenames:
-                group[item.module.__name__] = name
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group[item.module.__name__]))
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+               build: Callable[[Path], T]) -> T:
+    """`build(folder)` once per test session, whichever worker asks first; the others wait
+    for it (a file lock) and get its result (pickled beside the folder). scripts/test.sh
+    runs each module on one of two workers, and session fixtures are per worker."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' folders share the session's
+        root = root.parent
+    folder, result = root / name, root / f"{name}.pickle"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if result.exists():
+            return pickle.loads(result.read_bytes())
+        shutil.rmtree(folder, ignore_errors=True)  # a build that failed in another worker
+        folder.mkdir()
+        value = build(folder)
+        result.write_bytes(pickle.dumps(value))
+        return value
 
 
 @pytest.fixture(autouse=True)
@@ -40,15 +51,18 @@ def setup(tmp_path_factory):
     """The demo lists and recipes of the train.py tests (see train_fixtures)."""
     from train_fixtures import make_setup
 
-    return make_setup(tmp_path_factory.mktemp("train"))
+    return built_once(tmp_path_factory, "train", make_setup)
 
 
 @pytest.fixture(scope="session")
-def mobilenet_run(setup):
-    """A finished 3-epoch mobilenet_v3_small run on `setup`: (monitor folder, the process)."""
+def mobilenet_run(setup, tmp_path_factory):
+    """A finished 3-epoch mobilenet_v3_small run on `setup`: (monitor folder, the process).
+    Read it, or copy it to change it: test_train.py and test_resume.py may run at once."""
     from train_fixtures import run_train, train_args
 
-    monitor = setup.folder / "mobilenet"
-    result = run_train(*train_args(setup, monitor))
-    assert result.returncode == 0, result.stderr
-    return monitor, result
+    def train(monitor):
+        result = run_train(*train_args(setup, monitor))
+        assert result.returncode == 0, result.stderr
+        return monitor, result
+
+    return built_once(tmp_path_factory, "mobilenet", train)
