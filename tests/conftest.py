@@ -37,6 +37,32 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
         return value
 
 
+# What a test run itself keeps in the checkout; anything else new there is a test's output.
+CHECKOUT_CACHES = {".git", ".venv", ".pytest_cache", ".ruff_cache", "__pycache__"}
+_CHECKOUT_BEFORE = pytest.StashKey[set]()
+
+
+def checkout_entries() -> set:
+    return {p.name for p in REPO.iterdir()} - CHECKOUT_CACHES
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_CHECKOUT_BEFORE] = checkout_entries()
+
+
+def pytest_sessionfinish(session):
+    """Tests write in their own temporary folders, never in the checkout (where the script
+    defaults put outputs: ./tmp.val, ./train_label): two test processes would meet there.
+    Checked once, by the process that started the run (xdist's workers end first)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    left = sorted(checkout_entries() - session.config.stash[_CHECKOUT_BEFORE])
+    if left:
+        session.config.get_terminal_writer().line(
+            f"\nerror: the tests left {', '.join(left)} in the checkout {REPO}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(autouse=True)
 def fresh_parameters():
     import nnabla as nn
