@@ -2,7 +2,10 @@
 # Set up .venv (with the test tools and the export extra, so the ONNX tests run) and run the
 # lint and the whole test suite, or with --fast its fast subset (the tests not marked slow:
 # every module, in under two minutes). Either way the time taken is printed at the end.
-# Other arguments go to pytest, e.g. `bash scripts/test.sh -k weights`.
+# The tests run on two pytest-xdist workers (one per core: NNabla's CPU backend uses one),
+# each module's tests on one worker in file order (--dist loadfile: module fixtures are built
+# once, and the README's commands run in turn). Other arguments go to pytest and override
+# these, e.g. `bash scripts/test.sh -k weights`, or `-n 4` on a bigger machine.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 selection=()
@@ -15,6 +18,6 @@ cd "$root"
 .venv/bin/ruff check .
 started=$(date +%s)
 status=0
-.venv/bin/python -m pytest tests ${selection[@]+"${selection[@]}"} "$@" || status=$?
+.venv/bin/python -m pytest tests -n 2 --dist loadfile ${selection[@]+"${selection[@]}"} "$@" || status=$?
 echo "test time: $(( $(date +%s) - started )) s${selection[*]:+ (fast subset)}"
 exit "$status"

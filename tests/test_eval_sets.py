@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,10 +48,12 @@ def weights(tmp_path_factory):
 
 
 def score(weights, folder, *extra, monitor=None):
-    """validation.py --json on `folder` as a user runs it; the parsed result."""
+    """validation.py --json on `folder` as a user runs it; the parsed result. The monitor
+    folder is beside `folder` unless named (not the default ./tmp.val in the checkout, which
+    another test process may be using)."""
     args = [weights, "-a", ARCH, "-V", folder, "--spatial-size", SIZE, "-b", 50, "--json",
             "--no-progress", *extra]
-    result = run_script("validation.py", *args, *(["-M", monitor] if monitor else []))
+    result = run_script("validation.py", *args, "-M", monitor or Path(folder).parent / "mon")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), result.stderr
 

@@ -75,19 +75,20 @@ def test_resume_after_sigterm_mid_epoch_is_exact(setup, mixup_reference, tmp_pat
 
 def test_modern_options_resume_exactly_across_a_resolution_change(setup, tmp_path):
     """CutMix with mixup, a TrivialAugment policy and progressive resizing 16 -> 32 px over
-    epochs 0-2: stopped mid-epoch 1 (24 px) and resumed, the run equals an uninterrupted one."""
+    epochs 0-2: stopped mid-epoch 1 (24 px) and resumed, the run equals an uninterrupted one.
+    On the 48-image list (6 iterations an epoch): the augmentations take time on the CPU."""
     config = tmp_path / "modern.yaml"
     config.write_text(CONFIG.format(epochs=EPOCHS, mixup=0.2, base_lr=0.0005)
                       + "cutmix: 1.0\naugmentation:\n  policy: trivialaugment\n"
                         "progressive_resizing: {start: 16, end: 32, start_epoch: 0, "
                         "end_epoch: 2}\n")
     reference = tmp_path / "reference"
-    result = run_train(*train_args(setup, reference, config=config))
+    result = run_train(*train_args(setup, reference, config=config, train_list=setup.small_list))
     assert result.returncode == 0, result.stderr
     for epoch, size in enumerate((16, 24, 32)):
         assert f"epoch {epoch}: training at {size}x{size}" in result.stderr
     monitor = tmp_path / "stopped"
-    args = train_args(setup, monitor, config=config)
+    args = train_args(setup, monitor, config=config, train_list=setup.small_list)
     log = tmp_path / "first.log"
     process = start_train(args, log)
     wait_for(epoch_bar_shown(log, 1), process, "epoch 1")
@@ -292,9 +293,10 @@ def test_loading_another_class_count_without_finetune_is_refused(setup, mobilene
 
 def test_ema_weights_are_validated_saved_and_resumed_exactly(setup, tmp_path):
     """--ema-decay: a shadow average that differs from the raw weights, is validated and
-    saved beside them, and survives a mid-epoch stop and resume bit for bit."""
+    saved beside them, and survives a mid-epoch stop and resume bit for bit (on the 48-image
+    list)."""
     reference = tmp_path / "ema"
-    args = train_args(setup, reference, "--ema-decay", "0.8")
+    args = train_args(setup, reference, "--ema-decay", "0.8", train_list=setup.small_list)
     result = run_train(*args)
     assert result.returncode == 0, result.stderr
     assert {"param_ema_002.h5", "param_ema_003.h5"} <= set(param_files(reference))
@@ -307,7 +309,7 @@ def test_ema_weights_are_validated_saved_and_resumed_exactly(setup, tmp_path):
     assert all(np.array_equal(ema[k].data, raw[k].data) for k in raw if k not in trainable)
 
     stopped = tmp_path / "stopped"
-    args = train_args(setup, stopped, "--ema-decay", "0.8")
+    args = train_args(setup, stopped, "--ema-decay", "0.8", train_list=setup.small_list)
     log = tmp_path / "first.log"
     process = start_train(args, log)
     wait_for(epoch_bar_shown(log, 1), process, "epoch 1")
