@@ -190,7 +190,7 @@ class Validator:
 
     def set_resolution(self, size: int) -> None:
         """Recompute the statistics from training batches at the size trained at."""
-        if self.bn_data is not None and self.bn_data.image.spatial_size != (size, size):
+        if self.bn_data is not None:
             self.bn_data = self.bn_data.resized(size)
 
 

@@ -10,6 +10,7 @@ import nnabla as nn
 import numpy as np
 from PIL import Image
 
+from utils.augmentation import OFFICIAL, Augmentation
 from utils.batch_plan import BatchPlan, Shard
 from utils.data import Batch, DaliOptions, ImageBatches, ImageFormat
 from utils.file_list import FileList
@@ -71,13 +72,13 @@ def host_images(batch: Batch) -> np.ndarray:
 
 
 def make_batches(files: FileList, batch_size: int, training: bool = False, seed: int = 0,
-                 rank: int = 0, num_ranks: int = 1, augmentation: Any = None,
+                 rank: int = 0, num_ranks: int = 1, augmentation: Augmentation = OFFICIAL,
                  num_threads: int = 1, prefetch: int = 2, **image: Any) -> ImageBatches:
     """`ImageBatches` from the options of all its parts in one call (`image`: the fields of
     `ImageFormat`); one DALI thread unless asked."""
     plan = BatchPlan(files, batch_size, training, seed, Shard(rank, num_ranks))
-    parts = [ImageFormat(**image), DaliOptions(num_threads, prefetch)]
-    return ImageBatches(plan, *parts, *([augmentation] if augmentation is not None else []))
+    return ImageBatches(plan, ImageFormat(**image), DaliOptions(num_threads, prefetch),
+                        augmentation)
 
 
 def load_images(paths: Sequence[str], spatial_size: Any = 224, **options: Any) -> np.ndarray:

@@ -253,9 +253,9 @@ class _Feed:
 
 
 def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: bool,
-               augmentation: Optional[Augmentation]) -> Any:
+               augmentation: Augmentation) -> Any:
     """The DALI graph: decode (the crop window only, in training), resize, [the policy of
-    `augmentation`], flip, normalise, lay out."""
+    `augmentation`, in training], flip, normalise, lay out."""
     from nvidia.dali import fn, types
 
     decoder = {"device": "mixed" if dali.on_gpu else "cpu", "output_type": types.RGB}
@@ -272,7 +272,7 @@ def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: boo
             data, anchor, shape, axis_names="WH", normalized_anchor=False,
             normalized_shape=False, **decoder)
         images = fn.resize(images, device=device, size=[h, w])
-        if augmentation is not None:
+        if augmentation.policy != "none":
             images = apply_policy(images, augmentation)
     else:
         data = fn.external_source(source=feed, batch=True, dtype=types.UINT8, ndim=1)
@@ -344,7 +344,9 @@ class ImageBatches:
 
     def resized(self, spatial_size: SpatialSize) -> ImageBatches:
         """The same batches at another output size, from this one's position (which closes:
-        progressive resizing)."""
+        progressive resizing); this one itself at its own size."""
+        if to_hw(spatial_size) == self.image.spatial_size:
+            return self
         other = ImageBatches(self.plan, self.image.at(spatial_size), self.dali,
                              self.augmentation)
         other.load_state_dict(self.state_dict())
@@ -386,8 +388,7 @@ class ImageBatches:
             dali_graph, batch_size=self.plan.batch_size, num_threads=self.dali.num_threads,
             device_id=self.dali.device_id, seed=seed, prefetch_queue_depth=self.dali.prefetch,
             enable_conditionals=policy)(
-                self._feed, self.image, self.dali, self.plan.training,
-                self.augmentation if policy else None)
+                self._feed, self.image, self.dali, self.plan.training, self.augmentation)
         self._pipe.build()
         if policy:
             for _ in range(iteration):  # where DALI's random state was at this iteration

@@ -257,15 +257,14 @@ class TrainingState:
         state = self.data.state_dict()
         return state["epoch"], state["iteration"]
 
-    def set_resolution(self, size: int) -> bool:
+    def set_resolution(self, size: int) -> None:
         """Train at `size` x `size` from here (progressive resizing): the batches and the
-        graph are rebuilt at the new size, keeping parameters, solver, data position and
-        mixing stream. False when already there."""
-        if self.data.image.spatial_size == (size, size):
-            return False
-        self.data = self.data.resized(size)
-        self.graph = self.graph.resized(self.data.image_shape)
-        return True
+        graph are rebuilt at a new size, keeping parameters, solver, data position and
+        mixing stream."""
+        data = self.data.resized(size)
+        if data is not self.data:
+            self.data = data
+            self.graph = self.graph.resized(data.image_shape)
 
     def take_epoch_sums(self) -> EpochSums:
         """This rank's sums over the epoch, which start again (at the epoch's end)."""
