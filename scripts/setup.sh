@@ -3,7 +3,8 @@
 # pinned requirements. Re-running is cheap: nothing is reinstalled unless a
 # requirements file changed.
 #   bash scripts/setup.sh           runtime requirements
-#   bash scripts/setup.sh --dev     plus pytest, ruff and the TensorBoard server
+#   bash scripts/setup.sh --dev     plus pytest, ruff and the TensorBoard server (and, as root
+#                                   with apt, the system packages of the two-host test)
 #   bash scripts/setup.sh --tensorboard  plus the TensorBoard server, to watch runs
 #   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension
 #   bash scripts/setup.sh --export  plus ONNX export and onnxruntime (export.py)
@@ -15,6 +16,7 @@ venv="$root/.venv"
 req_files=("$root/requirements.txt")
 # Complete pinned closures installed with --no-deps (see requirements-export.txt for why).
 no_deps_files=()
+dev=""
 add_requirements() {  # each file once, whichever options name it
   local f
   for f in "${req_files[@]}"; do [ "$f" = "$1" ] && return 0; done
@@ -22,7 +24,8 @@ add_requirements() {  # each file once, whichever options name it
 }
 for arg in "$@"; do
   case "$arg" in
-    --dev) add_requirements "$root/requirements-dev.txt"
+    --dev) dev=1
+           add_requirements "$root/requirements-dev.txt"
            add_requirements "$root/requirements-tensorboard.txt" ;;
     --tensorboard) add_requirements "$root/requirements-tensorboard.txt" ;;
     --gpu) add_requirements "$root/requirements-gpu.txt" ;;
@@ -107,4 +110,20 @@ if [ ${#stale[@]} -gt 0 ]; then
   for f in "${req_files[@]}" "${no_deps_files[@]}"; do
     sha256sum < "$f" > "$stamps/$(basename "$f")"
   done
+fi
+
+# --dev, as root where apt exists: what tests/test_two_hosts.py needs (network namespaces, an
+# sshd in each); without them that test is skipped, saying what is missing.
+two_host_packages=(iproute2 openssh-server)
+if [ -n "$dev" ] && [ "$EUID" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for p in "${two_host_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q " installed$" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: apt-get installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends \
+      "${missing[@]}" >/dev/null ||
+      echo "setup: apt-get could not install ${missing[*]}; the two-host test will be skipped" >&2
+  fi
 fi
