@@ -38,6 +38,11 @@ SSHD_START = ('mount -t tmpfs -o size=1m,mode=755 sshd-run /run && mkdir -m 755 
               '&& exec "$0" "$@"')
 
 
+def program(name: str) -> str:
+    """`name`'s absolute path (sshd re-executes itself by it)."""
+    return shutil.which(name, path=SEARCH_PATH) or name
+
+
 def missing() -> Optional[str]:
     """Why this machine cannot make the hosts (the reason to skip), or None."""
     if os.geteuid() != 0:
@@ -59,8 +64,8 @@ class Hosts:
     hostfile: Path  # one line per host: one rank each
 
     def mpirun_options(self) -> List[str]:
-        """mpirun's options to start one rank per host over ssh. `-iface`: this machine's host
-        name resolves to 127.0.0.1, which a host cannot reach the launcher at."""
+        """mpirun's options to start one rank per host over ssh. `-iface`: the hosts reach the
+        launcher at the bridge's address, not at the machine's host name (127.0.0.1 here)."""
         return ["-launcher", "ssh", "-launcher-exec", str(self.ssh), "-iface", self.bridge,
                 "-f", str(self.hostfile)]
 
@@ -71,7 +76,7 @@ class Hosts:
 
 
 def ip(*args: str) -> str:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    result = subprocess.run([program("ip"), *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout
@@ -92,7 +97,7 @@ def free_subnet() -> ipaddress.IPv4Network:
 def write_ssh_files(folder: Path, addresses: List[str]) -> Path:
     """Host and user keys, the sshd and ssh configurations; the ssh launcher script."""
     for name in ("host_key", "user_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f",
+        subprocess.run([program("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", name, "-f",
                         str(folder / name)], check=True)
     host_key = (folder / "host_key.pub").read_text().split()
     (folder / "known_hosts").write_text(f"{','.join(addresses)} {host_key[0]} {host_key[1]}\n")
@@ -121,8 +126,8 @@ Host *
   LogLevel ERROR
 """)
     launcher = folder / "ssh"
-    launcher.write_text(f'#!/bin/sh\nexec ssh -F {shlex.quote(str(folder / "ssh_config"))} '
-                        '"$@"\n')
+    launcher.write_text(f'#!/bin/sh\nexec {program("ssh")} '
+                        f'-F {shlex.quote(str(folder / "ssh_config"))} "$@"\n')
     launcher.chmod(0o755)
     return launcher
 
@@ -172,7 +177,6 @@ def wait_for_sshd(address: str, sshd: subprocess.Popen, log: Path) -> None:
 @contextmanager
 def two_hosts(folder: Path) -> Iterator[Hosts]:
     """Two hosts reachable from this namespace, for as long as the block runs."""
-    sshd_path = shutil.which("sshd", path=SEARCH_PATH)  # sshd re-executes by absolute path
     token = f"{os.getpid() % 100000}{next(_made) % 10}"
     subnet = free_subnet()
     bridge, mine = f"thbr{token}", str(subnet[1])
@@ -190,17 +194,18 @@ def two_hosts(folder: Path) -> Iterator[Hosts]:
             children: List[subprocess.Popen] = []
             undo.callback(stop_namespace, namespace, children)
             ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-            undo.callback(ip, "link", "delete", link)  # the pair, now (a namespace's go later)
+            # Both ends at once: a deleted namespace's links may linger for a while.
+            undo.callback(ip, "link", "delete", link)
             ip("link", "set", link, "master", bridge, "up")
-            inside = ("netns", "exec", namespace, "ip")
+            inside = ("-n", namespace)
             ip(*inside, "address", "add", f"{address}/{subnet.prefixlen}", "dev", "eth0")
             ip(*inside, "link", "set", "eth0", "up")
             ip(*inside, "link", "set", "lo", "up")
             log = folder / f"sshd-{i}.log"
             with open(log, "w") as out:
                 sshd = subprocess.Popen(
-                    ["ip", "netns", "exec", namespace, "sh", "-c", SSHD_START, sshd_path, "-D",
-                     "-e", "-f", str(folder / "sshd_config"), "-o",
+                    [program("ip"), "netns", "exec", namespace, "sh", "-c", SSHD_START,
+                     program("sshd"), "-D", "-e", "-f", str(folder / "sshd_config"), "-o",
                      f"ListenAddress={address}"], stdout=out, stderr=subprocess.STDOUT)
             children.append(sshd)
             wait_for_sshd(address, sshd, log)
