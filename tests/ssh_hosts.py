@@ -33,8 +33,9 @@ SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]
 
 # sshd insists on its privilege-separation folder /run/sshd, which only the system service's
 # start creates: each sshd gets a private /run (a tmpfs in the mount namespace `ip netns exec`
-# makes) instead of a folder written into the machine's.
-SSHD_START = ('mount -t tmpfs -o size=1m,mode=755 sshd-run /run && mkdir -m 755 /run/sshd '
+# makes) instead of a folder written into the machine's; `mount -n` writes no /run/mount/utab
+# there either.
+SSHD_START = ('mount -n -t tmpfs -o size=1m,mode=755 sshd-run /run && mkdir -m 755 /run/sshd '
               '&& exec "$0" "$@"')
 
 
