@@ -1,8 +1,8 @@
-"""Two "hosts" on this machine for the tests of multi-host runs: network namespaces, each with
-its own address on a bridge of the root namespace (where mpirun runs) and its own sshd, reached
-with a private ssh configuration by MPICH Hydra's ssh launcher. The ranks share this machine's
-file system, so the checkout, .venv and data have the same paths on every host, as a cluster's
-shared file system gives them.
+"""Several "hosts" on this machine for the tests of multi-host runs: network namespaces on a
+bridge of the root namespace (where mpirun runs), each with its own address (bridged_namespaces,
+for any daemon), and two_hosts: an sshd in each, reached with a private ssh configuration by
+MPICH Hydra's ssh launcher. The namespaces share this machine's file system, so the checkout,
+.venv and data have the same paths on every host, as a cluster's shared file system gives them.
 
 Needs root, iproute2 and openssh-server. Everything made is undone on exit, failure included:
 the processes left in a namespace are stopped by PID, then the namespaces, links and bridge are
@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence
 
 _made = count()  # names unique within this process too
 SSH_PORT = 22  # each namespace has its own ports: the usual one, as on a real machine
@@ -56,24 +56,46 @@ def missing() -> Optional[str]:
 
 
 @dataclass(frozen=True)
-class Hosts:
-    addresses: List[str]  # one per host, in host-file order
-    bridge: str  # the root namespace's interface on the hosts' network (mpirun's side)
-    links: List[str]  # the root-namespace end of each host's link
+class Network:
+    """Network namespaces on a bridge of the root namespace, namespace i at addresses[i]."""
+
+    gateway: str  # the bridge's address: the root namespace's on this network
+    bridge: str
+    addresses: List[str]
+    links: List[str]  # the root-namespace end of each namespace's link (its eth0)
     namespaces: List[str]
+    children: Dict[str, List[subprocess.Popen]]  # started in each namespace, reaped at the end
+
+    def start(self, i: int, argv: Sequence[str], log: Path,
+              own_mounts: bool = True) -> subprocess.Popen:
+        """`argv` in namespace i, its output to `log`; stopped with the namespace. With
+        `own_mounts`, `ip netns exec`: a mount namespace of its own too, whose /sys is the
+        network namespace's (without /sys/fs/cgroup); else `nsenter --net`, the network only."""
+        namespace = self.namespaces[i]
+        enter = ([program("ip"), "netns", "exec", namespace] if own_mounts else
+                 [program("nsenter"), f"--net=/run/netns/{namespace}"])
+        with open(log, "w") as out:
+            process = subprocess.Popen([*enter, *argv], stdout=out, stderr=subprocess.STDOUT)
+        self.children[namespace].append(process)
+        return process
+
+    def sent_bytes(self) -> List[int]:
+        """The bytes each namespace has sent so far (received by its link's root end)."""
+        return [int(Path(f"/sys/class/net/{link}/statistics/rx_bytes").read_text())
+                for link in self.links]
+
+
+@dataclass(frozen=True)
+class Hosts:
+    network: Network
     ssh: Path  # ssh with the private configuration: Hydra's -launcher-exec
     hostfile: Path  # one line per host: one rank each
 
     def mpirun_options(self) -> List[str]:
         """mpirun's options to start one rank per host over ssh. `-iface`: the hosts reach the
         launcher at the bridge's address, not at the machine's host name (127.0.0.1 here)."""
-        return ["-launcher", "ssh", "-launcher-exec", str(self.ssh), "-iface", self.bridge,
-                "-f", str(self.hostfile)]
-
-    def sent_bytes(self) -> List[int]:
-        """The bytes each host has sent so far (received by its link's root end)."""
-        return [int(Path(f"/sys/class/net/{link}/statistics/rx_bytes").read_text())
-                for link in self.links]
+        return ["-launcher", "ssh", "-launcher-exec", str(self.ssh), "-iface",
+                self.network.bridge, "-f", str(self.hostfile)]
 
 
 def ip(*args: str) -> str:
@@ -138,8 +160,9 @@ def namespace_pids(namespace: str) -> List[int]:
 
 
 def stop_namespace(namespace: str, children: List[subprocess.Popen]) -> None:
-    """Stop every process in `namespace` (sshd and what it started: sessions, proxies, ranks)
-    by PID, with SIGKILL after 5 s; then delete it. `children` are this process's own, to reap."""
+    """Stop every process in `namespace` (the daemons and what they started: sessions,
+    proxies, ranks) by PID, with SIGKILL after 5 s; then delete it. `children` are this
+    process's own, to reap."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in namespace_pids(namespace):
             try:
@@ -176,40 +199,47 @@ def wait_for_sshd(address: str, sshd: subprocess.Popen, log: Path) -> None:
 
 
 @contextmanager
-def two_hosts(folder: Path) -> Iterator[Hosts]:
-    """Two hosts reachable from this namespace, for as long as the block runs."""
-    token = f"{os.getpid() % 100000}{next(_made) % 10}"
+def bridged_namespaces(count: int, name: str) -> Iterator[Network]:
+    """`count` network namespaces on a new bridge, for as long as the block runs; `name` (a
+    few letters) starts the names of the interfaces and namespaces."""
+    token = f"{name}{os.getpid() % 100000}{next(_made) % 10}"
     subnet = free_subnet()
-    bridge, mine = f"thbr{token}", str(subnet[1])
-    addresses = [str(subnet[2 + i]) for i in range(2)]
-    links = [f"th{token}h{i}" for i in range(2)]
-    namespaces = [f"twohosts-{token}-{i}" for i in range(2)]
+    network = Network(gateway=str(subnet[1]), bridge=f"{token}br",
+                      addresses=[str(subnet[2 + i]) for i in range(count)],
+                      links=[f"{token}h{i}" for i in range(count)],
+                      namespaces=[f"{token}-{i}" for i in range(count)], children={})
     with ExitStack() as undo:
-        ip("link", "add", bridge, "type", "bridge")
-        undo.callback(ip, "link", "delete", bridge)
-        ip("address", "add", f"{mine}/{subnet.prefixlen}", "dev", bridge)
-        ip("link", "set", bridge, "up")
-        launcher = write_ssh_files(folder, addresses)
-        for i, (address, link, namespace) in enumerate(zip(addresses, links, namespaces)):
+        ip("link", "add", network.bridge, "type", "bridge")
+        undo.callback(ip, "link", "delete", network.bridge)
+        ip("address", "add", f"{network.gateway}/{subnet.prefixlen}", "dev", network.bridge)
+        ip("link", "set", network.bridge, "up")
+        for address, link, namespace in zip(network.addresses, network.links,
+                                            network.namespaces):
             ip("netns", "add", namespace)
-            children: List[subprocess.Popen] = []
-            undo.callback(stop_namespace, namespace, children)
+            network.children[namespace] = []
+            undo.callback(stop_namespace, namespace, network.children[namespace])
             ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", namespace)
             # Both ends at once: a deleted namespace's links may linger for a while.
             undo.callback(ip, "link", "delete", link)
-            ip("link", "set", link, "master", bridge, "up")
+            ip("link", "set", link, "master", network.bridge, "up")
             inside = ("-n", namespace)
             ip(*inside, "address", "add", f"{address}/{subnet.prefixlen}", "dev", "eth0")
             ip(*inside, "link", "set", "eth0", "up")
             ip(*inside, "link", "set", "lo", "up")
+        yield network
+
+
+@contextmanager
+def two_hosts(folder: Path) -> Iterator[Hosts]:
+    """Two hosts reachable over ssh from this namespace, for as long as the block runs."""
+    with bridged_namespaces(2, "th") as network:
+        launcher = write_ssh_files(folder, network.addresses)
+        for i, address in enumerate(network.addresses):
             log = folder / f"sshd-{i}.log"
-            with open(log, "w") as out:
-                sshd = subprocess.Popen(
-                    [program("ip"), "netns", "exec", namespace, "sh", "-c", SSHD_START,
-                     program("sshd"), "-D", "-e", "-f", str(folder / "sshd_config"), "-o",
-                     f"ListenAddress={address}"], stdout=out, stderr=subprocess.STDOUT)
-            children.append(sshd)
+            sshd = network.start(i, ["sh", "-c", SSHD_START, program("sshd"), "-D", "-e", "-f",
+                                     str(folder / "sshd_config"), "-o",
+                                     f"ListenAddress={address}"], log)
             wait_for_sshd(address, sshd, log)
         hostfile = folder / "hosts"
-        hostfile.write_text("".join(f"{a}\n" for a in addresses))
-        yield Hosts(addresses, bridge, links, namespaces, launcher, hostfile)
+        hostfile.write_text("".join(f"{a}\n" for a in network.addresses))
+        yield Hosts(network, launcher, hostfile)

@@ -57,10 +57,10 @@ def train_two_ranks(setup, monitor: Path, mpirun_options: List[str]) -> dict:
 
 def test_two_hosts_train_exactly_as_two_ranks_on_one(setup, hosts, tmp_path):
     one_host = train_two_ranks(setup, tmp_path / "one-host", [])
-    before = hosts.sent_bytes()
+    before = hosts.network.sent_bytes()
     two_hosts = train_two_ranks(setup, tmp_path / "two-hosts",
                                 [*hosts.mpirun_options(), "-genv", "UCX_TLS", "tcp,self"])
-    sent = [b - a for a, b in zip(before, hosts.sent_bytes())]
+    sent = [b - a for a, b in zip(before, hosts.network.sent_bytes())]
 
     assert two_hosts["status"] == 0 and two_hosts["differing"] == []
     assert two_hosts["digests"] == one_host["digests"]  # both ranks, batch-norm statistics too
@@ -80,11 +80,11 @@ def test_the_hosts_leave_nothing_behind_even_on_failure(tmp_path):
         pytest.skip(f"two hosts on this machine: {reason}")
     with pytest.raises(RuntimeError, match="failing on purpose"):
         with ssh_hosts.two_hosts(tmp_path) as made:
-            pids = [pid for n in made.namespaces for pid in ssh_hosts.namespace_pids(n)]
+            pids = [pid for n in made.network.namespaces for pid in ssh_hosts.namespace_pids(n)]
             assert len(pids) >= 2  # an sshd in each (and any connection it serves)
             raise RuntimeError("failing on purpose")
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
     namespaces = ssh_hosts.ip("netns", "list").split()
-    assert not [name for name in made.namespaces if name in namespaces]
+    assert not [name for name in made.network.namespaces if name in namespaces]
     links = [line.split()[0] for line in ssh_hosts.ip("-brief", "link").splitlines()]
-    assert not [name for name in (made.bridge, *made.links) if name in links]
+    assert not [name for name in (made.network.bridge, *made.network.links) if name in links]
