@@ -104,8 +104,9 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
                        help="compute back end: auto picks cudnn when the CUDA extension and a "
                             "GPU are usable, else cpu (default: %(default)s)")
     group.add_argument("-d", "--device-id", type=non_negative_int, default=0,
-                       help="first GPU; under MPI rank r uses device-id + its local rank "
-                            "(default: %(default)s)")
+                       help="the GPU of a single process; under several ranks each rank "
+                            "uses the GPU of its local rank (NNabla's multi-GPU rule: choose "
+                            "GPUs with CUDA_VISIBLE_DEVICES) (default: %(default)s)")
     group.add_argument("-t", "--type-config", choices=TYPE_CONFIGS, default="float",
                        help="float, or half for mixed precision on a GPU; on the CPU half "
                             "runs in float, since NNabla's CPU half is ~200x slower and the "

@@ -7,7 +7,8 @@
 
 Gradients are averaged over ranks, so each rank's loss is a mean over its own batch and the
 update equals one over the global batch. MPI is used only when the process was started by
-an MPI launcher, so a plain `python train.py` never needs an MPI runtime.
+a launcher (`utils.launch`), so a plain `python train.py` never needs an MPI runtime; a launch
+whose processes would not form one MPI world is refused before any work.
 """
 from __future__ import annotations
 
@@ -18,16 +19,19 @@ from typing import Dict, List, Sequence
 import nnabla as nn
 import numpy as np
 
+from .errors import UsageError
+from .launch import (
+    Launch,
+    StartupGuard,
+    launch_problem,
+    read_launch,
+    world_problem,
+)
 from .native_stderr import drain, wait_until_read
 
-# Environment variables that MPI launchers set in every rank (Open MPI, MPICH/Hydra, PMIx,
-# Slurm's PMI).
-_LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
-
-
-def launched_by_mpi() -> bool:
-    return any(int(os.environ.get(v, "1") or "1") > 1 for v in _LAUNCHER_SIZE_VARS)
-
+# A start-up of MPI that takes longer than this is stuck (see `StartupGuard`), unless the
+# script's --hang-timeout is shorter.
+MPI_START_TIMEOUT = 300.0
 
 class Communicator:
     """A single process: the base of the multi-process communicators."""
@@ -73,13 +77,28 @@ class Communicator:
 class MpiCommunicator(Communicator):
     """Data parallelism over MPI with numpy buffers (CPU)."""
 
-    def __init__(self):
+    def __init__(self, launch: Launch, start_timeout: float = MPI_START_TIMEOUT):
+        import mpi4py
+
+        # The library is checked against the launcher before it starts: a wrong wire
+        # protocol ends MPI_Init with the library's own error stack.
+        mpi4py.rc.initialize = False
+        mpi4py.rc.finalize = True
         from mpi4py import MPI
 
+        problem = launch_problem(launch, MPI.Get_library_version())
+        if problem:
+            raise UsageError(problem)
+        guard = StartupGuard(start_timeout, launch.describe())
+        MPI.Init_thread()
+        guard.done()
         self._mpi = MPI
         self._comm = MPI.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
+        problem = world_problem(launch, self.size)
+        if problem:
+            raise UsageError(problem)
         self._buffer = np.empty(0, np.float32)
 
     def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:
@@ -151,8 +170,8 @@ class NcclCommunicator(MpiCommunicator):
     Cannot run on a machine without GPUs; kept to NNabla's documented API.
     """
 
-    def __init__(self, ctx):
-        super().__init__()
+    def __init__(self, launch: Launch, ctx, start_timeout: float = MPI_START_TIMEOUT):
+        super().__init__(launch, start_timeout)
         import nnabla.communicators as C
 
         self._nccl = C.MultiProcessDataParallelCommunicator(ctx)
@@ -165,10 +184,16 @@ class NcclCommunicator(MpiCommunicator):
         self._nccl.bcast([v.data for v in params.values()], src=0, inplace=False)
 
 
-def create_communicator(backend: str = "cpu", ctx=None) -> Communicator:
-    """The communicator for this process: MPI-based when under an MPI launcher."""
-    if not launched_by_mpi():
+def create_communicator(backend: str = "cpu", ctx=None,
+                        start_timeout: float = MPI_START_TIMEOUT) -> Communicator:
+    """The communicator for this process: MPI-based when a launcher started several; a
+    launch that cannot form one world is a `UsageError` (see `utils.launch`)."""
+    launch = read_launch()
+    problem = launch_problem(launch)  # (what is known without loading MPI)
+    if problem:
+        raise UsageError(problem)
+    if not launch.parallel:
         return Communicator()
     if backend == "cpu":
-        return MpiCommunicator()
-    return NcclCommunicator(ctx)
+        return MpiCommunicator(launch, start_timeout)
+    return NcclCommunicator(launch, ctx, start_timeout)

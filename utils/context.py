@@ -9,16 +9,21 @@ CONTEXTS = ("auto", "cpu", "cuda", "cudnn")
 TYPE_CONFIGS = ("float", "half")
 
 
-def gpu_available() -> bool:
+def gpu_count() -> int:
+    """The GPUs NNabla's CUDA extension sees (0 without the extension, a driver or a device)."""
     try:
         with quiet_nnabla_info():  # "Initializing CUDA extension...", as NNabla's own
             import nnabla_ext.cuda as cuda
     except ImportError:
-        return False
+        return 0
     try:
-        return cuda.get_device_count() > 0
+        return int(cuda.get_device_count())
     except Exception:  # the extension is installed but no driver or device is usable
-        return False
+        return 0
+
+
+def gpu_available() -> bool:
+    return gpu_count() > 0
 
 
 def select_context(context: str = "auto", device_id: int = 0, type_config: str = "float"):

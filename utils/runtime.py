@@ -21,24 +21,15 @@ from typing import Callable, List, Optional
 import nnabla as nn
 from nnabla.logger import logger
 
-from .comm import Communicator, create_communicator
-from .context import float_context, select_context
+from .comm import MPI_START_TIMEOUT, Communicator, create_communicator
+from .context import float_context, gpu_count, select_context
 from .errors import INTERRUPTED_STATUS, USER_ERROR_STATUS, UsageError, user_error_message
+from .launch import gpu_problem, local_rank, read_launch
 from .watchdog import stop_watchdog
 
 # SIGUSR1 is what batch schedulers (Slurm --signal, LSF, PBS) send ahead of a time limit.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-# Launcher variables giving a rank's index on its node (Open MPI, MPICH/Hydra, Slurm).
-_LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID")
-
 _active_comm: Communicator = Communicator()
-
-
-def local_rank_from_env() -> int:
-    for name in _LOCAL_RANK_VARS:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
 
 
 @dataclass
@@ -77,19 +68,27 @@ def setup_runtime(args: argparse.Namespace) -> Runtime:
     ~200x slower. A GPU context without NNabla's CUDA extension is a one-line user error.
     """
     global _active_comm
-    device_id = int(args.device_id) + local_rank_from_env()
+    ranks = read_launch().tasks
+    # NNabla's multi-GPU communicator puts each rank on the GPU of its local rank.
+    device_id = local_rank() if ranks > 1 else int(args.device_id)
     try:
         ctx, backend, why = select_context(args.context, device_id, args.type_config)
     except ImportError as e:
         raise UsageError(f"-c {args.context} needs NNabla's CUDA extension "
                          f"(requirements-gpu.txt), not installed here ({e}); use -c auto "
                          "or cpu") from None
+    if backend != "cpu":
+        problem = gpu_problem(local_rank(), int(args.device_id), gpu_count(), ranks,
+                              os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if problem:
+            raise UsageError(problem)
     if backend == "cpu" and args.type_config == "half":
         args.type_config = "float"
         ctx, backend, why = select_context(args.context, device_id, "float")
         why += "; -t half runs in float on the CPU (NNabla's CPU half is ~200x slower)"
     nn.set_default_context(ctx)
-    comm = create_communicator(backend, ctx)
+    hang_timeout = getattr(args, "hang_timeout", 0) or MPI_START_TIMEOUT
+    comm = create_communicator(backend, ctx, min(hang_timeout, MPI_START_TIMEOUT))
     _active_comm = comm
     if comm.size > 1:
         sys.excepthook = _abort_job
