@@ -128,7 +128,7 @@ class SlurmCluster:
         state = ""
         while time.monotonic() < deadline:
             state = self.run(["sinfo", "-h", "-N", "-o", "%t"], check=False).stdout.strip()
-            if state == "idle":
+            if state and set(state.split()) == {"idle"}:  # every node
                 return
             time.sleep(0.05)
         raise RuntimeError(f"node {self.node} is {state!r}, not idle, after {timeout} s; "

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import pytest
+import slurm_nodes
 import ssh_hosts
 from marks import slow
 from paths import REPO
@@ -41,37 +44,97 @@ def hosts(tmp_path_factory):
         yield made
 
 
-def train_two_ranks(setup, monitor: Path, mpirun_options: List[str]) -> dict:
-    """train.py's main on two ranks; rank 0's report of every rank's parameters."""
-    command = [MPIRUN, *mpirun_options, "-n", "2", sys.executable,
-               str(REPO / "tests" / "train_rank_digests.py"),
-               *train_args(setup, monitor, epochs=EPOCHS)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
-                            env={**os.environ, "MPLBACKEND": "Agg"})
-    assert result.returncode == 0, result.stderr
-    assert "2 ranks" in result.stderr
-    report = [line for line in result.stdout.splitlines() if line.startswith(MARKER)]
-    assert len(report) == 1, result.stdout
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    reason = slurm_nodes.missing()
+    if reason:
+        pytest.skip(f"two Slurm nodes on this machine: {reason}")
+    with slurm_nodes.two_node_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+def rank_command(setup, monitor: Path) -> List[str]:
+    """train.py's main in one rank, then every rank's parameters reported by rank 0."""
+    return [sys.executable, str(REPO / "tests" / "train_rank_digests.py"),
+            *train_args(setup, monitor, epochs=EPOCHS)]
+
+
+def rank_report(output: str) -> dict:
+    report = [line for line in output.splitlines() if line.startswith(MARKER)]
+    assert len(report) == 1, output
     return json.loads(report[0][len(MARKER):])
 
 
-def test_two_hosts_train_exactly_as_two_ranks_on_one(setup, hosts, tmp_path):
-    one_host = train_two_ranks(setup, tmp_path / "one-host", [])
-    before = hosts.network.sent_bytes()
-    two_hosts = train_two_ranks(setup, tmp_path / "two-hosts",
-                                [*hosts.mpirun_options(), "-genv", "UCX_TLS", "tcp,self"])
-    sent = [b - a for a, b in zip(before, hosts.network.sent_bytes())]
+def train_two_ranks(setup, monitor: Path, mpirun_options: List[str]) -> dict:
+    """train.py's main on two ranks under mpirun; rank 0's report."""
+    result = subprocess.run([MPIRUN, *mpirun_options, "-n", "2", *rank_command(setup, monitor)],
+                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+    assert result.returncode == 0, result.stderr
+    assert "2 ranks" in result.stderr
+    return rank_report(result.stdout)
 
-    assert two_hosts["status"] == 0 and two_hosts["differing"] == []
-    assert two_hosts["digests"] == one_host["digests"]  # both ranks, batch-norm statistics too
+
+@pytest.fixture(scope="module")
+def one_host(setup, tmp_path_factory):
+    """`mpirun -n 2` on this host: (monitor folder, rank 0's report)."""
+    monitor = tmp_path_factory.mktemp("one-host") / "run"
+    return monitor, train_two_ranks(setup, monitor, [])
+
+
+def assert_same_as_one_host(one_host, monitor: Path, found: dict, sent: List[int]) -> None:
+    """The run in `monitor` ended exactly as `one_host`'s, its gradients crossing the links."""
+    assert found["status"] == 0 and found["differing"] == []
+    assert found["digests"] == one_host[1]["digests"]  # both ranks, batch-norm statistics too
     # Losses, errors, validation, weight files and the newest checkpoint, all identical.
-    assert_same_run(tmp_path / "one-host", tmp_path / "two-hosts")
-
+    assert_same_run(one_host[0], monitor)
     # Each step all-reduces the gradients, for which each of 2 ranks sends at least their size
     # (73 MB in 12 steps here; the half asked keeps a margin). ssh and PMI alone send 20 kB.
-    weights = read_parameters(str(tmp_path / "two-hosts" / f"param_{EPOCHS:03d}.h5"))
+    weights = read_parameters(str(monitor / f"param_{EPOCHS:03d}.h5"))
     gradient_bytes = 4 * sum(p.data.size for p in weights.values() if p.need_grad)
     assert all(s > STEPS * gradient_bytes / 2 for s in sent), (sent, gradient_bytes)
+
+
+def test_two_hosts_train_exactly_as_two_ranks_on_one(setup, one_host, hosts, tmp_path):
+    before = hosts.network.sent_bytes()
+    found = train_two_ranks(setup, tmp_path / "run",
+                            [*hosts.mpirun_options(), "-genv", "UCX_TLS", "tcp,self"])
+    sent = [b - a for a, b in zip(before, hosts.network.sent_bytes())]
+    assert_same_as_one_host(one_host, tmp_path / "run", found, sent)
+
+
+def run_job(cluster, sbatch_args: List[str], env: Dict[str, str]) -> str:
+    """Submit a batch job and wait for it; its final state. (Polled here: `sbatch --wait`
+    polls at growing intervals, up to half a minute after the job ended.)"""
+    job = cluster.run(["sbatch", "--parsable", *sbatch_args], env=env).stdout.strip()
+    deadline = time.monotonic() + TIMEOUT
+    while cluster.job_state(job) in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+        assert time.monotonic() < deadline, f"job {job} still {cluster.job_state(job)}"
+        time.sleep(0.1)
+    return cluster.job_state(job)
+
+
+# In the job, on node0: `-iface eth0` as on hosts whose name resolves to 127.0.x.x, as here.
+LAUNCHES = {"srun": ["srun", "--mpi=pmi2"], "mpirun": [MPIRUN, "-iface", "eth0"]}
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+def test_a_two_node_slurm_job_trains_exactly_as_two_ranks_on_one_host(launch, setup, one_host,
+                                                                       slurm, tmp_path):
+    """sbatch -N 2, one task a node; the ranks started by srun itself or by mpirun (Hydra,
+    which starts its proxies with srun)."""
+    job = tmp_path / "job.sh"
+    job.write_text("#!/bin/sh\nexec " + shlex.join(
+        [*LAUNCHES[launch], *rank_command(setup, tmp_path / "run")]) + "\n")
+    before = slurm.network.sent_bytes()
+    state = run_job(slurm, ["--nodes=2", "--ntasks-per-node=1", f"--chdir={REPO}",
+                            f"--output={tmp_path / 'job.out'}", str(job)],
+                    env={"MPLBACKEND": "Agg", "UCX_TLS": "tcp,self"})
+    sent = [b - a for a, b in zip(before, slurm.network.sent_bytes())]
+    output = (tmp_path / "job.out").read_text()
+    assert state == "COMPLETED", output
+    assert "2 ranks" in output
+    assert_same_as_one_host(one_host, tmp_path / "run", rank_report(output), sent)
 
 
 def test_the_hosts_leave_nothing_behind_even_on_failure(tmp_path):
