@@ -1,8 +1,10 @@
-"""Data-parallel training across two hosts started by MPICH's own launcher from a host file, as
-on two machines: `mpirun -launcher ssh -f hosts -n 2`, one rank on each of two network
-namespaces with their own sshd (ssh_hosts), against `mpirun -n 2` on one host.
+"""Data-parallel training across two hosts, as on two machines, against `mpirun -n 2` on one
+host (the same losses, weights and checkpoint, bit for bit): MPICH's own launcher with a host
+file (`mpirun -launcher ssh -f hosts -n 2`, one rank on each of two network namespaces with
+their own sshd: ssh_hosts), and a Slurm job on two nodes (`sbatch -N 2`, a slurmd in each
+namespace: slurm_nodes), its ranks started by `srun --mpi=pmi2` or by mpirun.
 
-The two hosts are one machine with one host name, so UCX would join their ranks through shared
+The hosts are one machine with one host name, so UCX would join their ranks through shared
 memory; `UCX_TLS=tcp,self` makes the ranks talk over TCP across the namespaces' links, as two
 machines do, and the links' byte counters show that the gradients went that way.
 """
