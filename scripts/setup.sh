@@ -3,7 +3,9 @@
 # pinned requirements. Re-running is cheap: nothing is reinstalled unless a
 # requirements file changed.
 #   bash scripts/setup.sh           runtime requirements
-#   bash scripts/setup.sh --dev     plus pytest, ruff and the TensorBoard server
+#   bash scripts/setup.sh --dev     plus pytest, ruff and the TensorBoard server; as root
+#                                   on a machine with apt, also Debian's Slurm and munge
+#                                   (tests/test_slurm.py starts a one-node cluster)
 #   bash scripts/setup.sh --tensorboard  plus the TensorBoard server, to watch runs
 #   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension
 #   bash scripts/setup.sh --export  plus ONNX export and onnxruntime (export.py)
@@ -20,9 +22,11 @@ add_requirements() {  # each file once, whichever options name it
   for f in "${req_files[@]}"; do [ "$f" = "$1" ] && return 0; done
   req_files+=("$1")
 }
+apt_packages=()
 for arg in "$@"; do
   case "$arg" in
     --dev) add_requirements "$root/requirements-dev.txt"
+           apt_packages+=(slurm-wlm munge libpmix-dev)
            add_requirements "$root/requirements-tensorboard.txt" ;;
     --tensorboard) add_requirements "$root/requirements-tensorboard.txt" ;;
     --gpu) add_requirements "$root/requirements-gpu.txt" ;;
@@ -107,4 +111,19 @@ if [ ${#stale[@]} -gt 0 ]; then
   for f in "${req_files[@]}" "${no_deps_files[@]}"; do
     sha256sum < "$f" > "$stamps/$(basename "$f")"
   done
+fi
+
+# System packages the tests use (a real Slurm), where this user can install them; without
+# them those tests skip and say why.
+missing=()
+if [ ${#apt_packages[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  for p in "${apt_packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (apt)"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || echo "setup: could not install ${missing[*]}; the Slurm tests will skip" >&2
 fi
