@@ -76,6 +76,8 @@ from utils.training import (
     diverged,
     iteration_seed,
     update_group,
+    updates_done,
+    updates_per_epoch,
 )
 from utils.watchdog import heartbeat, start_watchdog
 from utils.weights import (
@@ -207,7 +209,7 @@ class Training:
     validator: Optional[Validator]
     stop: StopRequest
     recorder: RunRecorder
-    interval: int  # iterations between points of the curves within the epoch
+    interval: int  # updates between points of the curves within the epoch
     names: List[Optional[str]]  # class names (None: the id)
     epoch_walls: List[float] = field(default_factory=list)  # seconds of each epoch, end to end
     lr: float = 0.0  # per example, of the latest update
@@ -219,8 +221,10 @@ class Training:
         return self.rt.comm
 
     def step(self, epoch: int, iteration: int = 0) -> int:
-        """Iterations done over the whole run at (epoch, iteration): the curves' x axis."""
-        return epoch * self.state.data.iterations_per_epoch + iteration
+        """Updates done over the whole run before batch `iteration` of `epoch`: the curves'
+        x axis."""
+        return updates_done(epoch, iteration, self.state.data.iterations_per_epoch,
+                            self.spec.accumulate_steps)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -256,17 +260,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if rt.comm.is_main:
         check_room_for_outputs(monitor_path)
     if checkpoint is not None:
-        extended = state.resume(checkpoint)
+        changes = state.resume(checkpoint)
         rt.log(f"resuming from {checkpoint.path} (epoch {checkpoint.meta['epoch']}, "
                f"iteration {checkpoint.meta['iteration']})")
-        if extended:
-            rt.log(f"extending {extended[0]} -> {extended[1]} epochs; the schedule is "
-                   f"re-evaluated for {extended[1]} epochs from epoch {state.position[0]}")
+        for change in changes:
+            rt.log(change)
     if rt.comm.is_main:
         write_run_description(monitor_path, args, config)
     start_epoch, start_iteration = state.position
-    iterations = train_data.iterations_per_epoch
-    start_step = start_epoch * iterations + start_iteration
+    updates = updates_per_epoch(train_data.iterations_per_epoch, spec.accumulate_steps)
+    start_step = updates_done(start_epoch, start_iteration, train_data.iterations_per_epoch,
+                              spec.accumulate_steps)
     rt.log(describe_batch(spec, train_data.plan))
     recorder = RunRecorder(
         monitor_path, rt.comm.is_main,
@@ -274,8 +278,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         open_tensorboard(monitor_path, rt.comm.is_main and not args.no_tensorboard,
                          start_step, resumed=checkpoint is not None), rt.log)
     training = Training(
-        spec, rt, monitor_path, checkpoints, build_schedule(config.lr_scheduler, iterations),
-        state, validator, stop, recorder, args.log_interval or default_interval(iterations),
+        spec, rt, monitor_path, checkpoints, build_schedule(config.lr_scheduler, updates),
+        state, validator, stop, recorder, args.log_interval or default_interval(updates),
         training_class_names(args))
     try:
         recorder.session(start_step, describe_arguments(args), vars(args), config.to_dict(),
@@ -467,7 +471,7 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
     for batch in data.epoch(epoch):
         first, last, group = update_group(batch.iteration, data.iterations_per_epoch, steps)
         if first:
-            lr = training.lr = training.schedule(epoch, batch.iteration)
+            lr = training.lr = training.schedule(epoch, batch.iteration // steps)
             solver.zero_grad()
         graph.feed(batch)
         step = training.step(epoch, batch.iteration)
@@ -492,7 +496,7 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
             raise diverged(f"non-finite training loss at epoch {epoch}, iteration "
                            f"{batch.iteration}", training.checkpoints)
         state.window.add(*sums, not updated)
-        if (step + 1) % training.interval == 0:
+        if last and (step + 1) % training.interval == 0:
             record_iterations(training, step + 1)
         bar.update(loss=loss, error=wrong / max(batch.num_valid, 1), lr=lr)
         heartbeat()
@@ -522,13 +526,13 @@ def record_batch(training: Training, batch: Any, step: int) -> None:
 
 
 def record_iterations(training: Training, step: int) -> None:
-    """A point of the curves within the epoch after `step` iterations: the means of all
-    ranks since the point before (kept in the checkpoint across a resume); the images per
-    second of this session since then."""
+    """A point of the curves within the epoch after `step` updates: the means of all ranks
+    since the point before (kept in the checkpoint across a resume); the images per second
+    of this session since then."""
     state, spec = training.state, training.spec
     window, (since, since_step) = state.take_window(), training.clock
     now = time.time()
-    images = (step - since_step) * state.data.plan.global_batch
+    images = (step - since_step) * spec.split.global_batch
     dynamic = spec.dynamic_loss_scaling
     training.recorder.iteration(IterationPoint(
         step, window.loss / max(window.seen, 1), window.wrong / max(window.seen, 1),
