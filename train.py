@@ -5,8 +5,10 @@ r"""Train an ImageNet classifier: one process, or data-parallel under `mpirun -n
 
 Every epoch ends with a checkpoint in `<monitor path>/checkpoints`; running the same command
 again (or with `--resume`) continues exactly where the run stopped, from the newest intact
-checkpoint (damaged ones are named and skipped). SIGTERM, SIGINT and SIGUSR1 (on any rank)
-make the run finish its iteration, checkpoint and exit with status 75. A non-finite loss
+checkpoint (damaged ones are named and skipped); also on another number of ranks, mid-epoch
+too, if the global batch (-b x ranks x --accumulate-steps) is kept (else refused, giving the
+-b that keeps it). SIGTERM, SIGINT and SIGUSR1 (on any rank) make the run finish its
+iteration, checkpoint and exit with status 75. A non-finite loss
 stops the run before anything non-finite is saved; with --dynamic-loss-scaling, steps whose
 gradients overflow are skipped and counted instead. Errors (bad inputs, an unwritable or
 full monitor path, divergence) are one line on stderr and status 2.
