@@ -74,6 +74,7 @@ from utils.training import (
     TrainingState,
     accumulate_gradients,
     apply_update,
+    batch_share,
     build_training_graph,
     diverged,
     iteration_seed,
@@ -474,6 +475,7 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
         first, last, group = update_group(batch.iteration, data.iterations_per_epoch, steps)
         if first:
             lr = training.lr = training.schedule(epoch, batch.iteration // steps)
+            update_images = data.plan.images_in(batch.iteration, group)
             solver.zero_grad()
         graph.feed(batch)
         step = training.step(epoch, batch.iteration)
@@ -481,10 +483,11 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
             record_batch(training, batch, step)
             training.batch_recorded = True
         nn.seed(iteration_seed(spec.seed, comm.rank, epoch, batch.iteration))
-        loss, wrong = accumulate_gradients(graph, solver, group)
+        loss, wrong = accumulate_gradients(
+            graph, solver, batch_share(batch.num_valid, comm.size, update_images))
         updated = True
-        if last:
-            updated = apply_update(solver, comm, lr, global_batch * group)
+        if last:  # (a short last group steps as a whole one: padding is left out above)
+            updated = apply_update(solver, comm, lr, global_batch * steps)
             if state.ema is not None and updated:
                 state.ema.update()
         state.sums.add(loss * batch.num_valid, wrong, batch.num_valid, not updated)

@@ -114,3 +114,9 @@ def test_a_plan_refuses_no_images_a_batch_below_one_and_a_rank_outside_the_shard
         BatchPlan(files(3), 0, True)
     with pytest.raises(ValueError, match=r"rank 2 outside 0\.\.1"):
         Shard(2, 2)
+
+
+def test_the_real_images_of_iterations_over_all_ranks():
+    plan = BatchPlan(files(13), 2, True, shard=Shard(1, 2))  # 4 images an iteration
+    assert [plan.images_in(i, 1) for i in range(4)] == [4, 4, 4, 1]
+    assert plan.images_in(2, 2) == 5 and plan.images_in(0, 4) == 13 and plan.images_in(4, 1) == 0

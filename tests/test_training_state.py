@@ -214,12 +214,15 @@ def test_update_groups():
     assert all(update_group(i, 5, 1) == (True, True, 1) for i in range(5))
 
 
-def test_two_accumulated_batches_make_the_update_of_one_batch_twice_as_large():
-    """On a network without batch norm: --accumulate-steps 2 with batch b equals one step with
-    batch 2b, learning rate included."""
+@pytest.mark.parametrize("real", [8, 5, 3], ids=lambda n: f"{n}-real")
+def test_accumulated_batches_make_the_update_of_one_batch_as_large(real):
+    """On a network without batch norm: --accumulate-steps 2 or 4 with batch b equals one step
+    with batch 2b or 4b, learning rate included; also in the epoch's last update, where
+    padding (the last 8 - `real` slots) fills the last batches, wholly some with 3 real."""
     rng = np.random.RandomState(0)
     images = rng.randn(8, 6).astype(np.float32)
     labels = rng.randint(0, 3, size=(8, 1))
+    valid = (np.arange(8) < real).astype(np.float32).reshape(8, 1)
 
     def one_update(batches: int) -> Tuple[Dict[str, np.ndarray], float]:
         nn.clear_parameters()
@@ -233,18 +236,21 @@ def test_two_accumulated_batches_make_the_update_of_one_batch_twice_as_large():
         solver = MomentumSolver(nn.get_parameters(), 0.9, 1e-4)
         solver.zero_grad()
         for i in range(batches):
-            image.d, label.d, mask.d = images[i * size:(i + 1) * size], \
-                labels[i * size:(i + 1) * size], 1
-            training.accumulate_gradients(graph, solver, batches)
+            part = slice(i * size, (i + 1) * size)
+            image.d, label.d, mask.d = images[part], labels[part], valid[part]
+            share = training.batch_share(int(valid[part].sum()), 1, real)
+            training.accumulate_gradients(graph, solver, share)
         assert training.apply_update(solver, Communicator(), 0.01, 8)
         return {k: v.d.copy() for k, v in nn.get_parameters().items()}, solver.learning_rate
 
     whole, rate = one_update(1)
-    accumulated, accumulated_rate = one_update(2)
-    assert accumulated_rate == rate == solver_learning_rate(0.01, 8)
-    for name, value in whole.items():
-        np.testing.assert_allclose(accumulated[name], value, rtol=1e-5, atol=1e-7,
-                                   err_msg=name)
+    for batches in (2, 4):
+        accumulated, accumulated_rate = one_update(batches)
+        assert accumulated_rate == rate == solver_learning_rate(0.01, 8)
+        for name, value in whole.items():
+            np.testing.assert_allclose(accumulated[name], value, rtol=1e-5, atol=1e-7,
+                                       err_msg=f"{batches} batches: {name}")
+    assert training.batch_share(4, 1, 8) == 1 / 2 and training.batch_share(4, 2, 16) == 1 / 2
 
 
 def test_a_split_of_another_global_batch_is_refused_with_the_flags_that_keep_it():

@@ -116,6 +116,12 @@ class BatchPlan:
     def iterations_per_epoch(self) -> int:
         return iterations_per_epoch(self.num_samples, self.batch_size, self.shard.num_ranks)
 
+    def images_in(self, iteration: int, count: int) -> int:
+        """Real images (padding left out) of all ranks in `count` iterations from
+        `iteration`."""
+        start = iteration * self.global_batch
+        return max(0, min(self.num_samples, start + count * self.global_batch) - start)
+
     def batch(self, epoch: int, iteration: int) -> PlannedBatch:
         positions, valid = batch_positions(self.num_samples, self.batch_size, self.shard.rank,
                                            self.shard.num_ranks, iteration)

@@ -216,13 +216,21 @@ def updates_done(epoch: int, iteration: int, iterations: int, steps: int) -> int
     return epoch * updates_per_epoch(iterations, steps) + iteration // steps
 
 
-def accumulate_gradients(graph: TrainingGraph, solver: MomentumSolver, group_size: int
+def batch_share(valid: int, num_ranks: int, update_images: int) -> float:
+    """The weight of a batch's mean loss (over its `valid` images) in its rank's gradient, so
+    that the gradients averaged over `num_ranks` ranks are the mean over the update's
+    `update_images` real images: 1/N of N full batches; padding at the epoch's end then
+    weighs nothing, whichever split of the global batch holds it."""
+    return valid * num_ranks / update_images
+
+
+def accumulate_gradients(graph: TrainingGraph, solver: MomentumSolver, share: float
                          ) -> Tuple[float, float]:
-    """Forward and backward of the batch in the inputs, adding 1/group_size of its (scaled)
-    gradients to the accumulated ones (NNabla adds over backward calls until `zero_grad`);
-    return its loss and wrong count."""
+    """Forward and backward of the batch in the inputs, adding `share` (see `batch_share`)
+    of its (scaled) gradients to the accumulated ones (NNabla adds over backward calls until
+    `zero_grad`); return its loss and wrong count."""
     nn.forward_all([graph.loss, graph.error], clear_no_need_grad=True)
-    graph.loss.backward(solver.loss_scale / group_size, clear_buffer=True)
+    graph.loss.backward(solver.loss_scale * share, clear_buffer=True)
     return float(graph.loss.d), float(graph.error.d)
 
 
