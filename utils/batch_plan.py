@@ -139,7 +139,7 @@ class BatchPlan:
 
     def position_of(self, state: Dict[str, Any]) -> Tuple[int, int]:
         """(epoch, iteration) of a saved position (`layout` included) in this plan: the same
-        images of the epoch's order done. A different split, seed or list is refused
+        images of the epoch's order done. A different list, seed or shuffling is refused
         mid-epoch (the position would mean other images), and so is a batch per iteration
         (B x R) that does not divide the images done; at an epoch boundary a different
         layout is allowed, with a warning unless only the batch per iteration changed."""

@@ -21,8 +21,9 @@ A checkpoint resumes on another number of ranks when the global batch of an upda
 rank. Of the per-rank parts, each new rank takes the mean of the saved ranks' batch-norm
 statistics (what the epoch's end would average), its own mixing stream if the checkpoint has
 one (else it starts one from its seed, as at the start of a run), and rank 0 the epoch's sums
-of all saved ranks. The crops, flips, policy draws, mixing and dropout of the new ranks are
-theirs, so the resumed run continues the same training with other random draws.
+of all saved ranks. Batch-norm then normalises over the new per-rank batch, and the crops,
+flips, policy draws, mixing and dropout are the new ranks' own: the resumed run continues the
+same training (learning rate, images of each update), not bit for bit.
 """
 from __future__ import annotations
 
