@@ -177,8 +177,8 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
                         "<monitor path>/tensorboard as the run goes)")
     g.add_argument("--log-interval", type=cli.non_negative_int, default=0, metavar="N",
                    help="a point of the curves within the epoch (TensorBoard scalars and the "
-                        "Train-*-iteration series) every N iterations (default: 0, about 100 "
-                        "points per epoch)")
+                        "Train-*-iteration series) every N iterations, or updates with "
+                        "--accumulate-steps (default: 0, about 100 points per epoch)")
     g.add_argument("--labels", default=None,
                    help="'<id>,<name>' csv of class names for train_batch.png and the "
                         "confusion matrix (default: label_words.csv beside --train-list if "
