@@ -266,7 +266,7 @@ class EpochSums:
         return [self.loss, self.wrong, self.seen, self.skipped]
 
     @classmethod
-    def share(cls, saved: List[List[float]], rank: int, ranks: int) -> EpochSums:
+    def restored(cls, saved: List[List[float]], rank: int, ranks: int) -> EpochSums:
         """Rank `rank`'s part, on `ranks` ranks, of the sums `saved` by each rank: its own on
         as many ranks; else rank 0 carries the totals (the epoch's result sums the ranks')
         and every rank the skipped steps (the same on all)."""
@@ -366,7 +366,7 @@ class TrainingState:
         if self.ema is not None:
             self.ema.load_state_dict({k[len(EMA_PREFIX):]: v for k, v in extra.items()
                                       if k.startswith(EMA_PREFIX)})
-        self.sums = EpochSums.share(meta[EPOCH_SUMS], rank, ranks)
+        self.sums = EpochSums.restored(meta[EPOCH_SUMS], rank, ranks)
         self.window = EpochSums(*meta.get(WINDOW_SUMS, []))  # (absent before the curves)
         self.data.load_state_dict(meta[DATA_POSITION])
 
