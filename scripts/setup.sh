@@ -5,7 +5,8 @@
 #   bash scripts/setup.sh           runtime requirements
 #   bash scripts/setup.sh --dev     plus pytest, ruff and the TensorBoard server; as root
 #                                   on a machine with apt, also Debian's Slurm and munge
-#                                   (tests/test_slurm.py starts a one-node cluster)
+#                                   (tests/test_slurm.py starts a one-node cluster), iproute2
+#                                   and openssh-server (tests/test_two_hosts.py)
 #   bash scripts/setup.sh --tensorboard  plus the TensorBoard server, to watch runs
 #   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension
 #   bash scripts/setup.sh --export  plus ONNX export and onnxruntime (export.py)
@@ -17,6 +18,7 @@ venv="$root/.venv"
 req_files=("$root/requirements.txt")
 # Complete pinned closures installed with --no-deps (see requirements-export.txt for why).
 no_deps_files=()
+dev=""
 add_requirements() {  # each file once, whichever options name it
   local f
   for f in "${req_files[@]}"; do [ "$f" = "$1" ] && return 0; done
@@ -26,7 +28,7 @@ apt_packages=()
 for arg in "$@"; do
   case "$arg" in
     --dev) add_requirements "$root/requirements-dev.txt"
-           apt_packages+=(slurm-wlm munge libpmix-dev)
+           apt_packages+=(slurm-wlm munge libpmix-dev iproute2 openssh-server)
            add_requirements "$root/requirements-tensorboard.txt" ;;
     --tensorboard) add_requirements "$root/requirements-tensorboard.txt" ;;
     --gpu) add_requirements "$root/requirements-gpu.txt" ;;
@@ -113,7 +115,7 @@ if [ ${#stale[@]} -gt 0 ]; then
   done
 fi
 
-# System packages the tests use (a real Slurm), where this user can install them; without
+# System packages the tests use (a real Slurm, network namespaces and sshd), where this user can install them; without
 # them those tests skip and say why.
 missing=()
 if [ ${#apt_packages[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -125,5 +127,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (apt)"
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq "${missing[@]}" >/dev/null \
-    || echo "setup: could not install ${missing[*]}; the Slurm tests will skip" >&2
+    || echo "setup: could not install ${missing[*]}; those tests will skip" >&2
 fi

@@ -51,6 +51,9 @@ NOT_RUN_HERE = {
     "bash scripts/test.sh": "it runs this test suite; CI runs it through .ci/run",
     "bash scripts/test.sh --fast": "it runs this test suite's fast subset; a test of the "
                                    "script's selection runs it with --collect-only",
+    "mpirun -f hosts -n 8 python train.py -a resnet50 -b 32 -C cfg/cos90.yaml -T train/ -V "
+    "val/": "it needs two machines; tests/test_two_hosts.py runs a small one on two network "
+            "namespaces",
     "bash scripts/setup.sh --gpu": "it installs NNabla's CUDA extension (1.7 GiB of CUDA 12 "
                                    "libraries), useful only on a GPU machine",
 }

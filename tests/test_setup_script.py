@@ -128,3 +128,25 @@ def test_an_unversioned_python3_is_used_when_it_is_supported(checkout):
     assert result.returncode == 0, result.stderr
     wanted = f"creating .venv with {checkout.parent}/bin/python3 (Python {REAL_VERSION})"
     assert wanted in result.stdout
+
+
+def test_dev_as_root_installs_the_two_host_test_packages_dpkg_lacks(checkout):
+    """With apt (here a stand-in recording its calls) and root, --dev installs what
+    tests/test_two_hosts.py needs and dpkg does not list as installed; a plain set-up does not."""
+    if os.geteuid() != 0:
+        pytest.skip("setup.sh installs system packages only as root")
+    bin_dir = checkout.parent / "bin"
+    forwarding(bin_dir / "python3.10", REAL_PYTHON)
+    (bin_dir / "grep").symlink_to(shutil.which("grep"))
+    calls = checkout.parent / "apt-get.calls"
+    executable(bin_dir / "apt-get", f'#!/bin/sh\necho "$DEBIAN_FRONTEND $*" >> {calls}\n')
+    executable(bin_dir / "dpkg-query",  # arguments: -W -f=${Status} <package>
+               '#!/bin/sh\n[ "$3" = iproute2 ] && printf "install ok installed"\n')
+    plain = setup(checkout)
+    assert plain.returncode == 0, plain.stderr
+    assert not calls.exists()
+    dev = setup(checkout, "--dev")
+    assert dev.returncode == 0, dev.stderr
+    assert "setup: apt-get installing openssh-server\n" in dev.stdout
+    assert calls.read_text() == \
+        "noninteractive install -qq -y --no-install-recommends openssh-server\n"

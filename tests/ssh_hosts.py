@@ -1,0 +1,245 @@
+"""Several "hosts" on this machine for the tests of multi-host runs: network namespaces on a
+bridge of the root namespace (where mpirun runs), each with its own address (bridged_namespaces,
+for any daemon), and two_hosts: an sshd in each, reached with a private ssh configuration by
+MPICH Hydra's ssh launcher. The namespaces share this machine's file system, so the checkout,
+.venv and data have the same paths on every host, as a cluster's shared file system gives them.
+
+Needs root, iproute2 and openssh-server. Everything made is undone on exit, failure included:
+the processes left in a namespace are stopped by PID, then the namespaces, links and bridge are
+deleted by name.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+_made = count()  # names unique within this process too
+SSH_PORT = 22  # each namespace has its own ports: the usual one, as on a real machine
+START_TIMEOUT = 10
+# sshd is installed outside a non-root PATH.
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
+# sshd insists on its privilege-separation folder /run/sshd, which only the system service's
+# start creates: each sshd gets a private /run (a tmpfs in the mount namespace `ip netns exec`
+# makes) instead of a folder written into the machine's; `mount -n` writes no /run/mount/utab
+# there either.
+SSHD_START = ('mount -n -t tmpfs -o size=1m,mode=755 sshd-run /run && mkdir -m 755 /run/sshd '
+              '&& exec "$0" "$@"')
+
+
+def program(name: str) -> str:
+    """`name`'s absolute path (sshd re-executes itself by it)."""
+    return shutil.which(name, path=SEARCH_PATH) or name
+
+
+def missing() -> Optional[str]:
+    """Why this machine cannot make the hosts (the reason to skip), or None."""
+    if os.geteuid() != 0:
+        return "needs root: network namespaces, veth links and sshd"
+    for tool, package in (("ip", "iproute2"), ("sshd", "openssh-server"),
+                          ("ssh", "openssh-client"), ("ssh-keygen", "openssh-client")):
+        if shutil.which(tool, path=SEARCH_PATH) is None:
+            return f"no {tool} on this machine (install {package}: scripts/setup.sh --dev)"
+    return None
+
+
+@dataclass(frozen=True)
+class Network:
+    """Network namespaces on a bridge of the root namespace, namespace i at addresses[i]."""
+
+    gateway: str  # the bridge's address: the root namespace's on this network
+    bridge: str
+    addresses: List[str]
+    links: List[str]  # the root-namespace end of each namespace's link (its eth0)
+    namespaces: List[str]
+    children: Dict[str, List[subprocess.Popen]]  # started in each namespace, reaped at the end
+
+    def start(self, i: int, argv: Sequence[str], log: Path,
+              own_mounts: bool = True) -> subprocess.Popen:
+        """`argv` in namespace i, its output to `log`; stopped with the namespace. With
+        `own_mounts`, `ip netns exec`: a mount namespace of its own too, whose /sys is the
+        network namespace's (without /sys/fs/cgroup); else `nsenter --net`, the network only."""
+        namespace = self.namespaces[i]
+        enter = ([program("ip"), "netns", "exec", namespace] if own_mounts else
+                 [program("nsenter"), f"--net=/run/netns/{namespace}"])
+        with open(log, "w") as out:
+            process = subprocess.Popen([*enter, *argv], stdout=out, stderr=subprocess.STDOUT)
+        self.children[namespace].append(process)
+        return process
+
+    def sent_bytes(self) -> List[int]:
+        """The bytes each namespace has sent so far (received by its link's root end)."""
+        return [int(Path(f"/sys/class/net/{link}/statistics/rx_bytes").read_text())
+                for link in self.links]
+
+
+@dataclass(frozen=True)
+class Hosts:
+    network: Network
+    ssh: Path  # ssh with the private configuration: Hydra's -launcher-exec
+    hostfile: Path  # one line per host: one rank each
+
+    def mpirun_options(self) -> List[str]:
+        """mpirun's options to start one rank per host over ssh. `-iface`: the hosts reach the
+        launcher at the bridge's address, not at the machine's host name (127.0.0.1 here)."""
+        return ["-launcher", "ssh", "-launcher-exec", str(self.ssh), "-iface",
+                self.network.bridge, "-f", str(self.hostfile)]
+
+
+def ip(*args: str) -> str:
+    result = subprocess.run([program("ip"), *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def free_subnet() -> ipaddress.IPv4Network:
+    """A /24 that no route of this machine covers (one per test process, by its PID)."""
+    routes = [ipaddress.ip_network(r["dst"], strict=False)
+              for r in json.loads(ip("-j", "-4", "route", "show", "table", "all"))
+              if r["dst"] not in ("default", "0.0.0.0/0")]
+    for k in range(256):
+        subnet = ipaddress.ip_network(f"10.{200 + (os.getpid() + k) % 50}.{k}.0/24")
+        if not any(subnet.overlaps(r) for r in routes):
+            return subnet
+    raise RuntimeError("no free 10.200-249.x.0/24 subnet for the test hosts")
+
+
+def write_ssh_files(folder: Path, addresses: List[str]) -> Path:
+    """Host and user keys, the sshd and ssh configurations; the ssh launcher script."""
+    for name in ("host_key", "user_key"):
+        subprocess.run([program("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", name, "-f",
+                        str(folder / name)], check=True)
+    host_key = (folder / "host_key.pub").read_text().split()
+    (folder / "known_hosts").write_text(f"{','.join(addresses)} {host_key[0]} {host_key[1]}\n")
+    shutil.copy(folder / "user_key.pub", folder / "authorized_keys")
+    # StrictModes off: the key files are in the tests' temporary folder, not a home folder.
+    (folder / "sshd_config").write_text(f"""\
+Port {SSH_PORT}
+HostKey {folder / "host_key"}
+AuthorizedKeysFile {folder / "authorized_keys"}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile none
+""")
+    (folder / "ssh_config").write_text(f"""\
+Host *
+  Port {SSH_PORT}
+  User root
+  IdentityFile {folder / "user_key"}
+  IdentitiesOnly yes
+  UserKnownHostsFile {folder / "known_hosts"}
+  StrictHostKeyChecking yes
+  BatchMode yes
+  LogLevel ERROR
+""")
+    launcher = folder / "ssh"
+    launcher.write_text(f'#!/bin/sh\nexec {program("ssh")} '
+                        f'-F {shlex.quote(str(folder / "ssh_config"))} "$@"\n')
+    launcher.chmod(0o755)
+    return launcher
+
+
+def namespace_pids(namespace: str) -> List[int]:
+    return [int(p) for p in ip("netns", "pids", namespace).split()]
+
+
+def stop_namespace(namespace: str, children: List[subprocess.Popen]) -> None:
+    """Stop every process in `namespace` (the daemons and what they started: sessions,
+    proxies, ranks) by PID, with SIGKILL after 5 s; then delete it. `children` are this
+    process's own, to reap."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in namespace_pids(namespace):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        for child in children:
+            try:
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        while namespace_pids(namespace) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not namespace_pids(namespace):
+            break
+    ip("netns", "delete", namespace)
+
+
+def wait_for_sshd(address: str, sshd: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if sshd.poll() is not None:
+            raise RuntimeError(f"sshd on {address} ended ({sshd.returncode}): "
+                               f"{log.read_text().strip()}")
+        try:
+            socket.create_connection((address, SSH_PORT), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sshd on {address} not listening after "
+                                   f"{START_TIMEOUT} s: {log.read_text().strip()}") from None
+            time.sleep(0.05)
+
+
+@contextmanager
+def bridged_namespaces(count: int, name: str) -> Iterator[Network]:
+    """`count` network namespaces on a new bridge, for as long as the block runs; `name` (a
+    few letters) starts the names of the interfaces and namespaces."""
+    token = f"{name}{os.getpid() % 100000}{next(_made) % 10}"
+    subnet = free_subnet()
+    network = Network(gateway=str(subnet[1]), bridge=f"{token}br",
+                      addresses=[str(subnet[2 + i]) for i in range(count)],
+                      links=[f"{token}h{i}" for i in range(count)],
+                      namespaces=[f"{token}-{i}" for i in range(count)], children={})
+    with ExitStack() as undo:
+        ip("link", "add", network.bridge, "type", "bridge")
+        undo.callback(ip, "link", "delete", network.bridge)
+        ip("address", "add", f"{network.gateway}/{subnet.prefixlen}", "dev", network.bridge)
+        ip("link", "set", network.bridge, "up")
+        for address, link, namespace in zip(network.addresses, network.links,
+                                            network.namespaces):
+            ip("netns", "add", namespace)
+            network.children[namespace] = []
+            undo.callback(stop_namespace, namespace, network.children[namespace])
+            ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+            # Both ends at once: a deleted namespace's links may linger for a while.
+            undo.callback(ip, "link", "delete", link)
+            ip("link", "set", link, "master", network.bridge, "up")
+            inside = ("-n", namespace)
+            ip(*inside, "address", "add", f"{address}/{subnet.prefixlen}", "dev", "eth0")
+            ip(*inside, "link", "set", "eth0", "up")
+            ip(*inside, "link", "set", "lo", "up")
+        yield network
+
+
+@contextmanager
+def two_hosts(folder: Path) -> Iterator[Hosts]:
+    """Two hosts reachable over ssh from this namespace, for as long as the block runs."""
+    with bridged_namespaces(2, "th") as network:
+        launcher = write_ssh_files(folder, network.addresses)
+        for i, address in enumerate(network.addresses):
+            log = folder / f"sshd-{i}.log"
+            sshd = network.start(i, ["sh", "-c", SSHD_START, program("sshd"), "-D", "-e", "-f",
+                                     str(folder / "sshd_config"), "-o",
+                                     f"ListenAddress={address}"], log)
+            wait_for_sshd(address, sshd, log)
+        hostfile = folder / "hosts"
+        hostfile.write_text("".join(f"{a}\n" for a in network.addresses))
+        yield Hosts(network, launcher, hostfile)
