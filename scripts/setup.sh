@@ -18,7 +18,6 @@ venv="$root/.venv"
 req_files=("$root/requirements.txt")
 # Complete pinned closures installed with --no-deps (see requirements-export.txt for why).
 no_deps_files=()
-dev=""
 add_requirements() {  # each file once, whichever options name it
   local f
   for f in "${req_files[@]}"; do [ "$f" = "$1" ] && return 0; done
@@ -115,17 +114,16 @@ if [ ${#stale[@]} -gt 0 ]; then
   done
 fi
 
-# System packages the tests use (a real Slurm, network namespaces and sshd), where this user can install them; without
-# them those tests skip and say why.
+# System packages the tests use (a real Slurm; network namespaces with an sshd each), where
+# this user can install them (root, apt); without them those tests skip and say what is missing.
 missing=()
-if [ ${#apt_packages[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+if [ ${#apt_packages[@]} -gt 0 ] && [ "$EUID" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   for p in "${apt_packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q " installed$" || missing+=("$p")
   done
 fi
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]} (apt)"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq "${missing[@]}" >/dev/null \
-    || echo "setup: could not install ${missing[*]}; those tests will skip" >&2
+  echo "setup: apt-get installing ${missing[*]}"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y "${missing[@]}"; } \
+    >/dev/null || echo "setup: apt-get could not install ${missing[*]}; the tests that need them will skip" >&2
 fi
