@@ -5,8 +5,10 @@ r"""Train an ImageNet classifier: one process, or data-parallel under `mpirun -n
 
 Every epoch ends with a checkpoint in `<monitor path>/checkpoints`; running the same command
 again (or with `--resume`) continues exactly where the run stopped, from the newest intact
-checkpoint (damaged ones are named and skipped). SIGTERM, SIGINT and SIGUSR1 (on any rank)
-make the run finish its iteration, checkpoint and exit with status 75. A non-finite loss
+checkpoint (damaged ones are named and skipped); also on another number of ranks, mid-epoch
+too, if the global batch (-b x ranks x --accumulate-steps) is kept (else refused, giving the
+-b that keeps it). SIGTERM, SIGINT and SIGUSR1 (on any rank) make the run finish its
+iteration, checkpoint and exit with status 75. A non-finite loss
 stops the run before anything non-finite is saved; with --dynamic-loss-scaling, steps whose
 gradients overflow are skipped and counted instead. Errors (bad inputs, an unwritable or
 full monitor path, divergence) are one line on stderr and status 2.
@@ -72,10 +74,13 @@ from utils.training import (
     TrainingState,
     accumulate_gradients,
     apply_update,
+    batch_share,
     build_training_graph,
     diverged,
     iteration_seed,
     update_group,
+    updates_done,
+    updates_per_epoch,
 )
 from utils.watchdog import heartbeat, start_watchdog
 from utils.weights import (
@@ -172,8 +177,8 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
                         "<monitor path>/tensorboard as the run goes)")
     g.add_argument("--log-interval", type=cli.non_negative_int, default=0, metavar="N",
                    help="a point of the curves within the epoch (TensorBoard scalars and the "
-                        "Train-*-iteration series) every N iterations (default: 0, about 100 "
-                        "points per epoch)")
+                        "Train-*-iteration series) every N iterations, or updates with "
+                        "--accumulate-steps (default: 0, about 100 points per epoch)")
     g.add_argument("--labels", default=None,
                    help="'<id>,<name>' csv of class names for train_batch.png and the "
                         "confusion matrix (default: label_words.csv beside --train-list if "
@@ -207,7 +212,7 @@ class Training:
     validator: Optional[Validator]
     stop: StopRequest
     recorder: RunRecorder
-    interval: int  # iterations between points of the curves within the epoch
+    interval: int  # updates between points of the curves within the epoch
     names: List[Optional[str]]  # class names (None: the id)
     epoch_walls: List[float] = field(default_factory=list)  # seconds of each epoch, end to end
     lr: float = 0.0  # per example, of the latest update
@@ -219,8 +224,10 @@ class Training:
         return self.rt.comm
 
     def step(self, epoch: int, iteration: int = 0) -> int:
-        """Iterations done over the whole run at (epoch, iteration): the curves' x axis."""
-        return epoch * self.state.data.iterations_per_epoch + iteration
+        """Updates done over the whole run before batch `iteration` of `epoch`: the curves'
+        x axis."""
+        return updates_done(epoch, iteration, self.state.data.iterations_per_epoch,
+                            self.spec.accumulate_steps)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -256,17 +263,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if rt.comm.is_main:
         check_room_for_outputs(monitor_path)
     if checkpoint is not None:
-        extended = state.resume(checkpoint)
+        changes = state.resume(checkpoint)
         rt.log(f"resuming from {checkpoint.path} (epoch {checkpoint.meta['epoch']}, "
                f"iteration {checkpoint.meta['iteration']})")
-        if extended:
-            rt.log(f"extending {extended[0]} -> {extended[1]} epochs; the schedule is "
-                   f"re-evaluated for {extended[1]} epochs from epoch {state.position[0]}")
+        for change in changes:
+            rt.log(change)
     if rt.comm.is_main:
         write_run_description(monitor_path, args, config)
     start_epoch, start_iteration = state.position
-    iterations = train_data.iterations_per_epoch
-    start_step = start_epoch * iterations + start_iteration
+    updates = updates_per_epoch(train_data.iterations_per_epoch, spec.accumulate_steps)
+    start_step = updates_done(start_epoch, start_iteration, train_data.iterations_per_epoch,
+                              spec.accumulate_steps)
     rt.log(describe_batch(spec, train_data.plan))
     recorder = RunRecorder(
         monitor_path, rt.comm.is_main,
@@ -274,8 +281,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         open_tensorboard(monitor_path, rt.comm.is_main and not args.no_tensorboard,
                          start_step, resumed=checkpoint is not None), rt.log)
     training = Training(
-        spec, rt, monitor_path, checkpoints, build_schedule(config.lr_scheduler, iterations),
-        state, validator, stop, recorder, args.log_interval or default_interval(iterations),
+        spec, rt, monitor_path, checkpoints, build_schedule(config.lr_scheduler, updates),
+        state, validator, stop, recorder, args.log_interval or default_interval(updates),
         training_class_names(args))
     try:
         recorder.session(start_step, describe_arguments(args), vars(args), config.to_dict(),
@@ -467,7 +474,8 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
     for batch in data.epoch(epoch):
         first, last, group = update_group(batch.iteration, data.iterations_per_epoch, steps)
         if first:
-            lr = training.lr = training.schedule(epoch, batch.iteration)
+            lr = training.lr = training.schedule(epoch, batch.iteration // steps)
+            update_images = data.plan.images_in(batch.iteration, group)
             solver.zero_grad()
         graph.feed(batch)
         step = training.step(epoch, batch.iteration)
@@ -475,10 +483,11 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
             record_batch(training, batch, step)
             training.batch_recorded = True
         nn.seed(iteration_seed(spec.seed, comm.rank, epoch, batch.iteration))
-        loss, wrong = accumulate_gradients(graph, solver, group)
+        loss, wrong = accumulate_gradients(
+            graph, solver, batch_share(batch.num_valid, comm.size, update_images))
         updated = True
-        if last:
-            updated = apply_update(solver, comm, lr, global_batch * group)
+        if last:  # (a short last group steps as a whole one: padding is left out above)
+            updated = apply_update(solver, comm, lr, global_batch * steps)
             if state.ema is not None and updated:
                 state.ema.update()
         state.sums.add(loss * batch.num_valid, wrong, batch.num_valid, not updated)
@@ -492,7 +501,7 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
             raise diverged(f"non-finite training loss at epoch {epoch}, iteration "
                            f"{batch.iteration}", training.checkpoints)
         state.window.add(*sums, not updated)
-        if (step + 1) % training.interval == 0:
+        if last and (step + 1) % training.interval == 0:
             record_iterations(training, step + 1)
         bar.update(loss=loss, error=wrong / max(batch.num_valid, 1), lr=lr)
         heartbeat()
@@ -522,13 +531,13 @@ def record_batch(training: Training, batch: Any, step: int) -> None:
 
 
 def record_iterations(training: Training, step: int) -> None:
-    """A point of the curves within the epoch after `step` iterations: the means of all
-    ranks since the point before (kept in the checkpoint across a resume); the images per
-    second of this session since then."""
+    """A point of the curves within the epoch after `step` updates: the means of all ranks
+    since the point before (kept in the checkpoint across a resume); the images per second
+    of this session since then."""
     state, spec = training.state, training.spec
     window, (since, since_step) = state.take_window(), training.clock
     now = time.time()
-    images = (step - since_step) * state.data.plan.global_batch
+    images = (step - since_step) * spec.split.global_batch
     dynamic = spec.dynamic_loss_scaling
     training.recorder.iteration(IterationPoint(
         step, window.loss / max(window.seen, 1), window.wrong / max(window.seen, 1),

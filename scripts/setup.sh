@@ -3,8 +3,10 @@
 # pinned requirements. Re-running is cheap: nothing is reinstalled unless a
 # requirements file changed.
 #   bash scripts/setup.sh           runtime requirements
-#   bash scripts/setup.sh --dev     plus pytest, ruff and the TensorBoard server (and, as root
-#                                   with apt, the system packages of the two-host test)
+#   bash scripts/setup.sh --dev     plus pytest, ruff and the TensorBoard server; as root
+#                                   on a machine with apt, also Debian's Slurm and munge
+#                                   (tests/test_slurm.py starts a one-node cluster), iproute2
+#                                   and openssh-server (tests/test_two_hosts.py)
 #   bash scripts/setup.sh --tensorboard  plus the TensorBoard server, to watch runs
 #   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension
 #   bash scripts/setup.sh --export  plus ONNX export and onnxruntime (export.py)
@@ -16,16 +18,16 @@ venv="$root/.venv"
 req_files=("$root/requirements.txt")
 # Complete pinned closures installed with --no-deps (see requirements-export.txt for why).
 no_deps_files=()
-dev=""
 add_requirements() {  # each file once, whichever options name it
   local f
   for f in "${req_files[@]}"; do [ "$f" = "$1" ] && return 0; done
   req_files+=("$1")
 }
+apt_packages=()
 for arg in "$@"; do
   case "$arg" in
-    --dev) dev=1
-           add_requirements "$root/requirements-dev.txt"
+    --dev) add_requirements "$root/requirements-dev.txt"
+           apt_packages+=(slurm-wlm munge libpmix-dev iproute2 openssh-server)
            add_requirements "$root/requirements-tensorboard.txt" ;;
     --tensorboard) add_requirements "$root/requirements-tensorboard.txt" ;;
     --gpu) add_requirements "$root/requirements-gpu.txt" ;;
@@ -112,18 +114,16 @@ if [ ${#stale[@]} -gt 0 ]; then
   done
 fi
 
-# --dev, as root where apt exists: what tests/test_two_hosts.py needs (network namespaces, an
-# sshd in each); without them that test is skipped, saying what is missing.
-two_host_packages=(iproute2 openssh-server)
-if [ -n "$dev" ] && [ "$EUID" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  missing=()
-  for p in "${two_host_packages[@]}"; do
+# System packages the tests use (a real Slurm; network namespaces with an sshd each), where
+# this user can install them (root, apt); without them those tests skip and say what is missing.
+missing=()
+if [ ${#apt_packages[@]} -gt 0 ] && [ "$EUID" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q " installed$" || missing+=("$p")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "setup: apt-get installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends \
-      "${missing[@]}" >/dev/null ||
-      echo "setup: apt-get could not install ${missing[*]}; the two-host test will be skipped" >&2
-  fi
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: apt-get installing ${missing[*]}"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y "${missing[@]}"; } \
+    >/dev/null || echo "setup: apt-get could not install ${missing[*]}; the tests that need them will skip" >&2
 fi

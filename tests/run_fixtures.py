@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from paths import DEMO
 
 from utils.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
 from utils.monitor import read_series, timer_path
+from utils.tensorboard import tensorboard_folder
 from utils.weights import read_parameters
 
 SERIES = ("Train-loss", "Train-error", "Validation-loss", "Validation-error",
@@ -32,6 +33,23 @@ def train_command(monitor: Path, config: Path, train_list: object, val_list: Pat
 def checkpoint_names(monitor: Path) -> List[str]:
     """The run's checkpoint files, newest first."""
     return [os.path.basename(p) for p in list_checkpoints(checkpoint_dir(str(monitor)))]
+
+
+def accumulator(monitor: Path):
+    """The run's TensorBoard event files (all its sessions), loaded whole."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(tensorboard_folder(str(monitor)),
+                              size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def scalars(monitor: Path) -> Dict[str, List[Tuple[int, float]]]:
+    """Tag -> (step, value) of every scalar the run wrote to TensorBoard."""
+    events = accumulator(monitor)
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]}
 
 
 def param_files(monitor: Path) -> List[str]:

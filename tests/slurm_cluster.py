@@ -2,9 +2,8 @@
 folder of their own, on free ports, and stopped by PID.
 
 Debian's `slurm-wlm` and `munge` (installed by `scripts/setup.sh --dev` where apt is there)
-run here as root; no service manager is involved. `RequeueExit=75` makes a job that ends
-with train.py's "stopped, resumable" status go back to the queue, as on a cluster set up
-for preemption.
+run here as root; no service manager is involved. The configuration is a plain one (no
+`RequeueExit`): scripts/slurm/train.sbatch requeues its job itself.
 """
 from __future__ import annotations
 
@@ -101,7 +100,7 @@ class SlurmCluster:
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "MpiDefault=none",
             "ReturnToService=2", "AccountingStorageType=accounting_storage/none",
             "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
-            "KillWait=5", "MinJobAge=300", "RequeueExit=75",
+            "KillWait=5", "MinJobAge=300",
             f"NodeName={self.node} CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
             f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
         ]

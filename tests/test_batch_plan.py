@@ -3,6 +3,8 @@ position means."""
 from __future__ import annotations
 
 import json
+import logging
+from typing import List
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from utils.batch_plan import BatchPlan, Shard
 from utils.errors import DataError
 from utils.file_list import FileList
+from utils.training import update_group, updates_per_epoch
 
 
 def files(count: int) -> FileList:
@@ -54,6 +57,56 @@ def test_a_saved_position_comes_back_and_a_changed_layout_is_refused_mid_epoch(c
         plan.position_of({**saved, "iteration": 9})
 
 
+def test_a_saved_position_continues_on_another_split_of_the_images_done(caplog):
+    """Iteration 2 of 2 ranks x 4 is 16 images of the epoch's order done: iteration 2 of 1
+    rank x 8, 4 of 1 x 4, 2 of 4 x 2; 1 x 3 cannot continue there mid-epoch, but may from an
+    epoch boundary, which another split does not make a change of layout."""
+    saved = {"epoch": 3, "iteration": 2,
+             **BatchPlan(files(45), 4, True, seed=2, shard=Shard(1, 2)).layout}
+    for batch, ranks, iteration in ((8, 1, 2), (4, 1, 4), (2, 4, 2)):
+        for rank in range(ranks):
+            plan = BatchPlan(files(45), batch, True, seed=2, shard=Shard(rank, ranks))
+            assert plan.position_of(saved) == (3, iteration)
+    other = BatchPlan(files(45), 3, True, seed=2)
+    with pytest.raises(DataError, match=r"^cannot resume mid-epoch 3 \(iteration 2\): the data "
+                                        r"layout changed \(batch_size 4 -> 3, num_ranks 2 -> 1\)$"):
+        other.position_of(saved)
+    caplog.set_level(logging.WARNING, logger="nnabla")
+    assert other.position_of({**saved, "iteration": 0}) == (3, 0)
+    assert other.position_of({**saved, "iteration": 0, "seed": 1}) == (3, 0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "data layout changed since the saved state (seed); epoch 3 onwards follows the new "
+        "layout"]
+
+
+def update_images(count: int, ranks: int, batch: int, steps: int) -> List[List[int]]:
+    """The images (sorted, padding left out) of each update of epoch 1 over all ranks, with
+    `steps` batches of `batch` per rank and update."""
+    plans = [BatchPlan(files(count), batch, True, seed=5, shard=Shard(r, ranks))
+             for r in range(ranks)]
+    iterations = plans[0].iterations_per_epoch
+    updates: List[List[int]] = []
+    for i in range(iterations):
+        if update_group(i, iterations, steps)[0]:
+            updates.append([])
+        for plan in plans:
+            planned = plan.batch(1, i)
+            updates[-1] += planned.indices[planned.valid].tolist()
+    assert len(updates) == updates_per_epoch(iterations, steps)
+    return [sorted(u) for u in updates]
+
+
+@pytest.mark.parametrize("count", [96, 100, 13])
+def test_every_split_of_a_global_batch_makes_each_update_of_the_same_images(count):
+    """A global batch of 32 as 2 ranks x 16, 1 x 32, 1 x 16 x 2 accumulated batches or
+    4 x 4 x 2: update u holds the same images, the epoch's last (padded) one included."""
+    expected = update_images(count, 2, 16, 1)
+    assert len(expected) == -(-count // 32)
+    assert sorted(i for u in expected for i in u) == list(range(count))
+    for ranks, batch, steps in ((1, 32, 1), (1, 16, 2), (4, 4, 2)):
+        assert update_images(count, ranks, batch, steps) == expected, (ranks, batch, steps)
+
+
 def test_a_plan_refuses_no_images_a_batch_below_one_and_a_rank_outside_the_shard():
     with pytest.raises(DataError, match="no images"):
         BatchPlan(files(0), 4, True)
@@ -61,3 +114,9 @@ def test_a_plan_refuses_no_images_a_batch_below_one_and_a_rank_outside_the_shard
         BatchPlan(files(3), 0, True)
     with pytest.raises(ValueError, match=r"rank 2 outside 0\.\.1"):
         Shard(2, 2)
+
+
+def test_the_real_images_of_iterations_over_all_ranks():
+    plan = BatchPlan(files(13), 2, True, shard=Shard(1, 2))  # 4 images an iteration
+    assert [plan.images_in(i, 1) for i in range(4)] == [4, 4, 4, 1]
+    assert plan.images_in(2, 2) == 5 and plan.images_in(0, 4) == 13 and plan.images_in(4, 1) == 0

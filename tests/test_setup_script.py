@@ -130,9 +130,10 @@ def test_an_unversioned_python3_is_used_when_it_is_supported(checkout):
     assert wanted in result.stdout
 
 
-def test_dev_as_root_installs_the_two_host_test_packages_dpkg_lacks(checkout):
+def test_dev_as_root_installs_the_system_test_packages_dpkg_lacks(checkout):
     """With apt (here a stand-in recording its calls) and root, --dev installs what
-    tests/test_two_hosts.py needs and dpkg does not list as installed; a plain set-up does not."""
+    tests/test_slurm.py and tests/test_two_hosts.py need and dpkg does not list as installed;
+    a plain set-up does not."""
     if os.geteuid() != 0:
         pytest.skip("setup.sh installs system packages only as root")
     bin_dir = checkout.parent / "bin"
@@ -147,6 +148,6 @@ def test_dev_as_root_installs_the_two_host_test_packages_dpkg_lacks(checkout):
     assert not calls.exists()
     dev = setup(checkout, "--dev")
     assert dev.returncode == 0, dev.stderr
-    assert "setup: apt-get installing openssh-server\n" in dev.stdout
-    assert calls.read_text() == \
-        "noninteractive install -qq -y --no-install-recommends openssh-server\n"
+    wanted = "slurm-wlm munge libpmix-dev openssh-server"
+    assert f"setup: apt-get installing {wanted}\n" in dev.stdout
+    assert calls.read_text() == f" update -qq\nnoninteractive install -qq -y {wanted}\n"

@@ -24,6 +24,7 @@ from data_fixtures import host_images, load_images, make_batches
 from eval_fixtures import run_script
 from paths import DEMO, REPO
 from PIL import Image
+from run_fixtures import accumulator, scalars
 from tensorboard_server import tensorboard
 
 from utils.batch_grid import (
@@ -39,7 +40,7 @@ from utils.config import load_config
 from utils.file_list import read_file_list
 from utils.monitor import read_series, series_path
 from utils.recorder import default_interval
-from utils.tensorboard import TensorBoard, flatten, open_tensorboard, tensorboard_folder
+from utils.tensorboard import TensorBoard, flatten, open_tensorboard
 
 BATCH, SIZE, INTERVAL, ITERATIONS = 8, 32, 2, 5
 CONFIG = """\
@@ -109,21 +110,6 @@ def train(*args: str) -> subprocess.CompletedProcess:
     result = run_script("train.py", *args)
     assert result.returncode == 0, result.stderr
     return result
-
-
-def accumulator(monitor: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(tensorboard_folder(str(monitor)),
-                              size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    events.Reload()
-    return events
-
-
-def scalars(monitor: Path) -> Dict[str, List[Tuple[int, float]]]:
-    events = accumulator(monitor)
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
-            for tag in events.Tags()["scalars"]}
 
 
 def expected_steps(per_point: bool, epochs: int) -> List[int]:

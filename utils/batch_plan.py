@@ -10,7 +10,10 @@
 
 A position in the plan is (epoch, iteration); `BatchPlan.layout` is what that position means
 (the split, the batch, the ranks, the seed), saved with it so that a resumed run is refused
-where the same position would mean other images.
+where the same position would mean other images. Iteration i covers positions
+i*R*B .. (i+1)*R*B - 1 of the order on all ranks together, so a position is a number of
+images of the order done: a plan that splits its iterations otherwise (other B and R)
+continues it mid-epoch where that number is a whole number of its own iterations.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from .file_list import FileList
 
 # Tag keeping the shuffle's random stream apart from the augmentation's.
 _SHUFFLE_STREAM = 0x5155
+# The layout's keys that only split the images of an iteration: a position maps across them.
+_SPLIT = ("batch_size", "num_ranks")
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int, num_ranks: int) -> int:
@@ -111,6 +116,12 @@ class BatchPlan:
     def iterations_per_epoch(self) -> int:
         return iterations_per_epoch(self.num_samples, self.batch_size, self.shard.num_ranks)
 
+    def images_in(self, iteration: int, count: int) -> int:
+        """Real images (padding left out) of all ranks in `count` iterations from
+        `iteration`."""
+        start = iteration * self.global_batch
+        return max(0, min(self.num_samples, start + count * self.global_batch) - start)
+
     def batch(self, epoch: int, iteration: int) -> PlannedBatch:
         positions, valid = batch_positions(self.num_samples, self.batch_size, self.shard.rank,
                                            self.shard.num_ranks, iteration)
@@ -127,13 +138,18 @@ class BatchPlan:
                 "seed": self.seed, "training": self.training}
 
     def position_of(self, state: Dict[str, Any]) -> Tuple[int, int]:
-        """(epoch, iteration) of a saved position (`layout` included), checked against this
-        plan: a different layout is refused mid-epoch (the position would mean other
-        images) and allowed with a warning at an epoch boundary."""
+        """(epoch, iteration) of a saved position (`layout` included) in this plan: the same
+        images of the epoch's order done. A different list, seed or shuffling is refused
+        mid-epoch (the position would mean other images), and so is a batch per iteration
+        (B x R) that does not divide the images done; at an epoch boundary a different
+        layout is allowed, with a warning unless only the batch per iteration changed."""
         epoch, iteration = int(state["epoch"]), int(state["iteration"])
         changed = {k: (state.get(k), v) for k, v in self.layout.items() if state.get(k) != v}
-        if changed and iteration:
-            detail = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+        done = iteration * state["batch_size"] * state["num_ranks"]  # images of the order
+        split = {k: changed.pop(k) for k in _SPLIT if k in changed}
+        if iteration and (changed or done % self.global_batch):
+            detail = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in
+                               {**changed, **split}.items())
             raise DataError(f"cannot resume mid-epoch {epoch} (iteration {iteration}): "
                             f"the data layout changed ({detail})")
         if changed:
@@ -141,6 +157,7 @@ class BatchPlan:
 
             logger.warning(f"data layout changed since the saved state ({', '.join(changed)}); "
                            f"epoch {epoch} onwards follows the new layout")
+        iteration = done // self.global_batch
         if not 0 <= iteration <= self.iterations_per_epoch:
             raise DataError(f"iteration {iteration} outside 0..{self.iterations_per_epoch}")
         return epoch, iteration

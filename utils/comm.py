@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import nnabla as nn
 import numpy as np
 
-from .errors import UsageError
+from .errors import USER_ERROR_STATUS, UsageError
 from .launch import (
     Launch,
     StartupGuard,
     launch_problem,
     read_launch,
+    task_index,
     world_problem,
 )
 from .native_stderr import drain, wait_until_read
@@ -86,9 +87,7 @@ class MpiCommunicator(Communicator):
         mpi4py.rc.finalize = True
         from mpi4py import MPI
 
-        problem = launch_problem(launch, MPI.Get_library_version())
-        if problem:
-            raise UsageError(problem)
+        _refuse(launch_problem(launch, MPI.Get_library_version()))
         guard = StartupGuard(start_timeout, launch.describe())
         MPI.Init_thread()
         guard.done()
@@ -96,9 +95,7 @@ class MpiCommunicator(Communicator):
         self._comm = MPI.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
-        problem = world_problem(launch, self.size)
-        if problem:
-            raise UsageError(problem)
+        _refuse(world_problem(launch, self.size))
         self._buffer = np.empty(0, np.float32)
 
     def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:
@@ -184,14 +181,22 @@ class NcclCommunicator(MpiCommunicator):
         self._nccl.bcast([v.data for v in params.values()], src=0, inplace=False)
 
 
+def _refuse(problem: Optional[str]) -> None:
+    """A launch that cannot train one model: one line from the first task, status 2 from all
+    (the same line from every task would say nothing more)."""
+    if problem is None:
+        return
+    if task_index() > 0:
+        sys.exit(USER_ERROR_STATUS)
+    raise UsageError(problem)
+
+
 def create_communicator(backend: str = "cpu", ctx=None,
                         start_timeout: float = MPI_START_TIMEOUT) -> Communicator:
     """The communicator for this process: MPI-based when a launcher started several; a
     launch that cannot form one world is a `UsageError` (see `utils.launch`)."""
     launch = read_launch()
-    problem = launch_problem(launch)  # (what is known without loading MPI)
-    if problem:
-        raise UsageError(problem)
+    _refuse(launch_problem(launch))  # (what is known without loading MPI)
     if not launch.parallel:
         return Communicator()
     if backend == "cpu":

@@ -108,6 +108,14 @@ def world_problem(launch: Launch, world_size: int) -> Optional[str]:
             f"({sys.prefix}/bin/mpirun here) ({CLUSTERS_HELP})")
 
 
+def task_index(env: Mapping[str, str] = os.environ) -> int:
+    """This process's index among all the launch started, known before MPI starts."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if env.get(name, "").isdigit():
+            return int(env[name])
+    return 0
+
+
 def local_rank(env: Mapping[str, str] = os.environ) -> int:
     """This process's index among the ranks of its node (0 without a launcher)."""
     for name in _LOCAL_RANK_VARS:
@@ -141,11 +149,12 @@ def gpu_problem(local_rank: int, device_id: int, device_count: int, ranks: int,
 class StartupGuard:
     """Ends this process with one line if MPI does not start within `timeout` seconds.
 
-    Under `srun --mpi=pmi2`, pip's MPICH failed MPI_Init in one task in 0 to 20 % of the
-    two-task launches here, series to series ("UCX ERROR failed to unpack address, invalid
-    bandwidth 0.00", exit 15), and the other task then waited in MPI_Init for minutes; no
-    setting tried (UCX's devices, MPICH's libfabric module) removed it in every series, and
-    mpirun inside the allocation never failed (0 of 170). MPI_Init runs inside an import
+    Under `srun --mpi=pmi2`, pip's MPICH failed MPI_Init in one task of many launches here
+    (UCX: "failed to unpack address, invalid bandwidth 0.00", or "Message truncated" while
+    the ranks exchange UCX addresses, in bursts: 5 of 60, 6 of 20, and every launch of
+    train.py in the last series; with MPICH's libfabric module train.py's start-up hung
+    instead), and the other task then waited in MPI_Init for minutes. mpirun never failed
+    (0 of 140 launches alone, 0 of 30 inside an allocation). MPI_Init runs inside an import
     that holds the interpreter lock, so no Python thread can
     watch it: a forked child waits on a pipe instead, and kills this process (the launcher
     then ends the job) unless `done` closes the pipe in time.

@@ -14,6 +14,16 @@ checkpoint file stores and `load_state_dict()` restores it, the same keys in bot
 - the weight EMA;
 - each rank's sums over the epoch so far, so a resumed epoch reports what an uninterrupted
   one would, and the sums of all ranks since the last point of the per-iteration curves.
+
+A checkpoint resumes on another number of ranks when the global batch of an update is kept
+(`utils.run_spec.BatchSplit`), mid-epoch too: the data position maps to the same images done
+(`utils.batch_plan`), the solver, the EMA and the sums of all ranks are the same on every
+rank. Of the per-rank parts, each new rank takes the mean of the saved ranks' batch-norm
+statistics (what the epoch's end would average), its own mixing stream if the checkpoint has
+one (else it starts one from its seed, as at the start of a run), and rank 0 the epoch's sums
+of all saved ranks. Batch-norm then normalises over the new per-rank batch, and the crops,
+flips, policy draws, mixing and dropout are the new ranks' own: the resumed run continues the
+same training (learning rate, images of each update), not bit for bit.
 """
 from __future__ import annotations
 
@@ -42,7 +52,7 @@ from .errors import TrainingDiverged, UsageError
 from .losses import classification_loss, top_n_error_count
 from .lr_schedules import solver_learning_rate
 from .optim import MomentumSolver
-from .run_spec import RunSpec
+from .run_spec import SPLIT_FIELDS, BatchSplit, RunSpec
 
 # Where each part of the state is kept in a checkpoint (the format of the files written since
 # the first version; tests/data/checkpoint_before_refactor.json pins it).
@@ -194,13 +204,34 @@ def update_group(iteration: int, iterations: int, steps: int) -> Tuple[bool, boo
     return iteration == start, iteration == start + size - 1, size
 
 
-def accumulate_gradients(graph: TrainingGraph, solver: MomentumSolver, group_size: int
+def updates_per_epoch(iterations: int, steps: int) -> int:
+    """Updates of an epoch of `iterations` batches, `steps` batches each (see `update_group`):
+    the same for every split of a global batch, so the run's progress (its schedule, the
+    curves' x axis) is counted in them."""
+    return -(-iterations // steps)
+
+
+def updates_done(epoch: int, iteration: int, iterations: int, steps: int) -> int:
+    """Updates done over the run before batch `iteration` of `epoch` (`iterations` batches
+    an epoch, `steps` an update)."""
+    return epoch * updates_per_epoch(iterations, steps) + iteration // steps
+
+
+def batch_share(valid: int, num_ranks: int, update_images: int) -> float:
+    """The weight of a batch's mean loss (over its `valid` images) in its rank's gradient, so
+    that the gradients averaged over `num_ranks` ranks are the mean over the update's
+    `update_images` real images: 1/N of N full batches; padding at the epoch's end then
+    weighs nothing, whichever split of the global batch holds it."""
+    return valid * num_ranks / update_images
+
+
+def accumulate_gradients(graph: TrainingGraph, solver: MomentumSolver, share: float
                          ) -> Tuple[float, float]:
-    """Forward and backward of the batch in the inputs, adding 1/group_size of its (scaled)
-    gradients to the accumulated ones (NNabla adds over backward calls until `zero_grad`);
-    return its loss and wrong count."""
+    """Forward and backward of the batch in the inputs, adding `share` (see `batch_share`)
+    of its (scaled) gradients to the accumulated ones (NNabla adds over backward calls until
+    `zero_grad`); return its loss and wrong count."""
     nn.forward_all([graph.loss, graph.error], clear_no_need_grad=True)
-    graph.loss.backward(solver.loss_scale / group_size, clear_buffer=True)
+    graph.loss.backward(solver.loss_scale * share, clear_buffer=True)
     return float(graph.loss.d), float(graph.error.d)
 
 
@@ -233,6 +264,19 @@ class EpochSums:
 
     def state_dict(self) -> List[float]:
         return [self.loss, self.wrong, self.seen, self.skipped]
+
+    @classmethod
+    def restored(cls, saved: List[List[float]], rank: int, ranks: int) -> EpochSums:
+        """Rank `rank`'s part, on `ranks` ranks, of the sums `saved` by each rank: its own on
+        as many ranks; else rank 0 carries the totals (the epoch's result sums the ranks')
+        and every rank the skipped steps (the same on all)."""
+        if len(saved) == ranks:
+            return cls(*saved[rank])
+        skipped = saved[0][3]
+        if rank:
+            return cls(skipped=skipped)
+        loss, wrong, seen = np.sum(np.asarray(saved)[:, :3], axis=0).tolist()
+        return cls(loss, wrong, seen, skipped)
 
 
 class TrainingState:
@@ -307,38 +351,48 @@ class TrainingState:
                 "extra": extra}
 
     def load_state_dict(self, state: Dict[str, Dict[str, Any]]) -> None:
-        """Give this rank its part of a `state_dict()`."""
-        meta, extra, rank = state["meta"], state["extra"], self.comm.rank
-        own_statistics = RANK_STATISTICS.format(rank=rank)
+        """Give this rank its part of a `state_dict()`, saved on as many ranks or on another
+        number (see the module's docstring)."""
+        meta, extra, rank, ranks = state["meta"], state["extra"], self.comm.rank, self.comm.size
+        saved_ranks = meta[IDENTITY]["num_ranks"]
+        statistics = rank_statistics(extra, rank) if saved_ranks == ranks else \
+            mean_statistics(state["params"], extra, saved_ranks)
         for name, var in nn.get_parameters(grad_only=False).items():
-            var.d = extra.get(own_statistics + name, state["params"][name])
+            var.d = statistics.get(name, state["params"][name])
         self.solver.load_state_dict(state["solver"])
-        if self.mixing is not None:
+        if self.mixing is not None and rank < len(meta[MIXUP_POSITION]):
             self.mixing.load_state_dict({"key": extra[MIXUP_KEY.format(rank=rank)],
                                         "position": meta[MIXUP_POSITION][rank]})
         if self.ema is not None:
             self.ema.load_state_dict({k[len(EMA_PREFIX):]: v for k, v in extra.items()
                                       if k.startswith(EMA_PREFIX)})
-        self.sums = EpochSums(*meta[EPOCH_SUMS][rank])
+        self.sums = EpochSums.restored(meta[EPOCH_SUMS], rank, ranks)
         self.window = EpochSums(*meta.get(WINDOW_SUMS, []))  # (absent before the curves)
         self.data.load_state_dict(meta[DATA_POSITION])
 
-    def resume(self, checkpoint: Any) -> Optional[Tuple[int, int]]:
+    def resume(self, checkpoint: Any) -> List[str]:
         """Continue from a `utils.checkpoint.Checkpoint` of the same run (else refused); a
-        run may only be given more epochs (or fewer, down to those done). Returns (epochs
-        before, epochs now) when the number changed."""
+        run may be given more epochs (or fewer, down to those done) and another split of
+        its global batch. Returns what changed, as lines for the log."""
         saved, done = checkpoint.meta[IDENTITY], checkpoint.meta["epoch"]
         before, now = saved["config"]["epochs"], self.spec.config.epochs
-        mismatch = identity_mismatch(with_epochs(saved, now, checkpoint.path),
-                                     self.spec.identity())
+        mismatch = identity_mismatch(without_split(with_epochs(saved, now, checkpoint.path)),
+                                     without_split(self.spec.identity()))
         if mismatch:
             raise CheckpointError(f"{checkpoint.path}: cannot resume a different run "
                                   f"({mismatch}); use another --monitor-path")
+        was, split = BatchSplit.of(saved), self.spec.split
+        if was.global_batch != split.global_batch:
+            raise CheckpointError(f"{checkpoint.path}: {was.refusal(split)}")
         if now < done:
             raise CheckpointError(f"{checkpoint.path}: {done} epochs are done; -e {now} would "
                                   f"shorten the run below them")
         self.load_state_dict(checkpoint.state)
-        return (before, now) if before != now else None
+        changes = [was.resumed_as(split)] if was != split else []
+        if before != now:
+            changes.append(f"extending {before} -> {now} epochs; the schedule is re-evaluated "
+                           f"for {now} epochs from epoch {self.position[0]}")
+        return changes
 
     def save(self, directory: str, keep: int) -> str:
         """Checkpoint the run at its position (rank 0 writes; a collective); return the path.
@@ -361,6 +415,27 @@ class TrainingState:
     def average_statistics(self) -> None:
         """Make the batch-norm statistics the mean over ranks: one model to validate and save."""
         self.comm.average_values(list(running_statistics().values()))
+
+
+def rank_statistics(extra: Dict[str, np.ndarray], rank: int) -> Dict[str, np.ndarray]:
+    """Rank `rank`'s batch-norm statistics in a checkpoint's extras (none for rank 0:
+    its statistics are the parameters)."""
+    prefix = RANK_STATISTICS.format(rank=rank)
+    return {k[len(prefix):]: v for k, v in extra.items() if k.startswith(prefix)}
+
+
+def mean_statistics(params: Dict[str, np.ndarray], extra: Dict[str, np.ndarray], ranks: int
+                    ) -> Dict[str, np.ndarray]:
+    """The mean over a checkpoint's `ranks` ranks of their batch-norm statistics."""
+    others = [rank_statistics(extra, rank) for rank in range(1, ranks)]
+    return {name: np.mean([params[name], *(o[name] for o in others)], axis=0,
+                          dtype=np.float64).astype(params[name].dtype)
+            for name in (others[0] if others else {})}
+
+
+def without_split(identity: Dict[str, Any]) -> Dict[str, Any]:
+    """An identity record without its batch split (compared through the global batch)."""
+    return {k: v for k, v in identity.items() if k not in SPLIT_FIELDS}
 
 
 def with_epochs(identity: Dict[str, Any], epochs: int, source: str) -> Dict[str, Any]:

@@ -1,0 +1,128 @@
+"""train.py under a real one-node Slurm (tests/slurm_cluster.py): each srun MPI plugin mode
+either joins one MPI world or stops with one line; a start-up that never ends stops with a
+line; the shipped batch script runs, reports a user error as mpirun does, and survives a
+preemption: signalled, checkpointed, requeued by itself and finished, its weights those of
+an uninterrupted run."""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from marks import slow
+from paths import REPO
+from run_fixtures import assert_same_run
+from slurm_cluster import SlurmCluster, missing_binaries
+from train_fixtures import PREEMPTED, epoch_bar_shown, run_train, train_args
+
+if missing_binaries():
+    pytest.skip(f"no Slurm here (missing: {', '.join(missing_binaries())}; "
+                "scripts/setup.sh --dev installs it where apt is there)",
+                allow_module_level=True)
+
+PYTHON = sys.executable
+TRAIN = str(REPO / "train.py")
+SCRIPT = REPO / "scripts" / "slurm" / "train.sbatch"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    started = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    yield started
+    started.stop()
+
+
+def srun(cluster: SlurmCluster, mode: str, *args: str, timeout: float = 120):
+    """`srun -n 2 --mpi=<mode> ...`, the commonest launch line."""
+    return cluster.run(["srun", "-n", "2", f"--mpi={mode}", *args], check=False,
+                       timeout=timeout, cwd=REPO, env={"MPLBACKEND": "Agg"})
+
+
+def our_lines(stderr: str):
+    return [line for line in stderr.splitlines() if not line.startswith(("srun:", "slurmstepd"))]
+
+
+@pytest.mark.parametrize("mode, words", [
+    ("none", "srun started 2 processes without an MPI plugin (srun --mpi=none)"),
+    ("pmix", "srun started 2 processes over PMIx (srun --mpi=pmix), which this MPI library"),
+])
+def test_srun_modes_that_cannot_form_one_world_stop_with_one_line(cluster, setup, tmp_path,
+                                                                  mode, words):
+    done = srun(cluster, mode, PYTHON, TRAIN, *train_args(setup, tmp_path / "run"))
+    assert done.returncode == 2, done.stderr
+    lines = our_lines(done.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {words}"), done.stderr
+    assert "--mpi=pmi2" in lines[0]
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_a_task_that_never_starts_ends_the_others_with_a_line(cluster, setup, tmp_path):
+    """Task 1 never reaches MPI_Init; task 0 waits there until its start-up limit (the
+    --hang-timeout, when shorter than 300 s), then stops with one line, not a hang."""
+    wrapper = tmp_path / "task.sh"
+    wrapper.write_text('[ "$SLURM_PROCID" = 1 ] && exec sleep 60\nexec "$@"\n')
+    started = time.monotonic()
+    done = cluster.run(["srun", "-K1", "-n", "2", "--mpi=pmi2", "bash", str(wrapper), PYTHON, TRAIN,
+                        *train_args(setup, tmp_path / "run", "--hang-timeout", 4)],
+                       check=False, timeout=50, cwd=REPO)
+    assert done.returncode != 0 and time.monotonic() - started < 45
+    assert "error: MPI did not start within 4 s (srun started 2 processes): another process " \
+           "of the job failed or never started; stopping this one" in done.stderr
+
+
+def sbatch(cluster: SlurmCluster, log: Path, *args: str) -> str:
+    out = cluster.run(["sbatch", "--parsable", "-J", "demo", "-n", "2", "-o", str(log),
+                       str(SCRIPT), *args], cwd=REPO, env={"MPLBACKEND": "Agg"}).stdout
+    return out.strip().split(";")[0]
+
+
+def wait_for_job(cluster: SlurmCluster, job: str, states=("COMPLETED", "FAILED"),
+                 timeout: float = 240) -> str:
+    """The job's final state. A requeued job starts again once its credential expired
+    (slurm_cluster.CRED_EXPIRE + 1 s); forced to start sooner, slurmd refuses it ("already
+    killed") and the job fails."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = cluster.job_state(job)
+        if state in states:
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"job {job} still {cluster.job_state(job)} after {timeout} s")
+
+
+def test_the_batch_script_ends_a_user_error_as_mpirun_does(cluster, setup, tmp_path):
+    log = tmp_path / "job.log"
+    job = sbatch(cluster, log, *train_args(setup, tmp_path / "run", "--train-list",
+                                           tmp_path / "missing_label"))
+    assert wait_for_job(cluster, job) == "FAILED"
+    assert cluster.job_field(job, "ExitCode") == "2:0"
+    last = log.read_text().rstrip().splitlines()[-1]
+    assert re.match(r"\[rank \d\] error: list file .*missing_label \(--train-list\) not "
+                    "found$", last), log.read_text()
+
+
+@slow
+def test_a_preempted_job_requeues_itself_and_ends_as_an_uninterrupted_run(cluster, setup,
+                                                                         tmp_path):
+    reference = tmp_path / "reference"
+    done = run_train(*train_args(setup, reference), mpi_ranks=2)
+    assert done.returncode == 0, done.stderr
+    monitor, log = tmp_path / "run", tmp_path / "job.log"
+    job = sbatch(cluster, log, *train_args(setup, monitor))
+    deadline = time.monotonic() + 120
+    while not epoch_bar_shown(log, 2)() if log.exists() else True:
+        assert time.monotonic() < deadline and cluster.job_state(job) in ("PENDING", "RUNNING")
+        time.sleep(0.05)
+    # What --signal=B:USR1@T sends ahead of the time limit: SIGUSR1 to the batch shell.
+    cluster.run(["scancel", "--batch", "-s", "USR1", job])
+    assert wait_for_job(cluster, job) == "COMPLETED", log.read_text()
+    text = log.read_text()
+    assert f"job {job} stopped resumably: requeued" in text
+    assert "(restart 1)" in text and "resuming from" in text
+    assert cluster.job_field(job, "Restarts") == "1"
+    # The series, epoch timers and every weight file equal (the checkpoints differ by name:
+    # the requeued run also kept the one it stopped at).
+    assert_same_run(reference, monitor, checkpoint=False)
+    assert "stopped by SIGUSR1 at epoch 2" in text and PREEMPTED == 75
