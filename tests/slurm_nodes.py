@@ -1,10 +1,11 @@
-"""Slurm with two nodes on this machine: slurm_cluster's set-up with slurmctld in the root
-namespace, reached at the bridge's address, and one slurmd per network namespace of
-ssh_hosts.bridged_namespaces (`slurmd -N node<i>`, NodeAddr its namespace's address). A job's
-steps run in the namespaces, so its ranks talk across the links as two machines' would.
+"""Slurm with two nodes on this machine: slurm_cluster's set-up with slurmctld (and every
+Slurm command) in the head namespace of ssh_hosts.bridged_namespaces, reached at the bridge's
+address, and a slurmd on each host (`slurmd -N node<i>`, NodeAddr its namespace's address). A
+job's steps run on the hosts, so its ranks talk across the links as two machines' would.
 """
 from __future__ import annotations
 
+import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ class TwoNodeCluster(SlurmCluster):
             (self.folder / f"spool-{node}").mkdir(exist_ok=True)
         self._start_munge()
         self._write_conf()
-        self._spawn("slurmctld", [_daemon("slurmctld"), "-c"], self.env, "slurmctld.pid")
+        self._spawn("slurmctld", [*self.network.on_head, _daemon("slurmctld"), "-c"], self.env,
+                    "slurmctld.pid")
         for i, node in enumerate(self.nodes):
             # In the network namespace only: `ip netns exec`'s own /sys would hide the
             # /sys/fs/cgroup slurmd reads ("No filesystem mounted on /sys/fs/cgroup").
@@ -51,6 +53,11 @@ class TwoNodeCluster(SlurmCluster):
                                self.folder / f"slurmd-{node}.out", own_mounts=False)
         self._wait_until_idle()
         return self
+
+    def run(self, command: List[str], check: bool = True, timeout: float = 60,
+            **kwargs) -> subprocess.CompletedProcess:
+        """A Slurm command, from the head (the hosts' network)."""
+        return super().run([*self.network.on_head, *command], check, timeout, **kwargs)
 
     def _write_conf(self) -> None:
         """The one-node file with the controller at the bridge's address, per-node files, and

@@ -1,12 +1,14 @@
-"""Several "hosts" on this machine for the tests of multi-host runs: network namespaces on a
-bridge of the root namespace (where mpirun runs), each with its own address (bridged_namespaces,
-for any daemon), and two_hosts: an sshd in each, reached with a private ssh configuration by
-MPICH Hydra's ssh launcher. The namespaces share this machine's file system, so the checkout,
-.venv and data have the same paths on every host, as a cluster's shared file system gives them.
+"""Several "hosts" on this machine for the tests of multi-host runs, in network namespaces
+(bridged_namespaces): a "head" namespace, where the launcher runs (mpirun, Slurm's controller
+and commands), holding a bridge, and a namespace per host linked to it, each with its own
+address. The root namespace's network is never touched, so MPI runs of other tests going on
+meanwhile see the same network interfaces throughout. two_hosts adds an sshd on each host,
+reached with a private ssh configuration by MPICH Hydra's ssh launcher. The namespaces share
+this machine's file system, so the checkout, .venv and data have the same paths on every
+host, as a cluster's shared file system gives them.
 
 Needs root, iproute2 and openssh-server. Everything made is undone on exit, failure included:
-the processes left in a namespace are stopped by PID, then the namespaces, links and bridge are
-deleted by name.
+the processes in a namespace are stopped by PID, then the namespace is deleted by name.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from contextlib import ExitStack, contextmanager
@@ -27,6 +28,9 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 _made = count()  # names unique within this process too
 SSH_PORT = 22  # each namespace has its own ports: the usual one, as on a real machine
+# Addresses of the namespaces' own network, which nothing outside them sees.
+SUBNET = ipaddress.ip_network("10.10.0.0/24")
+BRIDGE = "br0"  # in the head namespace; the hosts' links are host0, host1, ...
 START_TIMEOUT = 10
 # sshd is installed outside a non-root PATH.
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -49,7 +53,8 @@ def missing() -> Optional[str]:
     if os.geteuid() != 0:
         return "needs root: network namespaces, veth links and sshd"
     for tool, package in (("ip", "iproute2"), ("sshd", "openssh-server"),
-                          ("ssh", "openssh-client"), ("ssh-keygen", "openssh-client")):
+                          ("ssh", "openssh-client"), ("ssh-keygen", "openssh-client"),
+                          ("nsenter", "util-linux")):
         if shutil.which(tool, path=SEARCH_PATH) is None:
             return f"no {tool} on this machine (install {package}: scripts/setup.sh --dev)"
     return None
@@ -57,18 +62,22 @@ def missing() -> Optional[str]:
 
 @dataclass(frozen=True)
 class Network:
-    """Network namespaces on a bridge of the root namespace, namespace i at addresses[i]."""
+    """The head namespace and the hosts' namespaces, host i at addresses[i]."""
 
-    gateway: str  # the bridge's address: the root namespace's on this network
-    bridge: str
+    head: str
+    gateway: str  # the head's address on the bridge
     addresses: List[str]
-    links: List[str]  # the root-namespace end of each namespace's link (its eth0)
     namespaces: List[str]
     children: Dict[str, List[subprocess.Popen]]  # started in each namespace, reaped at the end
 
+    @property
+    def on_head(self) -> List[str]:
+        """The prefix that runs a command in the head's network (and this machine's mounts)."""
+        return [program("nsenter"), f"--net=/run/netns/{self.head}"]
+
     def start(self, i: int, argv: Sequence[str], log: Path,
               own_mounts: bool = True) -> subprocess.Popen:
-        """`argv` in namespace i, its output to `log`; stopped with the namespace. With
+        """`argv` on host i, its output to `log`; stopped with the namespace. With
         `own_mounts`, `ip netns exec`: a mount namespace of its own too, whose /sys is the
         network namespace's (without /sys/fs/cgroup); else `nsenter --net`, the network only."""
         namespace = self.namespaces[i]
@@ -80,9 +89,10 @@ class Network:
         return process
 
     def sent_bytes(self) -> List[int]:
-        """The bytes each namespace has sent so far (received by its link's root end)."""
-        return [int(Path(f"/sys/class/net/{link}/statistics/rx_bytes").read_text())
-                for link in self.links]
+        """The bytes each host has sent so far (received by its link's end on the bridge)."""
+        links = {link["ifname"]: link["stats64"]["rx"]["bytes"]
+                 for link in json.loads(ip("-n", self.head, "-j", "-s", "link", "show"))}
+        return [links[f"host{i}"] for i in range(len(self.addresses))]
 
 
 @dataclass(frozen=True)
@@ -91,11 +101,12 @@ class Hosts:
     ssh: Path  # ssh with the private configuration: Hydra's -launcher-exec
     hostfile: Path  # one line per host: one rank each
 
-    def mpirun_options(self) -> List[str]:
-        """mpirun's options to start one rank per host over ssh. `-iface`: the hosts reach the
-        launcher at the bridge's address, not at the machine's host name (127.0.0.1 here)."""
-        return ["-launcher", "ssh", "-launcher-exec", str(self.ssh), "-iface",
-                self.network.bridge, "-f", str(self.hostfile)]
+    def mpirun(self, mpirun: str) -> List[str]:
+        """`mpirun` in the head, with the options that start one rank per host over ssh.
+        `-iface`: the hosts reach the launcher at the bridge's address, not at the machine's
+        host name (127.0.0.1 here)."""
+        return [*self.network.on_head, mpirun, "-launcher", "ssh", "-launcher-exec",
+                str(self.ssh), "-iface", BRIDGE, "-f", str(self.hostfile)]
 
 
 def ip(*args: str) -> str:
@@ -103,18 +114,6 @@ def ip(*args: str) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout
-
-
-def free_subnet() -> ipaddress.IPv4Network:
-    """A /24 that no route of this machine covers (one per test process, by its PID)."""
-    routes = [ipaddress.ip_network(r["dst"], strict=False)
-              for r in json.loads(ip("-j", "-4", "route", "show", "table", "all"))
-              if r["dst"] not in ("default", "0.0.0.0/0")]
-    for k in range(256):
-        subnet = ipaddress.ip_network(f"10.{200 + (os.getpid() + k) % 50}.{k}.0/24")
-        if not any(subnet.overlaps(r) for r in routes):
-            return subnet
-    raise RuntimeError("no free 10.200-249.x.0/24 subnet for the test hosts")
 
 
 def write_ssh_files(folder: Path, addresses: List[str]) -> Path:
@@ -182,56 +181,55 @@ def stop_namespace(namespace: str, children: List[subprocess.Popen]) -> None:
     ip("netns", "delete", namespace)
 
 
-def wait_for_sshd(address: str, sshd: subprocess.Popen, log: Path) -> None:
+def wait_for_sshd(network: Network, launcher: Path, address: str, sshd: subprocess.Popen,
+                  log: Path) -> None:
+    """Until a login from the head to `address` works."""
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if sshd.poll() is not None:
             raise RuntimeError(f"sshd on {address} ended ({sshd.returncode}): "
                                f"{log.read_text().strip()}")
-        try:
-            socket.create_connection((address, SSH_PORT), timeout=1).close()
+        login = subprocess.run([*network.on_head, str(launcher), address, "true"],
+                               capture_output=True, text=True)
+        if login.returncode == 0:
             return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sshd on {address} not listening after "
-                                   f"{START_TIMEOUT} s: {log.read_text().strip()}") from None
-            time.sleep(0.05)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no ssh login to {address} after {START_TIMEOUT} s: "
+                               f"{login.stderr.strip()}; sshd: {log.read_text().strip()}")
+        time.sleep(0.05)
 
 
 @contextmanager
 def bridged_namespaces(count: int, name: str) -> Iterator[Network]:
-    """`count` network namespaces on a new bridge, for as long as the block runs; `name` (a
-    few letters) starts the names of the interfaces and namespaces."""
-    token = f"{name}{os.getpid() % 100000}{next(_made) % 10}"
-    subnet = free_subnet()
-    network = Network(gateway=str(subnet[1]), bridge=f"{token}br",
-                      addresses=[str(subnet[2 + i]) for i in range(count)],
-                      links=[f"{token}h{i}" for i in range(count)],
+    """A head and `count` hosts, for as long as the block runs; `name` (a few letters) starts
+    the namespaces' names."""
+    token = f"{name}{os.getpid()}-{next(_made)}"
+    network = Network(head=f"{token}-head", gateway=str(SUBNET[1]),
+                      addresses=[str(SUBNET[2 + i]) for i in range(count)],
                       namespaces=[f"{token}-{i}" for i in range(count)], children={})
+    size = SUBNET.prefixlen
     with ExitStack() as undo:
-        ip("link", "add", network.bridge, "type", "bridge")
-        undo.callback(ip, "link", "delete", network.bridge)
-        ip("address", "add", f"{network.gateway}/{subnet.prefixlen}", "dev", network.bridge)
-        ip("link", "set", network.bridge, "up")
-        for address, link, namespace in zip(network.addresses, network.links,
-                                            network.namespaces):
+        for namespace in (network.head, *network.namespaces):
             ip("netns", "add", namespace)
             network.children[namespace] = []
             undo.callback(stop_namespace, namespace, network.children[namespace])
-            ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-            # Both ends at once: a deleted namespace's links may linger for a while.
-            undo.callback(ip, "link", "delete", link)
-            ip("link", "set", link, "master", network.bridge, "up")
-            inside = ("-n", namespace)
-            ip(*inside, "address", "add", f"{address}/{subnet.prefixlen}", "dev", "eth0")
-            ip(*inside, "link", "set", "eth0", "up")
-            ip(*inside, "link", "set", "lo", "up")
+            ip("-n", namespace, "link", "set", "lo", "up")
+        head = ("-n", network.head)
+        ip(*head, "link", "add", BRIDGE, "type", "bridge")
+        ip(*head, "address", "add", f"{network.gateway}/{size}", "dev", BRIDGE)
+        ip(*head, "link", "set", BRIDGE, "up")
+        for i, (address, namespace) in enumerate(zip(network.addresses, network.namespaces)):
+            ip(*head, "link", "add", f"host{i}", "type", "veth", "peer", "name", "eth0",
+               "netns", namespace)
+            ip(*head, "link", "set", f"host{i}", "master", BRIDGE, "up")
+            ip("-n", namespace, "address", "add", f"{address}/{size}", "dev", "eth0")
+            ip("-n", namespace, "link", "set", "eth0", "up")
         yield network
 
 
 @contextmanager
 def two_hosts(folder: Path) -> Iterator[Hosts]:
-    """Two hosts reachable over ssh from this namespace, for as long as the block runs."""
+    """Two hosts reachable over ssh from the head, for as long as the block runs."""
     with bridged_namespaces(2, "th") as network:
         launcher = write_ssh_files(folder, network.addresses)
         for i, address in enumerate(network.addresses):
@@ -239,7 +237,7 @@ def two_hosts(folder: Path) -> Iterator[Hosts]:
             sshd = network.start(i, ["sh", "-c", SSHD_START, program("sshd"), "-D", "-e", "-f",
                                      str(folder / "sshd_config"), "-o",
                                      f"ListenAddress={address}"], log)
-            wait_for_sshd(address, sshd, log)
+            wait_for_sshd(network, launcher, address, sshd, log)
         hostfile = folder / "hosts"
         hostfile.write_text("".join(f"{a}\n" for a in network.addresses))
         yield Hosts(network, launcher, hostfile)

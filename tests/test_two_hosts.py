@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -67,10 +66,10 @@ def rank_report(output: str) -> dict:
     return json.loads(report[0][len(MARKER):])
 
 
-def train_two_ranks(setup, monitor: Path, mpirun_options: List[str]) -> dict:
-    """train.py's main on two ranks under mpirun; rank 0's report."""
-    result = subprocess.run([MPIRUN, *mpirun_options, "-n", "2", *rank_command(setup, monitor)],
-                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+def train_two_ranks(setup, monitor: Path, mpirun: List[str]) -> dict:
+    """train.py's main on two ranks started by the command `mpirun`; rank 0's report."""
+    result = subprocess.run([*mpirun, "-n", "2", *rank_command(setup, monitor)], cwd=REPO,
+                            capture_output=True, text=True, timeout=TIMEOUT,
                             env={**os.environ, "MPLBACKEND": "Agg"})
     assert result.returncode == 0, result.stderr
     assert "2 ranks" in result.stderr
@@ -81,13 +80,11 @@ def train_two_ranks(setup, monitor: Path, mpirun_options: List[str]) -> dict:
 def one_host(setup, tmp_path_factory):
     """`mpirun -n 2` on this host: (monitor folder, rank 0's report)."""
     monitor = tmp_path_factory.mktemp("one-host") / "run"
-    return monitor, train_two_ranks(setup, monitor, [])
+    return monitor, train_two_ranks(setup, monitor, [MPIRUN])
 
 
-def assert_same_as_one_host(one_host, monitor: Path, found: dict, sent: List[int]) -> None:
+def assert_same_as_one_host(one_host, monitor: Path, sent: List[int]) -> None:
     """The run in `monitor` ended exactly as `one_host`'s, its gradients crossing the links."""
-    assert found["status"] == 0 and found["differing"] == []
-    assert found["digests"] == one_host[1]["digests"]  # both ranks, batch-norm statistics too
     # Losses, errors, validation, weight files and the newest checkpoint, all identical.
     assert_same_run(one_host[0], monitor)
     # Each step all-reduces the gradients, for which each of 2 ranks sends at least their size
@@ -100,15 +97,18 @@ def assert_same_as_one_host(one_host, monitor: Path, found: dict, sent: List[int
 def test_two_hosts_train_exactly_as_two_ranks_on_one(setup, one_host, hosts, tmp_path):
     before = hosts.network.sent_bytes()
     found = train_two_ranks(setup, tmp_path / "run",
-                            [*hosts.mpirun_options(), "-genv", "UCX_TLS", "tcp,self"])
+                            [*hosts.mpirun(MPIRUN), "-genv", "UCX_TLS", "tcp,self"])
     sent = [b - a for a, b in zip(before, hosts.network.sent_bytes())]
-    assert_same_as_one_host(one_host, tmp_path / "run", found, sent)
+    assert found["status"] == 0 and found["differing"] == []
+    assert found["digests"] == one_host[1]["digests"]  # both ranks, batch-norm statistics too
+    assert_same_as_one_host(one_host, tmp_path / "run", sent)
 
 
 def run_job(cluster, sbatch_args: List[str], env: Dict[str, str]) -> str:
-    """Submit a batch job and wait for it; its final state. (Polled here: `sbatch --wait`
-    polls at growing intervals, up to half a minute after the job ended.)"""
-    job = cluster.run(["sbatch", "--parsable", *sbatch_args], env=env).stdout.strip()
+    """Submit a batch job from the checkout and wait for it; its final state. (Polled here:
+    `sbatch --wait` polls at growing intervals, up to half a minute after the job ended.)"""
+    job = cluster.run(["sbatch", "--parsable", *sbatch_args], cwd=REPO,
+                      env=env).stdout.strip().split(";")[0]
     deadline = time.monotonic() + TIMEOUT
     while cluster.job_state(job) in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
         assert time.monotonic() < deadline, f"job {job} still {cluster.job_state(job)}"
@@ -116,40 +116,42 @@ def run_job(cluster, sbatch_args: List[str], env: Dict[str, str]) -> str:
     return cluster.job_state(job)
 
 
-# In the job, on node0: `-iface eth0` as on hosts whose name resolves to 127.0.x.x, as here.
-LAUNCHES = {"srun": ["srun", "--mpi=pmi2"], "mpirun": [MPIRUN, "-iface", "eth0"]}
-
-
-@pytest.mark.parametrize("launch", LAUNCHES)
-def test_a_two_node_slurm_job_trains_exactly_as_two_ranks_on_one_host(launch, setup, one_host,
-                                                                       slurm, tmp_path):
-    """sbatch -N 2, one task a node; the ranks started by srun itself or by mpirun (Hydra,
-    which starts its proxies with srun)."""
-    job = tmp_path / "job.sh"
-    job.write_text("#!/bin/sh\nexec " + shlex.join(
-        [*LAUNCHES[launch], *rank_command(setup, tmp_path / "run")]) + "\n")
+def test_the_batch_script_on_two_nodes_trains_exactly_as_two_ranks_on_one_host(
+        setup, one_host, slurm, tmp_path):
+    """scripts/slurm/train.sbatch, as the README submits it on two nodes, one task a node: its
+    mpirun (Hydra) takes the allocation's nodes and starts its proxies with srun."""
+    monitor, log = tmp_path / "run", tmp_path / "job.log"
     before = slurm.network.sent_bytes()
-    state = run_job(slurm, ["--nodes=2", "--ntasks-per-node=1", f"--chdir={REPO}",
-                            f"--output={tmp_path / 'job.out'}", str(job)],
-                    env={"MPLBACKEND": "Agg", "UCX_TLS": "tcp,self"})
+    # HYDRA_IFACE (mpirun's -iface): the hosts share this machine's host name, 127.0.0.1 here,
+    # so the proxies on node1 reach mpirun on node0 at its eth0's address.
+    state = run_job(slurm, ["-J", "demo", "--nodes=2", "--ntasks-per-node=1", f"--output={log}",
+                            str(REPO / "scripts" / "slurm" / "train.sbatch"),
+                            *train_args(setup, monitor, epochs=EPOCHS)],
+                    env={"MPLBACKEND": "Agg", "UCX_TLS": "tcp,self", "HYDRA_IFACE": "eth0"})
     sent = [b - a for a, b in zip(before, slurm.network.sent_bytes())]
-    output = (tmp_path / "job.out").read_text()
-    assert state == "COMPLETED", output
-    assert "2 ranks" in output
-    assert_same_as_one_host(one_host, tmp_path / "run", rank_report(output), sent)
+    assert state == "COMPLETED", log.read_text()
+    assert "2 ranks" in log.read_text()
+    assert_same_as_one_host(one_host, monitor, sent)
+
+
+def root_links() -> List[str]:
+    return [line.split()[0] for line in ssh_hosts.ip("-brief", "link").splitlines()]
 
 
 def test_the_hosts_leave_nothing_behind_even_on_failure(tmp_path):
+    """Nor do they change the machine's own network interfaces while they exist."""
     reason = ssh_hosts.missing()
     if reason:
         pytest.skip(f"two hosts on this machine: {reason}")
+    links = root_links()
     with pytest.raises(RuntimeError, match="failing on purpose"):
         with ssh_hosts.two_hosts(tmp_path) as made:
-            pids = [pid for n in made.network.namespaces for pid in ssh_hosts.namespace_pids(n)]
-            assert len(pids) >= 2  # an sshd in each (and any connection it serves)
+            namespaces = [made.network.head, *made.network.namespaces]
+            pids = [pid for n in namespaces for pid in ssh_hosts.namespace_pids(n)]
+            assert len(pids) >= 2  # an sshd on each host (and any connection it serves)
+            assert root_links() == links
             raise RuntimeError("failing on purpose")
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
-    namespaces = ssh_hosts.ip("netns", "list").split()
-    assert not [name for name in made.network.namespaces if name in namespaces]
-    links = [line.split()[0] for line in ssh_hosts.ip("-brief", "link").splitlines()]
-    assert not [name for name in (made.network.bridge, *made.network.links) if name in links]
+    left = ssh_hosts.ip("netns", "list").split()
+    assert not [name for name in namespaces if name in left]
+    assert root_links() == links
