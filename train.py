@@ -378,6 +378,15 @@ def find_checkpoint(checkpoints: str, required: bool, rt: Runtime) -> Optional[C
         rt.log(f"skipping damaged checkpoint: {note}")
     if required and checkpoint is None:
         raise CheckpointError(f"--resume: no intact checkpoint in {checkpoints}")
+    # Every rank resumes from what it reads itself: a monitor path on a disk of rank 0's
+    # machine alone would start the other ranks over, out of step, until the hang timeout.
+    seen = rt.comm.all_gather_object(checkpoint.path if checkpoint else None)
+    if len(set(seen)) > 1:
+        rank = next(r for r, path in enumerate(seen) if path != seen[0])
+        raise CheckpointError(
+            f"rank 0 resumes from {seen[0] or 'no checkpoint'} but rank {rank} from "
+            f"{seen[rank] or 'none'} in {checkpoints}: the monitor path must be one folder "
+            "that every machine of the job sees (a shared file system)")
     return checkpoint
 
 

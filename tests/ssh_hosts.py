@@ -108,6 +108,13 @@ class Hosts:
         return [*self.network.on_head, mpirun, "-launcher", "ssh", "-launcher-exec",
                 str(self.ssh), "-iface", BRIDGE, "-f", str(self.hostfile)]
 
+    def local_folder(self, i: int, path: Path) -> None:
+        """Give host i a folder of its own at `path` (an empty tmpfs in the mounts of its
+        sshd, which its sessions inherit), as a disk of that machine alone would be."""
+        sshd = self.network.children[self.network.namespaces[i]][0]
+        subprocess.run([program("nsenter"), "-t", str(sshd.pid), "-m", program("mount"), "-n",
+                        "-t", "tmpfs", "-o", "size=64m", "local", str(path)], check=True)
+
 
 def ip(*args: str) -> str:
     result = subprocess.run([program("ip"), *args], capture_output=True, text=True)

@@ -66,11 +66,14 @@ def rank_report(output: str) -> dict:
     return json.loads(report[0][len(MARKER):])
 
 
+def run_script_command(command: List[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+
+
 def train_two_ranks(setup, monitor: Path, mpirun: List[str]) -> dict:
     """train.py's main on two ranks started by the command `mpirun`; rank 0's report."""
-    result = subprocess.run([*mpirun, "-n", "2", *rank_command(setup, monitor)], cwd=REPO,
-                            capture_output=True, text=True, timeout=TIMEOUT,
-                            env={**os.environ, "MPLBACKEND": "Agg"})
+    result = run_script_command([*mpirun, "-n", "2", *rank_command(setup, monitor)])
     assert result.returncode == 0, result.stderr
     assert "2 ranks" in result.stderr
     return rank_report(result.stdout)
@@ -102,6 +105,24 @@ def test_two_hosts_train_exactly_as_two_ranks_on_one(setup, one_host, hosts, tmp
     assert found["status"] == 0 and found["differing"] == []
     assert found["digests"] == one_host[1]["digests"]  # both ranks, batch-norm statistics too
     assert_same_as_one_host(one_host, tmp_path / "run", sent)
+
+
+def test_a_resume_from_a_monitor_path_only_rank_0_sees_stops_with_one_line(setup, hosts,
+                                                                            tmp_path):
+    """The monitor path on host 0's disk alone: host 1 has an empty folder there."""
+    monitor = tmp_path / "run"
+    monitor.mkdir()
+    hosts.local_folder(1, monitor)
+    args = [*hosts.mpirun(MPIRUN), "-n", "2", sys.executable, str(REPO / "train.py")]
+    first = run_script_command([*args, *train_args(setup, monitor, "-v", 0, epochs=1)])
+    assert first.returncode == 0, first.stderr
+    again = run_script_command([*args, *train_args(setup, monitor, "-v", 0, epochs=2)])
+    assert again.returncode == 2, again.stderr
+    checkpoint = monitor / "checkpoints" / "checkpoint_e0001_i0000000.npz"
+    assert again.stderr.splitlines()[-1].endswith(
+        f"error: rank 0 resumes from {checkpoint} but rank 1 from none in "
+        f"{monitor / 'checkpoints'}: the monitor path must be one folder that every machine "
+        "of the job sees (a shared file system)"), again.stderr
 
 
 def run_job(cluster, sbatch_args: List[str], env: Dict[str, str]) -> str:
