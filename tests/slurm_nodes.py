@@ -66,10 +66,11 @@ class TwoNodeCluster(SlurmCluster):
         path = self.folder / "slurm.conf"
         changed: Dict[str, str] = {"SlurmctldHost": f"{self.node}({self.network.gateway})",
                                    **{k: str(self.folder / v) for k, v in PER_NODE.items()}}
-        lines = [f"{line.split('=')[0]}={changed[line.split('=')[0]]}"
-                 if line.split("=")[0] in changed else line
-                 for line in path.read_text().splitlines()
-                 if not line.startswith(("NodeName=", "PartitionName="))]
+        lines = []
+        for line in path.read_text().splitlines():
+            key = line.split("=", 1)[0]
+            if key not in ("NodeName", "PartitionName"):
+                lines.append(f"{key}={changed[key]}" if key in changed else line)
         lines += [f"NodeName={node} NodeAddr={address} NodeHostname={self.node} "
                   f"CPUs={self.cpus} RealMemory=1000 State=UNKNOWN"
                   for node, address in zip(self.nodes, self.network.addresses)]

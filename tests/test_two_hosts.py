@@ -1,8 +1,9 @@
 """Data-parallel training across two hosts, as on two machines, against `mpirun -n 2` on one
 host (the same losses, weights and checkpoint, bit for bit): MPICH's own launcher with a host
 file (`mpirun -launcher ssh -f hosts -n 2`, one rank on each of two network namespaces with
-their own sshd: ssh_hosts), and a Slurm job on two nodes (`sbatch -N 2`, a slurmd in each
-namespace: slurm_nodes), its ranks started by `srun --mpi=pmi2` or by mpirun.
+their own sshd: ssh_hosts), and scripts/slurm/train.sbatch as a job on two Slurm nodes
+(`sbatch -N 2`, a slurmd in each namespace: slurm_nodes). A resume from a monitor path that
+only rank 0's host holds is refused with one line.
 
 The hosts are one machine with one host name, so UCX would join their ranks through shared
 memory; `UCX_TLS=tcp,self` makes the ranks talk over TCP across the namespaces' links, as two
