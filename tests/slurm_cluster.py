@@ -43,6 +43,14 @@ def _free_ports(count: int) -> List[int]:
             s.close()
 
 
+def _first_job_id() -> int:
+    """Job ids that no earlier test cluster used. A killed MPICH job leaves its shared-memory
+    segment in /dev/shm, named after the job's PMI identity, and a later job with the same
+    id under srun --mpi=pmi2 attaches it and fails in MPI_Init; a cluster's ids only grow,
+    but every new test cluster would start again at 1."""
+    return 1000 + (time.time_ns() // 1000 + os.getpid()) % 60_000_000
+
+
 def _daemon(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
@@ -100,7 +108,7 @@ class SlurmCluster:
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "MpiDefault=none",
             "ReturnToService=2", "AccountingStorageType=accounting_storage/none",
             "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
-            "KillWait=5", "MinJobAge=300",
+            "KillWait=5", "MinJobAge=300", f"FirstJobId={_first_job_id()}",
             f"NodeName={self.node} CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
             f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
         ]

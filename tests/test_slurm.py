@@ -5,7 +5,10 @@ preemption: signalled, checkpointed, requeued by itself and finished, its weight
 an uninterrupted run."""
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +18,7 @@ from marks import slow
 from paths import REPO
 from run_fixtures import assert_same_run
 from slurm_cluster import SlurmCluster, missing_binaries
-from train_fixtures import PREEMPTED, epoch_bar_shown, run_train, train_args
+from train_fixtures import PREEMPTED, epoch_bar_shown, run_train, train_args, wait_for
 
 if missing_binaries():
     pytest.skip(f"no Slurm here (missing: {', '.join(missing_binaries())}; "
@@ -56,6 +59,82 @@ def test_srun_modes_that_cannot_form_one_world_stop_with_one_line(cluster, setup
     assert len(lines) == 1 and lines[0].startswith(f"error: {words}"), done.stderr
     assert "--mpi=pmi2" in lines[0]
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+@slow
+def test_srun_with_pmi2_trains_one_world(cluster, setup, tmp_path):
+    done = srun(cluster, "pmi2", PYTHON, TRAIN, *train_args(setup, tmp_path / "run", "-e", 1))
+    assert done.returncode == 0, done.stderr
+    assert "; 2 ranks" in done.stderr and "batch 8 per rank x 2 rank(s)" in done.stderr
+    assert (tmp_path / "run" / "param_001.h5").exists()
+
+
+JOIN = """
+import sys
+sys.path.insert(0, {repo!r})
+import utils.startup
+from utils.comm import create_communicator
+comm = create_communicator()
+comm.barrier()
+print(comm.rank, comm.size)
+"""
+
+
+def test_srun_with_pmi2_starts_every_time(cluster, tmp_path):
+    """MPI's start-up under srun --mpi=pmi2, 20 launches in a row, each one world of 2."""
+    for launch in range(20):
+        done = srun(cluster, "pmi2", PYTHON, "-c", JOIN.format(repo=str(REPO)), timeout=60)
+        assert (done.returncode, sorted(done.stdout.split("\n"))) == \
+            (0, ["", "0 2", "1 2"]), f"launch {launch + 1}: {done.stderr}"
+
+
+def test_a_user_error_under_srun_is_status_2_with_srun_s_summary_after_it(cluster, setup,
+                                                                           tmp_path):
+    """No MPI_Abort under srun: Slurm would cancel the step (status 137, its CANCELLED
+    lines); the ranks end themselves instead, and srun adds only its summary line."""
+    done = srun(cluster, "pmi2", PYTHON, TRAIN, *train_args(
+        setup, tmp_path / "run", "--train-list", tmp_path / "missing_label"))
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line]
+    assert re.match(r"\[rank \d\] error: list file .*missing_label \(--train-list\) not "
+                    "found$", lines[-2]), done.stderr
+    assert re.match(r"srun: error: \w+: tasks? [0-9-]+: Exited with exit code 2$", lines[-1])
+    assert "CANCELLED" not in done.stderr and "Killed" not in done.stderr
+
+
+def rank_pid(monitor: Path, rank: int) -> int:
+    """The process of `rank` of the srun step training into `monitor`."""
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(monitor).encode() in command and f"PMI_RANK={rank}".encode() in environ:
+            return int(proc.name)
+    raise AssertionError(f"no rank {rank} training into {monitor}")
+
+
+@slow
+def test_a_rank_killed_under_srun_ends_the_job_within_seconds(cluster, setup, tmp_path):
+    """Without srun -K1 nothing of Slurm's ends the step: the rank's node-mates see it gone."""
+    monitor, log = tmp_path / "run", tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        job = subprocess.Popen(["srun", "-n", "2", "--mpi=pmi2", PYTHON, TRAIN,
+                                *train_args(setup, monitor)], cwd=REPO, env=cluster.env,
+                               stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(epoch_bar_shown(log, 1), job, "epoch 1")
+        victim = rank_pid(monitor, 1)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        status = job.wait(timeout=60)
+    finally:
+        job.kill()
+    assert time.monotonic() - killed < 10
+    assert status != 0
+    assert f"error: rank 1 (pid {victim}) ended without a word (killed?) while the others " \
+           "waited for it; stopping the job" in log.read_text()
 
 
 def test_a_task_that_never_starts_ends_the_others_with_a_line(cluster, setup, tmp_path):

@@ -12,9 +12,12 @@ whose processes would not form one MPI world is refused before any work.
 """
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import sys
-from typing import Dict, List, Optional, Sequence
+import time
+from typing import Callable, Dict, List, Optional, Sequence
 
 import nnabla as nn
 import numpy as np
@@ -22,6 +25,7 @@ import numpy as np
 from .errors import USER_ERROR_STATUS, UsageError
 from .launch import (
     Launch,
+    SrunStep,
     StartupGuard,
     launch_problem,
     read_launch,
@@ -33,6 +37,24 @@ from .native_stderr import drain, wait_until_read
 # A start-up of MPI that takes longer than this is stuck (see `StartupGuard`), unless the
 # script's --hang-timeout is shorter.
 MPI_START_TIMEOUT = 300.0
+
+def _collective(method: Callable) -> Callable:
+    """Marks a collective: under srun, a node-mate gone while this rank waits in one ends
+    the job (see `utils.launch.SrunStep`)."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        step = self._step
+        if step is None:
+            return method(self, *args, **kwargs)
+        outer, step.waiting_since = step.waiting_since, time.monotonic()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            step.waiting_since = outer
+
+    return wrapped
+
 
 class Communicator:
     """A single process: the base of the multi-process communicators."""
@@ -97,7 +119,13 @@ class MpiCommunicator(Communicator):
         self.size = self._comm.Get_size()
         _refuse(world_problem(launch, self.size))
         self._buffer = np.empty(0, np.float32)
+        self._step = SrunStep.for_this_process(launch)
+        if self._step is not None:
+            tasks = self.all_gather_object((socket.gethostname(), os.getpid()))
+            self._step.node_mates = {rank: pid for rank, (host, pid) in enumerate(tasks)
+                                     if host == tasks[self.rank][0] and rank != self.rank}
 
+    @_collective
     def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:
         # One packed buffer: one collective per step instead of one per tensor.
         sizes = [p.size for p in params]
@@ -115,6 +143,7 @@ class MpiCommunicator(Communicator):
             p.g = self._buffer[offset : offset + n].reshape(p.shape)
             offset += n
 
+    @_collective
     def all_reduce_sum(self, values: Sequence[float]) -> List[float]:
         buf = np.asarray(values, np.float64)
         self._comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
@@ -123,6 +152,7 @@ class MpiCommunicator(Communicator):
     def all_reduce_mean(self, values: Sequence[float]) -> List[float]:
         return [v / self.size for v in self.all_reduce_sum(values)]
 
+    @_collective
     def average_values(self, variables: Sequence[nn.Variable]) -> None:
         if not variables:
             return
@@ -134,18 +164,22 @@ class MpiCommunicator(Communicator):
             v.d = buffer[offset : offset + v.size].reshape(v.shape)
             offset += v.size
 
+    @_collective
     def broadcast_parameters(self, params: Dict[str, nn.Variable]) -> None:
         for v in params.values():
             data = np.ascontiguousarray(v.d, dtype=np.float32)
             self._comm.Bcast(data, root=0)
             v.d = data
 
+    @_collective
     def broadcast_object(self, obj):
         return self._comm.bcast(obj, root=0)
 
+    @_collective
     def all_gather_object(self, obj) -> list:
         return self._comm.allgather(obj)
 
+    @_collective
     def barrier(self) -> None:
         self._comm.Barrier()
 
@@ -153,6 +187,8 @@ class MpiCommunicator(Communicator):
         sys.stdout.flush()
         drain()  # what this rank wrote must be through before the launcher stops reading
         wait_until_read(2)
+        if self._step is not None:  # srun: no MPI_Abort (see SrunStep)
+            self._step.end(code)
         # MPICH's MPI_Abort prints "Abort(<code>) on node <rank> ...: application called
         # MPI_Abort" on this rank's stderr, below the error this rank has just printed (which
         # must stay the last line); the launcher's status still tells the code.
@@ -174,9 +210,11 @@ class NcclCommunicator(MpiCommunicator):
         self._nccl = C.MultiProcessDataParallelCommunicator(ctx)
         self._nccl.init()
 
+    @_collective
     def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:
         self._nccl.all_reduce([p.grad for p in params], division=True, inplace=False)
 
+    @_collective
     def broadcast_parameters(self, params: Dict[str, nn.Variable]) -> None:
         self._nccl.bcast([v.data for v in params.values()], src=0, inplace=False)
 

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
+import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 # Where to read how to launch under a scheduler (README section).
 CLUSTERS_HELP = "see the README's 'Clusters'"
@@ -178,3 +182,78 @@ class StartupGuard:
     def done(self) -> None:
         os.close(self._write)
         os.waitpid(self._child, 0)
+
+
+class SrunStep:
+    """Under srun, the tasks of a job step end together when one fails or dies, each with
+    its own status, and none is killed by Slurm.
+
+    - A failing rank: MPI_Abort under `srun --mpi=pmi2` has Slurm cancel the step (status
+      137, "CANCELLED" lines). Instead the failing rank asks Slurm to send SIGUSR2 to every
+      task of its step (`scancel --signal` reaches every node) and exits with its own
+      status; a task receiving the signal exits at once, quietly, with status 0, so the
+      failing rank's line and status are the job's.
+    - A rank that dies (`kill -9`, the out-of-memory killer) says nothing, and without
+      `srun -K1` the others would wait in their collective until the hang timeout. Each
+      task watches the others on its node: one gone while this task has waited in a
+      collective for `PATIENCE` seconds ends the step as a failure would.
+    The ranks wait in MPI collectives, where no Python signal handler runs: a thread reads
+    the signal from the interpreter's wake-up pipe, and looks at the others once a second.
+    """
+
+    SIGNAL = signal.SIGUSR2
+    PATIENCE = 2.0  # s in one collective with a node-mate gone: a collective that all
+    # entered ends in milliseconds, so this is a collective a rank will never enter
+
+    def __init__(self, job_step: str):
+        self.job_step = job_step
+        self.waiting_since: Optional[float] = None  # the collective this task is in
+        self.node_mates: Dict[int, int] = {}  # rank -> pid, the other tasks of this node
+        self._ending = False  # this task ends with its own status
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.signal(self.SIGNAL, lambda signum, frame: None)  # (the thread acts on it)
+        signal.set_wakeup_fd(write)
+        threading.Thread(target=self._watch, args=(read,), name="srun-step",
+                         daemon=True).start()
+
+    @classmethod
+    def for_this_process(cls, launch: Launch,
+                         env: Mapping[str, str] = os.environ) -> Optional[SrunStep]:
+        """One for a task srun started directly (None elsewhere, or without scancel)."""
+        if launch.launcher != "slurm" or shutil.which("scancel") is None:
+            return None
+        job, step = env.get("SLURM_JOB_ID", ""), env.get("SLURM_STEP_ID", "")
+        return cls(f"{job}.{step}") if job.isdigit() and step.isdigit() else None
+
+    def _watch(self, read: int) -> None:
+        while True:
+            ready, _, _ = select.select([read], [], [], 1.0)
+            if ready and self.SIGNAL in os.read(read, 64) and not self._ending:
+                os._exit(0)
+            since = self.waiting_since
+            if since is None or time.monotonic() - since < self.PATIENCE:
+                continue
+            gone = [rank for rank, pid in self.node_mates.items() if not _running(pid)]
+            if gone and self.waiting_since == since:
+                os.write(2, f"\nerror: rank {gone[0]} (pid {self.node_mates[gone[0]]}) ended "
+                            "without a word (killed?) while the others waited for it; "
+                            "stopping the job\n".encode())
+                self.end(1)
+
+    def end(self, code: int) -> None:
+        """End this task with `code` and every other task of the step with 0."""
+        self._ending = True
+        subprocess.run(["scancel", "--quiet", f"--signal={self.SIGNAL.name[3:]}",
+                        self.job_step], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30, check=False)
+        os._exit(code)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
