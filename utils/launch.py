@@ -153,15 +153,12 @@ def gpu_problem(local_rank: int, device_id: int, device_count: int, ranks: int,
 class StartupGuard:
     """Ends this process with one line if MPI does not start within `timeout` seconds.
 
-    Under `srun --mpi=pmi2`, pip's MPICH failed MPI_Init in one task of many launches here
-    (UCX: "failed to unpack address, invalid bandwidth 0.00", or "Message truncated" while
-    the ranks exchange UCX addresses, in bursts: 5 of 60, 6 of 20, and every launch of
-    train.py in the last series; with MPICH's libfabric module train.py's start-up hung
-    instead), and the other task then waited in MPI_Init for minutes. mpirun never failed
-    (0 of 140 launches alone, 0 of 30 inside an allocation). MPI_Init runs inside an import
-    that holds the interpreter lock, so no Python thread can
-    watch it: a forked child waits on a pipe instead, and kills this process (the launcher
-    then ends the job) unless `done` closes the pipe in time.
+    Under `srun --mpi=pmi2`, a task whose MPI_Init fails leaves the others waiting in
+    theirs for minutes: pip's MPICH failed so whenever a stale shared-memory segment of a
+    killed job with the same job id was in /dev/shm (see the README's Clusters). MPI_Init
+    runs inside an import that holds the interpreter lock, so no Python thread can watch
+    it: a forked child waits on a pipe instead, and kills this process (the launcher then
+    ends the job) unless `done` closes the pipe in time.
     """
 
     def __init__(self, timeout: float, what: str):
