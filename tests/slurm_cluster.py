@@ -109,6 +109,8 @@ class SlurmCluster:
             "ReturnToService=2", "AccountingStorageType=accounting_storage/none",
             "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
             "KillWait=5", "MinJobAge=300", f"FirstJobId={_first_job_id()}",
+            # A requeued job becomes eligible by the clock: the scheduler looks every second.
+            "SchedulerParameters=sched_interval=1",
             f"NodeName={self.node} CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
             f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
         ]

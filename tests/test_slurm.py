@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 from marks import slow
 from paths import REPO
-from run_fixtures import assert_same_run
+from run_fixtures import assert_same_run, scalars
 from slurm_cluster import SlurmCluster, missing_binaries
-from train_fixtures import PREEMPTED, epoch_bar_shown, run_train, train_args, wait_for
+from train_fixtures import PREEMPTED, epoch_bar_shown, run_train, train_args, values, wait_for
 
 if missing_binaries():
     pytest.skip(f"no Slurm here (missing: {', '.join(missing_binaries())}; "
@@ -81,8 +82,8 @@ print(comm.rank, comm.size)
 
 
 def test_srun_with_pmi2_starts_every_time(cluster, tmp_path):
-    """MPI's start-up under srun --mpi=pmi2, 20 launches in a row, each one world of 2."""
-    for launch in range(20):
+    """MPI's start-up under srun --mpi=pmi2, 12 launches in a row, each one world of 2."""
+    for launch in range(12):
         done = srun(cluster, "pmi2", PYTHON, "-c", JOIN.format(repo=str(REPO)), timeout=60)
         assert (done.returncode, sorted(done.stdout.split("\n"))) == \
             (0, ["", "0 2", "1 2"]), f"launch {launch + 1}: {done.stderr}"
@@ -151,10 +152,23 @@ def test_a_task_that_never_starts_ends_the_others_with_a_line(cluster, setup, tm
            "of the job failed or never started; stopping this one" in done.stderr
 
 
-def sbatch(cluster: SlurmCluster, log: Path, *args: str) -> str:
-    out = cluster.run(["sbatch", "--parsable", "-J", "demo", "-n", "2", "-o", str(log),
-                       str(SCRIPT), *args], cwd=REPO, env={"MPLBACKEND": "Agg"}).stdout
+def sbatch(cluster: SlurmCluster, log: Path, *args: object, tasks: int = 2,
+           flags: Sequence[str] = ()) -> str:
+    """Submit the shipped batch script with train.py's `args`; the job's id."""
+    out = cluster.run(["sbatch", "--parsable", "-J", "demo", "-n", str(tasks), "-o", str(log),
+                       *flags, str(SCRIPT), *map(str, args)], cwd=REPO,
+                      env={"MPLBACKEND": "Agg"}).stdout
     return out.strip().split(";")[0]
+
+
+def preempt_in_epoch(cluster: SlurmCluster, job: str, log: Path, epoch: int) -> None:
+    """What --signal=B:USR1@T sends ahead of the time limit (SIGUSR1 to the batch shell),
+    once `epoch` has started."""
+    deadline = time.monotonic() + 120
+    while not (log.exists() and epoch_bar_shown(log, epoch)()):
+        assert time.monotonic() < deadline and cluster.job_state(job) in ("PENDING", "RUNNING")
+        time.sleep(0.05)
+    cluster.run(["scancel", "--batch", "-s", "USR1", job])
 
 
 def wait_for_job(cluster: SlurmCluster, job: str, states=("COMPLETED", "FAILED"),
@@ -182,20 +196,21 @@ def test_the_batch_script_ends_a_user_error_as_mpirun_does(cluster, setup, tmp_p
                     "found$", last), log.read_text()
 
 
+@pytest.fixture(scope="module")
+def reference(setup, tmp_path_factory) -> Path:
+    """The run of the batch-script tests, uninterrupted under mpirun -n 2."""
+    monitor = tmp_path_factory.mktemp("slurm_reference") / "run"
+    done = run_train(*train_args(setup, monitor), mpi_ranks=2)
+    assert done.returncode == 0, done.stderr
+    return monitor
+
+
 @slow
 def test_a_preempted_job_requeues_itself_and_ends_as_an_uninterrupted_run(cluster, setup,
-                                                                         tmp_path):
-    reference = tmp_path / "reference"
-    done = run_train(*train_args(setup, reference), mpi_ranks=2)
-    assert done.returncode == 0, done.stderr
+                                                                         reference, tmp_path):
     monitor, log = tmp_path / "run", tmp_path / "job.log"
     job = sbatch(cluster, log, *train_args(setup, monitor))
-    deadline = time.monotonic() + 120
-    while not epoch_bar_shown(log, 2)() if log.exists() else True:
-        assert time.monotonic() < deadline and cluster.job_state(job) in ("PENDING", "RUNNING")
-        time.sleep(0.05)
-    # What --signal=B:USR1@T sends ahead of the time limit: SIGUSR1 to the batch shell.
-    cluster.run(["scancel", "--batch", "-s", "USR1", job])
+    preempt_in_epoch(cluster, job, log, 2)
     assert wait_for_job(cluster, job) == "COMPLETED", log.read_text()
     text = log.read_text()
     assert f"job {job} stopped resumably: requeued" in text
@@ -205,3 +220,24 @@ def test_a_preempted_job_requeues_itself_and_ends_as_an_uninterrupted_run(cluste
     # the requeued run also kept the one it stopped at).
     assert_same_run(reference, monitor, checkpoint=False)
     assert "stopped by SIGUSR1 at epoch 2" in text and PREEMPTED == 75
+
+
+@slow
+def test_a_job_preempted_on_2_ranks_continues_on_1_with_the_global_batch(cluster, setup,
+                                                                        reference, tmp_path):
+    """A job that gets fewer tasks the next time: -b doubled keeps the global batch, and the
+    run continues on the uninterrupted run's learning-rate curve (tests/test_resume_ranks.py
+    measures how close its losses stay)."""
+    monitor = tmp_path / "run"
+    first = sbatch(cluster, tmp_path / "first.log", *train_args(setup, monitor),
+                   flags=["--no-requeue"])
+    preempt_in_epoch(cluster, first, tmp_path / "first.log", 2)
+    assert wait_for_job(cluster, first) == "FAILED"  # (75: resumable, not requeued here)
+    assert cluster.job_field(first, "ExitCode") == f"{PREEMPTED}:0"
+    log = tmp_path / "second.log"
+    second = sbatch(cluster, log, *train_args(setup, monitor, "-b", 16), tasks=1)
+    assert wait_for_job(cluster, second) == "COMPLETED", log.read_text()
+    assert "resuming a 2-rank run on 1 rank: batch 8 x 2 ranks -> 16 x 1 rank, global batch " \
+           "16 kept" in log.read_text()
+    assert scalars(monitor)["train/learning_rate"] == scalars(reference)["train/learning_rate"]
+    assert values(monitor, "Train-loss")[0] == values(reference, "Train-loss")[0]
