@@ -90,6 +90,7 @@ def test_pmix_is_refused_for_pip_mpich_only():
     assert "over PMIx (srun --mpi=pmix)" in problem and "MPICH" in problem
     assert library_speaks_pmix("Open MPI v4.1.6, package: Open MPI ...")
     assert library_speaks_pmix("MPICH Version:  4.2.0\nMPICH configure: --with-pmix=/usr\n")
+    assert not library_speaks_pmix("MPICH Version:  4.2.0\nMPICH configure: --without-pmix\n")
 
 
 def test_a_world_smaller_than_the_launch_is_refused():

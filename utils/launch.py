@@ -81,7 +81,8 @@ def library_speaks_pmix(library_version: str) -> bool:
         return True
     configure = [line for line in library_version.splitlines()
                  if line.startswith("MPICH configure:")]
-    return bool(configure) and "pmix" in configure[0]
+    return bool(configure) and any(flag in configure[0]
+                                   for flag in ("--with-pmix", "--with-pmi=pmix"))
 
 
 def launch_problem(launch: Launch, library_version: Optional[str] = None) -> Optional[str]:
