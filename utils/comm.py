@@ -38,6 +38,7 @@ from .native_stderr import drain, wait_until_read
 # script's --hang-timeout is shorter.
 MPI_START_TIMEOUT = 300.0
 
+
 def _collective(method: Callable) -> Callable:
     """Marks a collective: under srun, a node-mate gone while this rank waits in one ends
     the job (see `utils.launch.SrunStep`)."""
