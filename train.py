@@ -258,7 +258,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         load_initial_weights(args, rt)
     rt.comm.broadcast_parameters(nn.get_parameters(grad_only=False))
 
-    ema = WeightEma(nn.get_parameters(), args.ema_decay) if args.ema_decay else None
+    ema = WeightEma(nn.get_parameters(), args.ema_decay, rt.float_ctx) if args.ema_decay \
+        else None
     state = TrainingState(spec, rt.comm, build_solver(spec), train_data, graph, ema)
     if rt.comm.is_main:
         check_room_for_outputs(monitor_path)
