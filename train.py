@@ -248,11 +248,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     graph = build_training_graph(TrainingNetwork(
         args.arch, args.num_classes, args.channel_last, config, rt.comm.rank, rt.float_ctx),
         train_data.image_shape)
-    validator = None
-    if val_data is not None:
-        validator = Validator(build_evaluation_graph(
-            args.arch, val_data.image_shape, args.num_classes, args.channel_last,
-            rt.float_ctx), val_data, bn_data)
+    validator = build_validator(args, rt, val_data, bn_data)
     checkpoint = find_checkpoint(checkpoints, args.resume, rt)
     if args.model_load_path and checkpoint is None:  # (a checkpoint holds every parameter)
         load_initial_weights(args, rt)
@@ -339,6 +335,16 @@ def claim_monitor_path(monitor_path: str, checkpoints: str, rt: Runtime) -> Opti
         for path in remove_stale_temporaries(folder):
             rt.log(f"removed {path}, left by an interrupted write")
     return lock
+
+
+def build_validator(args: argparse.Namespace, rt: Runtime, val_data: Optional[ImageBatches],
+                    bn_data: Optional[ImageBatches]) -> Optional[Validator]:
+    """The evaluation network on the training parameters (None without validation data)."""
+    if val_data is None:
+        return None
+    return Validator(build_evaluation_graph(
+        args.arch, val_data.image_shape, args.num_classes, args.channel_last, rt.float_ctx),
+        val_data, bn_data)
 
 
 def build_datasets(args: argparse.Namespace, config: TrainConfig, rt: Runtime
