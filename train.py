@@ -339,11 +339,13 @@ def claim_monitor_path(monitor_path: str, checkpoints: str, rt: Runtime) -> Opti
 
 def build_validator(args: argparse.Namespace, rt: Runtime, val_data: Optional[ImageBatches],
                     bn_data: Optional[ImageBatches]) -> Optional[Validator]:
-    """The evaluation network on the training parameters (None without validation data)."""
+    """The evaluation network on the training parameters (None without validation data), in
+    the training precision as validation.py's, so the two give the same numbers (the loss and
+    errors are in float32 in both)."""
     if val_data is None:
         return None
     return Validator(build_evaluation_graph(
-        args.arch, val_data.image_shape, args.num_classes, args.channel_last, rt.float_ctx),
+        args.arch, val_data.image_shape, args.num_classes, args.channel_last, rt.ctx),
         val_data, bn_data)
 
 
