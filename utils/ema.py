@@ -26,7 +26,7 @@ class WeightEma:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
-        self._ctx = float_ctx or float_context(nn.get_current_context())
+        self._ctx = float_context(nn.get_current_context()) if float_ctx is None else float_ctx
         self._params = dict(params)
         self._shadow: Dict[str, nn.NdArray] = {}
         with nn.context_scope(self._ctx):
@@ -46,7 +46,7 @@ class WeightEma:
     def swapped_in(self) -> Iterator[None]:
         """Within the block the network holds the averaged weights; the trained ones after."""
         saved = {name: v.d.copy() for name, v in self._params.items()}
-        with nn.context_scope(self._ctx):  # a half copy would round what is saved
+        with nn.context_scope(self._ctx):  # a half copy (cuDNN's) would round them
             for name, v in self._params.items():
                 v.data.copy_from(self._shadow[name])
         try:
