@@ -248,17 +248,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     graph = build_training_graph(TrainingNetwork(
         args.arch, args.num_classes, args.channel_last, config, rt.comm.rank, rt.float_ctx),
         train_data.image_shape)
-    validator = None
-    if val_data is not None:
-        validator = Validator(build_evaluation_graph(
-            args.arch, val_data.image_shape, args.num_classes, args.channel_last,
-            rt.float_ctx), val_data, bn_data)
+    validator = build_validator(args, rt, val_data, bn_data)
     checkpoint = find_checkpoint(checkpoints, args.resume, rt)
     if args.model_load_path and checkpoint is None:  # (a checkpoint holds every parameter)
         load_initial_weights(args, rt)
     rt.comm.broadcast_parameters(nn.get_parameters(grad_only=False))
 
-    ema = WeightEma(nn.get_parameters(), args.ema_decay) if args.ema_decay else None
+    ema = WeightEma(nn.get_parameters(), args.ema_decay, rt.float_ctx) if args.ema_decay \
+        else None
     state = TrainingState(spec, rt.comm, build_solver(spec), train_data, graph, ema)
     if rt.comm.is_main:
         check_room_for_outputs(monitor_path)
@@ -338,6 +335,18 @@ def claim_monitor_path(monitor_path: str, checkpoints: str, rt: Runtime) -> Opti
         for path in remove_stale_temporaries(folder):
             rt.log(f"removed {path}, left by an interrupted write")
     return lock
+
+
+def build_validator(args: argparse.Namespace, rt: Runtime, val_data: Optional[ImageBatches],
+                    bn_data: Optional[ImageBatches]) -> Optional[Validator]:
+    """The evaluation network on the training parameters (None without validation data), in
+    the training precision as validation.py's, so the two give the same numbers (the loss and
+    errors are in float32 in both)."""
+    if val_data is None:
+        return None
+    return Validator(build_evaluation_graph(
+        args.arch, val_data.image_shape, args.num_classes, args.channel_last, rt.ctx),
+        val_data, bn_data)
 
 
 def build_datasets(args: argparse.Namespace, config: TrainConfig, rt: Runtime

@@ -1,5 +1,6 @@
-"""Shared fixtures: the repository on sys.path, a clean NNabla parameter scope per test, and
-the train.py run that many tests read, made once for all pytest-xdist workers."""
+"""Shared fixtures: the repository on sys.path, a clean NNabla parameter scope per test, the
+CPU half-precision context, and the train.py run that many tests read, made once for all
+pytest-xdist workers."""
 import fcntl
 import os
 import pickle
@@ -70,6 +71,20 @@ def fresh_parameters():
     nn.clear_parameters()
     yield
     nn.clear_parameters()
+
+
+@pytest.fixture
+def half_context():
+    """NNabla's CPU half-precision context as the default, as `-t half` sets cudnn:half on a
+    GPU: the GPU path's precision reached without a GPU. The previous default after."""
+    import nnabla as nn
+    from nnabla.ext_utils import get_extension_context
+
+    before = nn.get_current_context()
+    ctx = get_extension_context("cpu", type_config="half")
+    nn.set_default_context(ctx)
+    yield ctx
+    nn.set_default_context(before)
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,20 @@ import pytest
 from data_fixtures import load_images, make_batches
 from eval_fixtures import DEMO, demo_val_images, make_weight_file, randomise_parameters
 
+import train
 from models import build_network
+from utils import cli
 from utils.comm import Communicator
-from utils.evaluation import EvaluationResult, build_evaluation_graph, evaluate, record
+from utils.context import float_context
+from utils.evaluation import (
+    EvaluationResult,
+    build_evaluation_graph,
+    evaluate,
+    network_for_weights,
+    record,
+)
 from utils.file_list import FileList
+from utils.runtime import Runtime
 from utils.weights import (
     Layout,
     WeightFileError,
@@ -72,6 +82,34 @@ def test_evaluation_graph_shares_the_training_parameters():
     graph = build_evaluation_graph("mobilenet_v3_small", (4, 3, SIZE, SIZE), 10)
     assert list(nn.get_parameters(grad_only=False)) == before
     assert graph.probabilities.shape == (4, 10) and graph.sums.shape == (3,)
+
+
+def contexts_of(output: nn.Variable) -> set:
+    """(backends, array class) of every function that computes `output`."""
+    found = set()
+    output.visit(lambda f: found.add((tuple(f.context.backend), f.context.array_class)))
+    return found
+
+
+def test_train_and_validation_run_the_network_in_the_training_precision(
+        demo13, half_context, tmp_path):
+    """Under -t half (cudnn:half on a GPU; the CPU's half context here) train.py's validation
+    between epochs and validation.py build their network in the training context, as the
+    official does, with the loss and errors in float32: the same numbers from both."""
+    rt = Runtime(half_context, float_context(half_context), "cpu", Communicator(), 0)
+    args = train.parse_args(["-a", "resnet18", "--num-classes", "10", "--spatial-size",
+                             str(SIZE), "-t", "half"])
+    pipeline = cli.input_pipeline(args, rt, None)
+    between_epochs = train.build_validator(
+        args, rt, pipeline.batches(demo13, 4, training=False), None).graph
+    nn.clear_parameters()
+    weights = open_weight_file(str(make_weight_file(tmp_path / "w.h5", "resnet18")), "resnet18")
+    _, alone = network_for_weights(weights, "resnet18", 10, demo13, 4, rt, pipeline)
+    training = (tuple(half_context.backend), half_context.array_class)
+    for script, graph in (("train.py", between_epochs), ("validation.py", alone)):
+        assert contexts_of(graph.scores) == {training}, script
+        for metric in (graph.sums, graph.probabilities):
+            assert metric.parent.context.backend == rt.float_ctx.backend, script
 
 
 def test_mismatched_batches_are_refused(demo13):
