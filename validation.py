@@ -155,7 +155,7 @@ def read_recompute_list(args: argparse.Namespace, num_classes: int) -> FileList:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    rt = setup_runtime(args)
+    rt = setup_runtime(args, device_gradients=False)  # (host reductions only)
     comm = rt.comm
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
     if comm.is_main:  # fail now, not after the evaluation

@@ -102,7 +102,8 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
     group = parser.add_argument_group("runtime")
     group.add_argument("-c", "--context", choices=CONTEXTS, default="auto",
                        help="compute back end: auto picks cudnn when the CUDA extension and a "
-                            "GPU are usable, else cpu (default: %(default)s)")
+                            "GPU are usable, else cpu; cuda runs as cudnn (NNabla's pooling has "
+                            "GPU kernels in cuDNN only) (default: %(default)s)")
     group.add_argument("-d", "--device-id", type=non_negative_int, default=0,
                        help="the GPU of a single process; under several ranks each rank "
                             "uses the GPU of its local rank (NNabla's multi-GPU rule: choose "

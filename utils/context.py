@@ -1,6 +1,8 @@
 """Choose NNabla's compute context: cuDNN when the CUDA extension and a GPU exist, else CPU."""
 from __future__ import annotations
 
+from typing import Tuple
+
 from nnabla.ext_utils import get_extension_context
 
 from .startup import quiet_nnabla_info
@@ -26,21 +28,32 @@ def gpu_available() -> bool:
     return gpu_count() > 0
 
 
-def select_context(context: str = "auto", device_id: int = 0, type_config: str = "float"):
-    """Return (NNabla context, backend name, a sentence saying why it was chosen)."""
+def chosen_backend(context: str, gpu: bool) -> Tuple[str, str]:
+    """(NNabla backend, why) for -c `context` on a machine with (`gpu`) or without a GPU.
+
+    `-c cuda` runs as cudnn: NNabla's pooling and LogSoftmax have their CUDA kernels in the
+    cuDNN extension only, so under plain `cuda` they would run on the host, copying every
+    activation there and back, and fail outright on NHWC (--channel-last).
+    """
     if context not in CONTEXTS:
         raise ValueError(f"unknown context '{context}'; choose from {', '.join(CONTEXTS)}")
+    if context == "auto":
+        if gpu:
+            return "cudnn", "auto: CUDA extension and a GPU found"
+        return "cpu", "auto: no usable GPU (CUDA extension or device missing)"
+    if context == "cuda":
+        return "cudnn", ("-c cuda runs as cudnn (NNabla's pooling and LogSoftmax have GPU "
+                         "kernels in cuDNN only)")
+    return context, "as requested"
+
+
+def select_context(context: str = "auto", device_id: int = 0, type_config: str = "float"):
+    """Return (NNabla context, backend name, a sentence saying why it was chosen)."""
     if type_config not in TYPE_CONFIGS:
         raise ValueError(f"unknown type config '{type_config}'; choose float or half")
-    if context == "auto":
-        if gpu_available():
-            context, why = "cudnn", "auto: CUDA extension and a GPU found"
-        else:
-            context, why = "cpu", "auto: no usable GPU (CUDA extension or device missing)"
-    else:
-        why = "as requested"
-    ctx = get_extension_context(context, device_id=str(device_id), type_config=type_config)
-    return ctx, context, f"context {context} ({type_config}, device {device_id}): {why}"
+    backend, why = chosen_backend(context, context == "auto" and gpu_available())
+    ctx = get_extension_context(backend, device_id=str(device_id), type_config=type_config)
+    return ctx, backend, f"context {backend} ({type_config}, device {device_id}): {why}"
 
 
 def float_context(ctx):

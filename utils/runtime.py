@@ -36,7 +36,7 @@ _active_comm: Communicator = Communicator()
 class Runtime:
     ctx: object
     float_ctx: object
-    backend: str  # "cpu", "cuda" or "cudnn"
+    backend: str  # "cpu" or "cudnn" (-c cuda runs as cudnn)
     comm: Communicator
     device_id: int
     # Lines held back until the run says something else (see `log`).
@@ -61,11 +61,13 @@ class Runtime:
         self.pending.append(message)
 
 
-def setup_runtime(args: argparse.Namespace) -> Runtime:
+def setup_runtime(args: argparse.Namespace, device_gradients: bool = True) -> Runtime:
     """Choose the context (one GPU per local rank) and the communicator; log the choice.
 
     On the CPU `-t half` becomes float (in `args` too): NNabla's CPU half precision is
     ~200x slower. A GPU context without NNabla's CUDA extension is a one-line user error.
+    A script that reduces only values on the host (`device_gradients` False: validation)
+    gets MPI alone, without NCCL and its Open MPI and GPU-per-rank needs.
     """
     global _active_comm
     ranks = read_launch().tasks
@@ -88,7 +90,8 @@ def setup_runtime(args: argparse.Namespace) -> Runtime:
         why += "; -t half runs in float on the CPU (NNabla's CPU half is ~200x slower)"
     nn.set_default_context(ctx)
     hang_timeout = getattr(args, "hang_timeout", 0) or MPI_START_TIMEOUT
-    comm = create_communicator(backend, ctx, min(hang_timeout, MPI_START_TIMEOUT))
+    comm = create_communicator(backend if device_gradients else "cpu", ctx,
+                               min(hang_timeout, MPI_START_TIMEOUT))
     _active_comm = comm
     if comm.size > 1:
         sys.excepthook = _abort_job

@@ -1,0 +1,30 @@
+"""The compute back end each -c value gets (utils/context.py), decided without a GPU."""
+from __future__ import annotations
+
+import pytest
+
+from utils.context import chosen_backend, select_context
+
+
+@pytest.mark.parametrize("context, gpu, backend", [
+    ("auto", True, "cudnn"), ("auto", False, "cpu"), ("cpu", True, "cpu"),
+    ("cudnn", False, "cudnn"), ("cuda", True, "cudnn"), ("cuda", False, "cudnn"),
+])
+def test_each_context_flag_gets_its_backend(context, gpu, backend):
+    assert chosen_backend(context, gpu)[0] == backend
+
+
+def test_cuda_runs_as_cudnn_and_says_why():
+    """Plain CUDA would run pooling and LogSoftmax on the host (and fail on NHWC)."""
+    assert chosen_backend("cuda", True)[1] == ("-c cuda runs as cudnn (NNabla's pooling and "
+                                               "LogSoftmax have GPU kernels in cuDNN only)")
+
+
+def test_an_unknown_context_or_precision_is_refused():
+    with pytest.raises(ValueError, match="unknown context 'gpu'"):
+        chosen_backend("gpu", True)
+    with pytest.raises(ValueError, match="unknown type config 'bf16'"):
+        select_context("cpu", 0, "bf16")
+    ctx, backend, why = select_context("cpu", 0, "float")
+    assert (backend, ctx.backend[0], why) == ("cpu", "cpu:float",
+                                              "context cpu (float, device 0): as requested")
