@@ -15,9 +15,10 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
+SHM = "/dev/shm"
 # A requeued job may start again only after its credential expired (cred_expire + 1 s).
 CRED_EXPIRE = 5
 
@@ -63,6 +64,7 @@ class SlurmCluster:
     cpus: int = 2
     node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     pids: Dict[str, int] = field(default_factory=dict)
+    shm_before: Set[str] = field(default_factory=set)
 
     @property
     def env(self) -> Dict[str, str]:
@@ -72,6 +74,7 @@ class SlurmCluster:
         return env
 
     def start(self) -> SlurmCluster:
+        self.shm_before = set(os.listdir(SHM))
         self.folder.mkdir(parents=True, exist_ok=True)
         for sub in ("state", "spool"):
             (self.folder / sub).mkdir(exist_ok=True)
@@ -167,7 +170,16 @@ class SlurmCluster:
         return None
 
     def stop(self) -> None:
-        """Stop the daemons by PID, slurmd first; wait until each is gone."""
+        """Stop the daemons by PID, slurmd first; wait until each is gone. Then remove the
+        MPICH segments the cluster's killed jobs left in /dev/shm (no process maps them)."""
+        self._stop_daemons()
+        mapped = _mapped_files()
+        for name in set(os.listdir(SHM)) - self.shm_before:
+            path = os.path.join(SHM, name)
+            if name.startswith("mpich_shm_") and path not in mapped:
+                Path(path).unlink(missing_ok=True)
+
+    def _stop_daemons(self) -> None:
         for name in reversed(DAEMONS):
             pid = self.pids.pop(name, None)
             if pid is None:
@@ -181,6 +193,18 @@ class SlurmCluster:
                 time.sleep(0.02)
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _mapped_files() -> Set[str]:
+    """The files some process of this machine has mapped (segments in use)."""
+    mapped: Set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(line.split(None, 5)[-1].strip() for line in maps.read_text().splitlines()
+                          if SHM in line)
+        except OSError:
+            continue
+    return mapped
 
 
 def _alive(pid: int) -> bool:
