@@ -28,7 +28,6 @@ from .launch import (
     SrunStep,
     StartupGuard,
     launch_problem,
-    read_launch,
     task_index,
     world_problem,
 )
@@ -230,11 +229,11 @@ def _refuse(problem: Optional[str]) -> None:
     raise UsageError(problem)
 
 
-def create_communicator(backend: str = "cpu", ctx=None,
+def create_communicator(launch: Launch, backend: str = "cpu", ctx=None,
                         start_timeout: float = MPI_START_TIMEOUT) -> Communicator:
-    """The communicator for this process: MPI-based when a launcher started several; a
-    launch that cannot form one world is a `UsageError` (see `utils.launch`)."""
-    launch = read_launch()
+    """The communicator for this process (`launch`: `utils.launch.read_launch()`'s):
+    MPI-based when a launcher started several; a launch that cannot form one world is a
+    `UsageError` (see `utils.launch`)."""
     _refuse(launch_problem(launch))  # (what is known without loading MPI)
     if not launch.parallel:
         return Communicator()

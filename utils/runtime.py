@@ -70,9 +70,9 @@ def setup_runtime(args: argparse.Namespace, device_gradients: bool = True) -> Ru
     gets MPI alone, without NCCL and its Open MPI and GPU-per-rank needs.
     """
     global _active_comm
-    ranks = read_launch().tasks
+    launch, rank_on_node = read_launch(), local_rank()
     # NNabla's multi-GPU communicator puts each rank on the GPU of its local rank.
-    device_id = local_rank() if ranks > 1 else int(args.device_id)
+    device_id = rank_on_node if launch.parallel else int(args.device_id)
     try:
         ctx, backend, why = select_context(args.context, device_id, args.type_config)
     except ImportError as e:
@@ -80,7 +80,7 @@ def setup_runtime(args: argparse.Namespace, device_gradients: bool = True) -> Ru
                          f"(requirements-gpu.txt), not installed here ({e}); use -c auto "
                          "or cpu") from None
     if backend != "cpu":
-        problem = gpu_problem(local_rank(), int(args.device_id), gpu_count(), ranks,
+        problem = gpu_problem(rank_on_node, int(args.device_id), gpu_count(), launch.tasks,
                               os.environ.get("CUDA_VISIBLE_DEVICES"))
         if problem:
             raise UsageError(problem)
@@ -90,7 +90,7 @@ def setup_runtime(args: argparse.Namespace, device_gradients: bool = True) -> Ru
         why += "; -t half runs in float on the CPU (NNabla's CPU half is ~200x slower)"
     nn.set_default_context(ctx)
     hang_timeout = getattr(args, "hang_timeout", 0) or MPI_START_TIMEOUT
-    comm = create_communicator(backend if device_gradients else "cpu", ctx,
+    comm = create_communicator(launch, backend if device_gradients else "cpu", ctx,
                                min(hang_timeout, MPI_START_TIMEOUT))
     _active_comm = comm
     if comm.size > 1:
