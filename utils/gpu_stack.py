@@ -199,8 +199,13 @@ def stack_report(env: Mapping[str, str] = os.environ) -> List[Tuple[str, bool, s
     import mpi4py
 
     mpi4py.rc.initialize = False
-    from mpi4py import MPI
-
+    try:
+        from mpi4py import MPI
+    except RuntimeError as e:  # mpi4py finds no MPI library at all
+        rows.append(("multi-GPU (Open MPI + NCCL)", False,
+                     f"{str(e).splitlines()[0]}: install Open MPI (openmpi-bin, "
+                     f"libopenmpi-dev) ({GPU_DOC})"))
+        return rows
     version = MPI.Get_library_version()
     problem = nccl_mpi_problem(version, loaded_libmpi(), extension_libmpi(env, cache),
                                extension_libnccl(env, cache))
