@@ -29,3 +29,16 @@ def test_a_removed_folder_is_made_again_with_a_warning(tmp_path, capsys):
     metadata = accumulator(tmp_path).summary_metadata  # (the new file's HParams session)
     assert {"_hparams_/experiment", "_hparams_/session_start_info",
             "_hparams_/session_end_info"} <= set(metadata)
+
+
+def test_integers_beyond_int64_reach_hparams_as_text(tmp_path):
+    """`-e 9223372036854775808` ended in "ufunc 'isnan' not supported" inside tensorboardX."""
+    from utils.tensorboard import flatten
+
+    flat = flatten({"epochs": 2**63, "seed": 2**63 - 1, "small": -2**63, "huge": -2**63 - 1})
+    assert flat == {"epochs": "9223372036854775808", "seed": 2**63 - 1, "small": -2**63,
+                    "huge": "-9223372036854775809"}
+    board = TensorBoard(tensorboard_folder(str(tmp_path)), 0)
+    board.hparams(flat, ["Validation/top1_error"], 0)
+    board.close()
+    assert "_hparams_/experiment" in accumulator(tmp_path).summary_metadata

@@ -50,13 +50,16 @@ def tensorboard_folder(monitor_path: str) -> str:
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """`{"a": {"b": 1}}` -> `{"a.b": 1}`; numbers, strings and booleans stay, None and
-    anything else (lists, tuples) become their text."""
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`; numbers, strings and booleans stay, None,
+    integers beyond int64 and anything else (lists, tuples) become their text."""
     flat: Dict[str, Any] = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten(value, name + "."))
+        elif isinstance(value, int) and not isinstance(value, bool) \
+                and not -2**63 <= value < 2**63:
+            flat[name] = str(value)  # (HParams keeps numbers as int64 or float64)
         elif isinstance(value, (bool, int, float, str)):
             flat[name] = value
         else:
