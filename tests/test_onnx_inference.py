@@ -1,0 +1,68 @@
+"""utils/onnx_inference.py: a weight file's ONNX model exported once, verified, cached by the
+file's content, and run by ONNX Runtime with the logits of NNabla (issue 33, item 1's core)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from eval_fixtures import make_weight_file
+
+from utils.model_export import build_inference_graph, load_weights, sample_images
+from utils.onnx_inference import (
+    ModelKey,
+    OnnxNetwork,
+    file_digest,
+    onnx_model,
+    threads_per_rank,
+)
+from utils.weights import open_weight_file
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return open_weight_file(str(make_weight_file(
+        tmp_path_factory.mktemp("w") / "r18.h5", "resnet18", num_classes=10)), "resnet18")
+
+
+def test_the_model_is_exported_once_and_gives_nnablas_logits(weights, tmp_path):
+    path, check = onnx_model(weights, "resnet18", 10, 4, (32, 32), folder=str(tmp_path))
+    assert check is not None and check.passed and check.top1_agreements == 4
+    assert os.path.basename(path) == (f"resnet18-{file_digest(weights.path)[:16]}-10c-b4-"
+                                      "32x32-opset11.onnx")
+    written = os.stat(path).st_mtime_ns
+    again, check_again = onnx_model(weights, "resnet18", 10, 4, (32, 32), folder=str(tmp_path))
+    assert (again, check_again) == (path, None) and os.stat(path).st_mtime_ns == written
+
+    graph = build_inference_graph("resnet18", 10, 4, (32, 32))
+    load_weights(graph, weights)
+    images = sample_images((4, 3, 32, 32), seed=7)
+    network = OnnxNetwork(path, threads=1)
+    assert network.input_shape == (4, 3, 32, 32)
+    np.testing.assert_allclose(network.logits(images), graph.forward(images), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_the_name_follows_the_content_and_the_shape(weights, tmp_path):
+    key = ModelKey("ab" * 32, "resnet18", 10, 4, (32, 32))
+    assert key.file_name() == "resnet18-abababababababab-10c-b4-32x32-opset11.onnx"
+    assert ModelKey("cd" * 32, "resnet18", 10, 4, (32, 32)).file_name() != key.file_name()
+    assert ModelKey("ab" * 32, "resnet18", 10, 8, (32, 32)).file_name() != key.file_name()
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(open(weights.path, "rb").read())
+    assert file_digest(str(copy)) == file_digest(weights.path)
+    with open(copy, "r+b") as f:  # one byte changed: another digest
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    assert file_digest(str(copy)) != file_digest(weights.path)
+
+
+def test_the_cores_are_shared_among_a_machines_ranks():
+    assert threads_per_rank(1, cores=8) == 8
+    assert threads_per_rank(2, cores=8) == 4
+    assert threads_per_rank(3, cores=2) == 1
+    assert threads_per_rank(1) == len(os.sched_getaffinity(0))
