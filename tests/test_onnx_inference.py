@@ -66,3 +66,47 @@ def test_the_cores_are_shared_among_a_machines_ranks():
     assert threads_per_rank(2, cores=8) == 4
     assert threads_per_rank(3, cores=2) == 1
     assert threads_per_rank(1) == len(os.sched_getaffinity(0))
+
+
+def test_evaluation_through_onnx_runtime_counts_what_nnabla_counts(weights, tmp_path,
+                                                                     monkeypatch):
+    """The same weight file over 40 demo images: the same top-1 and top-5 error counts, the
+    loss within float32 rounding; the model exported into the cache once."""
+    import nnabla as nn
+    from eval_fixtures import DEMO, demo_val_images
+
+    import train
+    from utils import cli
+    from utils.comm import Communicator
+    from utils.context import float_context, select_context
+    from utils.evaluation import evaluate, network_for_weights
+    from utils.file_list import FileList
+    from utils.runtime import Runtime
+
+    monkeypatch.setenv("NNABLA_IMAGENET_CACHE", str(tmp_path / "cache"))
+    images = demo_val_images(40)
+    files = FileList(str(DEMO / "val"), [n for n, _ in images],
+                     np.array([c for _, c in images], np.int32))
+    ctx = select_context("cpu")[0]
+    logged = []
+    rt = Runtime(ctx, float_context(ctx), "cpu", Communicator(), 0)
+    rt.log = logged.append
+    args = train.parse_args(["-a", "resnet18", "--num-classes", "10", "--spatial-size", "32"])
+    pipeline = cli.input_pipeline(args, rt, None)
+    results = {}
+    for runtime in ("nnabla", "onnxruntime"):
+        nn.clear_parameters()
+        batches, graph = network_for_weights(weights, "resnet18", 10, files, 8, rt, pipeline,
+                                             runtime=runtime)
+        with batches:
+            results[runtime] = evaluate(graph, batches, Communicator(), progress=False)
+    ours, theirs = results["nnabla"], results["onnxruntime"]
+    assert theirs.num_images == ours.num_images == 40
+    assert round(theirs.top1_error * 40) == round(ours.top1_error * 40)
+    assert round(theirs.top5_error * 40) == round(ours.top5_error * 40)
+    assert 0 < ours.top5_error < 1
+    assert theirs.loss == pytest.approx(ours.loss, rel=1e-4)
+    exported = list((tmp_path / "cache" / "onnx").glob("resnet18-*-10c-b8-32x32-opset11.onnx"))
+    assert len(exported) == 1
+    assert any(line.startswith("onnxruntime ") and "(exported and verified:" in line
+               for line in logged)

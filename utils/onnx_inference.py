@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .comm import Communicator
 from .download import cache_dir
 from .model_export import (
     DEFAULT_OPSET,
@@ -26,6 +28,7 @@ from .model_export import (
     check_onnx_support,
     export,
     load_weights,
+    onnxruntime_name,
 )
 from .weights import WeightFile
 
@@ -106,3 +109,23 @@ class OnnxNetwork:
         """The network's outputs for a batch of normalised NCHW float32 images."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(
             images, dtype=np.float32)})[0]
+
+
+def onnx_network(weights: WeightFile, arch: str, num_classes: int,
+                 image_shape: Sequence[int], comm: Communicator,
+                 log: Callable[[str], None]) -> OnnxNetwork:
+    """The ONNX Runtime network for batches of `image_shape` (NCHW): exported by rank 0
+    while the others wait (then found in the cache), run with this machine's cores shared
+    among its ranks."""
+    batch, _, height, width = image_shape
+    check = None
+    if comm.is_main:
+        path, check = onnx_model(weights, arch, num_classes, batch, (height, width))
+    comm.barrier()
+    if not comm.is_main:
+        path, _ = onnx_model(weights, arch, num_classes, batch, (height, width))
+    hosts = comm.all_gather_object(socket.gethostname())
+    threads = threads_per_rank(hosts.count(hosts[comm.rank]))
+    log(f"{onnxruntime_name()}, {threads} thread(s) per rank: {path}"
+        + (f" (exported and verified: {check.summary()})" if check else " (cached)"))
+    return OnnxNetwork(path, threads)
