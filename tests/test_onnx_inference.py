@@ -27,6 +27,7 @@ def weights(tmp_path_factory):
         tmp_path_factory.mktemp("w") / "r18.h5", "resnet18", num_classes=10)), "resnet18")
 
 
+@pytest.mark.slow  # (an export and its verification)
 def test_the_model_is_exported_once_and_gives_nnablas_logits(weights, tmp_path):
     path, check = onnx_model(weights, "resnet18", 10, 4, (32, 32), folder=str(tmp_path))
     assert check is not None and check.passed and check.top1_agreements == 4
@@ -68,6 +69,7 @@ def test_the_cores_are_shared_among_a_machines_ranks():
     assert threads_per_rank(1) == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.slow  # (an export, two evaluations)
 def test_evaluation_through_onnx_runtime_counts_what_nnabla_counts(weights, tmp_path,
                                                                      monkeypatch):
     """The same weight file over 40 demo images: the same top-1 and top-5 error counts, the

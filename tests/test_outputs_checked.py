@@ -43,6 +43,7 @@ def test_the_rule_itself(tmp_path):
     assert mine.read_text() == "kept\n"
 
 
+@pytest.mark.slow  # (runs the script)
 def test_benchmark_refuses_a_folder_and_a_users_file_before_measuring(tmp_path):
     folder = run_script("benchmark.py", *SMALL, "-o", tmp_path)
     assert one_line(folder) == (f"error: -o {tmp_path} is a folder; name the file to write, "
@@ -57,6 +58,7 @@ def test_benchmark_refuses_a_folder_and_a_users_file_before_measuring(tmp_path):
         assert users.read_bytes() == content
 
 
+@pytest.mark.slow  # (runs the script)
 def test_benchmark_replaces_its_own_csv_and_says_so(tmp_path):
     out = tmp_path / "bench.csv"
     first = run_script("benchmark.py", *SMALL, "-o", out, check=True)
@@ -68,6 +70,7 @@ def test_benchmark_replaces_its_own_csv_and_says_so(tmp_path):
     assert out.read_text().splitlines()[1].startswith("resnet18,32,32,")
 
 
+@pytest.mark.slow  # (runs the script)
 def test_benchmark_refuses_an_input_batch_that_cannot_fit(tmp_path):
     result = run_script("benchmark.py", "-a", "resnet18", "-b", "64", "--spatial-size",
                         "100000", "-o", tmp_path / "b.csv")
@@ -94,6 +97,7 @@ def weights(tmp_path_factory) -> Path:
     return make_weight_file(tmp_path_factory.mktemp("w") / "r18.h5", "resnet18")
 
 
+@pytest.mark.slow  # (runs the script)
 @pytest.mark.parametrize("name", ["keep.onnx", "keep.nnp"])
 def test_export_keeps_a_file_that_is_not_a_model(weights, tmp_path, name):
     keep = tmp_path / name
@@ -106,6 +110,7 @@ def test_export_keeps_a_file_that_is_not_a_model(weights, tmp_path, name):
     assert keep.read_text() == "not a model\n"
 
 
+@pytest.mark.slow  # (runs the script)
 def test_export_replaces_its_own_model_and_refuses_a_folder(weights, tmp_path):
     out = tmp_path / "m.nnp"
     args = [weights, "-a", "resnet18", "--num-classes", "10", "--spatial-size", "32"]
@@ -118,6 +123,7 @@ def test_export_replaces_its_own_model_and_refuses_a_folder(weights, tmp_path):
         f"error: -o {folder} is a folder; name the file to write, e.g. {folder}/model.onnx")
 
 
+@pytest.mark.slow  # (runs the script)
 def test_export_refuses_a_test_batch_that_cannot_fit(weights, tmp_path):
     result = run_script("export.py", weights, "-a", "resnet18", "--num-classes", "10",
                         "--spatial-size", "100000", "-b", "64", "-o", tmp_path / "m.nnp")
