@@ -1,5 +1,5 @@
-"""The table of recipe keys (docs/recipe-keys.md): rendered from the declarations, equal to them, and
-saying what they do."""
+"""The table of recipe keys (docs/recipe-keys.md): rendered from the declarations, equal to
+them, and saying what they do."""
 from __future__ import annotations
 
 import pytest
