@@ -83,19 +83,21 @@ def weight_stand_in(path: Path, arch: str, layout: str) -> Path:
 
 def isolated_venv(venv: Path, source: Path = Path(sys.prefix)) -> Path:
     """A virtual environment at `venv` that imports the packages of `source` (a .pth file) and
-    runs its programs (`mpirun`, `tensorboard`: symbolic links), but whose own site-packages
-    and install stamps are its own: a set-up command run in the sandbox installs, if at all,
-    into it, never into `source`, the environment running the tests."""
+    runs its programs and libraries (`mpirun`, `tensorboard`, `libmpi.so`: symbolic links), but
+    whose own site-packages and install stamps are its own: a set-up command run in the sandbox
+    installs, if at all, into it, never into `source`, the environment running the tests."""
     home = dict(line.split(" = ", 1) for line in
                 (source / "pyvenv.cfg").read_text().splitlines() if " = " in line)["home"]
     base = Path(home) / f"python{sys.version_info.major}.{sys.version_info.minor}"
     subprocess.run([str(base), "-m", "venv", "--without-pip", str(venv)], check=True)
     purelib = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
     Path(purelib, "test-environment.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    for program in (source / "bin").iterdir():
-        if not (venv / "bin" / program.name).exists() and not program.name.startswith(
-                ("activate", "Activate", "python", "pip")):
-            (venv / "bin" / program.name).symlink_to(program)
+    for folder in ("bin", "lib", "include", "share"):  # programs, MPI's libmpi.so, ...
+        (venv / folder).mkdir(exist_ok=True)
+        for entry in (source / folder).iterdir() if (source / folder).is_dir() else ():
+            if not (venv / folder / entry.name).exists() and not entry.name.startswith(
+                    ("activate", "Activate", "python", "pip")):
+                (venv / folder / entry.name).symlink_to(entry)
     if (source / ".installed").is_dir():  # what is installed: set-up installs nothing more
         shutil.copytree(source / ".installed", venv / ".installed")
     return venv
