@@ -10,7 +10,8 @@ refuses (each such command is first run with it, to see the refusal, and the dro
 warning); `-t half` is kept (it runs in float on a CPU, and says so). No case depends on
 another having run: a command that reads what another writes (a list file, a training run)
 has that command run first if its output is missing (`PRODUCERS`), and the result is reused
-when that command's own case comes.
+when that command's own case comes. The sandbox's `.venv` is its own (it sees the test
+environment's packages), so the set-up commands run there cannot install into the developer's.
 """
 from __future__ import annotations
 
@@ -243,6 +244,17 @@ def sandbox(tmp_path_factory):
     box = Sandbox(readme_sandbox.build(tmp_path_factory.mktemp("readme") / "checkout"))
     assert not (box.root / ".venv").is_symlink()  # set-up there installs into its own
     return box
+
+
+def test_the_sandbox_installs_into_its_own_environment(sandbox):
+    """A set-up command run there cannot install into the environment running the tests."""
+    result = subprocess.run(
+        [str(sandbox.root / ".venv" / "bin" / "python"), "-c",
+         "import sys, sysconfig, nnabla, mpi4py; print(sys.prefix); "
+         "print(sysconfig.get_path('purelib'))"], capture_output=True, text=True, check=True)
+    prefix, purelib = result.stdout.split()
+    assert Path(prefix) == sandbox.root / ".venv" and Path(purelib).is_relative_to(prefix)
+    assert not Path(prefix).is_symlink() and Path(sys.prefix).resolve() != Path(prefix)
 
 
 def check_setup(argv, result, box):
