@@ -7,6 +7,7 @@ these tests fail until it exists.
 """
 from __future__ import annotations
 
+import importlib
 import re
 
 import pytest
@@ -59,3 +60,34 @@ def test_each_walkthrough_says_what_it_needs_gives_and_costs():
 def test_the_recipe_key_generator_names_its_page():
     text = (REPO / "docs" / "recipe-keys.md").read_text()
     assert "python -m utils.recipe_table docs/recipe-keys.md" in text
+
+
+def help_of(script: str, capsys) -> str:
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    return capsys.readouterr().out
+
+
+def test_the_short_flag_table_is_what_the_scripts_say(capsys):
+    """Each pairing of a short flag and a long one in the troubleshooting table is one the
+    script's --help shows."""
+    text = (REPO / "docs" / "troubleshooting.md").read_text()
+    table = text.split("## The same short flag", 1)[1].split("\n## ", 1)[0]
+    columns = ["train", "validation", "create_input_files"]
+    pairs = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not re.fullmatch(r"`-\w`", cells[0]):
+            continue
+        short = cells[0].strip("`")
+        for script, cell in zip(columns, cells[1:4]):
+            if cell and not cell.startswith("("):
+                pairs.append((script, short, re.search(r"`(--[\w-]+)`", cell).group(1)))
+        for script, long in re.findall(r"`(\w+)\.py`: `(--[\w-]+)`", cells[4]):
+            pairs.append((script, short, long))
+    assert len(pairs) >= 10
+    helps = {script: help_of(script, capsys) for script in {p[0] for p in pairs}}
+    metavar = r"( (?:\{[^}]*\}|[^,\n])+)?"  # FILE [FILE ...], {nchw,nhwc}
+    wrong = [p for p in pairs if not re.search(rf"\s{p[1]}{metavar}, {p[2]}\b", helps[p[0]])]
+    assert wrong == []
