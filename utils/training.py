@@ -84,8 +84,9 @@ def draws_global_random(*outputs: nn.Variable) -> bool:
     generator, the one `nn.seed` sets: those of NNabla's functions that take a `seed` and
     were given -1 (dropout, rand, randn, randint, the random_* and image_augmentation, ...).
 
-    Without one, re-seeding is useless work: NNabla-CUDA destroys and recreates its cuRAND
-    generator after every `nn.seed`.
+    Only these make `nn.seed` matter: a graph without one is not re-seeded every iteration
+    (each `nn.seed` costs host time, and NNabla-CUDA replaces its cuRAND generator the next
+    time a function draws: the price of an exact resume for the graphs that do draw).
     """
     found = []
 
