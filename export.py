@@ -36,7 +36,7 @@ from utils.model_export import (
 from utils.runtime import run
 from utils.weights import open_weights
 
-VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (see the README)
+VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (docs/deployment.md)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
