@@ -67,12 +67,14 @@ def onnx_cache_dir() -> str:
 
 def onnx_model(weights: WeightFile, arch: str, num_classes: int, batch_size: int,
                spatial_size: Tuple[int, int], folder: Optional[str] = None,
-               tolerance: float = DEFAULT_TOLERANCE) -> Tuple[str, Optional[Check]]:
+               tolerance: float = DEFAULT_TOLERANCE, opset: int = DEFAULT_OPSET
+               ) -> Tuple[str, Optional[Check]]:
     """The verified ONNX model of `weights` as `arch` for batches of `batch_size` at
-    `spatial_size`: (its path, the check of a new export; None when it was cached)."""
+    `spatial_size` (`opset` 13 for a model to quantize per channel): (its path, the check of
+    a new export; None when it was cached)."""
     check_onnx_support()
     key = ModelKey(file_digest(weights.path), arch, num_classes, batch_size,
-                   tuple(spatial_size))
+                   tuple(spatial_size), opset)
     path = os.path.join(folder or onnx_cache_dir(), key.file_name())
     if os.path.isfile(path):
         return path, None
