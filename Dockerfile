@@ -5,7 +5,7 @@
 #   docker build -t nnabla-imagenet .
 #   docker run --rm --gpus all --ipc=host -v /path/to/imagenet:/data:ro \
 #       -v "$PWD/runs":/workspace/runs nnabla-imagenet python train.py --help
-#   docker run ... nnabla-imagenet mpirun -n 4 python train.py <flags as in the README>
+#   docker run ... nnabla-imagenet mpirun -n 4 python train.py <flags as in docs/training.md>
 #
 # --ipc=host (or a large --shm-size): NCCL keeps its buffers in /dev/shm, which Docker limits to
 # 64 MB by default. The host needs an NVIDIA driver for CUDA 12.0 (525 or newer) and the NVIDIA

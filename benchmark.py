@@ -38,13 +38,13 @@ import numpy as np
 
 from models import build_network, get_architecture
 from utils import cli, help_text
-from utils.atomic import atomic_write_text, check_can_create
+from utils.atomic import atomic_write_text, check_output_file
 from utils.comm import Communicator
 from utils.config import TrainConfig, load_config
-from utils.errors import UsageError
+from utils.errors import OutputError, UsageError
 from utils.evaluation import build_evaluation_graph
 from utils.lr_schedules import build_schedule
-from utils.memory import GIBIBYTE, available_memory
+from utils.memory import GIBIBYTE, available_memory, check_batch_fits
 from utils.model_stats import ModelStats, model_stats
 from utils.optim import MomentumSolver
 from utils.progress import Progress
@@ -292,12 +292,9 @@ def training_fits(stats: ModelStats, batch: int, rt: Runtime, arch: str) -> bool
 
 def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str) -> Row:
     """One architecture's row: its size, then training (if it fits), then inference."""
-    native = get_architecture(arch).resolution
-    size = tuple(args.spatial_size) if args.spatial_size else (native, native)
+    shape = input_shape(args, arch)
+    size = shape[1:3] if args.channel_last else shape[2:]
     stats = network_stats(arch, size, args.num_classes)
-    channels = 4 if args.type_config == "half" else 3  # as train.py feeds half precision
-    shape = (args.batch_size, *size, channels) if args.channel_last else \
-        (args.batch_size, channels, *size)
     nn.seed(0)
     rates: List[Optional[float]] = [None, None]
     if not args.no_train and training_fits(stats, args.batch_size, rt, arch):
@@ -313,6 +310,47 @@ def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: st
                args.type_config, rt.backend)
 
 
+def is_benchmark_csv(path: str) -> bool:
+    """Whether `path` starts with this script's CSV header (an earlier run's output)."""
+    header = csv_text([]).rstrip("\n")
+    try:
+        with open(path, newline="") as f:
+            return f.readline().rstrip("\r\n") == header
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def input_shape(args: argparse.Namespace, arch: str) -> Tuple[int, ...]:
+    """The batch the network is fed: -b images at --spatial-size (or the network's own),
+    4 channels in half precision as train.py feeds them, NHWC with --channel-last."""
+    native = get_architecture(arch).resolution
+    size = tuple(args.spatial_size) if args.spatial_size else (native, native)
+    channels = 4 if args.type_config == "half" else 3
+    return (args.batch_size, *size, channels) if args.channel_last else \
+        (args.batch_size, channels, *size)
+
+
+def check_inputs_fit(args: argparse.Namespace) -> None:
+    """Every network's random input batch (float32) fits in memory, before any is built."""
+    for arch in args.arch:
+        shape = input_shape(args, arch)
+        check_batch_fits(4 * int(np.prod(shape, dtype=np.float64)), available_memory(),
+                         f"{shape[0]} input images of {arch} ({' x '.join(map(str, shape))})",
+                         "use a smaller -b or --spatial-size", where="as float32 pixels alone")
+
+
+def write_rows(path: str, rows: Sequence[Row]) -> None:
+    """The CSV so far; if it cannot be written, the rows go to stdout first, so that what
+    was measured is not lost with the file."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write_text(path, csv_text(rows))
+    except OSError as e:
+        sys.stdout.write(table_text(rows))
+        raise OutputError(f"cannot write -o {path}: {e.strerror or e}; the rows measured are "
+                          "printed above") from None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args)  # (-t half becomes float on the CPU, and says so)
@@ -321,14 +359,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.no_infer and args.no_train:
         raise UsageError("--no-infer and --no-train leave nothing to measure")
     config = load_config(args.train_config)
-    output_folder = os.path.dirname(os.path.abspath(args.output))
-    check_can_create(output_folder, "-o folder")
+    replacing = check_output_file(args.output, "-o", "a benchmark CSV", is_benchmark_csv,
+                                  "benchmark.csv")
+    check_inputs_fit(args)
+    if replacing:
+        rt.log(replacing)
     rows = []
     for i, arch in enumerate(args.arch):
         rows.append(measure(args, config, rt, arch))
         if rt.comm.is_main:  # after each network: a run stopped later keeps these rows
-            os.makedirs(output_folder, exist_ok=True)
-            atomic_write_text(args.output, csv_text(rows))
+            write_rows(args.output, rows)
         rt.log(f"{arch} measured ({i + 1} of {len(args.arch)})")
     if rt.comm.is_main:
         sys.stdout.write(describe_machine(rt, args) + table_text(rows))

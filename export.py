@@ -9,12 +9,15 @@ compared with the NNabla network before it is put in place. ONNX needs the expor
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
 import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
 from utils import cli, help_text
+from utils.atomic import check_output_file
+from utils.memory import available_memory, check_batch_fits
 from utils.model_export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
@@ -30,7 +33,7 @@ from utils.model_export import (
 from utils.runtime import run
 from utils.weights import open_weights
 
-VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (see the README)
+VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (docs/deployment.md)
 
 
 EXAMPLES = (
@@ -77,9 +80,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if any(output_format(path).needs_onnx for path in args.output):
+    formats = {path: output_format(path) for path in args.output}
+    if any(f.needs_onnx for f in formats.values()):
         check_onnx_support()
+    replacing = [check_output_file(path, "-o", f"an {f.name} model", f.recognise,
+                                   "model" + os.path.splitext(path)[1])
+                 for path, f in formats.items()]
     spatial_size = cli.spatial_size_of(args)
+    check_batch_fits(4 * 3 * args.batch_size * spatial_size[0] * spatial_size[1],
+                     available_memory(), f"-b {args.batch_size} test images at "
+                     f"{spatial_size[0]}x{spatial_size[1]}", "use a smaller -b or --spatial-size",
+                     where="as float32 pixels alone")
+    for note in filter(None, replacing):
+        print(note)
 
     weights = open_weights(args.weights, args.arch, not args.no_download)
     num_classes = weights.classes(args.num_classes)

@@ -520,7 +520,8 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
         if not training.batch_recorded:  # the session's first batch
             record_batch(training, batch, step)
             training.batch_recorded = True
-        nn.seed(iteration_seed(spec.seed, comm.rank, epoch, batch.iteration))
+        if graph.draws_random:  # (dropout, drop-path; not the ResNets)
+            nn.seed(iteration_seed(spec.seed, comm.rank, epoch, batch.iteration))
         loss, wrong = accumulate_gradients(
             graph, solver, batch_share(batch.num_valid, comm.size, update_images))
         updated = True

@@ -9,6 +9,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
 py=.venv/bin/python
+# pip's MPICH's mpirun; after `setup.sh --gpu` (which removes it) the system's Open MPI's.
+mpirun="$(command -v .venv/bin/mpirun || command -v mpirun)" || {
+  echo "quickstart: no mpirun: neither pip's mpich in .venv nor a system MPI on the PATH" >&2; exit 1; }
 out="${1:-runs/quickstart-$(date +%Y%m%d-%H%M%S)}"
 ranks="${QUICKSTART_RANKS:-$(nproc)}"
 epochs="${QUICKSTART_EPOCHS:-18}"
@@ -22,7 +25,7 @@ $py create_input_files.py -T data/demo/train -V data/demo/val_ground_truth.txt -
     --no-progress
 
 echo "== 2/5 training $arch for $epochs epochs on $ranks ranks"
-.venv/bin/mpirun -n "$ranks" $py train.py -a "$arch" -b 32 -C cfg/quickstart.yaml \
+"$mpirun" -n "$ranks" $py train.py -a "$arch" -b 32 -C cfg/quickstart.yaml \
     -e "$epochs" --spatial-size "$size" --num-classes 10 \
     -T data/demo/train --train-list "$out/train_label" \
     -V data/demo/val --val-list "$out/val_label" \

@@ -8,7 +8,10 @@
 #                                   (tests/test_slurm.py starts a one-node cluster), iproute2
 #                                   and openssh-server (tests/test_two_hosts.py)
 #   bash scripts/setup.sh --tensorboard  plus the TensorBoard server, to watch runs
-#   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension
+#   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension, without pip's MPICH (its
+#                                   multi-GPU communicator needs Open MPI: as root with apt,
+#                                   Debian's openmpi-bin and libopenmpi-dev); then checks the
+#                                   GPU stack (python -m utils.gpu_stack) and says what is missing
 #   bash scripts/setup.sh --export  plus ONNX export and onnxruntime (export.py)
 # PYTHON=/path/to/python3.x overrides the interpreter search.
 set -euo pipefail
@@ -24,13 +27,16 @@ add_requirements() {  # each file once, whichever options name it
   req_files+=("$1")
 }
 apt_packages=()
+gpu=0
 for arg in "$@"; do
   case "$arg" in
     --dev) add_requirements "$root/requirements-dev.txt"
            apt_packages+=(slurm-wlm munge libpmix-dev iproute2 openssh-server)
            add_requirements "$root/requirements-tensorboard.txt" ;;
     --tensorboard) add_requirements "$root/requirements-tensorboard.txt" ;;
-    --gpu) add_requirements "$root/requirements-gpu.txt" ;;
+    --gpu) add_requirements "$root/requirements-gpu.txt"
+           apt_packages+=(openmpi-bin libopenmpi-dev)
+           gpu=1 ;;
     --export) no_deps_files+=("$root/requirements-export.txt") ;;
     *) echo "setup: unknown option '$arg' (use --dev, --gpu, --export and/or --tensorboard)" >&2; exit 2 ;;
   esac
@@ -104,7 +110,14 @@ done
 if [ ${#stale[@]} -gt 0 ]; then
   echo "setup: installing $(basename -a "${stale[@]}" | tr '\n' ' ')"
   args=()
-  for f in "${req_files[@]}"; do args+=(-r "$f"); done
+  for f in "${req_files[@]}"; do
+    if [ "$gpu" = 1 ] && [ "$f" = "$root/requirements.txt" ]; then
+      # Everything but pip's MPICH, as the Dockerfile does (docs/gpu.md says why).
+      { grep -v -E '^mpich==' "$f" || true; } > "$venv/requirements-without-mpich.txt"
+      f="$venv/requirements-without-mpich.txt"
+    fi
+    args+=(-r "$f")
+  done
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"
   for f in "${no_deps_files[@]}"; do
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$f"
@@ -126,4 +139,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: apt-get installing ${missing[*]}"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y "${missing[@]}"; } \
     >/dev/null || echo "setup: apt-get could not install ${missing[*]}; the tests that need them will skip" >&2
+fi
+
+# The GPU stack: pip's MPICH out of the environment (mpi4py then runs the system's Open MPI,
+# the MPI that NNabla's multi-GPU communicator opens), then each piece checked as the CUDA
+# extension will look for it.
+if [ "$gpu" = 1 ]; then
+  if "$venv/bin/python" -m pip show --quiet mpich >/dev/null 2>&1; then
+    echo "setup: removing pip's mpich (NNabla's multi-GPU communicator needs Open MPI)"
+    "$venv/bin/python" -m pip uninstall --quiet --yes mpich
+  fi
+  echo "setup: the GPU stack (python -m utils.gpu_stack):"
+  if ! (cd "$root" && "$venv/bin/python" -m utils.gpu_stack); then
+    echo "setup: NNabla's CUDA extension is installed but cannot run here until the pieces marked MISSING are installed (see docs/gpu.md)" >&2
+    exit 1
+  fi
 fi

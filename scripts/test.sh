@@ -4,7 +4,7 @@
 # every module, in under two minutes). Either way the time taken is printed at the end.
 # The tests run on two pytest-xdist workers (one per core: NNabla's CPU backend uses one),
 # each module's tests on one worker in file order (--dist loadfile: module fixtures are built
-# once, and the README's commands run in turn). Other arguments go to pytest and override
+# once, and the commands of README.md and docs/ run in turn). Other arguments go to pytest and override
 # these, e.g. `bash scripts/test.sh -k weights`, or `-n 4` on a bigger machine.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,7 +1,9 @@
-"""A folder where the README's commands run as written, without ImageNet or published weights.
+"""A folder where the commands of the README and of docs/ run as written, without ImageNet or
+published weights.
 
 It holds the repository's entries (symbolic links, so `python train.py` and `cfg/...` resolve
-as in a checkout) and, under the names the README uses, stand-ins for what a user brings:
+as in a checkout), a `.venv` of its own (see `isolated_venv`) and, under the names the pages
+use, stand-ins for what a user brings:
 
 - `train/`: the 1000 ImageNet WordNet-ID class folders, the first few with one demo photo each
   (empty class folders are allowed, with a warning), and `val/`: the first validation images
@@ -9,6 +11,8 @@ as in a checkout) and, under the names the README uses, stand-ins for what a use
 - `photo.jpg`, `photos/`: demo photos to classify;
 - `101_ObjectCategories/`: a small fine-tuning dataset laid out as Caltech101 is, with its
   `BACKGROUND_Google` and `Faces_easy` folders;
+- `flowers/train/` and `flowers/val/`: a user's own class folders (`OWN_CLASSES`), training
+  and validation apart;
 - the evaluation sets, each with all its class folders and a few demo photos
   (`EVAL_SET_IMAGES`): ImageNetV2's numbered folders, ImageNet-A's and -R's 200 and
   ImageNet-Sketch's 1000 WordNet-ID folders, and a `real.json` of the 50,000 validation
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -54,6 +60,8 @@ EVAL_SETS: Dict[str, list] = {
 }
 EVAL_SET_IMAGES = 6
 REAL_LEFT_OUT = 3  # the validation image whose ReaL list is empty
+# The fine-tuning walkthrough's own class folders: 2 training images and 1 validation image each.
+OWN_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 NOT_LINKED = {".git", ".venv", "runs", "__pycache__", ".pytest_cache", ".ruff_cache"}
 
 
@@ -73,13 +81,35 @@ def weight_stand_in(path: Path, arch: str, layout: str) -> Path:
     return path
 
 
+def isolated_venv(venv: Path, source: Path = Path(sys.prefix)) -> Path:
+    """A virtual environment at `venv` that imports the packages of `source` (a .pth file) and
+    runs its programs and libraries (`mpirun`, `tensorboard`, `libmpi.so`: symbolic links), but
+    whose own site-packages and install stamps are its own: a set-up command run in the sandbox
+    installs, if at all, into it, never into `source`, the environment running the tests."""
+    home = dict(line.split(" = ", 1) for line in
+                (source / "pyvenv.cfg").read_text().splitlines() if " = " in line)["home"]
+    base = Path(home) / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    subprocess.run([str(base), "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
+    Path(purelib, "test-environment.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    for folder in ("bin", "lib", "include", "share"):  # programs, MPI's libmpi.so, ...
+        (venv / folder).mkdir(exist_ok=True)
+        for entry in (source / folder).iterdir() if (source / folder).is_dir() else ():
+            if not (venv / folder / entry.name).exists() and not entry.name.startswith(
+                    ("activate", "Activate", "python", "pip")):
+                (venv / folder / entry.name).symlink_to(entry)
+    if (source / ".installed").is_dir():  # what is installed: set-up installs nothing more
+        shutil.copytree(source / ".installed", venv / ".installed")
+    return venv
+
+
 def build(root: Path) -> Path:
     """Fill `root` as described in the module docstring; returns it."""
     root.mkdir(parents=True, exist_ok=True)
     for entry in REPO.iterdir():
         if entry.name not in NOT_LINKED and not entry.name.startswith("tmp."):
             (root / entry.name).symlink_to(entry)
-    (root / ".venv").symlink_to(Path(sys.prefix))  # the environment running the tests
+    isolated_venv(root / ".venv")
 
     photos = demo_photos(TRAIN_IMAGES + 4 + 30)
     for i, wnid in enumerate(imagenet_wnids()):
@@ -104,6 +134,12 @@ def build(root: Path) -> Path:
         (caltech / folder).mkdir()
         for i, src in enumerate(photos[:2]):
             shutil.copy(src, caltech / folder / f"image_{i:04d}.jpg")
+
+    for i, name in enumerate(OWN_CLASSES):  # 2 demo photos of one class per folder
+        for split, first, count in (("train", 0, 2), ("val", 2, 1)):
+            (root / "flowers" / split / name).mkdir(parents=True)
+            for j in range(first, first + count):
+                shutil.copy(photos[i + j * 10], root / "flowers" / split / name / f"{j}.jpg")
 
     for name, classes in EVAL_SETS.items():
         for i, folder in enumerate(classes):

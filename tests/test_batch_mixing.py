@@ -1,10 +1,12 @@
 """Mixup and CutMix in the graph: the official pairing, per-sample ratios, pasted boxes and the
 target weights of their areas, soft targets, and the random stream saved and restored."""
+import nnabla as nn
+import nnabla.functions as F
 import numpy as np
 import pytest
 from test_losses import LABELS, LOGITS, evaluate, expected_loss, one_hot, variable
 
-from utils.batch_mixing import MIXUP_SEED, BatchMixing
+from utils.batch_mixing import MIXUP_SEED, BatchMixing, cutmix_boxes
 from utils.losses import classification_loss, top_n_error_count
 
 
@@ -104,6 +106,7 @@ def test_both_on_switch_per_batch_and_without_cutmix_the_stream_is_the_official_
     kinds = set()
     for _ in range(40):
         both.resample()
+        both.keep.forward()  # (the map is computed in the graph)
         kinds.add(bool((both.keep.d == 0).any()))  # a pasted box: a CutMix batch
     assert kinds == {True, False}
     mixup_only = BatchMixing(0.2, 0.0, (4, 3, 8, 8), 3)
@@ -113,4 +116,91 @@ def test_both_on_switch_per_batch_and_without_cutmix_the_stream_is_the_official_
         np.testing.assert_array_equal(mixup_only.resample(),
                                       official.beta(0.2, 0.2, size=(4, 1, 1, 1)))
     both.unmix()
+    both.keep.forward()
     assert (both.keep.d == 1).all() and (both.lam.d == 1).all()
+
+
+# --------------------------------------------------------------------------- the map in the graph
+
+
+def host_mixing(rng, mixup_alpha, cutmix_alpha, switch_prob, batch, height, width):
+    """One batch's (keep (B, H, W), lam (B, 1, 1, 1)) as drawn and built on the host before
+    the map moved into the graph (the reference the graph must equal bit for bit)."""
+    cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random_sample() < switch_prob)
+    if not cutmix:
+        lam = rng.beta(mixup_alpha, mixup_alpha, size=(batch, 1, 1, 1))
+        return np.broadcast_to(lam.reshape(-1, 1, 1), (batch, height, width)), lam
+    lam = rng.beta(cutmix_alpha, cutmix_alpha, size=batch)
+    keep = np.ones((batch, height, width), np.float32)
+    for sample, (y0, y1, x0, x1) in enumerate(cutmix_boxes(lam, height, width, rng)):
+        keep[sample, y0:y1, x0:x1] = 0.0
+    return keep, keep.mean(axis=(1, 2)).reshape(batch, 1, 1, 1)
+
+
+def in_layout(keep, channel_last):
+    return keep[..., None] if channel_last else keep[:, None]
+
+
+@pytest.mark.parametrize("half", [False, True], ids=["float", "half"])
+@pytest.mark.parametrize("channel_last", [False, True])
+@pytest.mark.parametrize("alphas", [(0.0, 1.0), (0.2, 1.0), (0.0, 0.3)])
+def test_the_graph_s_map_weights_and_mixed_images_equal_the_host_s(channel_last, alphas, half,
+                                                                   request):
+    """30 batches at 13x10 (CutMix alone, both on, small boxes), in float and (as -t half
+    on a GPU) in half precision: the map, the targets' weights, the mixed images and the
+    random stream equal the host construction's."""
+    dtype = np.float16 if half else np.float32
+    if half:
+        request.getfixturevalue("half_context")
+    batch, height, width = 6, 13, 10
+    shape = (batch, height, width, 3) if channel_last else (batch, 3, height, width)
+    mixing = BatchMixing(*alphas, shape, 3, channel_last=channel_last, seed=MIXUP_SEED + 3)
+    reference = np.random.RandomState(MIXUP_SEED + 3)
+    host_mixing(reference, *alphas, 0.5, batch, height, width)  # the draw when built
+    x = variable(np.random.RandomState(1).randn(*shape))
+    mixed = mixing.mix_inputs(x)
+    host_keep = nn.Variable(mixing.keep.shape)
+    host_mixed = host_keep * x + (1 - host_keep) * F.flip(x, axes=[0])
+    for _ in range(30):
+        lam = mixing.resample()
+        keep, expected_lam = host_mixing(reference, *alphas, 0.5, batch, height, width)
+        host_keep.d = in_layout(keep, channel_last)
+        nn.forward_all([mixed, host_mixed])
+        np.testing.assert_array_equal(mixing.keep.d.astype(dtype), host_keep.d.astype(dtype))
+        np.testing.assert_array_equal(lam, expected_lam)
+        np.testing.assert_array_equal(mixed.d, host_mixed.d)
+    assert str(mixing.rng.get_state()) == str(reference.get_state())
+
+
+@pytest.mark.parametrize("channel_last", [False, True])
+def test_any_box_gives_the_host_s_map(channel_last):
+    """Boxes anywhere, empty, on the borders or the whole image, at 224x224, under the
+    weight outside them."""
+    rng = np.random.RandomState(4)
+    batch, height, width = 8, 224, 224
+    shape = (batch, height, width, 3) if channel_last else (batch, 3, height, width)
+    mixing = BatchMixing(0.2, 1.0, shape, 3, channel_last=channel_last)
+    ys = np.sort(rng.randint(0, height + 1, size=(batch, 2)), axis=1)
+    xs = np.sort(rng.randint(0, width + 1, size=(batch, 2)), axis=1)
+    ys[0], xs[0] = (5, 5), (0, 224)  # empty
+    ys[1], xs[1] = (0, 224), (0, 224)  # the whole image
+    ys[2], xs[2] = (223, 224), (0, 1)  # a corner pixel
+    outside = rng.uniform(size=(batch, 1, 1, 1)).astype(np.float32)
+    mixing.box.d = np.concatenate([ys, xs], axis=1)
+    mixing.outside.d = outside
+    mixing.keep.forward()
+    keep = np.broadcast_to(outside.reshape(-1, 1, 1), (batch, height, width)).copy()
+    for sample, (y0, y1, x0, x1) in enumerate(np.concatenate([ys, xs], axis=1)):
+        keep[sample, y0:y1, x0:x1] = 0.0
+    np.testing.assert_array_equal(mixing.keep.d, in_layout(keep, channel_last))
+    assert (mixing.keep.d[1] == 0).all() and mixing.keep.d[2].sum() > 0
+
+
+def test_only_the_boxes_and_weights_are_inputs():
+    """What crosses to the device each step: (B, 4) boxes, (B, 1, 1, 1) weights outside
+    them and the targets' weights, not a (B, H, W) map."""
+    mixing = BatchMixing(0.2, 1.0, (192, 3, 224, 224), 1000)
+    inputs = []
+    mixing.keep.visit(lambda f: inputs.extend(v for v in f.inputs if v.parent is None))
+    assert set(inputs) == {mixing.box, mixing.outside}
+    assert (mixing.box.shape, mixing.outside.shape) == ((192, 4), (192, 1, 1, 1))

@@ -28,3 +28,27 @@ def test_an_unknown_context_or_precision_is_refused():
     ctx, backend, why = select_context("cpu", 0, "float")
     assert (backend, ctx.backend[0], why) == ("cpu", "cpu:float",
                                               "context cpu (float, device 0): as requested")
+
+
+@pytest.mark.parametrize("script, flag", [("validation.py", "cudnn"), ("train.py", "cuda"),
+                                          ("benchmark.py", "cudnn")])
+def test_a_gpu_context_without_the_extension_is_our_line_alone(script, flag, tmp_path):
+    """NNabla logged "[nnabla][ERROR]: Extension `cudnn` does not exist." above our line."""
+    import subprocess
+    import sys
+
+    from paths import REPO
+
+    from utils.context import gpu_count
+
+    if gpu_count():
+        pytest.skip("NNabla's CUDA extension is installed here")
+    args = {"validation.py": ["w.h5", "-a", "resnet18", "-V", str(tmp_path)],
+            "train.py": ["-a", "resnet18", "-T", str(tmp_path), "-V", str(tmp_path)],
+            "benchmark.py": ["-a", "resnet18", "-o", str(tmp_path / "b.csv")]}[script]
+    result = subprocess.run([sys.executable, str(REPO / script), *args, "-c", flag],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: -c {flag} needs NNabla's CUDA extension (requirements-gpu.txt), not installed "
+        "here (No module named 'nnabla_ext.cudnn'); use -c auto or cpu"]

@@ -428,3 +428,32 @@ def test_hadolint_finds_nothing() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_images_mpi_and_nccl_pass_the_projects_own_stack_check(image: Image) -> None:
+    """The files the Dockerfile's packages and link give the image, searched as NNabla's CUDA
+    extension searches (utils/gpu_stack.py) under the image's ENV: the extension opens the
+    same Open MPI library that mpi4py's Open MPI build links, and finds NCCL."""
+    import posixpath
+
+    from utils.gpu_stack import extension_libmpi, extension_libnccl, nccl_mpi_problem
+
+    system = "/usr/lib/x86_64-linux-gnu"
+    links = {c[-1]: c[-2] for c in image.commands if c[0] == "ln" and "-sf" in c}
+    files = {f"{system}/libmpi.so.40",  # openmpi-bin's library package (Ubuntu 22.04)
+             f"{system}/libnccl.so.2",  # libnccl2
+             *links}
+
+    def realpath(path: str) -> str:
+        target = links.get(path)
+        return posixpath.normpath(posixpath.join(posixpath.dirname(path), target)) \
+            if target else path
+
+    libmpi = extension_libmpi(image.env, {}, files.__contains__)
+    assert libmpi == f"{image.env['OMPI_HOME']}/lib/libmpi.so"
+    assert realpath(libmpi) == f"{system}/libmpi.so.40"
+    assert image.env.get("MPI4PY_MPIABI") == "openmpi"  # mpi4py links libmpi.so.40
+    open_mpi = "Open MPI v4.1.2, package: Debian OpenMPI, ident: 4.1.2, repo rev: v4.1.2"
+    assert nccl_mpi_problem(open_mpi, f"{system}/libmpi.so.40", libmpi,
+                            extension_libnccl(image.env, {}, files.__contains__),
+                            realpath=realpath) is None

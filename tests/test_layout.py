@@ -27,10 +27,9 @@ def imported_modules(path: Path) -> set:
 
 
 def test_the_layout_section_names_every_script_and_utils_module():
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Repository layout", 1)[1].split("\n## ", 1)[0]
+    section = (REPO / "docs" / "layout.md").read_text()
     missing = [name for name in SCRIPTS + UTILS if f"`{name}`" not in section]
-    assert missing == [], f"README's Repository layout does not name {missing}"
+    assert missing == [], f"docs/layout.md does not name {missing}"
 
 
 def test_imports_go_downward_only():
@@ -70,8 +69,7 @@ OFFICIAL_TRAIN_FLAGS = {
 def test_the_readme_lists_the_differences_from_the_official_example(capsys):
     import train
 
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Differences from the official example", 1)[1].split("\n## ")[0]
+    section = (REPO / "docs" / "differences.md").read_text()
     for fact in ("256×256", "--model-load-path` without `--finetune`", "`np.int`",
                  "cfg/finetune10_per_iteration"):
         assert fact in section, fact

@@ -106,3 +106,30 @@ def test_named_recipes_and_keys_exist() -> None:
 def test_section_links_resolve() -> None:
     assert re.search(r"\]\(#[^)]+\)", README.read_text()), "the guide links its sections"
     assert broken_links(README) == []
+
+
+def test_linked_from_the_front_page() -> None:
+    assert "](obsolete/README.md)" in (REPO / "README.md").read_text()
+
+
+def old_flag_row(text: str, flag: str) -> str:
+    [row] = [line for line in text.splitlines() if line.startswith(f"| `{flag}`")
+             or line.startswith(f"| `-a`, `{flag}`")]
+    return row
+
+
+def test_old_flags_that_have_a_counterpart_now_name_it() -> None:
+    """The guide once said 'none' for gradient accumulation and the crop area, which the
+    repository has (issue 30 item 6): each old flag with a counterpart names it."""
+    text = README.read_text()
+    row = old_flag_row(text, "--accum-grad")
+    assert "`train.py --accumulate-steps`" in row and "| none |" not in row
+    assert "--accumulate-steps" in help_text("train")
+    row = old_flag_row(text, "--random-area")
+    assert "`augmentation.random_area`" in row and "| none |" not in row
+    keys = (REPO / "docs" / "recipe-keys.md").read_text()
+    assert "| `augmentation.random_area` |" in keys
+    assert "refused" in [line for line in text.splitlines()
+                         if line.startswith("| `-d`, `--device-id`")][0]
+    tiny = text.split("## Tiny ImageNet", 1)[1].split("\n## ", 1)[0]
+    assert "val_by_class" not in tiny and "create_input_files.py -T tiny-imagenet-200/train" in tiny

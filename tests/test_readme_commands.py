@@ -1,10 +1,17 @@
-"""Every command the README shows parses with its script's own argument parser, and runs.
+"""Every command the README and the docs/ pages show parses with its script's own argument
+parser, and runs.
 
-The commands run as written, in README order, in a folder that looks like a checkout with
-ImageNet and the published weight files beside it (stand-ins: see `readme_sandbox`). What is
-changed to make them fit a 2-core CPU machine in a test is listed below and nothing else:
-size options appended (argparse keeps the last value), GPU-only flags dropped without a GPU,
-the quickstart's epoch count. Each run is checked for what the README says it does.
+Each command is run once, even where two pages show it, as written, in a folder that looks
+like a checkout with ImageNet and the published weight files beside it (stand-ins: see
+`readme_sandbox`). What is changed to make them fit a 2-core CPU machine in a test is listed
+below and nothing else: size options appended (argparse keeps the last value), the
+quickstart's epoch count, and on a machine without a GPU `--channel-last`, which the CPU
+refuses (each such command is first run with it, to see the refusal, and the drop is said in a
+warning); `-t half` is kept (it runs in float on a CPU, and says so). No case depends on
+another having run: a command that reads what another writes (a list file, a training run)
+has that command run first if its output is missing (`PRODUCERS`), and the result is reused
+when that command's own case comes. The sandbox's `.venv` is its own (it sees the test
+environment's packages), so the set-up commands run there cannot install into the developer's.
 """
 from __future__ import annotations
 
@@ -15,16 +22,16 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
 import readme_sandbox
-from markdown_links import broken_links
 from paths import REPO
 from PIL import Image
 from tensorboard_server import tensorboard
@@ -38,13 +45,13 @@ from utils.weights import layout_of, read_parameters, shapes_of
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 
 
-# Appended to the README's arguments: smaller images, batches and runs, same code paths.
+# Appended to the pages' arguments: smaller images, batches and runs, same code paths.
 SMALLER = {
     "train.py": ["-e", "1", "-b", "4", "--spatial-size", "32"],
     "validation.py": ["-b", "8", "--spatial-size", "32"],
     "benchmark.py": ["-b", "2", "--spatial-size", "32", "--warmup", "0", "--iterations", "1"],
 }
-# Refused on a CPU with a one-line error (tests/test_train.py); dropped when there is no GPU.
+# Refused on a CPU with a one-line error; dropped there, after its refusal is seen.
 GPU_ONLY_FLAGS = ("--channel-last",)
 ENVIRONMENT = {"scripts/quickstart.sh": {"QUICKSTART_EPOCHS": "2"}}
 NOT_RUN_HERE = {
@@ -52,17 +59,46 @@ NOT_RUN_HERE = {
     "bash scripts/test.sh --fast": "it runs this test suite's fast subset; a test of the "
                                    "script's selection runs it with --collect-only",
     "mpirun -f hosts -n 8 python train.py -a resnet50 -b 32 -C cfg/cos90.yaml -T train/ -V "
-    "val/": "it needs two machines; tests/test_two_hosts.py runs a small one on two network "
-            "namespaces",
+    "val/ -m runs/resnet50": "it needs two machines; tests/test_two_hosts.py runs a small one "
+                             "on two network namespaces",
     "bash scripts/setup.sh --gpu": "it installs NNabla's CUDA extension (1.7 GiB of CUDA 12 "
                                    "libraries), useful only on a GPU machine",
 }
+# Programs whose commands are parsed here but not run (after the batch script, train.py's
+# arguments).
+NOT_RUN_PROGRAMS = {"sbatch": "it needs a Slurm cluster; tests/test_slurm.py and "
+                              "tests/test_two_hosts.py submit the same batch script"}
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+LISTS = "python create_input_files.py -T train/ --val-dir val/ -o ."
+TRAINED = ("mpirun -n 4 python train.py -a resnet50 -b 192 -t half --channel-last -C "
+           "cfg/cos90.yaml -T train/ -V val/ -m runs/resnet50")
+FINETUNED = ("python train.py --finetune --model-load-path rn50-nhwc_mixup250.h5 -a resnet50 "
+             "--num-classes 5 -C cfg/finetune10_per_iteration.yaml -v 1 -m runs/flowers-rn50 "
+             "-T flowers/train --train-list flowers/lists/train_label -V flowers/val "
+             "--val-list flowers/lists/val_label")
+# What the pages' commands read that another of their commands writes -> those commands.
+PRODUCERS: Dict[str, Tuple[str, ...]] = {
+    "val_label": (LISTS,),
+    "train_label": (LISTS,),
+    "flowers/lists/train_label": (
+        "python create_input_files.py -T flowers/train --val-dir flowers/val -o flowers/lists",),
+    "rn50-nchw.h5": ("python convert_parameter_format.py rn50-nhwc.h5 rn50-nchw.h5 -m nchw -3",),
+    "runs/resnet50": (TRAINED,),
+    "runs/flowers-rn50": (FINETUNED,),
+    "runs": (TRAINED, FINETUNED),  # a folder of runs to compare
+}
+# Files hidden while a command runs: the evaluation walkthrough's user has the validation
+# folder and nothing else, so the list file another page's command wrote must not help.
+WITHOUT = {"python validation.py rn50-nhwc_cos90.h5 -V val/": ("val_label",)}
+# Scoring the flat validation folder without a list lands with branch traps (issue 30 item 3).
+PENDING = {"python validation.py rn50-nhwc_cos90.h5 -V val/":
+           "validation on a flat folder lands with branch traps"}
 
 
-def readme_commands() -> List[str]:
-    """Shell commands of the README's indented code blocks, continuation lines joined."""
+def page_commands(page: Path) -> List[str]:
+    """Shell commands of a page's indented code blocks, continuation lines joined."""
     commands, current = [], ""
-    for line in (REPO / "README.md").read_text().splitlines():
+    for line in page.read_text().splitlines():
         if not line.startswith("    ") or line.lstrip().startswith("|"):
             current = ""
             continue
@@ -71,13 +107,18 @@ def readme_commands() -> List[str]:
         if current.endswith("\\"):
             current = current[:-1].strip()
             continue
-        if re.match(r"(python|mpirun|bash|tensorboard) ", current):
+        if re.match(r"(python|mpirun|bash|tensorboard|sbatch) ", current):
             commands.append(current)
         current = ""
     return commands
 
 
-COMMANDS = readme_commands()
+def docs_commands() -> List[str]:
+    """Every page's commands, each once, in the order of the pages (README first)."""
+    return list(dict.fromkeys(c for page in PAGES for c in page_commands(page)))
+
+
+COMMANDS = docs_commands()
 IDS = [c if len(c) <= 80 else c[:77] + "..." for c in COMMANDS]
 
 
@@ -85,22 +126,23 @@ def script_of(argv: List[str]) -> str:
     return argv[argv.index("python") + 1] if "python" in argv else argv[1]
 
 
-def test_the_readme_shows_commands():
-    assert len(COMMANDS) >= 15
-    assert set(NOT_RUN_HERE) <= set(COMMANDS), "NOT_RUN_HERE names a command the README lost"
+def test_the_pages_show_commands():
+    assert len(COMMANDS) >= 30
+    for table in (NOT_RUN_HERE, WITHOUT, PENDING):
+        assert set(table) <= set(COMMANDS), "a table here names a command the pages lost"
+    for commands in PRODUCERS.values():
+        assert set(commands) <= set(COMMANDS), "PRODUCERS names a command the pages lost"
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert "bash scripts/test.sh" in ci, "CI must run the README's test command"
-
-
-@pytest.mark.parametrize("page", ["README.md", "results/README.md", "data/demo/README.md",
-                                  "obsolete/README.md"])
-def test_links_lead_somewhere(page):
-    assert broken_links(REPO / page) == []
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=IDS)
 def test_readme_command_parses(command, capsys):
     argv = shlex.split(command)
+    if argv[0] == "sbatch":  # the batch script's own options, then train.py's
+        script = next(a for a in argv if a.endswith(".sbatch"))
+        assert (REPO / script).is_file(), command
+        argv = ["python", "train.py", *argv[argv.index(script) + 1:]]
     if argv[0] == "bash":
         assert (REPO / argv[1]).is_file(), command
         return
@@ -118,30 +160,77 @@ def test_readme_command_parses(command, capsys):
 
 
 class Sandbox:
-    """The stand-in folder and what earlier commands left for later ones to check."""
+    """The stand-in folder and the results of the commands run in it, each run once."""
 
     def __init__(self, root: Path):
         self.root = root
-        self.monitors: List[Path] = []  # monitor folders made by train.py, in order
+        self.ran: Dict[str, subprocess.CompletedProcess] = {}
         self.results: Dict[str, dict] = {}
         self.original_digest = digest(root / "rn50-nhwc.h5")
+        self.started = 0.0  # when the last command started (time.time())
 
-    def run(self, command: str) -> subprocess.CompletedProcess:
+    def env(self, script: str) -> Dict[str, str]:
+        return {**os.environ, "MPLBACKEND": "Agg", **ENVIRONMENT.get(script, {}),
+                "PATH": f"{self.root / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+
+    def prepare(self, command: str) -> None:
+        """Run the commands that write what `command` reads, where it is missing."""
+        argv = shlex.split(command)
+        wanted = [a.rstrip("/") for a in argv]
+        if script_of(argv) == "train.py" and "--train-list" not in argv:
+            wanted += ["train_label", "val_label"]  # the default lists
+        for path in dict.fromkeys(w for w in wanted if w in PRODUCERS):
+            producers = [p for p in PRODUCERS[path] if p != command]
+            if path == "runs":  # a folder of runs to compare: each of them trained
+                for producer in producers:
+                    self.result_of(producer)
+            elif not (self.root / path).exists():
+                for producer in producers:
+                    self.prepare(producer)
+                    self.ran[producer] = self.execute(producer)
+
+    def result_of(self, command: str) -> subprocess.CompletedProcess:
+        """`command`'s result: run now, after what it needs, unless it ran for another."""
+        if command not in self.ran:
+            self.prepare(command)
+            self.ran[command] = self.execute(command)
+        return self.ran[command]
+
+    def execute(self, command: str) -> subprocess.CompletedProcess:
         argv = shlex.split(command)
         script = script_of(argv)
-        if not gpu_available():
-            argv = [a for a in argv if a not in GPU_ONLY_FLAGS]
         argv += SMALLER.get(script, [])
-        env = {**os.environ, "MPLBACKEND": "Agg", **ENVIRONMENT.get(script, {}),
-               "PATH": f"{self.root / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-        before = set(self.root.glob("tmp.monitor.*"))
-        result = subprocess.run(shlex.join(argv), shell=True, cwd=self.root, env=env,
-                                capture_output=True, text=True, timeout=900)
+        if not gpu_available() and set(argv) & set(GPU_ONLY_FLAGS):
+            self.check_refused(argv, script)
+            argv = [a for a in argv if a not in GPU_ONLY_FLAGS]
+        hidden = [self.root / name for name in WITHOUT.get(command, ())
+                  if (self.root / name).exists()]
+        for path in hidden:
+            path.rename(path.with_name(path.name + ".hidden"))
+        self.started = time.time()
+        try:
+            result = subprocess.run(shlex.join(argv), shell=True, cwd=self.root,
+                                    env=self.env(script), capture_output=True, text=True,
+                                    timeout=900)
+        finally:
+            for path in hidden:
+                path.with_name(path.name + ".hidden").rename(path)
         assert result.returncode == 0, (
             f"{shlex.join(argv)} failed with status {result.returncode}:\n"
             f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-        self.monitors += sorted(set(self.root.glob("tmp.monitor.*")) - before)
         return result
+
+    def check_refused(self, argv: List[str], script: str) -> None:
+        """On this CPU the GPU-only flags are refused before any work: seen, then said."""
+        result = subprocess.run(shlex.join(argv), shell=True, cwd=self.root,
+                                env=self.env(script), capture_output=True, text=True,
+                                timeout=900)
+        flags = sorted(set(argv) & set(GPU_ONLY_FLAGS))
+        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+        assert result.returncode == 2 and all(f in last for f in flags), (
+            result.returncode, result.stderr[-2000:])
+        warnings.warn(f"no GPU: {' '.join(flags)} dropped from {script}'s command, refused "
+                      f"here as expected ({last!r})", stacklevel=2)
 
 
 def digest(path: Path) -> str:
@@ -151,12 +240,26 @@ def digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     if sys.prefix == sys.base_prefix:
-        pytest.skip("the README's commands run in the virtual environment scripts/setup.sh makes")
-    return Sandbox(readme_sandbox.build(tmp_path_factory.mktemp("readme") / "checkout"))
+        pytest.skip("the pages' commands run in the virtual environment scripts/setup.sh makes")
+    box = Sandbox(readme_sandbox.build(tmp_path_factory.mktemp("readme") / "checkout"))
+    assert not (box.root / ".venv").is_symlink()  # set-up there installs into its own
+    return box
+
+
+def test_the_sandbox_installs_into_its_own_environment(sandbox):
+    """A set-up command run there cannot install into the environment running the tests."""
+    result = subprocess.run(
+        [str(sandbox.root / ".venv" / "bin" / "python"), "-c",
+         "import sys, sysconfig, nnabla, mpi4py; print(sys.prefix); "
+         "print(sysconfig.get_path('purelib'))"], capture_output=True, text=True, check=True)
+    prefix, purelib = result.stdout.split()
+    assert Path(prefix) == sandbox.root / ".venv" and Path(purelib).is_relative_to(prefix)
+    assert not Path(prefix).is_symlink() and Path(sys.prefix).resolve() != Path(prefix)
 
 
 def check_setup(argv, result, box):
     assert "setup: no CPython" not in result.stderr
+    assert "setup: installing" not in result.stdout  # the test environment has it all
 
 
 def check_quickstart(argv, result, box):
@@ -193,6 +296,17 @@ def check_infer(argv, result, box):
 
 
 def check_create_input_files(argv, result, box):
+    if "flowers/train" in argv:  # the fine-tuning walkthrough's own class folders
+        out = box.root / argv[argv.index("-o") + 1]
+        train = (out / "train_label").read_text().splitlines()
+        val = (out / "val_label").read_text().splitlines()
+        own = readme_sandbox.OWN_CLASSES
+        assert train == [f"{name}/{i}.jpg {k}" for k, name in enumerate(own) for i in (0, 1)]
+        assert val == [f"{name}/2.jpg {k}" for k, name in enumerate(own)]
+        words = (out / "label_words.csv").read_text().splitlines()
+        assert [line.split(",")[1] for line in words] == list(own)
+        assert not (box.root / "flowers" / "train" / "train_label").exists()
+        return
     if "--train-fraction" in argv:  # the Caltech101 split
         out = box.root / argv[argv.index("-o") + 1]
         train = (out / "train_label").read_text().splitlines()
@@ -209,13 +323,15 @@ def check_create_input_files(argv, result, box):
         truth = imagenet_val_ground_truth()
         assert val == [f"ILSVRC2012_val_{i:08d}.JPEG {truth[i - 1]}"
                        for i in range(1, readme_sandbox.VAL_IMAGES + 1)]
-    else:
-        assert len(val) == 50000
+    else:  # the 50,000 official images, which the sandbox does not have: removed, so that a
+        assert len(val) == 50000  # command reading val_label gets the --val-dir one
+        (box.root / "val_label").unlink()
     assert len((box.root / "label_words.csv").read_text().splitlines()) == 1000
 
 
 def check_train(argv, result, box):
-    monitor = box.root / argv[argv.index("-m") + 1] if "-m" in argv else box.monitors[-1]
+    assert "-m" in argv, "a training command of the docs gives -m, so that rerunning resumes"
+    monitor = box.root / argv[argv.index("-m") + 1]
     assert (monitor / "param_001.h5").is_file() and list((monitor / "checkpoints").iterdir())
     assert len((monitor / "Validation-error.series.txt").read_text().splitlines()) == 1
     params = read_parameters(str(monitor / "param_001.h5"))
@@ -272,6 +388,7 @@ def check_export(argv, result, box):
 def check_plot_curves(argv, result, box):
     out = argv[argv.index("-o") + 1] if "-o" in argv else argv[2]
     for name in ("loss.png", "error.png", "top5-error.png"):
+        assert (box.root / out / name).stat().st_mtime >= box.started  # drawn by this run
         with Image.open(box.root / out / name) as img:
             assert img.format == "PNG" and img.width > 100
 
@@ -290,20 +407,13 @@ def check_benchmark(argv, result, box):
 
 def check_tensorboard(argv: List[str], box: Sandbox) -> None:
     """The server on 127.0.0.1 (a free port appended) shows the runs' scalars; stopped after.
-    A parent folder of runs (`runs/`, where the quickstart trains) gets the runs trained so
-    far beside its own, to be compared."""
+    A parent folder of runs (`runs/`) shows each run below it, to be compared."""
+    box.prepare(shlex.join(argv))
     logdir = box.root / argv[2]
-    if not logdir.exists() and argv[2].startswith("tmp.monitor."):
-        box.monitors[0].rename(logdir)  # the main training run's folder, as plot_curves
-        box.monitors[0] = logdir
-    if not (logdir / "tensorboard").is_dir():
-        for monitor in box.monitors:
-            shutil.copytree(monitor / "tensorboard", logdir / monitor.name / "tensorboard")
     expected = sorted(str(p.relative_to(logdir)) if p != logdir / "tensorboard" else
                       "tensorboard" for p in logdir.rglob("tensorboard"))
     assert expected == ["tensorboard"] or len(expected) >= 2, expected
-    env = {**os.environ, "PATH": f"{box.root / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    with tensorboard(argv, box.root / "tensorboard.log", box.root, env) as server:
+    with tensorboard(argv, box.root / "tensorboard.log", box.root, box.env("")) as server:
         runs = server.runs(expected)
         assert sorted(runs) == expected, server.log.read_text()
         for run in runs:
@@ -324,16 +434,22 @@ CHECKS = {
 }
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=IDS)
+def case(command: str):
+    """The command as a test case; one whose behaviour lands with another branch is xfail."""
+    if command in PENDING:
+        return pytest.param(command, marks=pytest.mark.xfail(reason=PENDING[command],
+                                                             strict=True))
+    return command
+
+
+@pytest.mark.parametrize("command", [case(c) for c in COMMANDS], ids=IDS)
 def test_readme_command_runs(command, sandbox):
-    if command in NOT_RUN_HERE:
-        pytest.skip(f"not run here: {NOT_RUN_HERE[command]}")
     argv = shlex.split(command)
+    if command in NOT_RUN_HERE or argv[0] in NOT_RUN_PROGRAMS:
+        pytest.skip(f"not run here: {NOT_RUN_HERE.get(command) or NOT_RUN_PROGRAMS[argv[0]]}")
     if argv[0] == "tensorboard":
         check_tensorboard(argv, sandbox)
         return
     script = script_of(argv)
     assert script in CHECKS, f"no check for {script}: add one so that {command!r} is tested"
-    if script == "plot_curves.py" and not (sandbox.root / argv[2]).exists():
-        sandbox.monitors[0].rename(sandbox.root / argv[2])  # the main training run's folder
-    CHECKS[script](argv, sandbox.run(command), sandbox)
+    CHECKS[script](argv, sandbox.result_of(command), sandbox)

@@ -1,5 +1,5 @@
-"""The README's table of recipe keys: rendered from the declarations, equal to them, and
-saying what they do."""
+"""The table of recipe keys (docs/recipe-keys.md): rendered from the declarations, equal to
+them, and saying what they do."""
 from __future__ import annotations
 
 import pytest
@@ -10,9 +10,9 @@ from utils.errors import UsageError
 from utils.recipe_table import KEY_TABLE_BEGIN, KEY_TABLE_END, key_table, with_key_table
 
 
-def test_the_readme_table_of_keys_is_the_declarations():
-    """Regenerate with `python -m utils.recipe_table README.md`."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+def test_the_keys_page_table_is_the_declarations():
+    """Regenerate with `python -m utils.recipe_table docs/recipe-keys.md`."""
+    text = (REPO / "docs" / "recipe-keys.md").read_text(encoding="utf-8")
     begin, end = text.index(KEY_TABLE_BEGIN), text.index(KEY_TABLE_END)
     assert text[begin + len(KEY_TABLE_BEGIN) + 1:end] == key_table()
     assert with_key_table(text) == text

@@ -151,3 +151,29 @@ def test_dev_as_root_installs_the_system_test_packages_dpkg_lacks(checkout):
     wanted = "slurm-wlm munge libpmix-dev openssh-server"
     assert f"setup: apt-get installing {wanted}\n" in dev.stdout
     assert calls.read_text() == f" update -qq\nnoninteractive install -qq -y {wanted}\n"
+
+
+def test_gpu_installs_all_but_pip_mpich_then_reports_the_stack(checkout):
+    """--gpu installs requirements.txt without pip's MPICH (which cannot serve NNabla's
+    multi-GPU communicator) and ends with the stack check, failing when it fails. The check
+    itself (utils/gpu_stack.py, tests/test_gpu_stack.py) needs NNabla and mpi4py, which this
+    empty environment has not: a stand-in prints a row and returns the status asked."""
+    bin_dir = checkout.parent / "bin"
+    forwarding(bin_dir / "python3.10", REAL_PYTHON)
+    (bin_dir / "grep").symlink_to(shutil.which("grep"))
+    (checkout / "requirements.txt").write_text("mpich==5.0.2\n")  # no index: uninstallable
+    (checkout / "requirements-gpu.txt").write_text("# the extension: not installed here\n")
+    executable(checkout / "utils" / "gpu_stack.py",
+               "import os, sys\nprint('stand-in row')\n"
+               "sys.exit(int(os.environ['STACK_STATUS']))\n")
+    (checkout / "utils" / "__init__.py").write_text("")
+    plain = setup(checkout, STACK_STATUS="0")
+    assert plain.returncode != 0 and "mpich" in plain.stderr  # the line --gpu leaves out
+    gpu = setup(checkout, "--gpu", STACK_STATUS="0")
+    assert gpu.returncode == 0, gpu.stderr
+    assert "setup: the GPU stack (python -m utils.gpu_stack):\nstand-in row\n" in gpu.stdout
+    missing = setup(checkout, "--gpu", STACK_STATUS="1")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1].startswith(
+        "setup: NNabla's CUDA extension is installed but cannot run here until the pieces "
+        "marked MISSING are installed")

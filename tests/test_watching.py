@@ -252,6 +252,7 @@ def first_training_batch(inputs: Path, config: str
         return images, images, labels, None
     mixing = BatchMixing(0.0, recipe.cutmix, images.shape, 2, False, MIXUP_SEED)
     mixing.resample()  # the graph draws once when built and once per batch fed
+    mixing.keep.forward()  # (the map is computed in the graph)
     keep = mixing.keep.d.astype(np.float64)
     return images, keep * images + (1 - keep) * images[::-1], labels, mixing.lam.d.copy()
 

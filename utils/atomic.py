@@ -19,7 +19,7 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import IO, Any, Callable, Iterator, List
+from typing import IO, Any, Callable, Iterator, List, Optional
 
 from .errors import OutputError
 
@@ -147,6 +147,26 @@ def check_can_create(folder: str, what: str = "output folder") -> None:
                           f"({existing})")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to the {what} {folder}: {existing} is not writable")
+
+
+def check_output_file(path: str, flag: str, kind: str, is_kind: Callable[[str], bool],
+                      example_name: str) -> Optional[str]:
+    """Before any work: whether `path`, named by the option `flag`, can take an output of
+    `kind` (e.g. "a benchmark CSV"). A folder (`example_name`: a file name to suggest in
+    it), a parent that cannot be created or written, or an existing file that `is_kind`
+    does not recognise is an `OutputError` naming the option, and the user's file is kept;
+    an existing output of the same kind is replaced, and the line returned says so (None:
+    a new file)."""
+    if os.path.isdir(path):
+        raise OutputError(f"{flag} {path} is a folder; name the file to write, e.g. "
+                          f"{os.path.join(path, example_name)}")
+    check_can_create(os.path.dirname(os.path.abspath(path)), f"{flag} folder")
+    if not os.path.lexists(path):
+        return None
+    if not os.path.isfile(path) or not is_kind(path):
+        raise OutputError(f"{flag} {path} exists and is not {kind}; it is kept: remove it or "
+                          "choose another name")
+    return f"{path} exists ({kind}): replacing it"
 
 
 def nearest_existing(path: str) -> str:

@@ -87,8 +87,19 @@ def hang_timeout(text: str) -> float:
     return value
 
 
+# DALI's decoders take nvJPEG's paddings in bytes as INT32 (their schema's type): 2048 MiB
+# and more overflowed it.
+MAX_DALI_PADDING_MB = (2**31 - 1) // MEBIBYTE
+
+
 def _megabytes_to_bytes(text: str) -> int:
-    return non_negative_int(text) * MEBIBYTE
+    """argparse type: nvJPEG's padding in MiB, 0..MAX_DALI_PADDING_MB, returned in bytes."""
+    value = int(text)
+    if not 0 <= value <= MAX_DALI_PADDING_MB:
+        raise argparse.ArgumentTypeError(
+            f"must be in 0..{MAX_DALI_PADDING_MB} (MiB; DALI takes the padding in bytes as a "
+            f"32-bit integer), got {text}")
+    return value * MEBIBYTE
 
 
 class _SpatialSizeAction(argparse.Action):

@@ -23,6 +23,14 @@ import nnabla as nn
 import numpy as np
 
 from .errors import USER_ERROR_STATUS, UsageError
+from .gpu_stack import (
+    extension_libmpi,
+    extension_libnccl,
+    loaded_libmpi,
+    loader_cache,
+    nccl_mpi_problem,
+    nccl_world_problem,
+)
 from .launch import (
     Launch,
     SrunStep,
@@ -109,7 +117,8 @@ class MpiCommunicator(Communicator):
         mpi4py.rc.finalize = True
         from mpi4py import MPI
 
-        _refuse(launch_problem(launch, MPI.Get_library_version()))
+        _refuse(launch_problem(launch, MPI.Get_library_version())
+                or self._library_problem(MPI.Get_library_version()))
         guard = StartupGuard(start_timeout, launch.describe())
         MPI.Init_thread()
         guard.done()
@@ -124,6 +133,10 @@ class MpiCommunicator(Communicator):
             tasks = self.all_gather_object((socket.gethostname(), os.getpid()))
             self._step.node_mates = {rank: pid for rank, (host, pid) in enumerate(tasks)
                                      if host == tasks[self.rank][0] and rank != self.rank}
+
+    def _library_problem(self, library_version: str) -> Optional[str]:
+        """Why this MPI library cannot serve this communicator (None: it can)."""
+        return None
 
     @_collective
     def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:
@@ -166,10 +179,12 @@ class MpiCommunicator(Communicator):
 
     @_collective
     def broadcast_parameters(self, params: Dict[str, nn.Variable]) -> None:
+        # Read and written as float32 whatever the array last held: after a forward pass
+        # in half precision its newest copy is float16, and the master weights are float32.
         for v in params.values():
-            data = np.ascontiguousarray(v.d, dtype=np.float32)
+            data = np.array(v.data.get_data("r", np.float32), order="C")  # (a copy: MPI writes)
             self._comm.Bcast(data, root=0)
-            v.d = data
+            v.data.get_data("w", np.float32)[...] = data
 
     @_collective
     def broadcast_object(self, obj):
@@ -198,9 +213,14 @@ class MpiCommunicator(Communicator):
 
 
 class NcclCommunicator(MpiCommunicator):
-    """GPUs: gradients through NNabla's NCCL communicator, small values through MPI.
+    """GPUs: gradients through NNabla's NCCL communicator, everything else through MPI.
 
-    Cannot run on a machine without GPUs; kept to NNabla's documented API.
+    NNabla's communicator opens its own MPI library (`utils.gpu_stack`): it must be the one
+    mpi4py runs, checked before MPI starts, and its world must be MPI's, checked after.
+    The initial broadcast goes through MPI in float32: NNabla's communicator casts what it
+    sends to its context's type, which under `-t half` would round the float32 master weights
+    of every rank, rank 0's included, to float16. Cannot run on a machine without GPUs; kept
+    to NNabla's documented API.
     """
 
     def __init__(self, launch: Launch, ctx, start_timeout: float = MPI_START_TIMEOUT):
@@ -209,14 +229,17 @@ class NcclCommunicator(MpiCommunicator):
 
         self._nccl = C.MultiProcessDataParallelCommunicator(ctx)
         self._nccl.init()
+        _refuse(nccl_world_problem(self.rank, self.size, self._nccl.rank, self._nccl.size))
+
+    def _library_problem(self, library_version: str) -> Optional[str]:
+        cache = loader_cache()
+        return nccl_mpi_problem(library_version, loaded_libmpi(),
+                                extension_libmpi(os.environ, cache),
+                                extension_libnccl(os.environ, cache))
 
     @_collective
     def all_reduce_gradients(self, params: Sequence[nn.Variable]) -> None:
         self._nccl.all_reduce([p.grad for p in params], division=True, inplace=False)
-
-    @_collective
-    def broadcast_parameters(self, params: Dict[str, nn.Variable]) -> None:
-        self._nccl.bcast([v.data for v in params.values()], src=0, inplace=False)
 
 
 def _refuse(problem: Optional[str]) -> None:

@@ -3,7 +3,7 @@
 The key layout is the official one, so configs written for the official example load; ours
 are optional additions. Each key is declared once, in `TrainConfig` and the sections it holds
 (`utils.augmentation`, `utils.lr_schedules`, in the vocabulary of `utils.recipe_fields`);
-`utils.recipe_table` renders them as the README's table.
+`utils.recipe_table` renders them as docs/recipe-keys.md's table.
 
 An empty (or absent) cosine `args.epochs` is filled with the top-level `epochs`, itself
 replaced by `epochs_override` (train.py's --epochs). Every mistake -- unknown or misspelt

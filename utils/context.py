@@ -1,6 +1,7 @@
 """Choose NNabla's compute context: cuDNN when the CUDA extension and a GPU exist, else CPU."""
 from __future__ import annotations
 
+import importlib.util
 from typing import Tuple
 
 from nnabla.ext_utils import get_extension_context
@@ -52,6 +53,9 @@ def select_context(context: str = "auto", device_id: int = 0, type_config: str =
     if type_config not in TYPE_CONFIGS:
         raise ValueError(f"unknown type config '{type_config}'; choose float or half")
     backend, why = chosen_backend(context, context == "auto" and gpu_available())
+    if backend != "cpu" and importlib.util.find_spec(f"nnabla_ext.{backend}") is None:
+        # (NNabla would log "[nnabla][ERROR]: Extension ... does not exist." before raising)
+        raise ImportError(f"No module named 'nnabla_ext.{backend}'")
     ctx = get_extension_context(backend, device_id=str(device_id), type_config=type_config)
     return ctx, backend, f"context {backend} ({type_config}, device {device_id}): {why}"
 

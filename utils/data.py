@@ -149,6 +149,13 @@ class DaliOptions:
 # --------------------------------------------------------------------------- batches
 
 
+# The stream NNabla-CUDA launches its kernels and cuDNN calls on: the NULL handle (it is built
+# without per-thread default streams), which is the legacy default stream. DALI takes the
+# handle as it is; cudaStreamLegacy's own handle, 1, is DALI's "no stream" and must not be
+# passed.
+NNABLA_STREAM = ctypes.c_void_p(0)
+
+
 @dataclass
 class Batch:
     """One rank's batch: images (on the pipeline's device), labels, and which slots count.
@@ -179,6 +186,10 @@ class Batch:
 
         One device-to-device copy on a GPU (DALI's `copy_to_external` into the array's
         buffer on the context `ctx`, by default the current one), one host copy on a CPU.
+        On a GPU the copy is queued on the stream NNabla computes on (see NNABLA_STREAM): it
+        starts after the kernels still reading the previous batch from this buffer and ends
+        before the next ones read it. (Without a stream, DALI copied on a stream of its own
+        that does not wait for NNabla's: nothing kept it from overwriting a batch in use.)
         """
         import nnabla as nn
         from nnabla.ext_utils import get_extension_context
@@ -189,7 +200,10 @@ class Batch:
         if self.on_gpu:
             ctx = nn.get_current_context() if ctx is None else ctx
             ptr = array.data_ptr(self.dtype, ctx, write_only=True)
-            self._images.copy_to_external(ctypes.c_void_p(ptr))
+            # non_blocking: DALI's stream, not the host, waits for the copy before DALI
+            # reuses its buffer.
+            self._images.copy_to_external(ctypes.c_void_p(ptr), cuda_stream=NNABLA_STREAM,
+                                          non_blocking=True)
         else:
             ptr = array.data_ptr(self.dtype, get_extension_context("cpu"), write_only=True)
             self._images.as_tensor().copy_to_external(ctypes.c_void_p(ptr))

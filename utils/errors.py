@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional
 
-# Exit statuses of every script (the README lists them): 0 done; 1 a bug (with its
+# Exit statuses of every script (docs/troubleshooting.md lists them): 0 done; 1 a bug (with its
 # traceback); 2 a user error (one line); 3 an export whose files failed their verification;
 # 75 a training run stopped on request (resumable); 124 a hung rank; 130 Ctrl-C.
 USER_ERROR_STATUS = 2

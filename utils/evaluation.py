@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
 
 import nnabla as nn
 import nnabla.functions as F
@@ -57,10 +57,20 @@ class EvaluationGraph:
     probabilities: nn.Variable  # softmax of the scores, float32
     sums: nn.Variable  # (3,): masked sum of losses, top-1 errors, top-5 errors
     ctx: Any  # the network's context (where images are copied to)
+    # Another runtime's network (images -> logits on the host), set into `logits` before
+    # each forward pass; None: NNabla's network in the graph computes them.
+    external: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    logits: Optional[nn.Variable] = None
 
     @property
     def batch_size(self) -> int:
         return self.image.shape[0]
+
+    def forward(self, output: nn.Variable) -> None:
+        """Compute `output` (the sums, the probabilities) for the batch in `image`."""
+        if self.external is not None:
+            self.logits.d = self.external(self.image.d)
+        output.forward(clear_buffer=True)
 
 
 @dataclass(frozen=True)
@@ -107,18 +117,27 @@ def build_evaluation_graph(
     channel_last: bool = False,
     ctx: Any = None,
     class_penalty: Optional[np.ndarray] = None,
+    external: Optional[Callable[[np.ndarray], np.ndarray]] = None,
 ) -> EvaluationGraph:
     """The test-mode network of `arch` on images of `image_shape`, with its metrics.
 
     The network runs in `ctx` (default: the current context); loss, errors and
     probabilities are computed in float32 even when the network runs in half precision.
     `class_penalty` (1, K), if given, is added to the logits (see `ClassMask.penalty`).
+    `external` (images -> logits, e.g. `utils.onnx_inference.OnnxNetwork.logits`) replaces
+    NNabla's network: the graph then holds the metrics alone, on logits set per batch.
     """
     ctx = nn.get_current_context() if ctx is None else ctx
     batch = image_shape[0]
+    logits = None
     with nn.context_scope(ctx):
         image = nn.Variable(tuple(image_shape))
-        scores, _ = build_network(image, num_classes, arch, test=True, channel_last=channel_last)
+        if external is None:
+            scores, _ = build_network(image, num_classes, arch, test=True,
+                                      channel_last=channel_last)
+    if external is not None:
+        with nn.context_scope(float_context(ctx)):
+            scores = logits = nn.Variable((batch, num_classes))
     label = nn.Variable((batch, 1))
     mask = nn.Variable((batch, 1))
     mask.d = 1
@@ -132,7 +151,7 @@ def build_evaluation_graph(
         top5 = top_n_error_count(scores, label, min(TOP_K, num_classes), mask)
         sums = F.stack(loss, top1, top5)
         probabilities = F.softmax(scores, axis=1)
-    return EvaluationGraph(image, label, mask, scores, probabilities, sums, ctx)
+    return EvaluationGraph(image, label, mask, scores, probabilities, sums, ctx, external, logits)
 
 
 def evaluate(
@@ -167,7 +186,7 @@ def evaluate(
             batch.copy_to(graph.image, graph.ctx)
             graph.label.d = batch.labels
             graph.mask.d = batch.mask
-            graph.sums.forward(clear_buffer=True)
+            graph.forward(graph.sums)
             device += graph.sums.data
             for observer in observers:
                 observer.add(graph.scores.d, batch)
@@ -213,21 +232,35 @@ def network_for_weights(
     rt: Runtime,
     pipeline: InputPipeline,
     class_penalty: Optional[np.ndarray] = None,
+    runtime: str = "nnabla",
 ) -> Tuple[ImageBatches, EvaluationGraph]:
     """Batches of `files` and the evaluation network of `arch` with `weights` loaded.
 
     Both in the layout this machine runs (see `runnable_layout`), in `pipeline`'s other
     options (see `utils.cli.input_pipeline`; its normalisation included). Logs what was
     loaded and warns (rank 0) when a published file is run with another normalisation than
-    its own.
+    its own. `runtime` "onnxruntime": the network is the weight file's exported ONNX model
+    (`utils.onnx_inference`; NCHW, 3 channels), NNabla computes the metrics.
     """
-    layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
-    pipeline = pipeline.formatted(channels=layout.channels, channel_last=layout.channel_last)
-    batches = pipeline.batches(files, batch_size, training=False)
-    graph = build_evaluation_graph(arch, batches.image_shape, num_classes, layout.channel_last,
-                                   rt.ctx, class_penalty)
-    note = weights.load_into(arch)
-    rt.log(weights.describe(num_classes, note))
+    if runtime == "onnxruntime":
+        from .onnx_inference import onnx_network
+
+        pipeline = pipeline.formatted(channels=3, channel_last=False)
+        batches = pipeline.batches(files, batch_size, training=False)
+        network = onnx_network(weights, arch, num_classes, batches.image_shape, rt.comm,
+                               rt.log)
+        graph = build_evaluation_graph(arch, batches.image_shape, num_classes, False, rt.ctx,
+                                       class_penalty, external=network.logits)
+        rt.log(weights.describe(num_classes, None))
+    else:
+        layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
+        pipeline = pipeline.formatted(channels=layout.channels,
+                                      channel_last=layout.channel_last)
+        batches = pipeline.batches(files, batch_size, training=False)
+        graph = build_evaluation_graph(arch, batches.image_shape, num_classes,
+                                       layout.channel_last, rt.ctx, class_penalty)
+        note = weights.load_into(arch)
+        rt.log(weights.describe(num_classes, note))
     warning = norm_warning(weights.path, pipeline.image.norm)
     if warning and rt.comm.is_main:
         print(warning, file=sys.stderr)

@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
-# Where to read how to launch under a scheduler (README section).
-CLUSTERS_HELP = "see the README's 'Clusters'"
+# Where to read how to launch under a scheduler.
+CLUSTERS_HELP = "see docs/clusters.md"
 # Launcher variables giving a rank's index on its node (Open MPI, MPICH/Hydra, Slurm). Hydra
 # started by mpirun inside a Slurm allocation runs its proxies as one srun task per node, so
 # SLURM_LOCALID is 0 for every rank there: the MPI launchers' own variables come first.
@@ -156,7 +156,7 @@ class StartupGuard:
 
     Under `srun --mpi=pmi2`, a task whose MPI_Init fails leaves the others waiting in
     theirs for minutes: pip's MPICH failed so whenever a stale shared-memory segment of a
-    killed job with the same job id was in /dev/shm (see the README's Clusters). MPI_Init
+    killed job with the same job id was in /dev/shm (see docs/clusters.md). MPI_Init
     runs inside an import that holds the interpreter lock, so no Python thread can watch
     it: a forked child waits on a pipe instead, and kills this process (the launcher then
     ends the job) unless `done` closes the pipe in time.

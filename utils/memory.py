@@ -30,10 +30,11 @@ def available_memory() -> Optional[int]:
     return min(found) if found else None
 
 
-def check_batch_fits(need: int, available: Optional[int], what: str, remedy: str) -> None:
+def check_batch_fits(need: int, available: Optional[int], what: str, remedy: str,
+                     where: str = "in the input pipeline") -> None:
     """Refuse, before any work, a batch whose pixels alone exceed the memory there is (DALI
-    ended with std::bad_alloc and a traceback)."""
+    ended with std::bad_alloc, NumPy with its _ArrayMemoryError, each with a traceback)."""
     if available is not None and need > available:
-        raise UsageError(f"{what} need at least {need / GIBIBYTE:.1f} GiB in the input "
-                         f"pipeline, more than the {max(available, 0) / GIBIBYTE:.1f} GiB of "
-                         f"memory available: {remedy}")
+        raise UsageError(f"{what} need at least {need / GIBIBYTE:.1f} GiB {where}, more than "
+                         f"the {max(available, 0) / GIBIBYTE:.1f} GiB of memory available: "
+                         f"{remedy}")

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -303,6 +304,27 @@ class Format:
     run: Callable[[str, np.ndarray], np.ndarray]  # (file, images) -> outputs
     runtime: Callable[[], str]  # the runtime's name and version
     needs_onnx: bool  # the export extra must be installed
+    recognise: Callable[[str], bool]  # whether an existing file is a model of this format
+
+
+def is_nnp_file(path: str) -> bool:
+    """An NNP file: a zip archive holding NNabla's `nnp_version.txt`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "nnp_version.txt" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def is_onnx_file(path: str) -> bool:
+    """An ONNX model: parses as ONNX's ModelProto with a graph of at least one node."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return len(onnx.load_model(path, load_external_data=False).graph.node) > 0
+    except (OSError, DecodeError, ValueError, RuntimeError):
+        return False
 
 
 # By extension. The functions are called by name, so that a test can replace one.
@@ -311,11 +333,11 @@ FORMATS: Dict[str, Format] = {
         "NNP", lambda nnp, path, batch, opset: shutil.copyfile(nnp, path),
         lambda opset: f"NNP, network '{NETWORK_NAME}', executor '{EXECUTOR_NAME}'",
         lambda path, images: run_nnp(path, images),
-        lambda: f"NNabla {nn.__version__} NnpLoader", False),
+        lambda: f"NNabla {nn.__version__} NnpLoader", False, lambda path: is_nnp_file(path)),
     ".onnx": Format(
         "ONNX", lambda nnp, path, batch, opset: nnp_to_onnx(nnp, path, batch, opset),
         lambda opset: f"ONNX opset {opset}", lambda path, images: run_onnx(path, images),
-        lambda: onnxruntime_name(), True),
+        lambda: onnxruntime_name(), True, lambda path: is_onnx_file(path)),
 }
 
 

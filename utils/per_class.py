@@ -7,9 +7,10 @@ image counts exactly once, as for the totals.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence
 
 import numpy as np
 
@@ -94,6 +95,22 @@ def write_per_class(counts: ClassCounts, names: Sequence[Optional[str]], folder:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def _glyphs() -> FrozenSet[int]:
+    """The characters matplotlib's default font can draw."""
+    from matplotlib import font_manager, ft2font
+
+    path = font_manager.findfont(font_manager.FontProperties())
+    return frozenset(ft2font.FT2Font(path).get_charmap())
+
+
+def drawable(text: str) -> bool:
+    """Whether every character of `text` has a glyph in matplotlib's default font: a class
+    name in another script would be drawn as empty boxes, with a warning per character; its
+    id is drawn instead."""
+    return all(ord(char) in _glyphs() for char in text if not char.isspace())
+
+
 def confusion_figure(counts: ClassCounts, names: Sequence[Optional[str]]) -> Any:
     """The confusion matrix of the classes with images as a matplotlib Figure (rows: true
     class, columns: top-1 prediction, each row as fractions), labelled with their names;
@@ -106,7 +123,8 @@ def confusion_figure(counts: ClassCounts, names: Sequence[Optional[str]]) -> Any
     matrix = counts.confusion[np.ix_(shown, shown)].astype(np.float64)
     matrix /= counts.images[shown][:, None]
     # ImageNet's names list synonyms ("tench, Tinca tinca"): the first, cut, fits the margin.
-    labels = [names[c].split(",")[0][:LABEL_CHARS] if names[c] else str(c) for c in shown]
+    labels = [names[c].split(",")[0][:LABEL_CHARS] if names[c] and drawable(names[c])
+              else str(c) for c in shown]
     side = max(4.0, 0.25 * len(shown) + 2.5)
     figure = Figure(figsize=(side + 1, side))
     axes = figure.add_subplot()

@@ -3,8 +3,8 @@
 Knowing a published file by its name lets a missing file's error say where to download it, a
 file loaded with the wrong `-a` say which architecture it is for, and the SENet authors'
 weights warn when they are run without the normalisation they were trained with. The errors
-are the top-1 validation errors (%) as published by the nnabla-examples authors; the README's
-table is tested against this list.
+are the top-1 validation errors (%) as published by the nnabla-examples authors; the table
+of docs/evaluation.md is tested against this list.
 """
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ A recipe section is a frozen pydantic dataclass (`recipe`); each of its fields d
 its type (`Number`, `Integer`, `Flag`, a `Literal`, a tuple, a section), its default, its
 bounds and a one-line description (`Field(ge=..., description=...)`), and, where a rule spans
 the parts of a value, `Ordered`. `utils.config` reads these declarations to load a recipe, to
-word its errors and to write it back (`as_data`); `utils.recipe_table` to render the README's
-table of keys.
+word its errors and to write it back (`as_data`); `utils.recipe_table` to render the table
+of keys in docs/recipe-keys.md.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The README's table of recipe keys, rendered from their declarations (`utils.config`,
-`utils.recipe_fields`), so that the two cannot differ (a test compares them):
+"""The table of recipe keys in docs/recipe-keys.md, rendered from their declarations
+(`utils.config`, `utils.recipe_fields`), so that the two cannot differ (a test compares them):
 
-    python -m utils.recipe_table             # print the table
-    python -m utils.recipe_table README.md   # rewrite it between the README's markers
+    python -m utils.recipe_table                      # print the table
+    python -m utils.recipe_table docs/recipe-keys.md  # rewrite it between the page's markers
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .recipe_fields import (
 )
 
 KEY_TABLE_BEGIN = ("<!-- recipe keys: generated from the declarations by "
-                   "`python -m utils.recipe_table README.md`; do not edit -->")
+                   "`python -m utils.recipe_table docs/recipe-keys.md`; do not edit -->")
 KEY_TABLE_END = "<!-- end of recipe keys -->"
 
 
@@ -122,7 +122,7 @@ def _union_rows(union: Any, prefix: str) -> List[_Row]:
 
 def key_table() -> str:
     """The recipe keys as a Markdown table (key, type, default, allowed values, description),
-    rendered from their declarations: the README's table."""
+    rendered from their declarations: the table of docs/recipe-keys.md."""
     lines = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
     lines += [f"| `{r.key}`{f' ({r.label})' if r.label else ''} | {r.type} | {r.default} | "
               f"{r.allowed} | {r.description} |" for r in _rows(TrainConfig, "")]
@@ -130,7 +130,7 @@ def key_table() -> str:
 
 
 def with_key_table(text: str) -> str:
-    """`text` (the README) with the table between its markers replaced by `key_table()`."""
+    """`text` (the keys page) with the table between its markers replaced by `key_table()`."""
     begin, end = text.find(KEY_TABLE_BEGIN), text.find(KEY_TABLE_END)
     if begin < 0 or end < begin:
         raise UsageError(f"the markers of the table of recipe keys are missing: "
@@ -139,9 +139,9 @@ def with_key_table(text: str) -> str:
 
 
 def _main(argv: Sequence[str]) -> int:
-    """No argument: print the table; a file (the README): rewrite the table in it."""
+    """No argument: print the table; a file (docs/recipe-keys.md): rewrite the table in it."""
     if len(argv) > 1:
-        raise UsageError("usage: python -m utils.recipe_table [README.md]")
+        raise UsageError("usage: python -m utils.recipe_table [docs/recipe-keys.md]")
     if not argv:
         print(key_table(), end="")
         return 0

@@ -50,13 +50,16 @@ def tensorboard_folder(monitor_path: str) -> str:
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """`{"a": {"b": 1}}` -> `{"a.b": 1}`; numbers, strings and booleans stay, None and
-    anything else (lists, tuples) become their text."""
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`; numbers, strings and booleans stay, None,
+    integers beyond int64 and anything else (lists, tuples) become their text."""
     flat: Dict[str, Any] = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten(value, name + "."))
+        elif isinstance(value, int) and not isinstance(value, bool) \
+                and not -2**63 <= value < 2**63:
+            flat[name] = str(value)  # (HParams keeps numbers as int64 or float64)
         elif isinstance(value, (bool, int, float, str)):
             flat[name] = value
         else:
@@ -69,26 +72,51 @@ class TensorBoard:
     events of earlier sessions at this step or later are discarded by the readers."""
 
     def __init__(self, folder: str, start_step: int, flush_secs: int = FLUSH_SECONDS):
+        _writer_failure_is_a_warning()
+        self.folder = folder
+        self.flush_secs = flush_secs
+        self._session_hparams: Optional[tuple] = None
+        self.writer = self._open(start_step)
+
+    def _open(self, start_step: int) -> Any:
         from tensorboardX import SummaryWriter
 
-        _writer_failure_is_a_warning()
-        os.makedirs(folder, exist_ok=True)
-        self.folder = folder
+        os.makedirs(self.folder, exist_ok=True)
         # The file name holds the time in seconds and the host: a session number keeps two
         # sessions started within one second apart, in order.
-        session = len(glob.glob(os.path.join(folder, EVENT_FILE_PATTERN)))
-        self.writer = SummaryWriter(folder, purge_step=start_step, flush_secs=flush_secs,
-                                    filename_suffix=f".{session:04d}")
+        session = len(glob.glob(os.path.join(self.folder, EVENT_FILE_PATTERN)))
+        return SummaryWriter(self.folder, purge_step=start_step, flush_secs=self.flush_secs,
+                             filename_suffix=f".{session:04d}")
+
+    def _reopen_if_removed(self, step: int) -> None:
+        """A folder removed while the run trains (its events would go to a deleted file) is
+        made again, with a new event file from `step` on, and a warning."""
+        if os.path.isdir(self.folder):
+            return
+        print(f"warning: {self.folder} was removed while the run trained: made again; the "
+              f"TensorBoard events before step {step} are gone", file=sys.stderr, flush=True)
+        self._io(self.writer.close)
+        try:
+            self.writer = self._open(step)
+        except OSError as e:
+            print(f"warning: TensorBoard events not written to {self.folder}: {e}",
+                  file=sys.stderr, flush=True)
+            return
+        if self._session_hparams is not None:
+            self.hparams(*self._session_hparams, step)
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        self._reopen_if_removed(step)
         for tag, value in values.items():
             self.writer.add_scalar(tag, float(value), step)
 
     def image(self, tag: str, rgb: np.ndarray, step: int) -> None:
         """An RGB uint8 (H, W, 3) image, stored exactly (PNG)."""
+        self._reopen_if_removed(step)
         self.writer.add_image(tag, rgb, step, dataformats="HWC")
 
     def text(self, tag: str, markdown: str, step: int) -> None:
+        self._reopen_if_removed(step)
         self.writer.add_text(tag, markdown, step)
 
     def hparams(self, values: Mapping[str, Any], metric_tags: Iterable[str], step: int) -> None:
@@ -96,6 +124,7 @@ class TensorBoard:
         against them (their latest values)."""
         from tensorboardX.summary import hparams
 
+        self._session_hparams = (dict(values), list(metric_tags))
         experiment, start, _ = hparams(dict(values), {tag: 0.0 for tag in metric_tags})
         self._file_writer().add_summary(experiment, step)
         self._file_writer().add_summary(start, step)
@@ -104,6 +133,7 @@ class TensorBoard:
         """Mark the session as ended successfully (the HParams view's status)."""
         from tensorboardX.summary import hparams
 
+        self._reopen_if_removed(step)
         _, _, end = hparams({}, {})
         self._file_writer().add_summary(end, step)
 

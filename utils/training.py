@@ -28,7 +28,7 @@ same training (learning rate, images of each update), not bit for bit.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import nnabla as nn
@@ -70,9 +70,33 @@ def iteration_seed(seed: int, rank: int, epoch: int, iteration: int) -> int:
     """Seed of NNabla's random functions (dropout, drop-connect) for one iteration.
 
     Re-seeding every iteration makes them a function of the position, so a resumed run
-    draws what the uninterrupted one would have.
+    draws what the uninterrupted one would have. Only graphs that draw are re-seeded
+    (`draws_global_random`).
     """
     return (seed * 1_000_003 + rank * 7_919 + epoch * 100_003 + iteration) % (2**31 - 1)
+
+
+GLOBAL_SEED = -1  # the `seed` argument of NNabla's random functions meaning "the global one"
+
+
+def draws_global_random(*outputs: nn.Variable) -> bool:
+    """Whether a function of the graph of `outputs` draws from NNabla's global random
+    generator, the one `nn.seed` sets: those of NNabla's functions that take a `seed` and
+    were given -1 (dropout, rand, randn, randint, the random_* and image_augmentation, ...).
+
+    Only these make `nn.seed` matter: a graph without one is not re-seeded every iteration
+    (each `nn.seed` costs host time, and NNabla-CUDA replaces its cuRAND generator the next
+    time a function draws: the price of an exact resume for the graphs that do draw).
+    """
+    found = []
+
+    def visit(f: Any) -> None:
+        if f.info.args.get("seed") == GLOBAL_SEED:
+            found.append(f.info.type_name)
+
+    for output in outputs:
+        output.visit(visit)
+    return bool(found)
 
 
 def running_statistics() -> Dict[str, nn.Variable]:
@@ -110,6 +134,11 @@ class TrainingGraph:
     mixing: Optional[BatchMixing]
     inputs: Optional[nn.Variable] = None  # the network's input: `image`, mixed if mixing
     network: Optional[TrainingNetwork] = None  # what it was built from (None: by hand)
+    # A function draws from NNabla's global generator: re-seed it every iteration.
+    draws_random: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.draws_random = draws_global_random(self.loss, self.error)
 
     def feed(self, batch: Any) -> None:
         """Put a `utils.data.Batch` into the inputs (and draw the next mixup or CutMix)."""
