@@ -1,7 +1,5 @@
 r"""Measure each network's speed and size: inference and training images/s, parameters, MACs.
 
-    python benchmark.py -a resnet50 mobilenet_v2 -b 8 -c cpu
-
 For every architecture (default: all of them) at its native input size (or --spatial-size):
 
 - infer img/s: the test-mode network's forward pass (batch-norm running statistics, no
@@ -38,8 +36,8 @@ import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO l
 import nnabla as nn
 import numpy as np
 
-from models import available_architectures, build_network, get_architecture
-from utils import cli
+from models import build_network, get_architecture
+from utils import cli, help_text
 from utils.atomic import atomic_write_text, check_output_file
 from utils.comm import Communicator
 from utils.config import TrainConfig, load_config
@@ -69,38 +67,44 @@ def seconds(text: str) -> float:
     return value
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_runtime_flags(p)
-    g = p.add_argument_group("what to measure")
-    g.add_argument("-a", "--arch", type=cli.architecture_name, nargs="+",
-                   default=available_architectures(), metavar="ARCH",
-                   help="one or more of: " + ", ".join(available_architectures())
-                        + " (default: all; see the README for their cost on a CPU)")
-    g.add_argument("-b", "--batch-size", type=cli.positive_int, default=32,
-                   help="batch size per process (default: %(default)s)")
-    cli.add_spatial_size_flag(p)
-    g.add_argument("--channel-last", action="store_true",
-                   help="NHWC layout (GPU only: NNabla's CPU backend runs NCHW)")
-    g.add_argument("--num-classes", type=cli.positive_int, default=1000,
-                   help="classifier outputs (default: %(default)s)")
-    g.add_argument("-C", "--train-config", default=DEFAULT_CONFIG,
-                   help="recipe YAML whose loss, mixup and solver the training step uses "
-                        "(default: cfg/cos90.yaml of this repository)")
-    g.add_argument("--warmup", type=cli.non_negative_int, default=1,
+EXAMPLES = (
+    "python benchmark.py -a resnet50 mobilenet_v2 -b 8 -c cpu",
+    "mpirun -n 2 python benchmark.py -a resnet50 -b 64 -t half --channel-last",
+)
+WRITES = "the -o CSV (default benchmark.csv), rewritten as each network is measured"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
+    arch = cli.add_arch_flags(p, required=False, several=True,
+                              description="-a takes one or more networks (default: all).")
+    cli.add_spatial_size_flag(arch)
+    cli.add_channel_last_flag(arch)
+    g = help_text.add_group(p, "what to measure",
+                            "The training step uses the loss, mixup and solver of -C.")
+    cli.add_batch_size_flag(g, 32)
+    cli.add_train_config_flag(g, DEFAULT_CONFIG)
+    g.add_argument("--warmup", type=cli.non_negative_int, default=1, metavar="N",
                    help="untimed steps before each measurement (default: %(default)s)")
-    g.add_argument("--iterations", type=cli.positive_int, default=5,
+    g.add_argument("--iterations", type=cli.positive_int, default=5, metavar="N",
                    help="timed steps of each measurement (default: %(default)s)")
-    g.add_argument("--max-seconds", type=seconds, default=60.0, metavar="S",
-                   help="end a measurement's timing after the step that passes S seconds, "
-                        "so the largest networks cost a few steps (default: %(default)g)")
+    g.add_argument("--max-seconds", type=seconds, default=60.0, metavar="SECONDS",
+                   help="end a measurement's timing after the step that passes this many "
+                        "seconds, so the largest networks cost a few steps "
+                        "(default: %(default)g)")
     g.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
     g.add_argument("--no-train", action="store_true", help="skip the training measurement")
-    p.add_argument("-o", "--output", default="benchmark.csv",
-                   help="CSV file of the table, rewritten as each network is measured "
-                        "(default: %(default)s)")
-    args = p.parse_args(argv)
+    outputs = help_text.add_group(p, "outputs")
+    outputs.add_argument("-o", "--output", default="benchmark.csv", metavar="FILE",
+                         help="CSV file of the table, rewritten as each network is measured "
+                              "(default: %(default)s)"
+                              + help_text.elsewhere("-o", "the CSV file"))
+    cli.add_runtime_flags(p)
+    return p
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     args.arch = list(dict.fromkeys(args.arch))  # each once, in the order given
     return args
 

@@ -7,9 +7,6 @@ they are. The first convolution is found by looking, whatever its name. A 4th in
 is only ever fed zeros (mixed-precision NHWC networks), so adding or dropping it leaves the
 network's outputs unchanged. The output is written atomically and never over the input; a
 refused conversion or a file that is not NNabla's is one line on stderr, status 2.
-
-    python convert_parameter_format.py rn50-nhwc.h5 rn50-nchw.h5 -m nchw -3
-    python convert_parameter_format.py rn50.h5 rn50-nhwc.h5 -m nhwc --force-4-channels
 """
 from __future__ import annotations
 
@@ -20,7 +17,7 @@ from typing import Optional, Sequence
 
 import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
-from utils import cli
+from utils import cli, help_text
 from utils.errors import UserError
 from utils.runtime import run
 from utils.weights import Layout, adapt, is_parameter_file, open_weights, write_parameters
@@ -30,16 +27,26 @@ class ConversionRefused(UserError, ValueError):
     """A conversion that would harm the input."""
 
 
+EXAMPLES = (
+    "python convert_parameter_format.py rn50-nhwc.h5 rn50-nchw.h5 -m nchw -3",
+    "python convert_parameter_format.py rn50.h5 rn50-nhwc.h5 -m nhwc --force-4-channels",
+)
+WRITES = "OUTPUT, an NNabla weight file (.h5); nothing when the input is already as asked"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="NNabla weight file (.h5) to read, or the name of a published "
-                                 "one (downloaded once into the cache)")
-    p.add_argument("output", help="weight file to write (not the input)")
-    p.add_argument("-m", "--memory-layout", type=str.lower, choices=("nchw", "nhwc"),
-                   default=None,
-                   help="target layout, any case (default: keep the input's layout)")
-    channels = p.add_mutually_exclusive_group()
+    p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
+    p.add_argument("input", metavar="INPUT",
+                   help="NNabla weight file (.h5) to read, or the name of a published one "
+                        "(downloaded once into the cache)")
+    p.add_argument("output", metavar="OUTPUT", help="weight file to write (not the input)")
+    conversion = help_text.add_group(p, "conversion",
+                                     "What is not asked for stays as in the input.")
+    conversion.add_argument("-m", "--memory-layout", type=str.lower, choices=("nchw", "nhwc"),
+                            default=None,
+                            help="target layout, any case (default: keep the input's "
+                                 "layout)" + help_text.elsewhere("-m", "the memory layout"))
+    channels = conversion.add_mutually_exclusive_group()
     channels.add_argument("-3", "--force-3-channels", action="store_const", const=3,
                           dest="channels",
                           help="give the first convolution 3 input channels (drops the "
@@ -48,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                           dest="channels",
                           help="give the first convolution 4 input channels (adds a zero "
                                "one, as mixed-precision NHWC training expects)")
-    cli.add_no_download_flag(p)
+    cli.add_no_download_flag(conversion)
     return p
 
 

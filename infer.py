@@ -4,8 +4,6 @@ Images are preprocessed exactly as validation.py does (shorter side resized by 2
 the input size, centre crop), so the probabilities equal validation's. The layout and input
 channels are read from the weight file; on a CPU an NHWC file is converted in memory. A
 missing or unreadable image, or weights for another network, is one line on stderr, status 2.
-
-    python infer.py photo.jpg more_photos/ rn50-nhwc_mixup250.h5 -a resnet50
 """
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO l
 
 import numpy as np
 
-from utils import cli
+from utils import cli, help_text
 from utils.data import ImageBatches
 from utils.errors import DataError
 from utils.evaluation import EvaluationGraph, network_for_weights
@@ -31,29 +29,28 @@ from utils.imagenet import class_names
 from utils.runtime import run, setup_runtime
 from utils.weights import open_weights
 
+EXAMPLES = (
+    "python infer.py photo.jpg more_photos/ rn50-nhwc_mixup250.h5",
+    "python infer.py photo.jpg my_model.h5 -a resnet18 --num-classes 101 "
+    "--labels label_words.csv -k 3",
+)
+WRITES = "none: the classes go to stdout (with --json, one object with the timings)"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
     p.add_argument("inputs", nargs="+", metavar="IMAGE",
                    help="image files or folders (searched recursively for images)")
-    cli.add_weight_file_flags(p, "number of classes (default: the weight file's)")
+    cli.add_weight_file_flags(p)
+    cli.add_input_flags(p)
+    outputs = help_text.add_group(p, "outputs", "-b images are classified together.")
+    outputs.add_argument("-k", "--top-k", type=cli.positive_int, default=5, metavar="N",
+                         help="classes shown per image (default: %(default)s)")
+    cli.add_labels_flag(outputs)
+    cli.add_batch_size_flag(outputs, 16)
+    cli.add_json_flag(outputs)
     cli.add_runtime_flags(p)
-    cli.add_spatial_size_flag(p)
-    cli.add_crop_pct_flag(p)
     cli.add_dali_flags(p)
-    cli.add_norm_flag(p)
-    p.add_argument("--labels", default=None,
-                   help="'<id>,<name>' csv of class names, e.g. label_words.csv from "
-                        "create_input_files.py (default: the ImageNet names for 1000 "
-                        "classes, else class ids)")
-    p.add_argument("-k", "--top-k", type=cli.positive_int, default=5,
-                   help="classes shown per image (default: %(default)s)")
-    p.add_argument("-b", "--batch-size", type=cli.positive_int, default=16,
-                   help="images classified together (default: %(default)s)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object (predictions and timings) instead of text")
-    cli.add_ignored_channel_last_flag(p)
     return p
 
 

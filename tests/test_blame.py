@@ -127,7 +127,8 @@ def test_the_default_list_names_its_flag_and_folder(tmp_path, capsys, monkeypatc
     assert run_main(train.main, "-a", "mobilenet_v3_small", "--num-classes", "10",
                     "-T", DEMO / "train", "-m", tmp_path / "run") == USER_ERROR_STATUS
     assert the_line(capsys) == (f"error: list file train_label (--train-list) not found in "
-                                f"{os.getcwd()}")
+                                f"{os.getcwd()}: create_input_files.py -T <training folder> "
+                                "-o <folder> writes it as <folder>/train_label")
 
 
 def test_another_class_count_without_finetune_names_finetune(weights, tmp_path, capsys):

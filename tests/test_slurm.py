@@ -91,7 +91,8 @@ def test_a_user_error_under_srun_is_status_2_with_srun_s_summary_after_it(cluste
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line]
     assert re.match(r"\[rank \d\] error: list file .*missing_label \(--train-list\) not "
-                    "found$", lines[-2]), done.stderr
+                    "found: create_input_files.py -T .* writes it as <folder>/train_label$",
+                    lines[-2]), done.stderr
     assert re.match(r"srun: error: \w+: tasks? [0-9-]+: Exited with exit code 2$", lines[-1])
     assert "CANCELLED" not in done.stderr and "Killed" not in done.stderr
 
@@ -186,7 +187,8 @@ def test_the_batch_script_ends_a_user_error_as_mpirun_does(cluster, setup, tmp_p
     assert cluster.job_field(job, "ExitCode") == "2:0"
     last = log.read_text().rstrip().splitlines()[-1]
     assert re.match(r"\[rank \d\] error: list file .*missing_label \(--train-list\) not "
-                    "found$", last), log.read_text()
+                    "found: create_input_files.py -T .* writes it as <folder>/train_label$",
+                    last), log.read_text()
 
 
 @pytest.fixture(scope="module")

@@ -268,3 +268,53 @@ def test_recomputed_batch_norm_statistics_validate_like_training(setup, tmp_path
     assert result.returncode == 0, result.stderr
     # its own 8 batches (another seed): measured 0.378 (AMD EPYC), 0.278 (Intel Xeon)
     assert values(recomputed_in_train, "Validation-error")[-1] <= stale - 0.1
+
+
+# --------------------------------------------------------------------------- the stop message
+
+
+@pytest.mark.parametrize("monitor_given", [True, False], ids=["with-m", "without-m"])
+def test_the_stop_message_says_how_to_resume(setup, tmp_path, monitor_given):
+    """Stopped by SIGTERM mid-epoch, the run says how to resume, and doing as it says
+    resumes: with -m the same command; without it (a new tmp.monitor.<time> folder each run,
+    as the official example) the same command with -m <that folder>."""
+    import signal
+
+    from train_fixtures import epoch_bar_shown, wait_for
+
+    args = train_args(setup, tmp_path / "given", epochs=1)
+    if not monitor_given:
+        at = args.index("-m")
+        del args[at:at + 2]
+    log = tmp_path / "first.log"
+    with open(log, "w") as err:
+        process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args],
+                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err,
+                                   env={**os.environ, "MPLBACKEND": "Agg"})
+    wait_for(epoch_bar_shown(log, 0), process, "epoch 0")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(TIMEOUT) == train.PREEMPTED_EXIT_STATUS, log.read_text()
+    stopped = re.search(r"stopped by SIGTERM at epoch 0, iteration \d+; saved (\S+); (.*)",
+                        log.read_text())
+    assert stopped, log.read_text()
+    if monitor_given:
+        monitor = tmp_path / "given"
+        assert stopped.group(2) == "run the same command again to resume"
+        again = args
+    else:
+        (monitor,) = tmp_path.glob("tmp.monitor.*")
+        name = monitor.name
+        assert re.fullmatch(r"tmp\.monitor\.\d{14}", name)
+        assert stopped.group(2) == (
+            f"to resume, run the same command with -m {name} added (or --resume -m {name}): "
+            "without -m it starts a new run in a new folder")
+        again = [*args, "-m", name]
+    shown = monitor if monitor_given else monitor.name  # as -m gave it
+    assert stopped.group(1).startswith(f"{shown}/checkpoints/checkpoint_e0000_i")
+    resumed = subprocess.run([sys.executable, str(REPO / "train.py"), *again], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=TIMEOUT,
+                             env={**os.environ, "MPLBACKEND": "Agg"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {stopped.group(1)} (epoch 0, iteration" in resumed.stderr
+    assert sorted(p.name for p in tmp_path.glob("tmp.monitor.*")) == \
+        ([] if monitor_given else [monitor.name])  # no second, fresh run

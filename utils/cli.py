@@ -1,8 +1,11 @@
 """Command-line flag groups shared by the scripts, and the values resolved after parsing.
 
-Each `add_*` function adds one documented argument group to a parser, so that train.py,
-validation.py and infer.py spell and default the same flags the same way (names and short
-forms as in the official example). Values that depend on other flags (the spatial size
+Every script's parser is a `script_parser`: its docstring, its flags in named groups, then
+one or two examples and the files it writes. Each `add_*` function adds flags shared by
+several scripts with one wording, so that every script spells, words and defaults a shared
+flag the same way (names and short forms as in the official example). Short flags that the
+official scripts use for different things (-V, -T, -m, -o) are kept; each one's help names
+its other meanings (utils/help_text.py). Values that depend on other flags (the spatial size
 defaults to the architecture's native resolution) are resolved after parsing by
 `spatial_size_of` and `val_list_of`; `utils.runtime.setup_runtime` turns the runtime flags
 into a context and communicator.
@@ -25,6 +28,7 @@ from models import (
 from .batch_plan import Shard
 from .context import CONTEXTS, TYPE_CONFIGS
 from .data import DaliOptions, ImageFormat, InputPipeline
+from .help_text import SHORT_FLAG_MEANINGS, add_group, elsewhere
 from .published import did_you_mean, published
 from .watchdog import DEFAULT_HANG_TIMEOUT
 
@@ -115,7 +119,7 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
                        help="compute back end: auto picks cudnn when the CUDA extension and a "
                             "GPU are usable, else cpu; cuda runs as cudnn (NNabla's pooling has "
                             "GPU kernels in cuDNN only) (default: %(default)s)")
-    group.add_argument("-d", "--device-id", type=non_negative_int, default=0,
+    group.add_argument("-d", "--device-id", type=non_negative_int, default=0, metavar="N",
                        help="the GPU of a single process; under several ranks each rank "
                             "uses the GPU of its local rank (NNabla's multi-GPU rule: choose "
                             "GPUs with CUDA_VISIBLE_DEVICES) (default: %(default)s)")
@@ -136,23 +140,85 @@ def add_hang_timeout_flag(group: argparse._ArgumentGroup) -> None:
                             "time limit); <= 0 disables (default: %(default)g)")
 
 
-def add_arch_flags(
-    parser: argparse.ArgumentParser, required: bool = True,
-    num_classes_default: Optional[int] = 1000, num_classes_help: Optional[str] = None,
-    arch_help: str = "",
-) -> argparse._ArgumentGroup:
-    """-a/--arch (any case; an unknown name lists the known ones) and --num-classes."""
-    group = parser.add_argument_group("architecture")
+def add_arch_flags(parser: argparse.ArgumentParser, required: bool = True,
+                   num_classes_default: Optional[int] = 1000, several: bool = False,
+                   description: Optional[str] = None) -> argparse._ArgumentGroup:
+    """-a/--arch (any case; an unknown name lists the known ones; `several`: one or more,
+    default all) and --num-classes."""
+    group = add_group(parser, "architecture", description)
     group.add_argument("-a", "--arch", type=architecture_name, required=required,
-                       metavar="ARCH",
+                       metavar="ARCH", nargs="+" if several else None,
+                       default=available_architectures() if several else None,
                        help=f"network, one of: {', '.join(available_architectures())} "
-                            f"{arch_help}".strip())
+                            "(any case)")
     group.add_argument("--num-classes", type=positive_int, default=num_classes_default,
-                       help=num_classes_help or "number of classes (default: %(default)s)")
+                       metavar="N",
+                       help="number of classes, the classifier's outputs (default: 1000; "
+                            "validation.py, infer.py and export.py: the weight file's)")
     return group
 
 
-def add_spatial_size_flag(parser: argparse.ArgumentParser) -> argparse.Action:
+def add_input_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The input group of the scripts that run a weight file on images: --spatial-size,
+    --crop-pct, -n and --channel-last (ignored: the file tells the layout)."""
+    group = add_group(parser, "input")
+    add_spatial_size_flag(group)
+    add_crop_pct_flag(group)
+    add_norm_flag(group)
+    add_channel_last_flag(group)
+    return group
+
+
+def add_batch_size_flag(group: argparse._ArgumentGroup, default: int) -> None:
+    """-b/--batch-size."""
+    group.add_argument("-b", "--batch-size", type=positive_int, default=default, metavar="N",
+                       help="images per batch and process (default: %(default)s)")
+
+
+def add_labels_flag(group: argparse._ArgumentGroup) -> None:
+    """--labels: the class names of the outputs."""
+    group.add_argument("--labels", default=None, metavar="FILE",
+                       help="'<id>,<name>' csv of class names, e.g. label_words.csv of "
+                            "create_input_files.py (default: train.py: label_words.csv beside "
+                            "--train-list if there; else the ImageNet names for 1000 classes, "
+                            "else class ids)")
+
+
+def add_json_flag(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--json", action="store_true",
+                       help="print the result as one JSON object instead of text")
+
+
+def add_no_progress_flag(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_channel_last_flag(group: argparse._ArgumentGroup) -> None:
+    """--channel-last: NHWC where a network is built from scratch; accepted and ignored where
+    a weight file tells its layout (as the official scripts take it)."""
+    group.add_argument("--channel-last", action="store_true",
+                       help="NHWC layout, GPU only (NNabla's CPU backend runs NCHW); "
+                            "validation.py and infer.py accept it and read the layout from "
+                            "the weight file")
+
+
+def add_train_config_flag(group: argparse._ArgumentGroup, default: str) -> None:
+    """-C/--train-config: the recipe."""
+    group.add_argument("-C", "--train-config", default=default, metavar="FILE",
+                       help="recipe YAML, see cfg/ (default: cfg/cos90.yaml of this "
+                            "repository)")
+
+
+def add_recompute_bn_flag(group: argparse._ArgumentGroup) -> None:
+    """--recompute-bn N."""
+    group.add_argument("--recompute-bn", type=non_negative_int, default=0, metavar="N",
+                       help="before validating, re-estimate the batch-norm statistics as the "
+                            "average over N training batches per rank (needs -T and "
+                            "--train-list; the running averages lag behind the weights in "
+                            "short runs) (default: 0, off)")
+
+
+def add_spatial_size_flag(parser: Any) -> argparse.Action:
     """--spatial-size: one size or height and width; default the architecture's resolution."""
     return parser.add_argument(
         "--spatial-size", type=positive_int, nargs="+", action=_SpatialSizeAction,
@@ -180,7 +246,7 @@ def crop_fraction(text: str) -> float:
     return value
 
 
-def add_crop_pct_flag(parser: argparse.ArgumentParser) -> argparse.Action:
+def add_crop_pct_flag(parser: Any) -> argparse.Action:
     """--crop-pct: validation's centre crop as a fraction of the resized shorter side."""
     return parser.add_argument(
         "--crop-pct", type=crop_fraction, default=None, metavar="P",
@@ -189,7 +255,7 @@ def add_crop_pct_flag(parser: argparse.ArgumentParser) -> argparse.Action:
              "crops the whole shorter side)")
 
 
-def add_norm_flag(parser: argparse.ArgumentParser) -> argparse.Action:
+def add_norm_flag(parser: Any) -> argparse.Action:
     """-n/--norm-config: the mean/std preset the weights were trained with."""
     return parser.add_argument(
         "-n", "--norm-config", type=str.lower, choices=list(NORMALIZATIONS), default=None,
@@ -198,7 +264,7 @@ def add_norm_flag(parser: argparse.ArgumentParser) -> argparse.Action:
              "weights) (default: a published file's own, else default)")
 
 
-def add_no_download_flag(parser: argparse.ArgumentParser) -> argparse.Action:
+def add_no_download_flag(parser: Any) -> argparse.Action:
     """--no-download: a published name that is not cached is an error, not a download."""
     return parser.add_argument(
         "--no-download", action="store_true",
@@ -206,22 +272,17 @@ def add_no_download_flag(parser: argparse.ArgumentParser) -> argparse.Action:
              "into the cache ($NNABLA_IMAGENET_CACHE, default ~/.cache/nnabla-imagenet)")
 
 
-def add_weight_file_flags(parser: argparse.ArgumentParser, num_classes_help: str) -> None:
+def add_weight_file_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """WEIGHTS (a path, or a published file's name: downloaded once into the cache), then
-    -a (optional for a published file: its name tells), --num-classes, --no-download."""
-    parser.add_argument("weights", help="NNabla weight file (.h5), NCHW or NHWC, or the name "
-                                        "of a published one (downloaded once)")
-    add_no_download_flag(parser)
-    add_arch_flags(parser, required=False, num_classes_default=None,
-                   num_classes_help=num_classes_help,
-                   arch_help="(default for a published weight file: its network)")
-
-
-def add_ignored_channel_last_flag(parser: argparse.ArgumentParser) -> None:
-    """--channel-last, which the official scripts take and a weight file makes redundant."""
-    parser.add_argument("--channel-last", action="store_true",
-                        help="accepted for compatibility; ignored, the layout is read from the "
-                             "weight file")
+    the architecture group: -a (optional for a published file: its name tells),
+    --num-classes and --no-download."""
+    parser.add_argument("weights", metavar="WEIGHTS",
+                        help="NNabla weight file (.h5), NCHW or NHWC, or the name of a "
+                             "published one (downloaded once into the cache; its name tells "
+                             "its network, so -a may be left out)")
+    group = add_arch_flags(parser, required=False, num_classes_default=None)
+    add_no_download_flag(group)
+    return group
 
 
 def parse_weight_file_args(parser: argparse.ArgumentParser,
@@ -242,9 +303,9 @@ def parse_weight_file_args(parser: argparse.ArgumentParser,
 def add_dali_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """DALI worker threads, prefetch depth and nvJPEG padding (stored in bytes)."""
     group = parser.add_argument_group("DALI")
-    group.add_argument("--dali-num-threads", type=positive_int, default=4,
+    group.add_argument("--dali-num-threads", type=positive_int, default=4, metavar="N",
                        help="DALI worker threads per process (default: %(default)s)")
-    group.add_argument("--dali-prefetch-queue", type=positive_int, default=2,
+    group.add_argument("--dali-prefetch-queue", type=positive_int, default=2, metavar="N",
                        help="batches DALI prepares ahead (default: %(default)s)")
     group.add_argument("--dali-nvjpeg-memory-padding-mb", type=_megabytes_to_bytes,
                        dest="dali_nvjpeg_memory_padding",
@@ -255,13 +316,15 @@ def add_dali_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 
 def _add_dataset_flags(parser: argparse.ArgumentParser, split: str, short: str, title: str,
-                       default_list: str, list_default_note: str) -> argparse._ArgumentGroup:
+                       default_list: str, list_default_note: str,
+                       description: Optional[str] = None) -> argparse._ArgumentGroup:
     """-X/--<split>-dir and --<split>-list (the list create_input_files.py writes)."""
-    group = parser.add_argument_group(f"{title} data")
-    group.add_argument(short, f"--{split}-dir", default=DEFAULT_DATA_DIR,
+    group = add_group(parser, f"{title} data", description)
+    meaning = dict(SHORT_FLAG_MEANINGS[short])["train.py"]
+    group.add_argument(short, f"--{split}-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
                        help=f"folder the paths of the {title} list are relative to "
-                            "(default: %(default)s)")
-    group.add_argument(f"--{split}-list", default=default_list,
+                            f"(default: %(default)s){elsewhere(short, meaning)}")
+    group.add_argument(f"--{split}-list", default=default_list, metavar="FILE",
                        help="list file, one '<path> <class id>' line per image, as written "
                             f"by create_input_files.py (default: %(default)s{list_default_note})")
     return group
@@ -272,10 +335,11 @@ def add_train_dataset_flags(parser: argparse.ArgumentParser) -> argparse._Argume
     return _add_dataset_flags(parser, "train", "-T", "training", DEFAULT_TRAIN_LIST, "")
 
 
-def add_val_dataset_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """-V/--val-dir and --val-list."""
+def add_val_dataset_flags(parser: argparse.ArgumentParser, description: Optional[str] = None
+                          ) -> argparse._ArgumentGroup:
+    """-V/--val-dir and --val-list; `description`: how this script reads them."""
     return _add_dataset_flags(parser, "val", "-V", "validation", DEFAULT_VAL_LIST,
-                              " in the current folder, else in --val-dir")
+                              " in the current folder, else in --val-dir", description)
 
 
 def input_pipeline(args: argparse.Namespace, rt: Any, crop_pct: Optional[float]

