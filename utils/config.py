@@ -41,6 +41,7 @@ from .recipe_fields import (
     union_choices,
     unwrap,
 )
+from .solver_config import MomentumSolverSection, SolverSection
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -57,9 +58,11 @@ class TrainConfig:
     read from) is informational, not a key, and ignored by equality.
     """
 
-    weight_decay: Annotated[Number, Field(ge=0, description="L2 penalty on the weights (not on "
-                                                            "batch-norm's γ and β)")]
-    momentum: Annotated[Number, Field(ge=0, lt=1, description="SGD's momentum")]
+    weight_decay: Annotated[Number, Field(
+        ge=0, description="weight decay of the solver's kind (see solver), not on the "
+                          "parameters of solver.exclude_from_decay")]
+    momentum: Annotated[Number, Field(ge=0, lt=1, description="the momentum of the momentum, "
+                                                              "nesterov and lars solvers")]
     epochs: Annotated[Integer, Field(ge=1, description="the run's length; train.py's --epochs "
                                                        "overrides it")]
     label_smoothing: Annotated[Number, Field(ge=0, lt=1, description="weight of the uniform-"
@@ -78,6 +81,10 @@ class TrainConfig:
     progressive_resizing: Annotated[Optional[ProgressiveResizing], Field(
         description="FFCV's progressive resizing of the training images"),
         SAVED_WHEN_SET] = None
+    solver: Annotated[SolverSection, Field(
+        description="the solver and its keys; weight_decay is coupled L2 for momentum and "
+                    "nesterov, decoupled for adamw and lamb, inside the trust ratio for lars"),
+        SAVED_WHEN_SET] = MomentumSolverSection()
     source: str = dataclasses.field(default="", compare=False, init=False)
 
     @model_validator(mode="before")
@@ -245,7 +252,9 @@ def _problem(error: Dict[str, Any], place: _Place, key: str) -> str:
     if kind == "union_tag_not_found":
         return f"missing or empty required key '{key}.type'"
     if kind == "union_tag_invalid":
-        valid = [*SCHEDULE_TYPES, *SCHEDULE_ALIASES]
+        valid = list(union_choices(place.core))
+        if place.path == ["lr_scheduler"]:
+            valid += SCHEDULE_ALIASES
         return (f"unknown {key} type {value['type']!r}{_hint(value['type'], valid)}; "
                 f"valid types: {', '.join(valid)}")
     if kind == "literal_error":

@@ -1,17 +1,41 @@
-"""SGD with momentum, the official weight-decay rule, and static or dynamic loss scaling.
+"""The recipe's solver (`solver:` section) over NNabla's own solver classes, with the weight-
+decay groups, gradient clipping by global norm, static or dynamic loss scaling, and
+checkpointable state.
 
-One training step with `MomentumSolver`:
+One training step with `Solver`:
 
     solver.zero_grad()
     loss.backward(solver.loss_scale)       # gradients of loss * loss_scale
     all-reduce [p.grad for p in solver.parameters()], dividing by the number of workers
     solver.set_learning_rate(solver_learning_rate(lr_per_example, global_batch))
-    solver.update()                        # unscale, decay, momentum step (or skip)
+    solver.update()                        # unscale, clip, decay, step (or skip)
 
-Weight decay applies to every trainable parameter except batch-norm gamma and beta (names
-ending in `/gamma` or `/beta`); convolution and affine biases, including the SE and
-classifier biases, are decayed like the official example. The update is nnabla's
-`Momentum`: v = momentum * v + lr * (g + weight_decay * w); w = w - v.
+The parameters are split in two groups, each with its own NNabla solver, as NNabla applies
+weight decay per solver: those `exclude_from_decay` names (by default batch-norm gamma and
+beta, names ending in `/gamma` or `/beta`; convolution and affine biases are decayed like
+the official example) and the others. The default, `momentum`, is the official update
+unchanged: nnabla's `Momentum`, v = momentum * v + lr * (g + weight_decay * w); w = w - v.
+The update rules of the others, and how NNabla's code relates to their papers:
+
+- nesterov: nnabla's `Nesterov`, v' = m v - lr (g + wd w); w += -m v + (1 + m) v' (Bengio
+  et al. 2013, eq. 7, the form that keeps the look-ahead point as the parameters).
+- adamw: nnabla's `AdamW` (Loshchilov & Hutter 2019, algorithm 2). NNabla decays by
+  (alpha_t / alpha_0) * wd * w, alpha_0 being the rate it was built with; built with
+  `base_lr` this is the paper's eta_t * lambda with the schedule multiplier
+  eta_t = lr_t / base_lr (PyTorch's AdamW decays by lr_t * wd instead: its weight_decay is
+  the paper's lambda / base_lr). NNabla adds eps to sqrt(v) before the bias correction, which
+  is the paper's update with eps / sqrt(1 - beta2^t) in place of eps (the difference is below
+  float32 rounding unless sqrt(v_hat) is within a few eps).
+- lamb: nnabla's `Lamb` with bias correction (You et al. 2020, algorithm 2): r = m_hat /
+  (sqrt(v_hat) + eps) + wd w; w -= lr * phi(|w|) / |r| * r, phi = clip(., gamma_l, gamma_u).
+- lars: nnabla's `Lars` (You et al. 2017, algorithm 1): local rate coefficient * |w| /
+  (|g| + wd |w|); v = m v + lr * local * (g + wd w); w -= v. NNabla steps the global rate
+  when |w| < eps, where the paper's local rate would be 0.
+
+With `adapt_excluded` false (the default), the parameters excluded from decay take the plain
+step of lamb (nnabla's `Adam`) or lars (nnabla's `Momentum`) without the trust ratio, as the
+published implementations do: with the paper's trust ratio a zero-initialised bias or beta
+(|w| = 0) never moves.
 
 NNabla's `DynamicLossScalingUpdater` runs forward, backward and update in one call; ours is
 needed because the gradient all-reduce must sit between backward and update, the two
@@ -20,27 +44,75 @@ checkpoint.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Mapping, Tuple
 
 import nnabla as nn
 import nnabla.solvers as S
 import numpy as np
 
-NO_DECAY_SUFFIXES: Tuple[str, ...] = ("/gamma", "/beta")
+from .solver_config import (
+    ABSOLUTE_RATE_TYPES,
+    ExcludeFromDecay,
+    MomentumSolverSection,
+    SolverSection,
+)
+
+BATCH_NORM_SUFFIXES: Tuple[str, ...] = ("/gamma", "/beta")
+BIAS_SUFFIX = "/b"  # NNabla's name of a convolution's or an affine layer's bias
+
+# The checkpoint key of a pstate entry of NNabla's solvers, where it is not the entry's own
+# name: the velocity of Momentum (and Nesterov) keeps the key of checkpoints written before
+# the solver section, so they load.
+_STATE_KEYS = {"m": "momentum"}
+_COUNTERS = ("good_steps", "steps", "skipped_steps")
 
 
-def is_decayed(name: str) -> bool:
-    """Whether weight decay applies to the parameter `name` (not to batch-norm gamma/beta)."""
-    return not name.endswith(NO_DECAY_SUFFIXES)
+def is_decayed(name: str, shape: Tuple[int, ...] = (), exclude: ExcludeFromDecay = "batchnorm"
+               ) -> bool:
+    """Whether weight decay applies to the parameter `name` of `shape` under `exclude`."""
+    if exclude == "1d":
+        return sum(1 for size in shape if size > 1) > 1
+    if name.endswith(BATCH_NORM_SUFFIXES):
+        return False
+    return not (exclude == "batchnorm_and_bias" and name.endswith(BIAS_SUFFIX))
 
 
-class MomentumSolver:
-    """Momentum SGD over the trainable parameters, with loss scaling and checkpointable state.
+def _nnabla_solver(section: SolverSection, momentum: float, base_lr: float, decayed: bool
+                  ) -> S.Solver:
+    """The NNabla solver of the decayed parameters, or of those excluded from decay."""
+    kind = section.type
+    plain = not decayed and not getattr(section, "adapt_excluded", True)
+    if kind == "momentum" or (kind == "lars" and plain):
+        return S.Momentum(base_lr, momentum)
+    if kind == "nesterov":
+        return S.Nesterov(base_lr, momentum)
+    if kind == "adamw":  # built with base_lr: NNabla's decay follows lr_t / base_lr
+        return S.AdamW(base_lr, section.beta1, section.beta2, section.eps, 0.0)
+    if kind == "lamb":
+        if plain:
+            return S.Adam(base_lr, section.beta1, section.beta2, section.eps)
+        return S.Lamb(base_lr, section.beta1, section.beta2, section.gamma_l, section.gamma_u,
+                      section.eps, bias_correction=True)
+    if kind == "lars":
+        return S.Lars(base_lr, momentum, section.coefficient, section.eps)
+    raise ValueError(f"unknown solver type {kind!r}")
+
+
+class Solver:
+    """The recipe's solver over the trainable parameters, with loss scaling and
+    checkpointable state.
 
     `params` is name -> Variable in a fixed order (e.g. `nn.get_parameters()`, the network's
     creation order); parameters with `need_grad=False` (batch-norm statistics) are ignored.
     The same order is used by `parameters()` for the gradient all-reduce, so every worker
     must build the same network.
+
+    Learning rate: `set_learning_rate` takes the rate per example times `examples_per_update`
+    (`solver_learning_rate`), for every type. Momentum and nesterov step it; adamw, lamb and
+    lars step it divided by `examples_per_update` (their `base_lr` is absolute, see
+    `utils.solver_config`). `base_lr` is the schedule's peak in the same unit as the
+    schedule's values: adamw's decay follows the rate's ratio to it.
 
     Loss scaling: the caller backpropagates `loss * loss_scale`; `update()` divides the
     gradients by it first, so the step equals the unscaled one. Static scaling keeps
@@ -53,9 +125,11 @@ class MomentumSolver:
     def __init__(
         self,
         params: Mapping[str, nn.Variable],
+        section: SolverSection,
         momentum: float,
         weight_decay: float,
-        learning_rate: float = 0.0,
+        base_lr: float,
+        examples_per_update: int = 1,
         loss_scale: float = 1.0,
         dynamic_loss_scaling: bool = False,
         growth_interval: int = 2000,
@@ -65,11 +139,14 @@ class MomentumSolver:
             raise ValueError(f"loss_scale must be > 0, got {loss_scale}")
         if growth_interval < 1:
             raise ValueError(f"growth_interval must be >= 1, got {growth_interval}")
+        if section.type == "adamw" and base_lr <= 0:
+            raise ValueError(f"adamw needs base_lr > 0, got {base_lr}")
         self._params: Dict[str, nn.Variable] = {
             name: var for name, var in params.items() if var.need_grad
         }
         if not self._params:
             raise ValueError("no trainable parameters to optimise")
+        self.section = section
         self.weight_decay = weight_decay
         self.dynamic_loss_scaling = dynamic_loss_scaling
         self.growth_interval = growth_interval
@@ -78,13 +155,14 @@ class MomentumSolver:
         self.good_steps = 0  # consecutive finite updates since the last scale change
         self.steps = 0  # updates applied
         self.skipped_steps = 0  # updates skipped because of inf/nan gradients
-        self._lr = learning_rate
-        # Two nnabla solvers, as weight decay is applied per solver.
+        self._rate_divisor = examples_per_update if section.type in ABSOLUTE_RATE_TYPES else 1
+        self._lr = base_lr
         self._groups: List[Tuple[bool, S.Solver]] = []
         for decayed in (True, False):
-            group = {n: v for n, v in self._params.items() if is_decayed(n) == decayed}
+            group = {n: v for n, v in self._params.items()
+                     if is_decayed(n, v.shape, section.exclude_from_decay) == decayed}
             if group:
-                solver = S.Momentum(learning_rate, momentum)
+                solver = _nnabla_solver(section, momentum, base_lr, decayed)
                 solver.set_parameters(group)
                 self._groups.append((decayed, solver))
 
@@ -93,13 +171,14 @@ class MomentumSolver:
         return list(self._params.values())
 
     def set_learning_rate(self, learning_rate: float) -> None:
-        """Step size for mean gradients: `utils.lr_schedules.solver_learning_rate`."""
-        self._lr = learning_rate
+        """The rate per example times the examples of an update (`solver_learning_rate`)."""
+        self._lr = learning_rate / self._rate_divisor
         for _, solver in self._groups:
-            solver.set_learning_rate(learning_rate)
+            solver.set_learning_rate(self._lr)
 
     @property
     def learning_rate(self) -> float:
+        """The step size the NNabla solvers take."""
         return self._lr
 
     def zero_grad(self) -> None:
@@ -110,6 +189,11 @@ class MomentumSolver:
     def _gradients_finite(self) -> bool:
         return not any(solver.check_inf_or_nan_grad() for _, solver in self._groups)
 
+    def gradient_norm(self) -> float:
+        """The global L2 norm of the current gradients, accumulated in float64."""
+        return math.sqrt(sum(float(np.square(p.g, dtype=np.float64).sum())
+                             for p in self._params.values()))
+
     def update(self) -> bool:
         """Apply one step from the current gradients; False when skipped (dynamic scaling)."""
         if self.dynamic_loss_scaling and not self._gradients_finite():
@@ -117,11 +201,18 @@ class MomentumSolver:
             self.good_steps = 0
             self.loss_scale = max(self.min_loss_scale, self.loss_scale / 2)
             return False
-        for decayed, solver in self._groups:
-            if self.loss_scale != 1.0:
+        if self.loss_scale != 1.0:
+            for _, solver in self._groups:
                 solver.scale_grad(1.0 / self.loss_scale)
+        limit = self.section.clip_grad_norm
+        if limit:
+            norm = self.gradient_norm()
+            if norm > limit:
+                for _, solver in self._groups:
+                    solver.scale_grad(limit / norm)
+        for decayed, solver in self._groups:
             if decayed and self.weight_decay:
-                solver.weight_decay(self.weight_decay)
+                solver.weight_decay(self.weight_decay)  # coupled, or the fused rate of the step
             solver.update()
         self.steps += 1
         if self.dynamic_loss_scaling:
@@ -134,23 +225,35 @@ class MomentumSolver:
     def state_dict(self) -> Dict[str, np.ndarray]:
         """Solver state as a flat dict of numpy arrays (savable with `np.savez`).
 
-        Keys: `momentum/<param name>` (velocity), `t/<param name>` (nnabla's per-parameter
-        update counter) and the scalars `loss_scale`, `good_steps`, `steps`, `skipped_steps`.
+        Keys: `<state>/<param name>` for each entry of the NNabla solver's per-parameter
+        state (`momentum` for Momentum's and Nesterov's velocity, `mean` and `var` for
+        AdamW's, Lamb's and Adam's moments, `v` for Lars' velocity), `t/<param name>`
+        (NNabla's per-parameter update counter) and the scalars `loss_scale`, `good_steps`,
+        `steps`, `skipped_steps`.
         """
         state: Dict[str, np.ndarray] = {}
         for _, solver in self._groups:
             for name, solver_state in solver.get_states().items():
-                state[f"momentum/{name}"] = np.array(solver_state.pstate["m"].d, copy=True)
+                for entry, value in solver_state.pstate.items():
+                    state[f"{_STATE_KEYS.get(entry, entry)}/{name}"] = np.array(value.d,
+                                                                                copy=True)
                 state[f"t/{name}"] = np.array(solver_state.t, dtype=np.int64)
         state["loss_scale"] = np.array(self.loss_scale, dtype=np.float64)
-        for key in ("good_steps", "steps", "skipped_steps"):
+        for key in _COUNTERS:
             state[key] = np.array(getattr(self, key), dtype=np.int64)
         return state
 
+    def _expected_keys(self) -> set:
+        expected = {"loss_scale", *_COUNTERS}
+        for _, solver in self._groups:
+            for name, solver_state in solver.get_states().items():
+                expected |= {f"{_STATE_KEYS.get(e, e)}/{name}" for e in solver_state.pstate}
+                expected.add(f"t/{name}")
+        return expected
+
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore `state_dict()` output; the parameter names and shapes must match."""
-        expected = {f"{kind}/{name}" for name in self._params for kind in ("momentum", "t")}
-        expected |= {"loss_scale", "good_steps", "steps", "skipped_steps"}
+        expected = self._expected_keys()
         missing = sorted(expected - set(state))
         unexpected = sorted(set(state) - expected)
         if missing or unexpected:
@@ -161,20 +264,39 @@ class MomentumSolver:
         for _, solver in self._groups:
             states = solver.get_states()
             for name, solver_state in states.items():
-                velocity = solver_state.pstate["m"]
-                value = np.asarray(state[f"momentum/{name}"])
-                if value.shape != velocity.shape:
-                    raise ValueError(
-                        f"solver state 'momentum/{name}' has shape {value.shape}, "
-                        f"the parameter has {velocity.shape}"
-                    )
-                velocity.d = value
+                for entry, variable in solver_state.pstate.items():
+                    key = f"{_STATE_KEYS.get(entry, entry)}/{name}"
+                    value = np.asarray(state[key])
+                    if value.shape != variable.shape:
+                        raise ValueError(f"solver state '{key}' has shape {value.shape}, "
+                                         f"the parameter has {variable.shape}")
+                    variable.d = value
                 solver_state.t = int(state[f"t/{name}"])
             solver.set_states(states)
         self.loss_scale = float(state["loss_scale"])
         self.good_steps = int(state["good_steps"])
         self.steps = int(state["steps"])
         self.skipped_steps = int(state["skipped_steps"])
+
+
+class MomentumSolver(Solver):
+    """The official solver (`solver: {type: momentum}`, the default): Momentum SGD with
+    coupled weight decay on all but batch-norm's gamma and beta."""
+
+    def __init__(
+        self,
+        params: Mapping[str, nn.Variable],
+        momentum: float,
+        weight_decay: float,
+        learning_rate: float = 0.0,
+        loss_scale: float = 1.0,
+        dynamic_loss_scaling: bool = False,
+        growth_interval: int = 2000,
+        min_loss_scale: float = 1.0,
+    ):
+        super().__init__(params, MomentumSolverSection(), momentum, weight_decay, learning_rate,
+                         loss_scale=loss_scale, dynamic_loss_scaling=dynamic_loss_scaling,
+                         growth_interval=growth_interval, min_loss_scale=min_loss_scale)
 
 
 def _preview(names: List[str], limit: int = 3) -> str:
