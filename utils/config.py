@@ -224,7 +224,8 @@ def _hint(value: Any, valid: Sequence[str]) -> str:
 
 
 def _plural(noun: str) -> str:
-    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" \
+        else noun + "s"
 
 
 def _describe(value: Any) -> str:
