@@ -326,3 +326,65 @@ def test_nnabla_adds_adams_eps_before_the_bias_correction():
             w[n] = w[n] - BASE_LR * multiplier * m_hat / (np.sqrt(v_hat) + eps_t)
     for n in SHAPES:
         np.testing.assert_allclose(params[n].d, w[n], rtol=1e-5, atol=1e-7, err_msg=n)
+
+
+# --------------------------------------------------------------------------- demo-set runs
+
+# Absolute step sizes (see utils.solver_config); the decays and betas are those of the
+# published recipes of each (DeiT's AdamW 0.05; LAMB of "ResNet strikes back" 0.02), the
+# rates chosen for these 2-class, 3-epoch runs.
+RUNS = {"adamw": ("0.002", "solver: {type: adamw, exclude_from_decay: 1d}\n", "0.05"),
+        "lamb": ("0.01", "solver: {type: lamb, exclude_from_decay: 1d, clip_grad_norm: 5}\n",
+                 "0.02")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(RUNS))
+def test_a_demo_run_learns_and_resumes_mid_run_exactly(setup, tmp_path, kind):
+    """Three epochs of mobilenet_v3_small on the demo subset with the solver, with dynamic
+    loss scaling and two accumulated batches an update: the training loss falls, and a run
+    stopped by SIGTERM mid-epoch 1 and resumed ends as the uninterrupted one (parameters,
+    solver state, series)."""
+    import re
+    import signal
+
+    from run_fixtures import checkpoint_names
+    from train_fixtures import (
+        CONFIG,
+        EPOCHS,
+        PREEMPTED,
+        TIMEOUT,
+        assert_resumes_exactly,
+        epoch_bar_shown,
+        run_train,
+        start_train,
+        train_args,
+        values,
+        wait_for,
+    )
+
+    base_lr, section, weight_decay = RUNS[kind]
+    config = tmp_path / f"{kind}.yaml"
+    config.write_text(CONFIG.format(epochs=EPOCHS, mixup=0, base_lr=base_lr).replace(
+        "weight_decay: 5.0e-05", f"weight_decay: {weight_decay}") + section)
+    extra = ("--dynamic-loss-scaling", "--accumulate-steps", 2, "-b", 4)
+    reference = tmp_path / "reference"
+    result = run_train(*train_args(setup, reference, *extra, config=config))
+    assert result.returncode == 0, result.stderr
+    loss = values(reference, "Train-loss")
+    assert loss[-1] < 0.9 * loss[0], loss  # adamw 0.700 -> 0.541, lamb 0.700 -> 0.566
+    error = values(reference, "Train-error")
+    assert error[-1] < error[0], error  # adamw 0.40 -> 0.20, lamb 0.46 -> 0.26
+    saved = (reference / "cfg" / config.name).read_text()
+    assert f"type: {kind}" in saved
+
+    monitor = tmp_path / "stopped"
+    args = train_args(setup, monitor, *extra, config=config)
+    log = tmp_path / "first.log"
+    process = start_train(args, log)
+    wait_for(epoch_bar_shown(log, 1), process, "epoch 1")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(TIMEOUT) == PREEMPTED, log.read_text()
+    stop = checkpoint_names(monitor)[0]
+    assert re.fullmatch(r"checkpoint_e0001_i0*[1-9]\d*\.npz", stop), stop  # mid-epoch 1
+    assert_resumes_exactly(args, monitor / "checkpoints" / stop, reference, monitor)
