@@ -3,12 +3,28 @@ NNabla's code), with and without weight decay, clipping and loss scaling; exact 
 their state; the decay groups and the learning-rate unit of each type."""
 from __future__ import annotations
 
+import re
+import signal
 from collections import OrderedDict
 from typing import Dict, List
 
 import nnabla as nn
 import numpy as np
 import pytest
+from run_fixtures import checkpoint_names
+from train_fixtures import (
+    CONFIG,
+    EPOCHS,
+    PREEMPTED,
+    TIMEOUT,
+    assert_resumes_exactly,
+    epoch_bar_shown,
+    run_train,
+    start_train,
+    train_args,
+    values,
+    wait_for,
+)
 
 from utils.optim import MomentumSolver, Solver, is_decayed
 from utils.solver_config import (
@@ -330,10 +346,10 @@ def test_nnabla_adds_adams_eps_before_the_bias_correction():
 
 # --------------------------------------------------------------------------- demo-set runs
 
-# Absolute step sizes (see utils.solver_config); the decays and betas are those of the
-# published recipes of each (DeiT's AdamW 0.05; LAMB of "ResNet strikes back" 0.02), the
-# rates chosen for these 2-class, 3-epoch runs.
-RUNS = {"adamw": ("0.002", "solver: {type: adamw, exclude_from_decay: 1d}\n", "0.05"),
+# Absolute step sizes (see utils.solver_config), chosen for these 2-class, 3-epoch runs; the
+# decays are published recipes' (DeiT's AdamW: PyTorch's 0.05, which is 0.05 * base_lr in the
+# paper's terms that ours follow; LAMB of "ResNet strikes back" A2: 0.02, the same in both).
+RUNS = {"adamw": ("0.002", "solver: {type: adamw, exclude_from_decay: 1d}\n", "1.0e-4"),
         "lamb": ("0.01", "solver: {type: lamb, exclude_from_decay: 1d, clip_grad_norm: 5}\n",
                  "0.02")}
 
@@ -345,24 +361,6 @@ def test_a_demo_run_learns_and_resumes_mid_run_exactly(setup, tmp_path, kind):
     loss scaling and two accumulated batches an update: the training loss falls, and a run
     stopped by SIGTERM mid-epoch 1 and resumed ends as the uninterrupted one (parameters,
     solver state, series)."""
-    import re
-    import signal
-
-    from run_fixtures import checkpoint_names
-    from train_fixtures import (
-        CONFIG,
-        EPOCHS,
-        PREEMPTED,
-        TIMEOUT,
-        assert_resumes_exactly,
-        epoch_bar_shown,
-        run_train,
-        start_train,
-        train_args,
-        values,
-        wait_for,
-    )
-
     base_lr, section, weight_decay = RUNS[kind]
     config = tmp_path / f"{kind}.yaml"
     config.write_text(CONFIG.format(epochs=EPOCHS, mixup=0, base_lr=base_lr).replace(
@@ -372,9 +370,9 @@ def test_a_demo_run_learns_and_resumes_mid_run_exactly(setup, tmp_path, kind):
     result = run_train(*train_args(setup, reference, *extra, config=config))
     assert result.returncode == 0, result.stderr
     loss = values(reference, "Train-loss")
-    assert loss[-1] < 0.9 * loss[0], loss  # adamw 0.700 -> 0.541, lamb 0.700 -> 0.566
+    assert loss[-1] < 0.9 * loss[0], loss  # adamw 0.811 -> 0.631, lamb 0.700 -> 0.566
     error = values(reference, "Train-error")
-    assert error[-1] < error[0], error  # adamw 0.40 -> 0.20, lamb 0.46 -> 0.26
+    assert error[-1] < error[0], error  # adamw 0.40 -> 0.28, lamb 0.46 -> 0.26
     saved = (reference / "cfg" / config.name).read_text()
     assert f"type: {kind}" in saved
 

@@ -83,7 +83,9 @@ class TrainConfig:
         SAVED_WHEN_SET] = None
     solver: Annotated[SolverSection, Field(
         description="the solver and its keys; weight_decay is coupled L2 for momentum and "
-                    "nesterov, decoupled for adamw and lamb, inside the trust ratio for lars"),
+                    "nesterov, decoupled for adamw (w -= weight_decay * lr / base_lr * w a step: "
+                    "PyTorch's weight_decay times base_lr) and lamb, inside the trust ratio "
+                    "for lars"),
         SAVED_WHEN_SET] = MomentumSolverSection()
     source: str = dataclasses.field(default="", compare=False, init=False)
 

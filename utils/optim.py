@@ -33,9 +33,9 @@ The update rules of the others, and how NNabla's code relates to their papers:
   when |w| < eps, where the paper's local rate would be 0.
 
 With `adapt_excluded` false (the default), the parameters excluded from decay take the plain
-step of lamb (nnabla's `Adam`) or lars (nnabla's `Momentum`) without the trust ratio, as the
-published implementations do: with the paper's trust ratio a zero-initialised bias or beta
-(|w| = 0) never moves.
+step of lamb (nnabla's `Adam`, whose eps sits as AdamW's) or lars (nnabla's `Momentum`)
+without the trust ratio, as the published implementations do: with the paper's trust ratio
+a zero-initialised bias or beta (|w| = 0) never moves.
 
 NNabla's `DynamicLossScalingUpdater` runs forward, backward and update in one call; ours is
 needed because the gradient all-reduce must sit between backward and update, the two
@@ -45,7 +45,7 @@ checkpoint.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Set, Tuple
 
 import nnabla as nn
 import nnabla.solvers as S
@@ -243,8 +243,8 @@ class Solver:
             state[key] = np.array(getattr(self, key), dtype=np.int64)
         return state
 
-    def _expected_keys(self) -> set:
-        expected = {"loss_scale", *_COUNTERS}
+    def _expected_keys(self) -> Set[str]:
+        expected: Set[str] = {"loss_scale", *_COUNTERS}
         for _, solver in self._groups:
             for name, solver_state in solver.get_states().items():
                 expected |= {f"{_STATE_KEYS.get(e, e)}/{name}" for e in solver_state.pstate}

@@ -76,7 +76,7 @@ class AdamWSolverSection:
     beta2: Beta2 = 0.999
     eps: Annotated[Number, Field(
         gt=0, description="added to the root of the squared-gradient mean; NNabla adds it "
-                          "before Adam's bias correction, as ε/√(1-β₂ᵗ) after it")] = 1e-8
+                          "before the bias correction: the paper's ε/√(1-β₂ᵗ)")] = 1e-8
 
 
 @recipe
@@ -89,7 +89,9 @@ class LambSolverSection:
     beta1: Beta1 = 0.9
     beta2: Beta2 = 0.999
     eps: Annotated[Number, Field(gt=0, description="added to the root of the bias-corrected "
-                                                   "squared-gradient mean")] = 1e-6
+                                                   "squared-gradient mean (in the plain Adam "
+                                                   "step before the correction, as adamw's)")
+                   ] = 1e-6
     gamma_l: Annotated[Number, Field(ge=0, description="lower bound of φ, the layer's weight "
                                                        "norm in the trust ratio")] = 0.0
     gamma_u: Annotated[Number, Field(gt=0, description="upper bound of φ, the layer's weight "
