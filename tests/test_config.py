@@ -473,7 +473,7 @@ def test_a_recipe_comes_back_from_its_data_or_one_line_naming_the_source():
 
 
 def test_the_solver_defaults_to_the_official_momentum_and_is_not_saved_then(tmp_path):
-    from utils.solver_config import MomentumSolverSection
+    from utils.optim import MomentumSolverSection
 
     for name in RECIPES:
         config = load_config(CFG / f"{name}.yaml")

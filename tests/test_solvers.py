@@ -26,13 +26,16 @@ from train_fixtures import (
     wait_for,
 )
 
-from utils.optim import MomentumSolver, Solver, is_decayed
-from utils.solver_config import (
+from utils.optim import (
     AdamWSolverSection,
     LambSolverSection,
     LarsSolverSection,
+    LossScaling,
+    MomentumSolver,
     MomentumSolverSection,
     NesterovSolverSection,
+    Solver,
+    is_decayed,
 )
 
 SHAPES = OrderedDict([("block/conv/W", (4, 3, 2, 2)), ("block/conv/b", (4,)),
@@ -76,8 +79,9 @@ def make_params(values: Dict[str, np.ndarray]) -> Dict[str, nn.Variable]:
     return params
 
 
-def make_solver(params, section, weight_decay: float, **kwargs) -> Solver:
-    return Solver(params, section, MOMENTUM, weight_decay, BASE_LR, EXAMPLES, **kwargs)
+def make_solver(params, section, weight_decay: float, **scaling) -> Solver:
+    return Solver(params, section, MOMENTUM, weight_decay, BASE_LR, EXAMPLES,
+                  LossScaling(**scaling))
 
 
 def step(solver: Solver, params, grads: Dict[str, np.ndarray], multiplier: float,
@@ -170,7 +174,7 @@ def test_three_steps_equal_the_papers_update(name, weight_decay, clip):
         section = type(section)(**{**section.__dict__, "clip_grad_norm": clip})
     values, grads = initial_values(), gradients(size=10.0 if clip else 1.0)
     params = make_params(values)
-    solver = make_solver(params, section, weight_decay, loss_scale=SCALE)
+    solver = make_solver(params, section, weight_decay, initial=SCALE)
     for g, multiplier in zip(grads, SCHEDULE):
         assert step(solver, params, g, multiplier, SCALE)
     expected = reference(section, values, grads, weight_decay, clip)
@@ -204,20 +208,19 @@ def test_weight_decay_changes_each_solver_as_its_paper_says():
 def test_resume_after_step_two_equals_the_uninterrupted_step_three(name, tmp_path):
     section, grads = SECTIONS[name], gradients()
     params = make_params(initial_values())
-    solver = make_solver(params, section, 0.05, loss_scale=SCALE, dynamic_loss_scaling=True,
-                         growth_interval=2)
+    solver = make_solver(params, section, 0.05, initial=SCALE, dynamic=True, growth_interval=2)
     for g, multiplier in zip(grads, SCHEDULE):
         assert step(solver, params, g, multiplier, solver.loss_scale)
 
     first = make_params(initial_values())
-    interrupted = make_solver(first, section, 0.05, loss_scale=SCALE,
-                              dynamic_loss_scaling=True, growth_interval=2)
+    interrupted = make_solver(first, section, 0.05, initial=SCALE, dynamic=True,
+                              growth_interval=2)
     for g, multiplier in zip(grads[:2], SCHEDULE[:2]):
         step(interrupted, first, g, multiplier, interrupted.loss_scale)
     np.savez(tmp_path / "state.npz", **interrupted.state_dict())
     resumed_params = make_params({n: first[n].d.copy() for n in SHAPES})
-    resumed = make_solver(resumed_params, section, 0.05, loss_scale=1.0,
-                          dynamic_loss_scaling=True, growth_interval=2)
+    resumed = make_solver(resumed_params, section, 0.05, initial=1.0, dynamic=True,
+                          growth_interval=2)
     with np.load(tmp_path / "state.npz") as saved:
         resumed.load_state_dict(dict(saved))
     assert resumed.loss_scale == 2 * SCALE  # grown after two good steps
@@ -261,7 +264,7 @@ def _holds(name: str, kind: str, parameter: str) -> bool:
 def test_an_overflowing_step_is_skipped_with_dynamic_scaling(name):
     section, grads = SECTIONS[name], gradients()
     params = make_params(initial_values())
-    solver = make_solver(params, section, 0.05, loss_scale=SCALE, dynamic_loss_scaling=True)
+    solver = make_solver(params, section, 0.05, initial=SCALE, dynamic=True)
     bad = {n: np.full(s, np.inf, np.float32) for n, s in SHAPES.items()}
     assert not step(solver, params, bad, SCHEDULE[0])
     assert solver.loss_scale == SCALE / 2 and solver.skipped_steps == 1
@@ -346,7 +349,7 @@ def test_nnabla_adds_adams_eps_before_the_bias_correction():
 
 # --------------------------------------------------------------------------- demo-set runs
 
-# Absolute step sizes (see utils.solver_config), chosen for these 2-class, 3-epoch runs; the
+# Absolute step sizes (see utils.optim), chosen for these 2-class, 3-epoch runs; the
 # decays are published recipes' (DeiT's AdamW: PyTorch's 0.05, which is 0.05 * base_lr in the
 # paper's terms that ours follow; LAMB of "ResNet strikes back" A2: 0.02, the same in both).
 RUNS = {"adamw": ("0.002", "solver: {type: adamw, exclude_from_decay: 1d}\n", "1.0e-4"),

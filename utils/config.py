@@ -27,6 +27,7 @@ from .augmentation import OFFICIAL, Augmentation, ProgressiveResizing
 from .batch_mixing import DEFAULT_SWITCH_PROB
 from .errors import UserError
 from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig, with_official_type
+from .optim import MomentumSolverSection, SolverSection
 from .recipe_fields import (
     SAVED_WHEN_SET,
     FilledFrom,
@@ -41,7 +42,6 @@ from .recipe_fields import (
     union_choices,
     unwrap,
 )
-from .solver_config import MomentumSolverSection, SolverSection
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -41,22 +41,141 @@ NNabla's `DynamicLossScalingUpdater` runs forward, backward and update in one ca
 needed because the gradient all-reduce must sit between backward and update, the two
 weight-decay groups need two solvers, and the scale and its counters belong in a
 checkpoint.
+
+The `solver` section of the recipes is declared here too, one section class per type (`type`
+chooses it, as `lr_scheduler.type` does), the keys several types share declared once. The
+top-level `momentum` and `weight_decay` keys stay where the official layout has them:
+`momentum` is the momentum of momentum, nesterov and lars, `weight_decay` the decay
+coefficient of every type, coupled (added to the gradient) for momentum and nesterov,
+decoupled for adamw and lamb, inside the trust ratio for lars, each as its paper defines it.
+
+The learning rate: for momentum and nesterov `lr_scheduler.args.base_lr` is per example and
+the step size is it times the global batch (the linear scaling rule of SGD, as today). For
+adamw, lamb and lars it is the step size itself: their steps are normalised (per coordinate,
+or per layer by the trust ratio), so the gradient's batch-size dependence that the linear
+rule compensates is gone, and their published rates are absolute ones for a stated batch.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Dict, List, Mapping, Set, Tuple
+from typing import Dict, List, Mapping, Set, Tuple, Union
 
 import nnabla as nn
 import nnabla.solvers as S
 import numpy as np
+from pydantic import Field, model_validator
+from typing_extensions import Annotated, Literal
 
-from .solver_config import (
-    ABSOLUTE_RATE_TYPES,
-    ExcludeFromDecay,
-    MomentumSolverSection,
-    SolverSection,
-)
+from .recipe_fields import Flag, Number, recipe, rule_error
+
+ExcludeFromDecay = Literal["batchnorm", "batchnorm_and_bias", "1d"]
+
+# The keys the sections share, declared once.
+ExcludeFromDecayKey = Annotated[ExcludeFromDecay, Field(
+    description="parameters without weight decay: batch-norm's γ and β (batchnorm, the "
+                "official); also the biases (batchnorm_and_bias); every parameter with at "
+                "most one axis longer than 1 (1d)")]
+ClipGradNorm = Annotated[Number, Field(
+    ge=0, description="clip the gradient by its global norm over all parameters (the mean "
+                      "over all ranks, unscaled) to this value before the step; 0: off")]
+Beta1 = Annotated[Number, Field(ge=0, lt=1, description="decay of the gradient's running "
+                                                        "mean (β₁)")]
+Beta2 = Annotated[Number, Field(ge=0, lt=1, description="decay of the squared gradient's "
+                                                        "running mean (β₂)")]
+AdaptExcluded = Annotated[Flag, Field(
+    description="also scale the step of the parameters excluded from weight decay by the "
+                "trust ratio, as the paper's algorithm does (zero-initialised ones then never "
+                "move); false: they take the plain step (lamb: Adam's, lars: momentum's), as "
+                "the published implementations do")]
+
+_TYPE_DESCRIPTION = ("the solver: momentum and nesterov step lr_scheduler.args.base_lr per "
+                     "example times the global batch; adamw, lamb and lars step base_lr itself")
+
+
+@recipe
+class MomentumSolverSection:
+    """SGD with momentum, the official update: v = m v + lr (g + wd w); w -= v."""
+
+    type: Annotated[Literal["momentum"], Field(description=_TYPE_DESCRIPTION)] = "momentum"
+    exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
+    clip_grad_norm: ClipGradNorm = 0.0
+
+
+@recipe
+class NesterovSolverSection:
+    """Nesterov's accelerated gradient in the form of Bengio et al. 2013, eq. 7, with the
+    coupled weight decay of momentum."""
+
+    type: Annotated[Literal["nesterov"], Field(description=_TYPE_DESCRIPTION)] = "nesterov"
+    exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
+    clip_grad_norm: ClipGradNorm = 0.0
+
+
+@recipe
+class AdamWSolverSection:
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019, algorithm 2)."""
+
+    type: Annotated[Literal["adamw"], Field(description=_TYPE_DESCRIPTION)] = "adamw"
+    exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
+    clip_grad_norm: ClipGradNorm = 0.0
+    beta1: Beta1 = 0.9
+    beta2: Beta2 = 0.999
+    eps: Annotated[Number, Field(
+        gt=0, description="added to the root of the squared-gradient mean; NNabla adds it "
+                          "before the bias correction: the paper's ε/√(1-β₂ᵗ)")] = 1e-8
+
+
+@recipe
+class LambSolverSection:
+    """LAMB (You et al. 2020, algorithm 2) with bias correction and φ(z) = clip(z, γl, γu)."""
+
+    type: Annotated[Literal["lamb"], Field(description=_TYPE_DESCRIPTION)] = "lamb"
+    exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
+    clip_grad_norm: ClipGradNorm = 0.0
+    beta1: Beta1 = 0.9
+    beta2: Beta2 = 0.999
+    eps: Annotated[Number, Field(gt=0, description="added to the root of the bias-corrected "
+                                                   "squared-gradient mean (in the plain Adam "
+                                                   "step before the correction, as adamw's)")
+                   ] = 1e-6
+    gamma_l: Annotated[Number, Field(ge=0, description="lower bound of φ, the layer's weight "
+                                                       "norm in the trust ratio")] = 0.0
+    gamma_u: Annotated[Number, Field(gt=0, description="upper bound of φ, the layer's weight "
+                                                       "norm in the trust ratio")] = 10.0
+    adapt_excluded: AdaptExcluded = False
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> LambSolverSection:
+        if self.gamma_l > self.gamma_u:
+            raise rule_error(f"must be >= gamma_l ({self.gamma_l:g}), got {self.gamma_u:g}",
+                             "gamma_u")
+        return self
+
+
+@recipe
+class LarsSolverSection:
+    """LARS (You et al. 2017, algorithm 1): momentum on the layer-wise scaled gradient."""
+
+    type: Annotated[Literal["lars"], Field(description=_TYPE_DESCRIPTION)] = "lars"
+    exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
+    clip_grad_norm: ClipGradNorm = 0.0
+    coefficient: Annotated[Number, Field(gt=0, le=1, description="the trust coefficient η "
+                                                                 "of the local rate")] = 0.001
+    eps: Annotated[Number, Field(gt=0, description="keeps the local rate finite; a layer of "
+                                                   "smaller weight norm steps the global "
+                                                   "rate")] = 1e-6
+    adapt_excluded: AdaptExcluded = False
+
+
+SolverSection = Annotated[
+    Union[MomentumSolverSection, NesterovSolverSection, AdamWSolverSection, LambSolverSection,
+          LarsSolverSection], Field(discriminator="type")]
+
+# The types whose `base_lr` is the step size itself, not a rate per example.
+ABSOLUTE_RATE_TYPES = ("adamw", "lamb", "lars")
+
+
 
 BATCH_NORM_SUFFIXES: Tuple[str, ...] = ("/gamma", "/beta")
 BIAS_SUFFIX = "/b"  # NNabla's name of a convolution's or an affine layer's bias
@@ -99,6 +218,19 @@ def _nnabla_solver(section: SolverSection, momentum: float, base_lr: float, deca
     raise ValueError(f"unknown solver type {kind!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class LossScaling:
+    """Static scaling keeps the scale `initial` and never checks gradients (the official
+    behaviour). Dynamic scaling starts at `initial`; if any gradient is inf or nan the update
+    is skipped and the scale halved (not below `min_scale`); after `growth_interval`
+    consecutive good updates it doubles."""
+
+    initial: float = 1.0
+    dynamic: bool = False
+    growth_interval: int = 2000
+    min_scale: float = 1.0
+
+
 class Solver:
     """The recipe's solver over the trainable parameters, with loss scaling and
     checkpointable state.
@@ -111,15 +243,11 @@ class Solver:
     Learning rate: `set_learning_rate` takes the rate per example times `examples_per_update`
     (`solver_learning_rate`), for every type. Momentum and nesterov step it; adamw, lamb and
     lars step it divided by `examples_per_update` (their `base_lr` is absolute, see
-    `utils.solver_config`). `base_lr` is the schedule's peak in the same unit as the
+    this module's docstring). `base_lr` is the schedule's peak in the same unit as the
     schedule's values: adamw's decay follows the rate's ratio to it.
 
-    Loss scaling: the caller backpropagates `loss * loss_scale`; `update()` divides the
-    gradients by it first, so the step equals the unscaled one. Static scaling keeps
-    `loss_scale` fixed and never checks gradients (the official behaviour). Dynamic scaling
-    starts at `loss_scale`; if any gradient is inf or nan the update is skipped and the
-    scale halved (not below `min_loss_scale`); after `growth_interval` consecutive good
-    updates it doubles.
+    Loss scaling (`LossScaling`): the caller backpropagates `loss * loss_scale`; `update()`
+    divides the gradients by it first, so the step equals the unscaled one.
     """
 
     def __init__(
@@ -130,15 +258,12 @@ class Solver:
         weight_decay: float,
         base_lr: float,
         examples_per_update: int = 1,
-        loss_scale: float = 1.0,
-        dynamic_loss_scaling: bool = False,
-        growth_interval: int = 2000,
-        min_loss_scale: float = 1.0,
+        scaling: LossScaling = LossScaling(),
     ):
-        if loss_scale <= 0:
-            raise ValueError(f"loss_scale must be > 0, got {loss_scale}")
-        if growth_interval < 1:
-            raise ValueError(f"growth_interval must be >= 1, got {growth_interval}")
+        if scaling.initial <= 0:
+            raise ValueError(f"loss_scale must be > 0, got {scaling.initial}")
+        if scaling.growth_interval < 1:
+            raise ValueError(f"growth_interval must be >= 1, got {scaling.growth_interval}")
         if section.type == "adamw" and base_lr <= 0:
             raise ValueError(f"adamw needs base_lr > 0, got {base_lr}")
         self._params: Dict[str, nn.Variable] = {
@@ -148,10 +273,10 @@ class Solver:
             raise ValueError("no trainable parameters to optimise")
         self.section = section
         self.weight_decay = weight_decay
-        self.dynamic_loss_scaling = dynamic_loss_scaling
-        self.growth_interval = growth_interval
-        self.min_loss_scale = min_loss_scale
-        self.loss_scale = float(loss_scale)
+        self.dynamic_loss_scaling = scaling.dynamic
+        self.growth_interval = scaling.growth_interval
+        self.min_loss_scale = scaling.min_scale
+        self.loss_scale = float(scaling.initial)
         self.good_steps = 0  # consecutive finite updates since the last scale change
         self.steps = 0  # updates applied
         self.skipped_steps = 0  # updates skipped because of inf/nan gradients
@@ -295,8 +420,8 @@ class MomentumSolver(Solver):
         min_loss_scale: float = 1.0,
     ):
         super().__init__(params, MomentumSolverSection(), momentum, weight_decay, learning_rate,
-                         loss_scale=loss_scale, dynamic_loss_scaling=dynamic_loss_scaling,
-                         growth_interval=growth_interval, min_loss_scale=min_loss_scale)
+                         scaling=LossScaling(loss_scale, dynamic_loss_scaling, growth_interval,
+                                             min_loss_scale))
 
 
 def _preview(names: List[str], limit: int = 3) -> str:
