@@ -79,10 +79,6 @@ ExcludeFromDecayKey = Annotated[ExcludeFromDecay, Field(
 ClipGradNorm = Annotated[Number, Field(
     ge=0, description="clip the gradient by its global norm over all parameters (the mean "
                       "over all ranks, unscaled) to this value before the step; 0: off")]
-Beta1 = Annotated[Number, Field(ge=0, lt=1, description="decay of the gradient's running "
-                                                        "mean (β₁)")]
-Beta2 = Annotated[Number, Field(ge=0, lt=1, description="decay of the squared gradient's "
-                                                        "running mean (β₂)")]
 AdaptExcluded = Annotated[Flag, Field(
     description="also scale the step of the parameters excluded from weight decay by the "
                 "trust ratio, as the paper's algorithm does (zero-initialised ones then never "
@@ -94,47 +90,53 @@ _TYPE_DESCRIPTION = ("the solver: momentum and nesterov step lr_scheduler.args.b
 
 
 @recipe
-class MomentumSolverSection:
-    """SGD with momentum, the official update: v = m v + lr (g + wd w); w -= v."""
+class _SharedKeys:
+    """The keys of every solver section (each section adds its `type` and its own keys)."""
 
-    type: Annotated[Literal["momentum"], Field(description=_TYPE_DESCRIPTION)] = "momentum"
     exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
     clip_grad_norm: ClipGradNorm = 0.0
 
 
 @recipe
-class NesterovSolverSection:
+class _AdamKeys(_SharedKeys):
+    """The keys of the solvers built on Adam's moment estimates."""
+
+    beta1: Annotated[Number, Field(ge=0, lt=1, description="decay of the gradient's running "
+                                                           "mean (β₁)")] = 0.9
+    beta2: Annotated[Number, Field(ge=0, lt=1, description="decay of the squared gradient's "
+                                                           "running mean (β₂)")] = 0.999
+
+
+@recipe
+class MomentumSolverSection(_SharedKeys):
+    """SGD with momentum, the official update: v = m v + lr (g + wd w); w -= v."""
+
+    type: Annotated[Literal["momentum"], Field(description=_TYPE_DESCRIPTION)] = "momentum"
+
+
+@recipe
+class NesterovSolverSection(_SharedKeys):
     """Nesterov's accelerated gradient in the form of Bengio et al. 2013, eq. 7, with the
     coupled weight decay of momentum."""
 
     type: Annotated[Literal["nesterov"], Field(description=_TYPE_DESCRIPTION)] = "nesterov"
-    exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
-    clip_grad_norm: ClipGradNorm = 0.0
 
 
 @recipe
-class AdamWSolverSection:
+class AdamWSolverSection(_AdamKeys):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019, algorithm 2)."""
 
     type: Annotated[Literal["adamw"], Field(description=_TYPE_DESCRIPTION)] = "adamw"
-    exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
-    clip_grad_norm: ClipGradNorm = 0.0
-    beta1: Beta1 = 0.9
-    beta2: Beta2 = 0.999
     eps: Annotated[Number, Field(
         gt=0, description="added to the root of the squared-gradient mean; NNabla adds it "
                           "before the bias correction: the paper's ε/√(1-β₂ᵗ)")] = 1e-8
 
 
 @recipe
-class LambSolverSection:
+class LambSolverSection(_AdamKeys):
     """LAMB (You et al. 2020, algorithm 2) with bias correction and φ(z) = clip(z, γl, γu)."""
 
     type: Annotated[Literal["lamb"], Field(description=_TYPE_DESCRIPTION)] = "lamb"
-    exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
-    clip_grad_norm: ClipGradNorm = 0.0
-    beta1: Beta1 = 0.9
-    beta2: Beta2 = 0.999
     eps: Annotated[Number, Field(gt=0, description="added to the root of the bias-corrected "
                                                    "squared-gradient mean (in the plain Adam "
                                                    "step before the correction, as adamw's)")
@@ -154,17 +156,16 @@ class LambSolverSection:
 
 
 @recipe
-class LarsSolverSection:
+class LarsSolverSection(_SharedKeys):
     """LARS (You et al. 2017, algorithm 1): momentum on the layer-wise scaled gradient."""
 
     type: Annotated[Literal["lars"], Field(description=_TYPE_DESCRIPTION)] = "lars"
-    exclude_from_decay: ExcludeFromDecayKey = "batchnorm"
-    clip_grad_norm: ClipGradNorm = 0.0
     coefficient: Annotated[Number, Field(gt=0, le=1, description="the trust coefficient η "
                                                                  "of the local rate")] = 0.001
     eps: Annotated[Number, Field(gt=0, description="keeps the local rate finite; a layer of "
-                                                   "smaller weight norm steps the global "
-                                                   "rate")] = 1e-6
+                                                   "smaller weight norm steps the global rate "
+                                                   "(NNabla's; the paper's local rate is 0)")
+                   ] = 1e-6
     adapt_excluded: AdaptExcluded = False
 
 
@@ -174,8 +175,6 @@ SolverSection = Annotated[
 
 # The types whose `base_lr` is the step size itself, not a rate per example.
 ABSOLUTE_RATE_TYPES = ("adamw", "lamb", "lars")
-
-
 
 BATCH_NORM_SUFFIXES: Tuple[str, ...] = ("/gamma", "/beta")
 BIAS_SUFFIX = "/b"  # NNabla's name of a convolution's or an affine layer's bias
