@@ -81,9 +81,10 @@ ClipGradNorm = Annotated[Number, Field(
                       "over all ranks, unscaled) to this value before the step; 0: off")]
 AdaptExcluded = Annotated[Flag, Field(
     description="also scale the step of the parameters excluded from weight decay by the "
-                "trust ratio, as the paper's algorithm does (zero-initialised ones then never "
-                "move); false: they take the plain step (lamb: Adam's, lars: momentum's), as "
-                "the published implementations do")]
+                "trust ratio, as the paper's algorithm does (a zero-initialised one then never "
+                "moves under lamb, and steps the global rate under lars); false: they take the "
+                "plain step (lamb: Adam's, lars: momentum's), as the published "
+                "implementations do")]
 
 _TYPE_DESCRIPTION = ("the solver: momentum and nesterov step lr_scheduler.args.base_lr per "
                      "example times the global batch; adamw, lamb and lars step base_lr itself")
