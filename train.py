@@ -55,7 +55,7 @@ from utils.file_list import read_file_list, read_id_csv
 from utils.imagenet import class_names
 from utils.lr_schedules import LearningRateSchedule, build_schedule
 from utils.monitor import VALIDATION, VALIDATION_EMA, TrainingMonitors
-from utils.optim import MomentumSolver
+from utils.optim import LossScaling, Solver
 from utils.per_class import CONFUSION_LIMIT, ClassCounts
 from utils.plots import plot_monitor
 from utils.progress import Progress, format_duration, run_eta
@@ -435,12 +435,15 @@ def load_initial_weights(args: argparse.Namespace, rt: Runtime) -> None:
            + (f"; {note}" if note else ""))
 
 
-def build_solver(spec: RunSpec) -> MomentumSolver:
+def build_solver(spec: RunSpec) -> Solver:
+    """The recipe's solver; adamw, lamb and lars take base_lr as their step size, undoing
+    the scaling by the update's examples that the loop applies to every rate."""
     # A static scale only matters in half precision; a dynamic one is honoured in any.
     config, dynamic = spec.config, spec.dynamic_loss_scaling
-    return MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay,
-                          loss_scale=config.loss_scaling if spec.type_config == "half" or dynamic
-                          else 1.0, dynamic_loss_scaling=dynamic)
+    scale = config.loss_scaling if spec.type_config == "half" or dynamic else 1.0
+    return Solver(nn.get_parameters(), config.solver, config.momentum, config.weight_decay,
+                  config.lr_scheduler.args.base_lr, spec.split.global_batch,
+                  LossScaling(scale, dynamic))
 
 
 def check_room_for_outputs(monitor_path: str) -> None:

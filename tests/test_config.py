@@ -467,3 +467,71 @@ def test_a_recipe_comes_back_from_its_data_or_one_line_naming_the_source():
     assert config_from_data(config.to_dict(), "x.ckpt") == config
     with pytest.raises(ConfigError, match=r"^x\.ckpt: 'momentum' must be in \[0, 1\), got 2$"):
         config_from_data({**config.to_dict(), "momentum": 2}, "x.ckpt")
+
+
+# --------------------------------------------------------------------------- the solver section
+
+
+def test_the_solver_defaults_to_the_official_momentum_and_is_not_saved_then(tmp_path):
+    from utils.optim import MomentumSolverSection
+
+    for name in RECIPES:
+        config = load_config(CFG / f"{name}.yaml")
+        assert config.solver == MomentumSolverSection(), name
+        assert "solver" not in config.to_dict(), name  # identities as before the section
+    explicit = load_config(write(tmp_path, COSINE + "solver: {type: momentum}\n"))
+    assert explicit == load_config(write(tmp_path, COSINE, "plain.yaml"))
+
+
+@pytest.mark.parametrize("section, expected", [
+    ("{type: nesterov, exclude_from_decay: batchnorm_and_bias}",
+     dict(type="nesterov", exclude_from_decay="batchnorm_and_bias", clip_grad_norm=0.0)),
+    ("{type: adamw, beta2: 0.99, eps: 1.0e-6, clip_grad_norm: 1}",
+     dict(type="adamw", exclude_from_decay="batchnorm", clip_grad_norm=1.0, beta1=0.9,
+          beta2=0.99, eps=1e-6)),
+    ("{type: lamb, exclude_from_decay: 1d, gamma_u: 5}",
+     dict(type="lamb", exclude_from_decay="1d", clip_grad_norm=0.0, beta1=0.9, beta2=0.999,
+          eps=1e-6, gamma_l=0.0, gamma_u=5.0, adapt_excluded=False)),
+    ("{type: lars, coefficient: 0.02, adapt_excluded: true, clip_grad_norm:}",
+     dict(type="lars", exclude_from_decay="batchnorm", clip_grad_norm=0.0, coefficient=0.02,
+          eps=1e-6, adapt_excluded=True)),
+])
+def test_solver_sections_load_with_their_defaults_and_round_trip(tmp_path, section, expected):
+    config = load_config(write(tmp_path, COSINE + f"solver: {section}\n"))
+    assert config.to_dict()["solver"] == expected  # every key written, `type` first
+    assert list(config.to_dict()["solver"])[0] == "type"
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config
+    assert config_from_data(config.to_dict(), "x.ckpt") == config
+
+
+@pytest.mark.parametrize("section, message", [
+    ("{type: adamv}", "line 13: unknown solver type 'adamv' (did you mean 'adamw'?); valid "
+                      "types: momentum, nesterov, adamw, lamb, lars"),
+    ("{beta1: 0.9}", "line 13: missing or empty required key 'solver.type'"),
+    ("{type: momentum, beta1: 0.9}", "line 13: unknown key 'beta1' in 'solver' of momentum; "
+                                     "valid keys: type, exclude_from_decay, clip_grad_norm"),
+    ("{type: adamw, beta2: 1}", "line 13: 'solver.beta2' must be in [0, 1), got 1"),
+    ("{type: lamb, gamma_l: 2, gamma_u: 1}",
+     "line 13: 'solver.gamma_u' must be >= gamma_l (2), got 1"),
+    ("{type: lars, clip_grad_norm: -1}", "line 13: 'solver.clip_grad_norm' must be >= 0, got -1"),
+    ("{type: lars, exclude_from_decay: bias}",
+     "line 13: unknown solver.exclude_from_decay 'bias'; valid exclude_from_decays: "
+     "batchnorm, batchnorm_and_bias, 1d"),
+    ("{type: adamw, adapt_excluded: true}", "unknown key 'adapt_excluded' in 'solver' of adamw"),
+    ("{type: lamb, adapt_excluded: 1}",
+     "line 13: 'solver.adapt_excluded' must be true or false, got int 1"),
+])
+def test_solver_mistakes_are_one_line_errors_naming_the_line(tmp_path, section, message):
+    path = write(tmp_path, COSINE + f"solver: {section}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}, line ") and "\n" not in str(caught.value)
+
+
+def test_unknown_schedule_types_still_list_the_short_names(tmp_path):
+    path = write(tmp_path, COSINE.replace("EpochCosineLearningRateScheduler", "EpochCosin"))
+    with pytest.raises(ConfigError, match=r"valid types: EpochStepLearningRateScheduler, "
+                                          r"EpochCosineLearningRateScheduler, EpochStep, "
+                                          r"EpochCosine$"):
+        load_config(path)

@@ -39,7 +39,11 @@ def test_the_table_says_what_the_declarations_do(tmp_path):
     modern.write_text((CFG / "cos90_modern.yaml").read_text().replace(
         "mixup_switch_prob: 0.5", "mixup_switch_prob: 0.3").replace(  # saved when not the
         "    warmup_epochs: 16\n", "    warmup_epochs: 16\n    min_lr: 1e-6\n"))  # default
-    saved = {key for path in (modern, CFG / "step90.yaml")
+    solvers = []  # (the solver keys: lamb's and lars' sections hold them all)
+    for kind in ("lamb", "lars"):
+        solvers.append(tmp_path / f"{kind}.yaml")
+        solvers[-1].write_text((CFG / "step90.yaml").read_text() + f"solver: {{type: {kind}}}\n")
+    saved = {key for path in (modern, CFG / "step90.yaml", *solvers)
              for key in dotted(load_config(path).to_dict())}
     assert {key.split("`")[1] for key in rows} == saved
     stale = f"intro\n{KEY_TABLE_BEGIN}\n| old |\n{KEY_TABLE_END}\nrest\n"

@@ -27,6 +27,7 @@ from .augmentation import OFFICIAL, Augmentation, ProgressiveResizing
 from .batch_mixing import DEFAULT_SWITCH_PROB
 from .errors import UserError
 from .lr_schedules import SCHEDULE_ALIASES, SCHEDULE_TYPES, SchedulerConfig, with_official_type
+from .optim import MomentumSolverSection, SolverSection
 from .recipe_fields import (
     SAVED_WHEN_SET,
     FilledFrom,
@@ -57,9 +58,11 @@ class TrainConfig:
     read from) is informational, not a key, and ignored by equality.
     """
 
-    weight_decay: Annotated[Number, Field(ge=0, description="L2 penalty on the weights (not on "
-                                                            "batch-norm's γ and β)")]
-    momentum: Annotated[Number, Field(ge=0, lt=1, description="SGD's momentum")]
+    weight_decay: Annotated[Number, Field(
+        ge=0, description="weight decay of the solver's kind (see solver), not on the "
+                          "parameters of solver.exclude_from_decay")]
+    momentum: Annotated[Number, Field(ge=0, lt=1, description="the momentum of the momentum, "
+                                                              "nesterov and lars solvers")]
     epochs: Annotated[Integer, Field(ge=1, description="the run's length; train.py's --epochs "
                                                        "overrides it")]
     label_smoothing: Annotated[Number, Field(ge=0, lt=1, description="weight of the uniform-"
@@ -78,6 +81,12 @@ class TrainConfig:
     progressive_resizing: Annotated[Optional[ProgressiveResizing], Field(
         description="FFCV's progressive resizing of the training images"),
         SAVED_WHEN_SET] = None
+    solver: Annotated[SolverSection, Field(
+        description="the solver and its keys; weight_decay is coupled L2 for momentum and "
+                    "nesterov, decoupled for adamw (w -= weight_decay * lr / base_lr * w a step: "
+                    "PyTorch's weight_decay times base_lr) and lamb, inside the trust ratio "
+                    "for lars"),
+        SAVED_WHEN_SET] = MomentumSolverSection()
     source: str = dataclasses.field(default="", compare=False, init=False)
 
     @model_validator(mode="before")
@@ -217,7 +226,8 @@ def _hint(value: Any, valid: Sequence[str]) -> str:
 
 
 def _plural(noun: str) -> str:
-    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" \
+        else noun + "s"
 
 
 def _describe(value: Any) -> str:
@@ -245,7 +255,9 @@ def _problem(error: Dict[str, Any], place: _Place, key: str) -> str:
     if kind == "union_tag_not_found":
         return f"missing or empty required key '{key}.type'"
     if kind == "union_tag_invalid":
-        valid = [*SCHEDULE_TYPES, *SCHEDULE_ALIASES]
+        valid = list(union_choices(place.core))
+        if place.path == ["lr_scheduler"]:
+            valid += SCHEDULE_ALIASES
         return (f"unknown {key} type {value['type']!r}{_hint(value['type'], valid)}; "
                 f"valid types: {', '.join(valid)}")
     if kind == "literal_error":
