@@ -46,7 +46,7 @@ from utils.evaluation import build_evaluation_graph
 from utils.lr_schedules import build_schedule
 from utils.memory import GIBIBYTE, available_memory, check_batch_fits
 from utils.model_stats import ModelStats, model_stats
-from utils.optim import MomentumSolver
+from utils.optim import recipe_solver
 from utils.progress import Progress
 from utils.runtime import Runtime, run, setup_runtime
 from utils.training import (
@@ -236,10 +236,7 @@ def train_rate(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch:
         arch, args.num_classes, args.channel_last, config, rt.comm.rank, rt.float_ctx), shape)
     graph.image.d, graph.label.d = random_inputs(shape, args.num_classes, rt.comm.rank)
     graph.mask.d = 1
-    # As train.py builds it: the static loss scale only in half precision.
-    solver = MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay,
-                            loss_scale=config.loss_scaling if args.type_config == "half"
-                            else 1.0)
+    solver = recipe_solver(config, args.type_config, False, shape[0] * rt.comm.size)
     lr_per_example = build_schedule(config.lr_scheduler, 1)(0)
     batch = shape[0]
 

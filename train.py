@@ -55,7 +55,7 @@ from utils.file_list import read_file_list, read_id_csv
 from utils.imagenet import class_names
 from utils.lr_schedules import LearningRateSchedule, build_schedule
 from utils.monitor import VALIDATION, VALIDATION_EMA, TrainingMonitors
-from utils.optim import LossScaling, Solver
+from utils.optim import recipe_solver
 from utils.per_class import CONFUSION_LIMIT, ClassCounts
 from utils.plots import plot_monitor
 from utils.progress import Progress, format_duration, run_eta
@@ -267,7 +267,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     ema = WeightEma(nn.get_parameters(), args.ema_decay, rt.float_ctx) if args.ema_decay \
         else None
-    state = TrainingState(spec, rt.comm, build_solver(spec), train_data, graph, ema)
+    solver = recipe_solver(spec.config, spec.type_config, spec.dynamic_loss_scaling,
+                           spec.split.global_batch)
+    state = TrainingState(spec, rt.comm, solver, train_data, graph, ema)
     if rt.comm.is_main:
         check_room_for_outputs(monitor_path)
     if checkpoint is not None:
@@ -433,17 +435,6 @@ def load_initial_weights(args: argparse.Namespace, rt: Runtime) -> None:
         raise
     rt.log(f"loaded {args.model_load_path}" + (" (new classifier)" if skip else "")
            + (f"; {note}" if note else ""))
-
-
-def build_solver(spec: RunSpec) -> Solver:
-    """The recipe's solver; adamw, lamb and lars take base_lr as their step size, undoing
-    the scaling by the update's examples that the loop applies to every rate."""
-    # A static scale only matters in half precision; a dynamic one is honoured in any.
-    config, dynamic = spec.config, spec.dynamic_loss_scaling
-    scale = config.loss_scaling if spec.type_config == "half" or dynamic else 1.0
-    return Solver(nn.get_parameters(), config.solver, config.momentum, config.weight_decay,
-                  config.lr_scheduler.args.base_lr, spec.split.global_batch,
-                  LossScaling(scale, dynamic))
 
 
 def check_room_for_outputs(monitor_path: str) -> None:

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Mapping, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Set, Tuple, Union
 
 import nnabla as nn
 import nnabla.solvers as S
@@ -429,3 +429,15 @@ def _preview(names: List[str], limit: int = 3) -> str:
         return "none"
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
+
+
+def recipe_solver(config: Any, type_config: str, dynamic_loss_scaling: bool,
+                  global_batch: int) -> Solver:
+    """The recipe's solver over the current parameters, as train.py and benchmark.py build
+    it: adamw, lamb and lars take base_lr as their step size, undoing the scaling by the
+    update's examples that the loop applies to every rate; a static loss scale only matters
+    in half precision, a dynamic one is honoured in any."""
+    scale = config.loss_scaling if type_config == "half" or dynamic_loss_scaling else 1.0
+    return Solver(nn.get_parameters(), config.solver, config.momentum, config.weight_decay,
+                  config.lr_scheduler.args.base_lr, global_batch,
+                  LossScaling(scale, dynamic_loss_scaling))

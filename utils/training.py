@@ -51,7 +51,7 @@ from .ema import WeightEma
 from .errors import TrainingDiverged, UsageError
 from .losses import classification_loss, top_n_error_count
 from .lr_schedules import solver_learning_rate
-from .optim import MomentumSolver
+from .optim import Solver
 from .run_spec import SPLIT_FIELDS, BatchSplit, RunSpec
 
 # Where each part of the state is kept in a checkpoint (the format of the files written since
@@ -254,7 +254,7 @@ def batch_share(valid: int, num_ranks: int, update_images: int) -> float:
     return valid * num_ranks / update_images
 
 
-def accumulate_gradients(graph: TrainingGraph, solver: MomentumSolver, share: float
+def accumulate_gradients(graph: TrainingGraph, solver: Solver, share: float
                          ) -> Tuple[float, float]:
     """Forward and backward of the batch in the inputs, adding `share` (see `batch_share`)
     of its (scaled) gradients to the accumulated ones (NNabla adds over backward calls until
@@ -264,7 +264,7 @@ def accumulate_gradients(graph: TrainingGraph, solver: MomentumSolver, share: fl
     return float(graph.loss.d), float(graph.error.d)
 
 
-def apply_update(solver: MomentumSolver, comm: Communicator, lr_per_example: float,
+def apply_update(solver: Solver, comm: Communicator, lr_per_example: float,
                  examples: int) -> bool:
     """All-reduce the accumulated gradients and step for `examples` images in all; False
     when the step was skipped (a gradient overflowed under dynamic loss scaling)."""
@@ -312,7 +312,7 @@ class TrainingState:
     """What a checkpoint holds, restored the way it is saved (see the module's docstring),
     and the graph the data feeds; it changes itself as the run goes."""
 
-    def __init__(self, spec: RunSpec, comm: Communicator, solver: MomentumSolver,
+    def __init__(self, spec: RunSpec, comm: Communicator, solver: Solver,
                  data: ImageBatches, graph: TrainingGraph, ema: Optional[WeightEma] = None):
         self.spec, self.comm, self.solver, self.ema = spec, comm, solver, ema
         self.data, self.graph = data, graph
