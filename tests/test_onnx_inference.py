@@ -112,3 +112,33 @@ def test_evaluation_through_onnx_runtime_counts_what_nnabla_counts(weights, tmp_
     assert len(exported) == 1
     assert any(line.startswith("onnxruntime ") and "(exported and verified:" in line
                for line in logged)
+
+
+@pytest.mark.slow  # (validation.py twice, an export)
+def test_validation_py_scores_alike_through_both_runtimes(weights, tmp_path, monkeypatch):
+    import json
+
+    from eval_fixtures import demo_val_images, error_lines, run_script, write_val_list
+
+    monkeypatch.setenv("NNABLA_IMAGENET_CACHE", str(tmp_path / "cache"))
+    val_list = write_val_list(tmp_path / "val40.txt", demo_val_images(40))
+    common = [weights.path, "-a", "resnet18", "--num-classes", "10", "--spatial-size", "32",
+              "-V", "data/demo/val", "--val-list", val_list, "-b", "8", "--json",
+              "--no-progress"]
+    results = {}
+    for runtime in ("nnabla", "onnxruntime"):
+        done = run_script("validation.py", *common, "-M", tmp_path / runtime, "--runtime",
+                          runtime, check=True)
+        results[runtime] = json.loads(done.stdout)
+    ours, theirs = results["nnabla"], results["onnxruntime"]
+    for key in ("num_images", "top1_error", "top5_error", "worst_classes"):
+        assert theirs[key] == ours[key], key
+    assert theirs["loss"] == pytest.approx(ours["loss"], rel=1e-4)
+    per_class = [(tmp_path / r / "per_class.csv").read_text() for r in ("nnabla", "onnxruntime")]
+    assert per_class[0] == per_class[1]
+    refused = run_script("validation.py", *common, "-M", tmp_path / "r", "--runtime",
+                         "onnxruntime", "--recompute-bn", "2", "-T", "data/demo/train")
+    assert refused.returncode == 2
+    assert error_lines(refused.stderr)[-1] == (
+        "error: --recompute-bn changes the network's statistics in NNabla: use it with "
+        "--runtime nnabla")
