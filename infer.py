@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_labels_flag(outputs)
     cli.add_batch_size_flag(outputs, 16)
     cli.add_json_flag(outputs)
+    cli.add_network_runtime_flag(outputs)
     cli.add_runtime_flags(p)
     cli.add_dali_flags(p)
     return p
@@ -100,7 +101,7 @@ def classify(graph: EvaluationGraph, batches: ImageBatches, timings: Dict[str, f
         batch.copy_to(graph.image, graph.ctx)
         now = time.perf_counter()
         timings["preprocess"] += now - clock
-        graph.probabilities.forward(clear_buffer=True)
+        graph.forward(graph.probabilities)
         valid = batch.mask[:, 0] > 0
         probabilities[batch.indices[valid]] = graph.probabilities.d[valid]
         clock = time.perf_counter()
@@ -111,6 +112,7 @@ def classify(graph: EvaluationGraph, batches: ImageBatches, timings: Dict[str, f
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args)
+    cli.check_network_runtime(args.runtime, rt.backend)
     paths = image_paths(args.inputs)
     timings: Dict[str, float] = {}  # seconds of each phase, for the benchmark
     clock = time.perf_counter()
@@ -120,7 +122,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     batches, graph = network_for_weights(
         weights, args.arch, num_classes, FileList.from_files(paths),
         min(args.batch_size, len(paths)), rt,
-        cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config))
+        cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config),
+        runtime=args.runtime)
     timings["weights"] = time.perf_counter() - clock
     with batches:
         probabilities = classify(graph, batches, timings)

@@ -61,7 +61,6 @@ EXAMPLES = (
     "python validation.py rn50-nhwc_mixup250.h5 -V /data/imagenet/val",
     "python validation.py rn50.h5 -a resnet50 -V imagenetv2-matched-frequency/ --json",
 )
-RUNTIMES = ("nnabla", "onnxruntime")
 WRITES = ("into -M: Validation-loss.series.txt, Validation-error.series.txt, "
           "Validation-top5-error.series.txt (and Validation-ReaL-*.series.txt with "
           "--real-labels), per_class.csv, confusion.png, val_batch.png; no list file")
@@ -93,11 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "image, in ILSVRC2012_val_NNNNNNNN order): adds ReaL top-1 and "
                               "top-5 error, over the images whose list is not empty")
     cli.add_recompute_bn_flag(scoring)
-    scoring.add_argument("--runtime", choices=RUNTIMES, default="nnabla",
-                         help="what runs the network: NNabla, or on a CPU ONNX Runtime (the "
-                              "export extra), about 10x faster per core, with the weight "
-                              "file's ONNX model exported, verified and cached on first use "
-                              "(default: %(default)s)")
+    cli.add_network_runtime_flag(scoring)
     scoring.add_argument("-E", "--disable-dataset-size-error", action="store_true",
                          help="accepted for compatibility with the official script; does "
                               "nothing, since any dataset size is evaluated exactly")
@@ -183,16 +178,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args, device_gradients=False)  # (host reductions only)
     comm = rt.comm
-    if args.runtime == "onnxruntime":
-        if rt.backend != "cpu":
-            raise UsageError("--runtime onnxruntime runs on the CPU; with a GPU, NNabla "
-                             "(--runtime nnabla) is the fast one")
-        if args.recompute_bn:
-            raise UsageError("--recompute-bn changes the network's statistics in NNabla: "
-                             "use it with --runtime nnabla")
-        from utils.model_export import check_onnx_support
-
-        check_onnx_support()  # (the export extra: one line with its install command)
+    cli.check_network_runtime(args.runtime, rt.backend)
+    if args.runtime == "onnxruntime" and args.recompute_bn:
+        raise UsageError("--recompute-bn changes the network's statistics in NNabla: use it "
+                         "with --runtime nnabla")
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
     if comm.is_main:  # fail now, not after the evaluation
         check_can_create(args.monitor_path, "monitor path (-M)")

@@ -142,3 +142,23 @@ def test_validation_py_scores_alike_through_both_runtimes(weights, tmp_path, mon
     assert error_lines(refused.stderr)[-1] == (
         "error: --recompute-bn changes the network's statistics in NNabla: use it with "
         "--runtime nnabla")
+
+
+@pytest.mark.slow  # (infer.py twice, an export)
+def test_infer_py_gives_the_same_top5_through_both_runtimes(weights, tmp_path, monkeypatch):
+    import json
+
+    from eval_fixtures import DEMO, run_script
+
+    monkeypatch.setenv("NNABLA_IMAGENET_CACHE", str(tmp_path / "cache"))
+    images = [DEMO / "val" / f"ILSVRC2012_val_{i:08d}.JPEG" for i in (1, 2, 3, 4, 5)]
+    top5 = {}
+    for runtime in ("nnabla", "onnxruntime"):
+        done = run_script("infer.py", *images, weights.path, "-a", "resnet18", "--num-classes",
+                          "10", "--spatial-size", "32", "-b", "4", "--json", "--runtime",
+                          runtime, check=True)
+        top5[runtime] = [p["top_k"] for p in json.loads(done.stdout)["predictions"]]
+    for ours, theirs in zip(top5["nnabla"], top5["onnxruntime"]):
+        assert [g["class"] for g in theirs] == [g["class"] for g in ours]
+        assert [g["probability"] for g in theirs] == pytest.approx(
+            [g["probability"] for g in ours], abs=1e-4)
