@@ -27,6 +27,7 @@ import io
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -45,7 +46,9 @@ from utils.errors import OutputError, UsageError
 from utils.evaluation import build_evaluation_graph
 from utils.lr_schedules import build_schedule
 from utils.memory import GIBIBYTE, available_memory, check_batch_fits
+from utils.model_export import build_inference_graph, export
 from utils.model_stats import ModelStats, model_stats
+from utils.onnx_inference import OnnxNetwork, threads_for
 from utils.optim import recipe_solver
 from utils.progress import Progress
 from utils.runtime import Runtime, run, setup_runtime
@@ -92,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end a measurement's timing after the step that passes this many "
                         "seconds, so the largest networks cost a few steps "
                         "(default: %(default)g)")
+    g.add_argument("--runtimes", nargs="+", choices=cli.NETWORK_RUNTIMES, default=["nnabla"],
+                   help="what runs the networks, one row each: nnabla, onnxruntime (inference "
+                        "on the CPU through the exported model, the export extra; the cores "
+                        "shared among a machine's ranks) (default: nnabla)")
     g.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
     g.add_argument("--no-train", action="store_true", help="skip the training measurement")
     outputs = help_text.add_group(p, "outputs")
@@ -125,6 +132,7 @@ class Row:
     layout: str
     precision: str
     backend: str
+    runtime: str = "nnabla"
 
 
 def csv_text(rows: Sequence[Row]) -> str:
@@ -148,6 +156,7 @@ TABLE_COLUMNS = (  # (title, width, the cell of a row)
     ("batch", 7, lambda r: str(r.batch)),
     ("layout", 8, lambda r: r.layout),
     ("precision", 11, lambda r: r.precision),
+    ("runtime", 13, lambda r: r.runtime),
 )
 
 
@@ -307,12 +316,37 @@ def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: st
                args.type_config, rt.backend)
 
 
+def onnx_row(args: argparse.Namespace, rt: Runtime, arch: str) -> Row:
+    """One architecture's inference through ONNX Runtime on the CPU: the network (random
+    weights, NCHW, float) exported and verified as export.py does, then timed like NNabla's."""
+    shape = input_shape(args, arch)
+    size = shape[1:3] if args.channel_last else shape[2:]
+    stats = network_stats(arch, size, args.num_classes)
+    nn.seed(0)
+    graph = build_inference_graph(arch, args.num_classes, args.batch_size, size)
+    images = random_inputs((args.batch_size, 3, *size), args.num_classes, rt.comm.rank)[0]
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
+        path = os.path.join(scratch, f"{arch}.onnx")
+        export(graph, [path])
+        network = OnnxNetwork(path, threads_for(rt.comm))
+        bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} onnxruntime",
+                       images_per_iteration=args.batch_size * rt.comm.size)
+        steps, seconds = timed_steps(lambda: network.logits(images), args.warmup,
+                                     args.iterations, args.max_seconds, rt.comm, bar,
+                                     lambda: None)
+        bar.close()
+    rate = rt.comm.all_reduce_sum([args.batch_size * steps / seconds])[0]
+    return Row(arch, size[0], size[1], stats.parameters, stats.macs_per_image, rate, None,
+               args.batch_size, rt.comm.size, "NCHW", "float", "cpu", "onnxruntime")
+
+
 def is_benchmark_csv(path: str) -> bool:
-    """Whether `path` starts with this script's CSV header (an earlier run's output)."""
-    header = csv_text([]).rstrip("\n")
+    """Whether `path` starts with this script's CSV header (an earlier run's output, also of
+    a version without the last columns)."""
+    first_columns = ",".join(f.name for f in fields(Row)[:6])
     try:
         with open(path, newline="") as f:
-            return f.readline().rstrip("\r\n") == header
+            return f.readline().startswith(first_columns)
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -353,8 +387,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     rt = setup_runtime(args)  # (-t half becomes float on the CPU, and says so)
     if args.channel_last and rt.backend == "cpu":
         raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
-    if args.no_infer and args.no_train:
-        raise UsageError("--no-infer and --no-train leave nothing to measure")
+    if args.no_infer and (args.no_train or "nnabla" not in args.runtimes):
+        raise UsageError("--no-infer and --no-train leave nothing to measure"
+                         if args.no_train else
+                         "--no-infer with --runtimes onnxruntime leaves nothing to measure (ONNX "
+                         "Runtime's rows are inference)")
+    if "onnxruntime" in args.runtimes:
+        cli.check_network_runtime("onnxruntime", rt.backend)
     config = load_config(args.train_config)
     replacing = check_output_file(args.output, "-o", "a benchmark CSV", is_benchmark_csv,
                                   "benchmark.csv")
@@ -363,7 +402,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         rt.log(replacing)
     rows = []
     for i, arch in enumerate(args.arch):
-        rows.append(measure(args, config, rt, arch))
+        if "nnabla" in args.runtimes:
+            rows.append(measure(args, config, rt, arch))
+        if "onnxruntime" in args.runtimes and not args.no_infer:
+            rows.append(onnx_row(args, rt, arch))
         if rt.comm.is_main:  # after each network: a run stopped later keeps these rows
             write_rows(args.output, rows)
         rt.log(f"{arch} measured ({i + 1} of {len(args.arch)})")

@@ -119,7 +119,7 @@ def test_the_script_prints_the_table_and_writes_the_csv(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].startswith(benchmark.processor_name())
     assert lines[1].split() == ["arch", "size", "params", "M", "GMACs", "infer", "img/s",
-                                "train", "img/s", "batch", "layout", "precision"]
+                                "train", "img/s", "batch", "layout", "precision", "runtime"]
     assert lines[2].split()[:2] == ["mobilenet_v3_small", "32x32"]
     assert lines[3] == f"wrote {out}"
     with open(out, newline="") as f:

@@ -162,3 +162,37 @@ def test_infer_py_gives_the_same_top5_through_both_runtimes(weights, tmp_path, m
         assert [g["class"] for g in theirs] == [g["class"] for g in ours]
         assert [g["probability"] for g in theirs] == pytest.approx(
             [g["probability"] for g in ours], abs=1e-4)
+
+
+@pytest.mark.slow  # (benchmark.py: a measurement and an export)
+def test_benchmark_gives_onnx_runtime_its_own_row(tmp_path):
+    import csv
+
+    from eval_fixtures import error_lines, run_script
+
+    out = tmp_path / "b.csv"
+    run_script("benchmark.py", "-a", "resnet18", "-b", "2", "--spatial-size", "32",
+               "--warmup", "0", "--iterations", "2", "--no-train", "--runtimes", "nnabla",
+               "onnxruntime", "-o", out, check=True)
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["arch"], r["runtime"], r["precision"]) for r in rows] == [
+        ("resnet18", "nnabla", "float"), ("resnet18", "onnxruntime", "float")]
+    assert all(float(r["infer_images_per_s"]) > 0 and r["train_images_per_s"] == ""
+               for r in rows)
+    assert rows[0]["parameters"] == rows[1]["parameters"]
+    nothing = run_script("benchmark.py", "-a", "resnet18", "--no-infer", "--runtimes",
+                         "onnxruntime", "-o", tmp_path / "n.csv")
+    assert nothing.returncode == 2 and error_lines(nothing.stderr) == [
+        "error: --no-infer with --runtimes onnxruntime leaves nothing to measure (ONNX "
+        "Runtime's rows are inference)"]
+
+
+def test_an_earlier_benchmark_csv_without_the_runtime_column_is_still_ours(tmp_path):
+    import benchmark
+
+    old = tmp_path / "old.csv"
+    old.write_text("arch,height,width,parameters,macs_per_image,infer_images_per_s,"
+                   "train_images_per_s,batch,ranks,layout,precision,backend\n")
+    assert benchmark.is_benchmark_csv(str(old))
+    (tmp_path / "other.csv").write_text("arch,size\n")
+    assert not benchmark.is_benchmark_csv(str(tmp_path / "other.csv"))

@@ -92,6 +92,12 @@ def threads_per_rank(ranks_on_node: int, cores: Optional[int] = None) -> int:
     return max(1, cores // max(1, ranks_on_node))
 
 
+def threads_for(comm: Communicator) -> int:
+    """This rank's share of its machine's cores (the ranks on one host found by name)."""
+    hosts = comm.all_gather_object(socket.gethostname())
+    return threads_per_rank(hosts.count(hosts[comm.rank]))
+
+
 class OnnxNetwork:
     """An exported model in an ONNX Runtime session on the CPU with `threads` threads."""
 
@@ -126,8 +132,7 @@ def onnx_network(weights: WeightFile, arch: str, num_classes: int,
     comm.barrier()
     if not comm.is_main:
         path, _ = onnx_model(weights, arch, num_classes, batch, (height, width))
-    hosts = comm.all_gather_object(socket.gethostname())
-    threads = threads_per_rank(hosts.count(hosts[comm.rank]))
+    threads = threads_for(comm)
     log(f"{onnxruntime_name()}, {threads} thread(s) per rank: {path}"
         + (f" (exported and verified: {check.summary()})" if check else " (cached)"))
     return OnnxNetwork(path, threads)
