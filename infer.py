@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_batch_size_flag(outputs, 16)
     cli.add_json_flag(outputs)
     cli.add_network_runtime_flag(outputs)
+    cli.add_tta_flag(outputs)
     cli.add_runtime_flags(p)
     cli.add_dali_flags(p)
     return p
@@ -123,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         weights, args.arch, num_classes, FileList.from_files(paths),
         min(args.batch_size, len(paths)), rt,
         cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config),
-        runtime=args.runtime)
+        runtime=args.runtime, flip=args.tta == "flip")
     timings["weights"] = time.perf_counter() - clock
     with batches:
         probabilities = classify(graph, batches, timings)

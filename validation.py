@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "top-5 error, over the images whose list is not empty")
     cli.add_recompute_bn_flag(scoring)
     cli.add_network_runtime_flag(scoring)
+    cli.add_tta_flag(scoring)
     scoring.add_argument("-E", "--disable-dataset-size-error", action="store_true",
                          help="accepted for compatibility with the official script; does "
                               "nothing, since any dataset size is evaluated exactly")
@@ -196,7 +197,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     batch_size = min(args.batch_size, -(-len(scored.files) // comm.size))
     batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,
                                          batch_size, rt, pipeline,
-                                         scored.class_penalty(num_classes), args.runtime)
+                                         scored.class_penalty(num_classes), args.runtime,
+                                         args.tta == "flip")
     if train_files is not None:
         recompute_statistics(args, train_files, batches, num_classes, rt)
     height, width = batches.image.spatial_size

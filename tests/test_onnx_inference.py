@@ -115,7 +115,8 @@ def test_evaluation_through_onnx_runtime_counts_what_nnabla_counts(weights, tmp_
 
 
 @pytest.mark.slow  # (validation.py twice, an export)
-def test_validation_py_scores_alike_through_both_runtimes(weights, tmp_path, monkeypatch):
+@pytest.mark.parametrize("tta", ["none", "flip"])
+def test_validation_py_scores_alike_through_both_runtimes(weights, tmp_path, monkeypatch, tta):
     import json
 
     from eval_fixtures import demo_val_images, error_lines, run_script, write_val_list
@@ -124,7 +125,7 @@ def test_validation_py_scores_alike_through_both_runtimes(weights, tmp_path, mon
     val_list = write_val_list(tmp_path / "val40.txt", demo_val_images(40))
     common = [weights.path, "-a", "resnet18", "--num-classes", "10", "--spatial-size", "32",
               "-V", "data/demo/val", "--val-list", val_list, "-b", "8", "--json",
-              "--no-progress"]
+              "--no-progress", "--tta", tta]
     results = {}
     for runtime in ("nnabla", "onnxruntime"):
         done = run_script("validation.py", *common, "-M", tmp_path / runtime, "--runtime",

@@ -201,6 +201,12 @@ def add_network_runtime_flag(group: argparse._ArgumentGroup) -> None:
                             "(default: %(default)s)")
 
 
+def add_tta_flag(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--tta", choices=("none", "flip"), default="none",
+                       help="test-time augmentation: flip averages the logits of each image "
+                            "and its mirror (twice the compute) (default: %(default)s)")
+
+
 def check_network_runtime(runtime: str, backend: str) -> None:
     """--runtime onnxruntime: on the CPU only, with the export extra installed."""
     if runtime != "onnxruntime":

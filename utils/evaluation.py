@@ -118,6 +118,7 @@ def build_evaluation_graph(
     ctx: Any = None,
     class_penalty: Optional[np.ndarray] = None,
     external: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    flip: bool = False,
 ) -> EvaluationGraph:
     """The test-mode network of `arch` on images of `image_shape`, with its metrics.
 
@@ -126,6 +127,7 @@ def build_evaluation_graph(
     `class_penalty` (1, K), if given, is added to the logits (see `ClassMask.penalty`).
     `external` (images -> logits, e.g. `utils.onnx_inference.OnnxNetwork.logits`) replaces
     NNabla's network: the graph then holds the metrics alone, on logits set per batch.
+    `flip`: test-time augmentation, the logits of each image and of its mirror averaged.
     """
     ctx = nn.get_current_context() if ctx is None else ctx
     batch = image_shape[0]
@@ -135,7 +137,18 @@ def build_evaluation_graph(
         if external is None:
             scores, _ = build_network(image, num_classes, arch, test=True,
                                       channel_last=channel_last)
+            if flip:  # (the second network shares the first's parameters, found by name)
+                mirror = F.flip(image, axes=[2 if channel_last else 3])
+                mirrored, _ = build_network(mirror, num_classes, arch, test=True,
+                                            channel_last=channel_last)
+                scores = (scores + mirrored) * 0.5
     if external is not None:
+        if flip:
+            network = external
+
+            def external(images: np.ndarray) -> np.ndarray:  # (NCHW: width is the last axis)
+                return (network(images) + network(images[..., ::-1])) * 0.5
+
         with nn.context_scope(float_context(ctx)):
             scores = logits = nn.Variable((batch, num_classes))
     label = nn.Variable((batch, 1))
@@ -233,6 +246,7 @@ def network_for_weights(
     pipeline: InputPipeline,
     class_penalty: Optional[np.ndarray] = None,
     runtime: str = "nnabla",
+    flip: bool = False,
 ) -> Tuple[ImageBatches, EvaluationGraph]:
     """Batches of `files` and the evaluation network of `arch` with `weights` loaded.
 
@@ -240,7 +254,8 @@ def network_for_weights(
     options (see `utils.cli.input_pipeline`; its normalisation included). Logs what was
     loaded and warns (rank 0) when a published file is run with another normalisation than
     its own. `runtime` "onnxruntime": the network is the weight file's exported ONNX model
-    (`utils.onnx_inference`; NCHW, 3 channels), NNabla computes the metrics.
+    (`utils.onnx_inference`; NCHW, 3 channels), NNabla computes the metrics. `flip`: the
+    logits of each image and its mirror averaged (test-time augmentation).
     """
     if runtime == "onnxruntime":
         from .onnx_inference import onnx_network
@@ -250,7 +265,7 @@ def network_for_weights(
         network = onnx_network(weights, arch, num_classes, batches.image_shape, rt.comm,
                                rt.log)
         graph = build_evaluation_graph(arch, batches.image_shape, num_classes, False, rt.ctx,
-                                       class_penalty, external=network.logits)
+                                       class_penalty, external=network.logits, flip=flip)
         rt.log(weights.describe(num_classes, None))
     else:
         layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
@@ -258,7 +273,7 @@ def network_for_weights(
                                       channel_last=layout.channel_last)
         batches = pipeline.batches(files, batch_size, training=False)
         graph = build_evaluation_graph(arch, batches.image_shape, num_classes,
-                                       layout.channel_last, rt.ctx, class_penalty)
+                                       layout.channel_last, rt.ctx, class_penalty, flip=flip)
         note = weights.load_into(arch)
         rt.log(weights.describe(num_classes, note))
     warning = norm_warning(weights.path, pipeline.image.norm)
