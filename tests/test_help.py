@@ -29,7 +29,7 @@ WRITTEN = {
     "validation": ["Validation-loss.series.txt", "Validation-error.series.txt",
                    "Validation-top5-error.series.txt", "per_class.csv", "confusion.png",
                    VAL_BATCH_PNG],
-    "infer": ["none"],
+    "infer": ["--output FILE (.csv or .json)"],
     "benchmark": ["benchmark.csv"],
     "export": [".nnp", ".onnx"],
     "create_input_files": ["train_label", "val_label", "label_words.csv",
