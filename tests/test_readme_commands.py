@@ -61,8 +61,12 @@ NOT_RUN_HERE = {
     "mpirun -f hosts -n 8 python train.py -a resnet50 -b 32 -C cfg/cos90.yaml -T train/ -V "
     "val/ -m runs/resnet50": "it needs two machines; tests/test_two_hosts.py runs a small one "
                              "on two network namespaces",
-    "bash scripts/setup.sh --gpu": "it installs NNabla's CUDA extension (1.7 GiB of CUDA 12 "
-                                   "libraries), useful only on a GPU machine",
+    "bash scripts/setup.sh --gpu": "it installs NNabla's CUDA extension and, as root, Open "
+                                   "MPI, then checks a GPU stack this machine has not; "
+                                   "tests/test_setup_script.py runs it with stand-ins",
+    "bash scripts/gpu_smoke.sh": "it needs a GPU; tests/test_gpu_smoke.py checks its one-line "
+                                 "refusal without one",
+    "bash scripts/gpu_smoke.sh --cpu": "tests/test_gpu_smoke.py runs it and checks each step",
 }
 # Programs whose commands are parsed here but not run (after the batch script, train.py's
 # arguments).
