@@ -14,6 +14,7 @@ import h5py
 import nnabla as nn
 import numpy as np
 import pytest
+from conftest import built_once
 from eval_fixtures import error_lines
 from run_fixtures import checkpoint_names, param_files
 from train_fixtures import (
@@ -47,13 +48,16 @@ pytestmark = pytest.mark.slow  # every test here runs train.py end to end
 # --------------------------------------------------------------------------- exact resume
 
 
-@pytest.fixture(scope="module")
-def mixup_reference(setup: Setup) -> Path:
-    """An uninterrupted 3-epoch mobilenet_v3_small run with mixup (dropout and mixup RNGs)."""
-    monitor = setup.folder / "reference"
-    result = run_train(*train_args(setup, monitor, config=setup.mixup))
-    assert result.returncode == 0, result.stderr
-    return monitor
+@pytest.fixture(scope="session")
+def mixup_reference(setup: Setup, tmp_path_factory) -> Path:
+    """An uninterrupted 3-epoch mobilenet_v3_small run with mixup (dropout and mixup RNGs),
+    made once however the tests are spread over workers."""
+    def train(monitor: Path) -> Path:
+        result = run_train(*train_args(setup, monitor, config=setup.mixup))
+        assert result.returncode == 0, result.stderr
+        return monitor
+
+    return built_once(tmp_path_factory, "mixup-reference", train)
 
 
 def test_resume_after_sigterm_mid_epoch_is_exact(setup, mixup_reference, tmp_path):
