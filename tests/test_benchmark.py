@@ -213,7 +213,7 @@ def test_a_measurement_times_its_steps_after_the_warm_up_until_the_time_is_up(
 
 @pytest.mark.parametrize("text", ["-1", "nan"])
 def test_max_seconds_must_be_a_duration(text, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         benchmark.parse_args(["--max-seconds", text])
     assert f"--max-seconds: must be a number of seconds >= 0, got {text}" in \
         capsys.readouterr().err

@@ -49,7 +49,7 @@ def test_a_misspelt_published_name_is_recognised(typed, meant):
 def test_a_misspelt_published_name_is_suggested(tmp_path, capsys, monkeypatch):
     """It was told "-a is required", or "no such weight file" alone."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         infer.parse_args([str(PHOTO), "rn50_nhwc_cos90.h5"])
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         "(only a published weight file's name tells its network); did you mean the "

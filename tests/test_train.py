@@ -207,28 +207,31 @@ def test_parse_args_defaults_and_errors(capsys):
     args = train.parse_args(["-a", "mobilenet_v2"])
     assert os.path.isfile(args.train_config) and args.spatial_size == (224, 224)
     assert args.monitor_path is None and args.batch_size == 128
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "--finetune"])
     assert "--finetune needs --model-load-path" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "-b", "0"])
+    assert capsys.readouterr().err.endswith("train.py: error: --batch-size must be positive\n")
 
 
 @pytest.mark.parametrize("flag", ["-s", "--keep-checkpoints"])
 def test_save_interval_and_kept_checkpoints_must_be_positive(flag, capsys):
     """-s 0 used to end the first epoch with ZeroDivisionError; --keep-checkpoints 0 deleted
     every checkpoint, the one just written included."""
+    names = {"-s": "-s/--model-save-interval", "--keep-checkpoints": "--keep-checkpoints"}
     for value in ("0", "-1"):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit, match="^2$"):  # a usage error
             train.parse_args(["-a", "resnet18", flag, value])
-        assert flag in capsys.readouterr().err
+        assert capsys.readouterr().err.splitlines()[-1] == \
+            f"train.py: error: argument {names[flag]}: must be a positive integer, got {value}"
 
 
 # --------------------------------------------------------------------------- weight EMA
 
 
 def test_ema_decay_must_be_below_one(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "--ema-decay", "1"])
     assert "--ema-decay must be in [0, 1)" in capsys.readouterr().err
 

@@ -190,7 +190,7 @@ def test_nvjpeg_padding_is_in_bytes_default_included():
     assert validation.parse_args(["w.h5", "-a", "resnet18"]).dali_nvjpeg_memory_padding == 64 << 20
 
 
-def test_spatial_size_takes_one_or_two_numbers():
+def test_spatial_size_takes_one_or_two_numbers(capsys):
     from utils.cli import spatial_size_of
 
     parse = validation.parse_args
@@ -198,9 +198,12 @@ def test_spatial_size_takes_one_or_two_numbers():
     assert spatial_size_of(parse(["w.h5", "-a", "resnet18", "--spatial-size", "64"])) == (64, 64)
     assert spatial_size_of(parse(["w.h5", "-a", "resnet18", "--spatial-size", "64", "48"])) \
         == (64, 48)
-    for bad in (["1", "2", "3"], ["0"]):
-        with pytest.raises(SystemExit):
+    for bad, problem in ((["1", "2", "3"], "expected one or two sizes, got 3"),
+                         (["0"], "must be a positive integer, got 0")):
+        with pytest.raises(SystemExit, match="^2$"):  # a usage error
             parse(["w.h5", "-a", "resnet18", "--spatial-size", *bad])
+        assert capsys.readouterr().err.splitlines()[-1].endswith(
+            f": error: argument --spatial-size: {problem}")  # (after the program's name)
 
 
 def test_missing_list_is_one_line(setup, capsys, tmp_path, monkeypatch):
@@ -274,7 +277,7 @@ def test_crop_pct_changes_the_resize(setup, tmp_path, capsys):
     default = loss()
     assert loss("--crop-pct", "0.875") == default  # the default is the official 224/256
     assert loss("--crop-pct", "1.0") != default
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         validation.parse_args(common_args(setup, "--crop-pct", "0"))
     assert "must be in (0, 1], got 0" in capsys.readouterr().err
 
