@@ -175,7 +175,14 @@ def test_iteration_seed_is_a_function_of_the_position():
     """Valid NNabla seeds; the ranks of one step differ; so do the steps of one rank over 90
     epochs of up to 5000 iterations (ImageNet at a global batch of 256)."""
     seed = train.iteration_seed
-    assert seed(3, 1, 7, 11) == seed(3, 1, 7, 11)
+    # The same in another process (a resumed run is one): nothing salted per process.
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys; from utils.training import iteration_seed; "
+         "print(iteration_seed(3, 1, 7, 11), iteration_seed(12345, 0, 89, 4999))"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "7"})
+    assert other.stdout.split() == [str(seed(3, 1, 7, 11)), str(seed(12345, 0, 89, 4999))], \
+        other.stderr
+    assert len({seed(s, 1, 7, 11) for s in range(1000)}) == 1000  # --seed changes them all
     assert 0 <= seed(10**9, 10**3, 10**6, 10**7) < 2**31 - 1
     for s in (0, 1, 12345):
         assert len({seed(s, r, 5, 17) for r in range(256)}) == 256
