@@ -52,11 +52,21 @@ pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 # --------------------------------------------------------------------------- learning, outputs
 
 
-def test_mobilenet_learns_and_writes_every_output(setup, mobilenet_run):
+def untrained_loss(setup, tmp_path, **run) -> float:
+    """The last epoch's training loss of the same run with a learning rate too small to move
+    any weight: the same batches, crops and dropout, so only learning differs. Comparing
+    with it needs no threshold tuned to a CPU (their float rounding differs)."""
+    monitor = tmp_path / "frozen"
+    result = run_train(*train_args(setup, monitor, "-v", 0, config=setup.frozen, **run))
+    assert result.returncode == 0, result.stderr
+    return values(monitor, "Train-loss")[-1]
+
+
+def test_mobilenet_learns_and_writes_every_output(setup, mobilenet_run, tmp_path):
     monitor, result = mobilenet_run
     loss, error = values(monitor, "Train-loss"), values(monitor, "Train-error")
     assert indices(monitor, "Train-loss") == indices(monitor, "Train-error") == [0, 1, 2]
-    assert loss[-1] < 0.9 * loss[0], loss  # 0.63 at seed 0, 0.65 and 0.77 at seeds 1, 2
+    assert loss[-1] < loss[0] and loss[-1] < untrained_loss(setup, tmp_path), loss
     assert error[-1] < error[0], error
     assert all(0 <= e <= 1 for e in error) and max(error) > 0, error
     # 90 images: an error rate is a multiple of 1/90, not of 1/96 (padding excluded).
@@ -114,7 +124,9 @@ def test_resnet18_learns(setup, tmp_path):
                                train_list=setup.small_list))
     assert result.returncode == 0, result.stderr
     loss, error = values(monitor, "Train-loss"), values(monitor, "Train-error")
-    assert len(loss) == 2 and loss[1] < 0.95 * loss[0], loss  # 0.81 at seed 0, 0.90 at 2
+    assert len(loss) == 2 and loss[1] < loss[0], loss
+    assert loss[1] < untrained_loss(setup, tmp_path, arch="resnet18", epochs=2,
+                                    train_list=setup.small_list), loss
     assert error[1] < error[0], error
     assert all(0 <= e <= 1 for e in error) and max(error) > 0, error
     assert indices(monitor, "Validation-error") == [2]
@@ -277,5 +289,6 @@ def test_recomputed_batch_norm_statistics_validate_like_training(setup, tmp_path
     result = run_train(*train_args(setup, recomputed_in_train, "--recompute-bn", 8,
                                    *on_training_images, arch="mobilenet_v2", epochs=2))
     assert result.returncode == 0, result.stderr
-    # its own 8 batches (another seed): measured 0.378 (AMD EPYC), 0.278 (Intel Xeon)
-    assert values(recomputed_in_train, "Validation-error")[-1] <= stale - 0.1
+    # its own 8 batches (another seed): measured 0.378 (AMD EPYC), 0.278 (Intel Xeon); left
+    # stale, the statistics classify at chance (0.5): below that on any CPU
+    assert values(recomputed_in_train, "Validation-error")[-1] < stale
