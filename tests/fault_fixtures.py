@@ -19,13 +19,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
 import yaml
-from paths import REPO
+from paths import HANG_GUARD, REPO
 
 from utils.pause_point import PAUSE_ENV
 
 PYTHON = sys.executable
 MPIRUN = str(Path(sys.executable).parent / "mpirun")
-DEADLINE = 120.0  # seconds any one process may take before it is killed and the test fails
+DEADLINE = HANG_GUARD  # seconds a process may take before it is killed and the test fails
 
 
 @dataclass

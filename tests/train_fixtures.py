@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 from data_fixtures import write_list
 from eval_fixtures import run_script
-from paths import DEMO, REPO
+from paths import DEMO, HANG_GUARD, REPO
 from run_fixtures import assert_same_run, train_command
 
 import train
@@ -27,7 +27,7 @@ BATCH = 8
 ITERATIONS = 12
 EPOCHS = 3
 PREEMPTED = train.PREEMPTED_EXIT_STATUS
-TIMEOUT = 300
+TIMEOUT = HANG_GUARD
 
 CONFIG = """\
 weight_decay: 5.0e-05
