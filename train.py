@@ -56,6 +56,7 @@ from utils.imagenet import class_names
 from utils.lr_schedules import LearningRateSchedule, build_schedule
 from utils.monitor import VALIDATION, VALIDATION_EMA, TrainingMonitors
 from utils.optim import recipe_solver
+from utils.pause_point import pause_at
 from utils.per_class import CONFUSION_LIMIT, ClassCounts
 from utils.plots import plot_monitor
 from utils.progress import Progress, format_duration, run_eta
@@ -524,6 +525,8 @@ def train_one_epoch(training: Training, epoch: int) -> bool:
             if state.ema is not None and updated:
                 state.ema.update()
         state.sums.add(loss * batch.num_valid, wrong, batch.num_valid, not updated)
+        pause_at(f"epoch {epoch} iteration {batch.iteration}",
+                 lambda: training.stop.agreed(comm))
         # One collective per step: did any rank get a stop signal or a non-finite loss, and
         # the batch's sums over all ranks for the curves within the epoch. (Loss scaling
         # cannot fix a non-finite loss: it only scales the gradients.)

@@ -5,6 +5,7 @@ import fcntl
 import os
 import pickle
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -71,6 +72,18 @@ def fresh_parameters():
     nn.clear_parameters()
     yield
     nn.clear_parameters()
+
+
+@pytest.fixture(autouse=True)
+def restored_signal_handlers():
+    """A script's main run in this process (train.main installs its stop handlers) leaves
+    the handlers as it found them for the next test."""
+    handlers = {s: signal.getsignal(s) for s in signal.valid_signals()
+                if s not in (signal.SIGKILL, signal.SIGSTOP)}
+    yield
+    for signum, handler in handlers.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
 
 
 @pytest.fixture

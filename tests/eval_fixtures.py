@@ -14,7 +14,7 @@ from typing import Callable, List, Sequence, Tuple
 
 import nnabla as nn
 import numpy as np
-from paths import DEMO, REPO
+from paths import DEMO, HANG_GUARD, REPO
 
 from models import build_network
 from utils.runtime import run
@@ -71,7 +71,7 @@ def run_script(script: str, *args: str, mpi_ranks: int = 0,
         command = [str(mpirun), "-n", str(mpi_ranks), *command]
     env = {**os.environ, "MPLBACKEND": "Agg"}
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env,
-                            timeout=300)
+                            timeout=HANG_GUARD)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stderr}")
     return result

@@ -19,11 +19,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
 import yaml
-from paths import REPO
+from paths import HANG_GUARD, REPO
+
+from utils.pause_point import PAUSE_ENV
 
 PYTHON = sys.executable
 MPIRUN = str(Path(sys.executable).parent / "mpirun")
-DEADLINE = 120.0  # seconds any one process may take before it is killed and the test fails
+DEADLINE = HANG_GUARD  # seconds a process may take before it is killed and the test fails
 
 
 @dataclass
@@ -47,7 +49,9 @@ class Process:
     """A running script whose stderr and stdout go to files (so they can be polled)."""
 
     def __init__(self, args: Sequence[str], folder: Path, name: str, mpi_ranks: int = 0,
-                 preexec_fn: Optional[Callable[[], None]] = None):
+                 preexec_fn: Optional[Callable[[], None]] = None, pause: str = ""):
+        """`pause`: a point where the script waits (utils/pause_point.py), for a signal sent
+        once its line is seen (`wait_for(paused(pause))`), or a kill."""
         command = [PYTHON, *map(str, args)]
         if mpi_ranks:
             command = [MPIRUN, "-n", str(mpi_ranks), *command]
@@ -58,7 +62,8 @@ class Process:
         with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
             self.popen = subprocess.Popen(
                 command, cwd=REPO, stdout=out, stderr=err, start_new_session=True,
-                env={**os.environ, "MPLBACKEND": "Agg"}, preexec_fn=preexec_fn)
+                env={**os.environ, "MPLBACKEND": "Agg", PAUSE_ENV: pause},
+                preexec_fn=preexec_fn)
 
     @property
     def pid(self) -> int:
@@ -98,6 +103,11 @@ class Process:
                         self.stderr(), time.monotonic() - self.started)
 
 
+def paused(point: str) -> str:
+    """The line a script writes when it reaches the pause `point`."""
+    return f"test pause: {point}"
+
+
 def run(args: Sequence[str], folder: Path, name: str, mpi_ranks: int = 0,
         preexec_fn: Optional[Callable[[], None]] = None,
         timeout: float = DEADLINE) -> Finished:
@@ -130,7 +140,8 @@ def descendants(pid: int) -> List[int]:
 
 
 def rank_pids(launcher: int) -> Dict[int, int]:
-    """MPI rank -> pid of the Python processes an MPI launcher started."""
+    """MPI rank -> pid of the Python processes an MPI launcher started (not their children,
+    which inherit the rank's environment)."""
     ranks = {}
     for pid in descendants(launcher):
         try:
@@ -139,8 +150,8 @@ def rank_pids(launcher: int) -> Dict[int, int]:
         except OSError:
             continue
         rank = env.get(b"PMI_RANK")
-        if rank is not None and pid not in ranks.values():
-            ranks[int(rank)] = pid
+        if rank is not None:  # the rank's own children (its stderr filter) come after it
+            ranks.setdefault(int(rank), pid)
     return ranks
 
 

@@ -26,8 +26,8 @@ def test_to_pixels_undoes_the_normalisation_in_every_layout(norm, channel_last, 
     pixels = np.random.RandomState(0).randint(0, 256, (3, 5, 7, 3)).astype(np.uint8)
     x = normalised(pixels, norm, channel_last, channels)
     assert np.array_equal(to_pixels(x, channel_last, norm), pixels)
-    assert np.array_equal(to_pixels(x.astype(np.float16), channel_last, norm).astype(int)
-                          - pixels, np.zeros_like(pixels)) or norm == "default"
+    # float16 inputs (-t half) too: the arithmetic is done in float32, so no pixel is off
+    assert np.array_equal(to_pixels(x.astype(np.float16), channel_last, norm), pixels)
 
 
 def test_grid_tiles_are_exact_and_captions_stay_below_them():

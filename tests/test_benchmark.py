@@ -13,7 +13,7 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
 import pytest
-from paths import REPO
+from paths import HANG_GUARD, REPO
 
 import benchmark
 from models import build_network
@@ -99,7 +99,7 @@ def test_published_figures(arch, published_macs, published_params):
 
 def run_benchmark(*args, cwd):
     return subprocess.run([sys.executable, str(REPO / "benchmark.py"), "-c", "cpu", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+                          cwd=cwd, capture_output=True, text=True, timeout=HANG_GUARD)
 
 
 def network_counts(arch, size):
@@ -213,7 +213,7 @@ def test_a_measurement_times_its_steps_after_the_warm_up_until_the_time_is_up(
 
 @pytest.mark.parametrize("text", ["-1", "nan"])
 def test_max_seconds_must_be_a_duration(text, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         benchmark.parse_args(["--max-seconds", text])
     assert f"--max-seconds: must be a number of seconds >= 0, got {text}" in \
         capsys.readouterr().err
@@ -225,7 +225,7 @@ def test_under_mpirun_every_process_measures_and_rank_0_reports(tmp_path):
     result = subprocess.run(
         [str(mpirun), "-n", "2", sys.executable, str(REPO / "benchmark.py"), "-c", "cpu", "-a",
          "mobilenet_v3_small", "-b", "2", "--spatial-size", "32", "--iterations", "2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD)
     assert result.returncode == 0, result.stderr
     assert "2 processes (rates summed)" in result.stdout
     assert result.stdout.count("wrote benchmark.csv") == 1  # rank 0 alone reports

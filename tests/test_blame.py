@@ -49,7 +49,7 @@ def test_a_misspelt_published_name_is_recognised(typed, meant):
 def test_a_misspelt_published_name_is_suggested(tmp_path, capsys, monkeypatch):
     """It was told "-a is required", or "no such weight file" alone."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         infer.parse_args([str(PHOTO), "rn50_nhwc_cos90.h5"])
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         "(only a published weight file's name tells its network); did you mean the "
@@ -219,7 +219,8 @@ def test_a_server_that_never_answers_is_named_within_the_timeout(tmp_path, capsy
         monkeypatch.setenv(TIMEOUT_ENV, "1.5")
         started = time.monotonic()
         assert run_main(infer.main, PHOTO, "rn50-nhwc.h5") == USER_ERROR_STATUS
-        assert time.monotonic() - started < 10
+        # It waited the 1.5 s asked for, not the default 30 s (the slack is for a busy CPU).
+        assert 1.5 <= time.monotonic() - started < 30
     assert the_line(capsys) == (
         f"error: cannot download http://{host}/rn50-nhwc.h5: {host} did not answer within "
         f"1.5 s (set ${TIMEOUT_ENV} for a slow link, or ${URL_ENV} to a mirror; or put the "

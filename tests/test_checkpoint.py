@@ -1,9 +1,16 @@
 """Checkpoints: exact round trip, damage detection with fallback, pruning, run identity."""
+import errno
+import io
 import os
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
+from paths import REPO
 
+from utils.atomic import atomic_path, atomic_write_text
 from utils.checkpoint import (
     CheckpointError,
     identity_mismatch,
@@ -12,6 +19,7 @@ from utils.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from utils.errors import OutputError
 from utils.monitor import MonitorSeries, MonitorTimer, read_series, truncate_series
 
 
@@ -107,3 +115,80 @@ def test_monitor_series_append_truncate_and_torn_lines(tmp_path):
     resumed.truncate_after(0)
     resumed.add(1, 4.0)
     assert (tmp_path / "Epoch-time.timer.txt").read_text() == "0 10 1 10\n1 4 1 14\n"
+
+
+def rewrite_member(path: str, member: str, change) -> None:
+    """Replace the bytes of one member of the zip at `path` by `change(bytes)`, writing a
+    valid zip (fresh CRCs): damage only the checkpoint's own checksum can see."""
+    with zipfile.ZipFile(path) as archive:
+        contents = {info.filename: archive.read(info) for info in archive.infolist()}
+    contents[member] = change(contents[member])
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in contents.items():
+            archive.writestr(name, data)
+
+
+def test_a_changed_value_that_the_zip_layer_accepts_fails_the_checksum(tmp_path):
+    d = str(tmp_path)
+    save_checkpoint(d, 1, 0, {}, *state(1))
+    newest = save_checkpoint(d, 2, 0, {}, *state(2))
+
+    def one_weight_changed(data: bytes) -> bytes:
+        array = np.load(io.BytesIO(data))
+        array.flat[5] += 1.0
+        out = io.BytesIO()
+        np.save(out, array)
+        return out.getvalue()
+
+    rewrite_member(newest, "param/conv1/conv/W.npy", one_weight_changed)
+    with np.load(newest) as data:  # the zip and the array read back without complaint
+        assert data["param/conv1/conv/W"].flat[5] == state(2)[0]["conv1/conv/W"].flat[5] + 1
+    with pytest.raises(CheckpointError, match=r"checksum mismatch \(the file was damaged\)$"):
+        load_checkpoint(newest)
+    ck, skipped = latest_checkpoint(d)
+    assert ck.meta["epoch"] == 1 and skipped == [f"{newest}: checksum mismatch (the file was "
+                                                 "damaged)"]
+
+
+def test_an_os_error_while_writing_names_the_file_and_leaves_the_old_one(tmp_path):
+    """The writer's own OSError (a full disk in mid-write) and the atomic step's (the name is
+    a folder, so the rename fails): each one error naming the file, no temporary file left,
+    what was there before unchanged."""
+    target = tmp_path / "results.csv"
+    target.write_text("old\n")
+    with pytest.raises(OutputError) as caught:
+        with atomic_path(str(target)) as tmp:
+            with open(tmp, "w") as f:
+                f.write("new, half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(caught.value) == f"cannot write {target}: No space left on device"
+    assert caught.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+    assert target.read_text() == "old\n"
+
+    folder = tmp_path / "taken"
+    (folder / "inside").mkdir(parents=True)
+    with pytest.raises(OutputError, match=rf"^cannot write {folder}: Is a directory$"):
+        atomic_write_text(str(folder), "text\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "taken"]
+    assert [p.name for p in folder.iterdir()] == ["inside"]
+
+
+def test_a_file_size_limit_met_in_mid_write_is_one_error(tmp_path):
+    """A real OS error from the kernel (EFBIG past `ulimit -f`), in a child process."""
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))\n"
+        "from utils.atomic import atomic_write_text\n"
+        "try:\n"
+        "    atomic_write_text(sys.argv[1], 'x' * 5000)\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__, e)\n")
+    target = tmp_path / "big.txt"
+    target.write_text("kept\n")
+    result = subprocess.run([sys.executable, "-c", script, str(target)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.stdout == f"OutputError cannot write {target}: File too large\n", result
+    assert [p.name for p in tmp_path.iterdir()] == ["big.txt"]
+    assert target.read_text() == "kept\n"

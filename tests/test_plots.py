@@ -7,13 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from chart_checks import assert_curves_drawn
+from matplotlib.colors import to_hex
 from PIL import Image
 
 import plot_curves
 from utils.errors import run_simple
 from utils.evaluation import EvaluationResult, record
 from utils.monitor import MonitorSeries
-from utils.plots import CHARTS, chart_lines, plot_monitor, run_names
+from utils.plots import CHARTS, chart_lines, draw_chart, plot_monitor, run_names
 
 
 @pytest.fixture
@@ -40,7 +42,36 @@ def test_command_writes_loss_top1_and_top5_charts(monitor, tmp_path, capsys):
     for path in written:
         with Image.open(path) as img:
             assert img.format == "PNG" and img.size == (640, 400)
+        assert_curves_drawn(path, curves=2)  # training and validation
     assert sorted(os.listdir(out)) == ["error.png", "loss.png", "top5-error.png"]  # no temp
+
+
+def drawn(chart, directories, title="t"):
+    """(label, x, y, colour, style) of each curve on the chart's figure, as matplotlib holds
+    them."""
+    axes = draw_chart(chart, [str(d) for d in directories], title).axes[0]
+    return [(line.get_label(), tuple(line.get_xdata()), tuple(line.get_ydata()),
+             to_hex(line.get_color()), line.get_linestyle()) for line in axes.get_lines()]
+
+
+def test_each_chart_draws_every_series_point_by_point(monitor):
+    """The figure's curves hold the series' numbers: training every epoch, validation every
+    second, on the loss, top-1 and top-5 charts."""
+    epochs, validated = (0, 1, 2, 3, 4, 5), (2, 4, 6)
+    expected = {
+        "loss.png": [(6.9 - e for e in epochs), (7 - e for e in validated)],
+        "error.png": [(0.99 - 0.1 * e for e in epochs), (1 - 0.1 * e for e in validated)],
+        "top5-error.png": [None, (0.5 - 0.05 * e for e in validated)],
+    }
+    for chart in CHARTS[:3]:
+        curves = drawn(chart, [monitor], "run")
+        want = [("training", epochs, expected[chart.file_name][0]),
+                ("validation", validated, expected[chart.file_name][1])]
+        want = [(label, x, tuple(y)) for label, x, y in want if y is not None]
+        assert [(label, x) for label, x, *_ in curves] == [(label, x) for label, x, _ in want]
+        for (_, _, y, *_), (label, _, values) in zip(curves, want):
+            assert y == pytest.approx(values, rel=1e-5), (chart.file_name, label)
+    assert draw_chart(CHARTS[3], [str(monitor)], "run") is None  # no iteration series
 
 
 def test_several_runs_share_the_charts_a_colour_per_run_a_style_per_series(monitor, tmp_path,
@@ -63,6 +94,16 @@ def test_several_runs_share_the_charts_a_colour_per_run_a_style_per_series(monit
     assert [(line.label, line.color) for line in chart_lines(error_chart, [str(other)])] == [
         ("training", None), ("validation", None), ("validation (EMA)", None)]
 
+    # The figure: the same curves, in those colours and styles, with the runs' numbers.
+    assert drawn(error_chart, [monitor, other]) == [
+        (f"{first}: training", (0, 1, 2, 3, 4, 5),
+         tuple(pytest.approx(0.99 - 0.1 * e) for e in range(6)), "#1f77b4", "--"),
+        (f"{first}: validation", (2, 4, 6), tuple(pytest.approx(1 - 0.1 * e) for e in (2, 4, 6)),
+         "#1f77b4", "-"),
+        (f"{second}: training", (0,), (0.8,), "#ff7f0e", "--"),
+        (f"{second}: validation", (1,), (0.7,), "#ff7f0e", "-"),
+        (f"{second}: validation (EMA)", (1,), (0.6,), "#ff7f0e", ":")]
+
     out = tmp_path / "compare"
     assert plot_curves.main([str(monitor), str(other), "-o", str(out)]) == 0
     assert capsys.readouterr().out.split() == [
@@ -75,6 +116,8 @@ def test_several_runs_share_the_charts_a_colour_per_run_a_style_per_series(monit
 def test_missing_series_are_left_out_and_torn_lines_ignored(tmp_path):
     (tmp_path / "Train-loss.series.txt").write_text("0 2.5\n1 2.0\n2 1.")
     assert plot_monitor(str(tmp_path)) == [str(tmp_path / "loss.png")]
+    assert [curve[:3] for curve in drawn(CHARTS[0], [tmp_path])] == [
+        ("training", (0, 1), (2.5, 2.0))]
 
 
 def test_nothing_to_plot_is_an_error(tmp_path, capsys):

@@ -8,13 +8,13 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import h5py
 import nnabla as nn
 import numpy as np
 import pytest
+from conftest import built_once
 from eval_fixtures import error_lines
 from run_fixtures import checkpoint_names, param_files
 from train_fixtures import (
@@ -25,8 +25,8 @@ from train_fixtures import (
     TIMEOUT,
     Setup,
     assert_resumes_exactly,
-    epoch_bar_shown,
     indices,
+    paused_at,
     run_train,
     start_train,
     train_args,
@@ -48,27 +48,29 @@ pytestmark = pytest.mark.slow  # every test here runs train.py end to end
 # --------------------------------------------------------------------------- exact resume
 
 
-@pytest.fixture(scope="module")
-def mixup_reference(setup: Setup) -> Path:
-    """An uninterrupted 3-epoch mobilenet_v3_small run with mixup (dropout and mixup RNGs)."""
-    monitor = setup.folder / "reference"
-    result = run_train(*train_args(setup, monitor, config=setup.mixup))
-    assert result.returncode == 0, result.stderr
-    return monitor
+@pytest.fixture(scope="session")
+def mixup_reference(setup: Setup, tmp_path_factory) -> Path:
+    """An uninterrupted 3-epoch mobilenet_v3_small run with mixup (dropout and mixup RNGs),
+    made once however the tests are spread over workers."""
+    def train(monitor: Path) -> Path:
+        result = run_train(*train_args(setup, monitor, config=setup.mixup))
+        assert result.returncode == 0, result.stderr
+        return monitor
+
+    return built_once(tmp_path_factory, "mixup-reference", train)
 
 
 def test_resume_after_sigterm_mid_epoch_is_exact(setup, mixup_reference, tmp_path):
     monitor = tmp_path / "stopped"
     args = train_args(setup, monitor, config=setup.mixup)
     log = tmp_path / "first.log"
-    process = start_train(args, log)
-    wait_for(epoch_bar_shown(log, 1), process, "epoch 1")
+    process = start_train(args, log, pause="epoch 1 iteration 4")
+    wait_for(paused_at(log, "epoch 1 iteration 4"), process, "epoch 1, iteration 4")
     process.send_signal(signal.SIGTERM)
     assert process.wait(TIMEOUT) == PREEMPTED, log.read_text()
-    assert re.search(r"stopped by .* at epoch 1, iteration \d+", log.read_text())
+    assert "stopped by SIGTERM at epoch 1, iteration 5; saved" in log.read_text()
     stop = checkpoint_names(monitor)[0]
-    match = re.fullmatch(r"checkpoint_e0001_i(\d+)\.npz", stop)
-    assert match and 0 < int(match.group(1)) < ITERATIONS, stop  # mid-epoch
+    assert stop == "checkpoint_e0001_i0000005.npz"  # mid-epoch, 5 of 12 iterations done
 
     assert_resumes_exactly(args, monitor / "checkpoints" / stop, mixup_reference, monitor)
 
@@ -90,12 +92,12 @@ def test_modern_options_resume_exactly_across_a_resolution_change(setup, tmp_pat
     monitor = tmp_path / "stopped"
     args = train_args(setup, monitor, config=config, train_list=setup.small_list)
     log = tmp_path / "first.log"
-    process = start_train(args, log)
-    wait_for(epoch_bar_shown(log, 1), process, "epoch 1")
+    process = start_train(args, log, pause="epoch 1 iteration 2")
+    wait_for(paused_at(log, "epoch 1 iteration 2"), process, "epoch 1, iteration 2")
     process.send_signal(signal.SIGTERM)
     assert process.wait(TIMEOUT) == PREEMPTED, log.read_text()
     stop = checkpoint_names(monitor)[0]
-    assert re.fullmatch(r"checkpoint_e0001_i0*[1-9]\d*\.npz", stop), stop  # mid-epoch 1
+    assert stop == "checkpoint_e0001_i0000003.npz"  # mid-epoch 1 (3 of 6 iterations)
     assert_resumes_exactly(args, monitor / "checkpoints" / stop, reference, monitor)
 
 
@@ -104,11 +106,9 @@ def test_resume_after_kill_9_is_exact(setup, mixup_reference, tmp_path):
     monitor = tmp_path / "killed"
     args = train_args(setup, monitor, config=setup.mixup)
     log = tmp_path / "first.log"
-    process = start_train(args, log)
+    process = start_train(args, log, pause="epoch 1 iteration 6")
     first = monitor / "checkpoints" / "checkpoint_e0001_i0000000.npz"
-    wait_for(first.exists, process, "the first checkpoint")
-    wait_for(epoch_bar_shown(log, 1), process, "epoch 1")
-    time.sleep(0.3)
+    wait_for(paused_at(log, "epoch 1 iteration 6"), process, "epoch 1, iteration 6")
     process.kill()
     assert process.wait(TIMEOUT) == -signal.SIGKILL
     assert checkpoint_names(monitor)[0] == first.name
@@ -311,10 +311,11 @@ def test_ema_weights_are_validated_saved_and_resumed_exactly(setup, tmp_path):
     stopped = tmp_path / "stopped"
     args = train_args(setup, stopped, "--ema-decay", "0.8", train_list=setup.small_list)
     log = tmp_path / "first.log"
-    process = start_train(args, log)
-    wait_for(epoch_bar_shown(log, 1), process, "epoch 1")
+    process = start_train(args, log, pause="epoch 1 iteration 1")
+    wait_for(paused_at(log, "epoch 1 iteration 1"), process, "epoch 1, iteration 1")
     process.send_signal(signal.SIGTERM)
     assert process.wait(TIMEOUT) == PREEMPTED, log.read_text()
+    assert checkpoint_names(stopped)[0] == "checkpoint_e0001_i0000002.npz"
     result = run_train(*args)
     assert result.returncode == 0, result.stderr
     for name in ("param_ema_003.h5", "param_003.h5"):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chart_checks import assert_curves_drawn
 from eval_fixtures import run_script
 from paths import DEMO, REPO
 from run_fixtures import SERIES, checkpoint_names, param_files
@@ -51,11 +52,21 @@ pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 # --------------------------------------------------------------------------- learning, outputs
 
 
-def test_mobilenet_learns_and_writes_every_output(setup, mobilenet_run):
+def untrained_loss(setup, tmp_path, **run) -> float:
+    """The last epoch's training loss of the same run with a learning rate too small to move
+    any weight: the same batches, crops and dropout, so only learning differs. Comparing
+    with it needs no threshold tuned to a CPU (their float rounding differs)."""
+    monitor = tmp_path / "frozen"
+    result = run_train(*train_args(setup, monitor, "-v", 0, config=setup.frozen, **run))
+    assert result.returncode == 0, result.stderr
+    return values(monitor, "Train-loss")[-1]
+
+
+def test_mobilenet_learns_and_writes_every_output(setup, mobilenet_run, tmp_path):
     monitor, result = mobilenet_run
     loss, error = values(monitor, "Train-loss"), values(monitor, "Train-error")
     assert indices(monitor, "Train-loss") == indices(monitor, "Train-error") == [0, 1, 2]
-    assert loss[-1] < 0.9 * loss[0], loss  # 0.63 at seed 0, 0.65 and 0.77 at seeds 1, 2
+    assert loss[-1] < loss[0] and loss[-1] < untrained_loss(setup, tmp_path), loss
     assert error[-1] < error[0], error
     assert all(0 <= e <= 1 for e in error) and max(error) > 0, error
     # 90 images: an error rate is a multiple of 1/90, not of 1/96 (padding excluded).
@@ -89,8 +100,8 @@ def test_mobilenet_learns_and_writes_every_output(setup, mobilenet_run):
     assert param_files(monitor) == ["param_002.h5", "param_003.h5"]
     assert checkpoint_names(monitor) == ["checkpoint_e0003_i0000000.npz",
                                          "checkpoint_e0002_i0000000.npz"]
-    for png in ("loss.png", "error.png", "top5-error.png"):
-        assert (monitor / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    for png, curves in (("loss.png", 2), ("error.png", 2), ("top5-error.png", 1)):
+        assert_curves_drawn(monitor / png, curves)  # training (not top-5) and validation
     weights = read_parameters(str(monitor / "param_003.h5"))
     final = load_checkpoint(str(monitor / "checkpoints" / "checkpoint_e0003_i0000000.npz"))
     assert list(weights) != [] and set(weights) == set(final.params)
@@ -104,7 +115,7 @@ def test_mobilenet_learns_and_writes_every_output(setup, mobilenet_run):
     for epoch in range(EPOCHS):
         assert f"epoch {epoch}: train loss" in result.stderr
         assert re.search(rf"epoch {epoch}: 100%.*loss=.*error=.*lr=", result.stderr)
-    assert "img/s=" in result.stderr
+    # (images/s in the bar, which tqdm knows only after a second: test_progress.py)
 
 
 def test_resnet18_learns(setup, tmp_path):
@@ -113,7 +124,9 @@ def test_resnet18_learns(setup, tmp_path):
                                train_list=setup.small_list))
     assert result.returncode == 0, result.stderr
     loss, error = values(monitor, "Train-loss"), values(monitor, "Train-error")
-    assert len(loss) == 2 and loss[1] < 0.95 * loss[0], loss  # 0.81 at seed 0, 0.90 at 2
+    assert len(loss) == 2 and loss[1] < loss[0], loss
+    assert loss[1] < untrained_loss(setup, tmp_path, arch="resnet18", epochs=2,
+                                    train_list=setup.small_list), loss
     assert error[1] < error[0], error
     assert all(0 <= e <= 1 for e in error) and max(error) > 0, error
     assert indices(monitor, "Validation-error") == [2]
@@ -174,7 +187,14 @@ def test_iteration_seed_is_a_function_of_the_position():
     """Valid NNabla seeds; the ranks of one step differ; so do the steps of one rank over 90
     epochs of up to 5000 iterations (ImageNet at a global batch of 256)."""
     seed = train.iteration_seed
-    assert seed(3, 1, 7, 11) == seed(3, 1, 7, 11)
+    # The same in another process (a resumed run is one): nothing salted per process.
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys; from utils.training import iteration_seed; "
+         "print(iteration_seed(3, 1, 7, 11), iteration_seed(12345, 0, 89, 4999))"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "7"})
+    assert other.stdout.split() == [str(seed(3, 1, 7, 11)), str(seed(12345, 0, 89, 4999))], \
+        other.stderr
+    assert len({seed(s, 1, 7, 11) for s in range(1000)}) == 1000  # --seed changes them all
     assert 0 <= seed(10**9, 10**3, 10**6, 10**7) < 2**31 - 1
     for s in (0, 1, 12345):
         assert len({seed(s, r, 5, 17) for r in range(256)}) == 256
@@ -206,28 +226,31 @@ def test_parse_args_defaults_and_errors(capsys):
     args = train.parse_args(["-a", "mobilenet_v2"])
     assert os.path.isfile(args.train_config) and args.spatial_size == (224, 224)
     assert args.monitor_path is None and args.batch_size == 128
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "--finetune"])
     assert "--finetune needs --model-load-path" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "-b", "0"])
+    assert capsys.readouterr().err.endswith(": error: --batch-size must be positive\n")
 
 
 @pytest.mark.parametrize("flag", ["-s", "--keep-checkpoints"])
 def test_save_interval_and_kept_checkpoints_must_be_positive(flag, capsys):
     """-s 0 used to end the first epoch with ZeroDivisionError; --keep-checkpoints 0 deleted
     every checkpoint, the one just written included."""
+    names = {"-s": "-s/--model-save-interval", "--keep-checkpoints": "--keep-checkpoints"}
     for value in ("0", "-1"):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit, match="^2$"):  # a usage error
             train.parse_args(["-a", "resnet18", flag, value])
-        assert flag in capsys.readouterr().err
+        assert capsys.readouterr().err.splitlines()[-1].endswith(  # (after the program)
+            f": error: argument {names[flag]}: must be a positive integer, got {value}")
 
 
 # --------------------------------------------------------------------------- weight EMA
 
 
 def test_ema_decay_must_be_below_one(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "--ema-decay", "1"])
     assert "--ema-decay must be in [0, 1)" in capsys.readouterr().err
 
@@ -266,8 +289,9 @@ def test_recomputed_batch_norm_statistics_validate_like_training(setup, tmp_path
     result = run_train(*train_args(setup, recomputed_in_train, "--recompute-bn", 8,
                                    *on_training_images, arch="mobilenet_v2", epochs=2))
     assert result.returncode == 0, result.stderr
-    # its own 8 batches (another seed): measured 0.378 (AMD EPYC), 0.278 (Intel Xeon)
-    assert values(recomputed_in_train, "Validation-error")[-1] <= stale - 0.1
+    # its own 8 batches (another seed): measured 0.378 (AMD EPYC), 0.278 (Intel Xeon); left
+    # stale, the statistics classify at chance (0.5): below that on any CPU
+    assert values(recomputed_in_train, "Validation-error")[-1] < stale
 
 
 # --------------------------------------------------------------------------- the stop message

@@ -14,11 +14,12 @@ from typing import Dict, List, Optional, Sequence
 
 from data_fixtures import write_list
 from eval_fixtures import run_script
-from paths import DEMO, REPO
+from paths import DEMO, HANG_GUARD, REPO
 from run_fixtures import assert_same_run, train_command
 
 import train
 from utils.monitor import read_series, series_path
+from utils.pause_point import PAUSE_ENV
 
 CLASSES = ("bag", "trouser")
 TRAIN_IMAGES_PER_CLASS = 45  # 90 images: 12 batches of 8, the last with 2 real samples
@@ -26,7 +27,7 @@ BATCH = 8
 ITERATIONS = 12
 EPOCHS = 3
 PREEMPTED = train.PREEMPTED_EXIT_STATUS
-TIMEOUT = 300
+TIMEOUT = HANG_GUARD
 
 CONFIG = """\
 weight_decay: 5.0e-05
@@ -103,12 +104,13 @@ def run_train(*args: str, mpi_ranks: int = 0) -> subprocess.CompletedProcess:
     return run_script("train.py", *args, mpi_ranks=mpi_ranks)
 
 
-def start_train(args: Sequence[str], log: Path) -> subprocess.Popen:
-    """train.py in the background, its stderr (log and progress bars) going to `log`."""
+def start_train(args: Sequence[str], log: Path, pause: str = "") -> subprocess.Popen:
+    """train.py in the background, its stderr (log and progress bars) going to `log`;
+    `pause`: a point where it waits for a stop signal or a kill (utils/pause_point.py)."""
     with open(log, "w") as err:
         return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=err,
-                                env={**os.environ, "MPLBACKEND": "Agg"})
+                                env={**os.environ, "MPLBACKEND": "Agg", PAUSE_ENV: pause})
 
 
 def wait_for(condition, process: subprocess.Popen, what: str) -> None:
@@ -126,6 +128,11 @@ def epoch_bar_shown(log: Path, epoch: int):
     """Whether the progress bar of `epoch` has started (tqdm draws it at 0 % first)."""
     pattern = re.compile(rf"epoch {epoch}: +0%")
     return lambda: bool(pattern.search(log.read_text(errors="replace")))
+
+
+def paused_at(log: Path, point: str):
+    """Whether train.py has reached the pause `point` (and waits there)."""
+    return lambda: f"test pause: {point}" in log.read_text(errors="replace")
 
 
 def values(monitor: Path, name: str) -> List[float]:

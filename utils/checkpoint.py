@@ -23,6 +23,7 @@ import numpy as np
 
 from .atomic import atomic_path, check_room_for
 from .errors import UserError
+from .pause_point import pause_at
 
 PARAM_PREFIX = "param/"
 SOLVER_PREFIX = "solver/"
@@ -94,6 +95,7 @@ def save_checkpoint(
     check_room_for(path, sum(a.nbytes for a in arrays.values()), "checkpoint folder")
     with atomic_path(path, ".npz") as tmp:
         _write_npz(tmp, arrays)
+        pause_at("checkpoint written")
     for old in list_checkpoints(directory)[keep:]:
         os.remove(old)
     return path

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from .atomic import atomic_path
 from .monitor import (
@@ -93,7 +93,19 @@ def _save_png(figure, path: str) -> None:
 
 def plot_chart(chart: Chart, directories: Sequence[str], out_dir: str,
                title: str) -> Optional[str]:
-    """Draw one chart from the series present in `directories`; None if none is."""
+    """Draw one chart from the series present in `directories` into its PNG; None if none
+    is."""
+    figure = draw_chart(chart, directories, title)
+    if figure is None:
+        return None
+    path = os.path.join(out_dir, chart.file_name)
+    _save_png(figure, path)
+    return path
+
+
+def draw_chart(chart: Chart, directories: Sequence[str], title: str) -> Optional[Any]:
+    """The matplotlib Figure of one chart (None: no series), apart from its saving so that
+    what is drawn can be read back."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -112,9 +124,7 @@ def plot_chart(chart: Chart, directories: Sequence[str], out_dir: str,
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small" if len(lines) > 4 else None)
     figure.tight_layout()
-    path = os.path.join(out_dir, chart.file_name)
-    _save_png(figure, path)
-    return path
+    return figure
 
 
 def plot_runs(directories: Sequence[str], out_dir: str,
