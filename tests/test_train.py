@@ -231,7 +231,8 @@ def test_parse_args_defaults_and_errors(capsys):
     assert "--finetune needs --model-load-path" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "-b", "0"])
-    assert capsys.readouterr().err.endswith(": error: --batch-size must be positive\n")
+    assert capsys.readouterr().err.endswith(
+        ": error: argument -b/--batch-size: must be a positive integer, got 0\n")
 
 
 @pytest.mark.parametrize("flag", ["-s", "--keep-checkpoints"])
