@@ -196,8 +196,8 @@ NETWORK_RUNTIMES = ("nnabla", "onnxruntime")
 def add_network_runtime_flag(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--runtime", choices=NETWORK_RUNTIMES, default="nnabla",
                        help="what runs the network: NNabla, or on a CPU ONNX Runtime (the "
-                            "export extra), about 10x faster per core, with the weight file's "
-                            "ONNX model exported, verified and cached on first use "
+                            "export extra), about 5x faster on the same cores, with the weight "
+                            "file's ONNX model exported, verified and cached on first use "
                             "(default: %(default)s)")
 
 

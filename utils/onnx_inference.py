@@ -1,8 +1,9 @@
 """A network run by ONNX Runtime: the CPU's fast path for evaluation and inference.
 
 NNabla's CPU backend runs one thread; the same network, exported by `utils.model_export` and
-run by ONNX Runtime, is about 10x faster per core for ResNet-50 (6x for MobileNetV2). The
-model is exported the project's one way (test mode, NCHW, normalised RGB in, logits out),
+run by ONNX Runtime, ran 5.7x faster for ResNet-50 and 4.3x for MobileNetV2 on the same two
+cores here (docs/evaluation.md). The model is exported the project's one way (test mode,
+NCHW, normalised RGB in, logits out),
 verified against NNabla on a seeded batch as `export.py` verifies, and kept in the cache
 folder of the published weights under a name made of the weight file's content digest and the
 network's shape, so a second run (or another rank) reuses it and a changed file gets a new
