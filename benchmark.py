@@ -298,8 +298,7 @@ def training_fits(stats: ModelStats, batch: int, rt: Runtime, arch: str) -> bool
 
 def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str) -> Row:
     """One architecture's row: its size, then training (if it fits), then inference."""
-    shape = input_shape(args, arch)
-    size = shape[1:3] if args.channel_last else shape[2:]
+    shape, size = input_shape(args, arch), input_size(args, arch)
     stats = network_stats(arch, size, args.num_classes)
     nn.seed(0)
     rates: List[Optional[float]] = [None, None]
@@ -319,8 +318,7 @@ def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: st
 def onnx_row(args: argparse.Namespace, rt: Runtime, arch: str) -> Row:
     """One architecture's inference through ONNX Runtime on the CPU: the network (random
     weights, NCHW, float) exported and verified as export.py does, then timed like NNabla's."""
-    shape = input_shape(args, arch)
-    size = shape[1:3] if args.channel_last else shape[2:]
+    size = input_size(args, arch)
     stats = network_stats(arch, size, args.num_classes)
     nn.seed(0)
     graph = build_inference_graph(arch, args.num_classes, args.batch_size, size)
@@ -351,11 +349,16 @@ def is_benchmark_csv(path: str) -> bool:
         return False
 
 
-def input_shape(args: argparse.Namespace, arch: str) -> Tuple[int, ...]:
-    """The batch the network is fed: -b images at --spatial-size (or the network's own),
-    4 channels in half precision as train.py feeds them, NHWC with --channel-last."""
+def input_size(args: argparse.Namespace, arch: str) -> Tuple[int, int]:
+    """--spatial-size, or the network's own resolution."""
     native = get_architecture(arch).resolution
-    size = tuple(args.spatial_size) if args.spatial_size else (native, native)
+    return tuple(args.spatial_size) if args.spatial_size else (native, native)
+
+
+def input_shape(args: argparse.Namespace, arch: str) -> Tuple[int, ...]:
+    """The batch the network is fed: -b images at `input_size`, 4 channels in half
+    precision as train.py feeds them, NHWC with --channel-last."""
+    size = input_size(args, arch)
     channels = 4 if args.type_config == "half" else 3
     return (args.batch_size, *size, channels) if args.channel_last else \
         (args.batch_size, channels, *size)

@@ -61,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "top-k classes, names and probabilities; .json: one object) "
                               "instead of stdout, with a progress bar; an unreadable image "
                               "becomes a row with its error instead of ending the run")
-    cli.add_network_runtime_flag(outputs)
-    cli.add_tta_flag(outputs)
+    cli.add_network_flags(outputs)
     cli.add_runtime_flags(p)
     cli.add_dali_flags(p)
     return p

@@ -92,8 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "image, in ILSVRC2012_val_NNNNNNNN order): adds ReaL top-1 and "
                               "top-5 error, over the images whose list is not empty")
     cli.add_recompute_bn_flag(scoring)
-    cli.add_network_runtime_flag(scoring)
-    cli.add_tta_flag(scoring)
+    cli.add_network_flags(scoring)
     scoring.add_argument("-E", "--disable-dataset-size-error", action="store_true",
                          help="accepted for compatibility with the official script; does "
                               "nothing, since any dataset size is evaluated exactly")

@@ -193,15 +193,14 @@ def add_json_flag(group: argparse._ArgumentGroup) -> None:
 NETWORK_RUNTIMES = ("nnabla", "onnxruntime")
 
 
-def add_network_runtime_flag(group: argparse._ArgumentGroup) -> None:
+def add_network_flags(group: argparse._ArgumentGroup) -> None:
+    """--runtime and --tta: what runs a weight file's network, and on what views of an image
+    (validation.py and infer.py)."""
     group.add_argument("--runtime", choices=NETWORK_RUNTIMES, default="nnabla",
                        help="what runs the network: NNabla, or on a CPU ONNX Runtime (the "
                             "export extra), about 5x faster on the same cores, with the weight "
                             "file's ONNX model exported, verified and cached on first use "
                             "(default: %(default)s)")
-
-
-def add_tta_flag(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--tta", choices=("none", "flip"), default="none",
                        help="test-time augmentation: flip averages the logits of each image "
                             "and its mirror (twice the compute) (default: %(default)s)")

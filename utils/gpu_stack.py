@@ -206,12 +206,10 @@ def stack_report(env: Mapping[str, str] = os.environ) -> List[Tuple[str, bool, s
                      f"{str(e).splitlines()[0]}: install Open MPI (openmpi-bin, "
                      f"libopenmpi-dev) ({GPU_DOC})"))
         return rows
-    version = MPI.Get_library_version()
-    problem = nccl_mpi_problem(version, loaded_libmpi(), extension_libmpi(env, cache),
-                               extension_libnccl(env, cache))
+    version, nccl = MPI.Get_library_version(), extension_libnccl(env, cache)
+    problem = nccl_mpi_problem(version, loaded_libmpi(), extension_libmpi(env, cache), nccl)
     rows.append(("multi-GPU (Open MPI + NCCL)", problem is None,
-                 problem or f"{library_name(version)}, NCCL "
-                            f"{extension_libnccl(env, cache)}"))
+                 problem or f"{library_name(version)}, NCCL {nccl}"))
     return rows
 
 
