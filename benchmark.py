@@ -8,7 +8,7 @@ For every architecture (default: all of them) at its native input size (or --spa
   recipe's loss (-C, default cfg/cos90.yaml), backward, the gradient all-reduce (under
   mpirun) and the momentum solver's update with weight decay;
 - parameters (trainable values) and multiply-accumulates per image of the convolutions and
-  fully-connected layers, counted from the network's graph (utils/model_stats.py).
+  fully-connected layers, counted from the network's graph (utils/weights/stats.py).
 
 The batches are random and already in memory, so the rates are the network's and not the
 data pipeline's. --warmup steps are run and not timed (first-use allocations), then
@@ -32,32 +32,33 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, List, Optional, Sequence, Tuple
 
-import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+import utils.process.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
 import nnabla as nn
 import numpy as np
 
 from models import build_network, get_architecture
-from utils import cli, help_text
-from utils.atomic import atomic_write_text, check_output_file
-from utils.comm import Communicator
-from utils.config import TrainConfig, load_config
-from utils.errors import OutputError, UsageError
-from utils.evaluation import build_evaluation_graph
-from utils.lr_schedules import build_schedule
-from utils.memory import GIBIBYTE, available_memory, check_batch_fits
-from utils.model_export import build_inference_graph, export
-from utils.model_stats import ModelStats, model_stats
-from utils.onnx_inference import OnnxNetwork, threads_for
-from utils.optim import recipe_solver
-from utils.progress import Progress
-from utils.runtime import Runtime, run, setup_runtime
-from utils.training import (
+from utils.cli import flags as cli
+from utils.cli import help_text
+from utils.deploy.export import build_inference_graph, export
+from utils.deploy.onnx_runtime import OnnxNetwork, threads_for
+from utils.eval.evaluation import build_evaluation_graph
+from utils.process.atomic import atomic_write_text, check_output_file
+from utils.process.comm import Communicator
+from utils.process.errors import OutputError, UsageError
+from utils.process.memory import GIBIBYTE, available_memory, check_batch_fits
+from utils.process.progress import Progress
+from utils.process.runtime import Runtime, run, setup_runtime
+from utils.recipe.config import TrainConfig, load_config
+from utils.recipe.schedules import build_schedule
+from utils.recipe.solvers import recipe_solver
+from utils.train.training import (
     TrainingNetwork,
     accumulate_gradients,
     apply_update,
     build_training_graph,
 )
+from utils.weights.stats import ModelStats, model_stats
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
 

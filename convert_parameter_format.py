@@ -15,12 +15,13 @@ import os
 import sys
 from typing import Optional, Sequence
 
-import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+import utils.process.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
-from utils import cli, help_text
-from utils.errors import UserError
-from utils.runtime import run
-from utils.weights import Layout, adapt, is_parameter_file, open_weights, write_parameters
+from utils.cli import flags as cli
+from utils.cli import help_text
+from utils.process.errors import UserError
+from utils.process.runtime import run
+from utils.weights.files import Layout, adapt, is_parameter_file, open_weights, write_parameters
 
 
 class ConversionRefused(UserError, ValueError):

@@ -27,13 +27,11 @@ import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
-from utils import help_text
-from utils.atomic import PreviousFiles, check_can_create
-from utils.errors import DataError, run_simple
-from utils.file_list import write_csv, write_file_list
-from utils.image_folders import name_list, scan_class_folders, split_per_class
-from utils.image_probe import unreadable_images
-from utils.label_sources import (
+from utils.cli import help_text
+from utils.data.image_probe import unreadable_images
+from utils.labels.file_list import write_csv, write_file_list
+from utils.labels.image_folders import name_list, scan_class_folders, split_per_class
+from utils.labels.label_sources import (
     NEAR_COMPLETE,
     Labelled,
     TrainingClasses,
@@ -41,6 +39,8 @@ from utils.label_sources import (
     resolve_validation,
     training_classes,
 )
+from utils.process.atomic import PreviousFiles, check_can_create
+from utils.process.errors import DataError, run_simple
 
 EXAMPLES = (
     "python create_input_files.py -T /data/imagenet/train --val-dir /data/imagenet/val "

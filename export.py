@@ -13,12 +13,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
-import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+import utils.process.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
-from utils import cli, help_text
-from utils.atomic import check_output_file
-from utils.memory import available_memory, check_batch_fits
-from utils.model_export import (
+from utils.cli import flags as cli
+from utils.cli import help_text
+from utils.deploy.export import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCE,
     INPUT_NAME,
@@ -30,8 +29,10 @@ from utils.model_export import (
     load_weights,
     output_format,
 )
-from utils.runtime import run
-from utils.weights import open_weights
+from utils.process.atomic import check_output_file
+from utils.process.memory import available_memory, check_batch_fits
+from utils.process.runtime import run
+from utils.weights.files import open_weights
 
 VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (docs/deployment.md)
 

@@ -16,22 +16,23 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+import utils.process.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
 import numpy as np
 
-from utils import cli, help_text
-from utils.atomic import atomic_write_text, check_output_file
-from utils.data import ImageBatches
-from utils.errors import DataError, UsageError
-from utils.evaluation import EvaluationGraph, network_for_weights
-from utils.file_list import FileList
-from utils.image_folders import is_image_name
-from utils.image_probe import probe_image
-from utils.imagenet import class_names
-from utils.progress import Progress
-from utils.runtime import run, setup_runtime
-from utils.weights import open_weights
+from utils.cli import flags as cli
+from utils.cli import help_text
+from utils.data.image_probe import probe_image
+from utils.data.pipelines import ImageBatches
+from utils.eval.evaluation import EvaluationGraph, network_for_weights
+from utils.labels.file_list import FileList
+from utils.labels.image_folders import is_image_name
+from utils.labels.imagenet import class_names
+from utils.process.atomic import atomic_write_text, check_output_file
+from utils.process.errors import DataError, UsageError
+from utils.process.progress import Progress
+from utils.process.runtime import run, setup_runtime
+from utils.weights.files import open_weights
 
 EXAMPLES = (
     "python infer.py photo.jpg more_photos/ rn50-nhwc_mixup250.h5",

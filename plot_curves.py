@@ -12,11 +12,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from utils import help_text
-from utils.atomic import check_can_create
-from utils.errors import USER_ERROR_STATUS, run_simple
-from utils.file_list import check_folder
-from utils.plots import plot_runs
+from utils.cli import help_text
+from utils.labels.file_list import check_folder
+from utils.outputs.plots import plot_runs
+from utils.process.atomic import check_can_create
+from utils.process.errors import USER_ERROR_STATUS, run_simple
 
 EXAMPLES = (
     "python plot_curves.py runs/rn50",

@@ -27,50 +27,52 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, List, Optional, Tuple
 
-import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+import utils.process.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
 import nnabla as nn
 import numpy as np
 
 from models import get_architecture
-from utils import cli, help_text
-from utils.atomic import (
-    atomic_write_text,
-    check_room,
-    check_writable,
-    lock_folder,
-    remove_stale_temporaries,
-)
-from utils.batch_grid import batch_grid
-from utils.batch_plan import BatchPlan
-from utils.bn_stats import recompute_batch_norm, training_feeds
-from utils.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_checkpoint
-from utils.comm import Communicator
-from utils.config import TrainConfig, load_config, recipe_warnings, save_config
-from utils.data import ImageBatches
-from utils.ema import WeightEma
-from utils.errors import DataError, UsageError
-from utils.evaluation import EvaluationGraph, build_evaluation_graph, evaluate
-from utils.file_list import read_file_list, read_id_csv
-from utils.imagenet import class_names
-from utils.lr_schedules import LearningRateSchedule, build_schedule
-from utils.monitor import VALIDATION, VALIDATION_EMA, TrainingMonitors
-from utils.optim import recipe_solver
-from utils.pause_point import pause_at
-from utils.per_class import CONFUSION_LIMIT, ClassCounts
-from utils.plots import plot_monitor
-from utils.progress import Progress, format_duration, run_eta
-from utils.recorder import (
+from utils.cli import flags as cli
+from utils.cli import help_text
+from utils.data.batch_plan import BatchPlan
+from utils.data.pipelines import ImageBatches
+from utils.eval.evaluation import EvaluationGraph, build_evaluation_graph, evaluate
+from utils.eval.per_class import CONFUSION_LIMIT, ClassCounts
+from utils.labels.file_list import read_file_list, read_id_csv
+from utils.labels.imagenet import class_names
+from utils.outputs.batch_grid import batch_grid
+from utils.outputs.monitor import VALIDATION, VALIDATION_EMA, TrainingMonitors
+from utils.outputs.plots import plot_monitor
+from utils.outputs.recorder import (
     EpochResult,
     IterationPoint,
     RunRecorder,
     default_interval,
     validation_tags,
 )
-from utils.run_spec import RunSpec
-from utils.runtime import Runtime, StopRequest, run, setup_runtime
-from utils.tensorboard import open_tensorboard
-from utils.training import (
+from utils.outputs.tensorboard import open_tensorboard
+from utils.process.atomic import (
+    atomic_write_text,
+    check_room,
+    check_writable,
+    lock_folder,
+    remove_stale_temporaries,
+)
+from utils.process.comm import Communicator
+from utils.process.errors import DataError, UsageError
+from utils.process.pause_point import pause_at
+from utils.process.progress import Progress, format_duration, run_eta
+from utils.process.runtime import Runtime, StopRequest, run, setup_runtime
+from utils.process.watchdog import heartbeat, start_watchdog
+from utils.recipe.config import TrainConfig, load_config, recipe_warnings, save_config
+from utils.recipe.schedules import LearningRateSchedule, build_schedule
+from utils.recipe.solvers import recipe_solver
+from utils.train.bn_stats import recompute_batch_norm, training_feeds
+from utils.train.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_checkpoint
+from utils.train.ema import WeightEma
+from utils.train.spec import RunSpec
+from utils.train.training import (
     TrainingNetwork,
     TrainingState,
     accumulate_gradients,
@@ -83,8 +85,7 @@ from utils.training import (
     updates_done,
     updates_per_epoch,
 )
-from utils.watchdog import heartbeat, start_watchdog
-from utils.weights import (
+from utils.weights.files import (
     WeightFileError,
     network_parameters,
     open_weights,

@@ -25,19 +25,18 @@ import sys
 from dataclasses import replace
 from typing import Callable, List, Optional, Sequence
 
-import utils.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
+import utils.process.startup  # noqa: F401  (first: silences NNabla's import-time INFO line)
 
 import nnabla as nn
 
 from models import build_network
-from utils import cli, help_text
-from utils.atomic import check_can_create
-from utils.batch_grid import VAL_BATCH_PNG, first_batch_grid, save_png
-from utils.batch_plan import BatchPlan
-from utils.bn_stats import recompute_batch_norm, training_feeds
-from utils.data import ImageBatches
-from utils.errors import UsageError
-from utils.eval_sets import (
+from utils.cli import flags as cli
+from utils.cli import help_text
+from utils.data.batch_plan import BatchPlan
+from utils.data.pipelines import ImageBatches
+from utils.eval.evaluation import EvaluationResult, evaluate, network_for_weights
+from utils.eval.per_class import ClassCounts, plot_confusion, write_per_class
+from utils.eval.sets import (
     CLASS_FOLDERS,
     OFFICIAL_VAL_FILES,
     OFFICIAL_VAL_TRUTH,
@@ -48,14 +47,17 @@ from utils.eval_sets import (
     read_official_val,
     scored_set,
 )
-from utils.evaluation import EvaluationResult, evaluate, network_for_weights, record
-from utils.file_list import LIST_WRITERS, FileList, read_file_list
-from utils.imagenet import class_names
-from utils.monitor import refuse_training_run
-from utils.per_class import ClassCounts, plot_confusion, write_per_class
-from utils.runtime import Runtime, run, setup_runtime
-from utils.watchdog import start_watchdog
-from utils.weights import open_weights
+from utils.labels.file_list import LIST_WRITERS, FileList, read_file_list
+from utils.labels.imagenet import class_names
+from utils.outputs.batch_grid import VAL_BATCH_PNG, first_batch_grid, save_png
+from utils.outputs.monitor import refuse_training_run
+from utils.outputs.recorder import record_evaluation
+from utils.process.atomic import check_can_create
+from utils.process.errors import UsageError
+from utils.process.runtime import Runtime, run, setup_runtime
+from utils.process.watchdog import start_watchdog
+from utils.train.bn_stats import recompute_batch_norm, training_feeds
+from utils.weights.files import open_weights
 
 EXAMPLES = (
     "python validation.py rn50-nhwc_mixup250.h5 -V /data/imagenet/val",
@@ -213,7 +215,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = replace(result, real=real.errors())
     if comm.is_main:  # the result first: a folder that fails now loses nothing
         report(args, result, counts, names, scored)
-        record(result, args.monitor_path, 0, fresh=True)
+        record_evaluation(result, args.monitor_path, 0, fresh=True)
         write_per_class(counts, names, args.monitor_path)
         plot_confusion(counts, names, args.monitor_path)
         save_png(first.image, os.path.join(args.monitor_path, VAL_BATCH_PNG))

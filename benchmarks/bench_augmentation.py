@@ -23,11 +23,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from bench_data import dali_epoch, rate  # noqa: E402
 
-from utils.augmentation import Augmentation  # noqa: E402
-from utils.batch_mixing import BatchMixing  # noqa: E402
-from utils.batch_plan import BatchPlan  # noqa: E402
-from utils.data import DaliOptions, ImageBatches, ImageFormat  # noqa: E402
-from utils.file_list import FileList  # noqa: E402
+from utils.data.batch_plan import BatchPlan  # noqa: E402
+from utils.data.pipelines import DaliOptions, ImageBatches, ImageFormat  # noqa: E402
+from utils.labels.file_list import FileList  # noqa: E402
+from utils.recipe.augmentation import Augmentation  # noqa: E402
+from utils.train.mixing import BatchMixing  # noqa: E402
 
 DEMO_TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "demo",
                           "train")

@@ -22,10 +22,10 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from models import NORMALIZATIONS  # noqa: E402
-from utils.augmentation import augmentation_plan  # noqa: E402
-from utils.batch_plan import BatchPlan  # noqa: E402
-from utils.data import DaliOptions, ImageBatches, ImageFormat, resize_for_crop  # noqa: E402
-from utils.file_list import FileList  # noqa: E402
+from utils.data.augmentation import augmentation_plan  # noqa: E402
+from utils.data.batch_plan import BatchPlan  # noqa: E402
+from utils.data.pipelines import DaliOptions, ImageBatches, ImageFormat, resize_for_crop  # noqa: E402
+from utils.labels.file_list import FileList  # noqa: E402
 
 MEAN, STD = (np.array(v, dtype=np.float32) for v in NORMALIZATIONS["default"])
 

@@ -36,9 +36,9 @@ from bench_train import REPO, run_train, train_rate, write_train_list  # noqa: E
 
 sys.path.insert(0, str(REPO))
 
-from utils.monitor import TrainingMonitors  # noqa: E402
-from utils.recorder import IterationPoint, RunRecorder  # noqa: E402
-from utils.tensorboard import TensorBoard  # noqa: E402
+from utils.outputs.monitor import TrainingMonitors  # noqa: E402
+from utils.outputs.recorder import IterationPoint, RunRecorder  # noqa: E402
+from utils.outputs.tensorboard import TensorBoard  # noqa: E402
 
 KINDS = {"on": [], "off": ["--no-tensorboard"]}
 

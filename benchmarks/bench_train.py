@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models import build_network  # noqa: E402
-from utils.monitor import read_series, series_path  # noqa: E402
+from utils.outputs.monitor import read_series, series_path  # noqa: E402
 
 DEMO_TRAIN = REPO / "data" / "demo" / "train"
 DEFAULT_ITERATIONS = {"mobilenet_v3_small": 30, "resnet18": 10}

@@ -35,10 +35,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from models import build_network, get_architecture  # noqa: E402
-from utils.batch_plan import BatchPlan  # noqa: E402
-from utils.data import DaliOptions, ImageBatches, ImageFormat  # noqa: E402
-from utils.file_list import read_file_list, write_file_list  # noqa: E402
-from utils.weights import network_parameters, open_weight_file, write_parameters  # noqa: E402
+from utils.data.batch_plan import BatchPlan  # noqa: E402
+from utils.data.pipelines import DaliOptions, ImageBatches, ImageFormat  # noqa: E402
+from utils.labels.file_list import read_file_list, write_file_list  # noqa: E402
+from utils.weights.files import network_parameters, open_weight_file, write_parameters  # noqa: E402
 
 
 def photos(folder: str, count: int) -> List[str]:

@@ -26,9 +26,9 @@ if [ "$mode" = gpu ]; then
   size=64 train_every=4 val_every=2
   context=(-c cudnn)
   layout=(--channel-last)
-  gpus="$($py -c 'from utils.context import gpu_count; print(gpu_count())' 2>/dev/null || echo 0)"
+  gpus="$($py -c 'from utils.process.context import gpu_count; print(gpu_count())' 2>/dev/null || echo 0)"
   if [ "$gpus" = 0 ]; then
-    echo "gpu_smoke: no GPU that NNabla's CUDA extension can use here (python -m utils.gpu_stack says why); bash scripts/gpu_smoke.sh --cpu runs the same steps on the CPU" >&2
+    echo "gpu_smoke: no GPU that NNabla's CUDA extension can use here (python -m utils.process.gpu_stack says why); bash scripts/gpu_smoke.sh --cpu runs the same steps on the CPU" >&2
     exit 2
   fi
 else
@@ -74,7 +74,7 @@ train() {  # train <monitor folder> <flags...>
       -V data/demo/val --val-list "$out/lists/val_small" --dali-num-threads 1 \
       --no-tensorboard -m "$out/$monitor" "${context[@]}" "$@"
 }
-stack() { $py -m utils.gpu_stack; }
+stack() { $py -m utils.process.gpu_stack; }
 float32() { train float -e 1 -t float && test -s "$out/float/param_001.h5"; }
 half() {
   train half -e 1 -t half "${layout[@]}" && test -s "$out/half/param_001.h5" &&

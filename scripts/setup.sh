@@ -11,7 +11,7 @@
 #   bash scripts/setup.sh --gpu     plus NNabla's CUDA 12 extension, without pip's MPICH (its
 #                                   multi-GPU communicator needs Open MPI: as root with apt,
 #                                   Debian's openmpi-bin and libopenmpi-dev); then checks the
-#                                   GPU stack (python -m utils.gpu_stack) and says what is missing
+#                                   GPU stack (python -m utils.process.gpu_stack) and says what is missing
 #   bash scripts/setup.sh --export  plus ONNX export and onnxruntime (export.py)
 # PYTHON=/path/to/python3.x overrides the interpreter search.
 set -euo pipefail
@@ -149,8 +149,8 @@ if [ "$gpu" = 1 ]; then
     echo "setup: removing pip's mpich (NNabla's multi-GPU communicator needs Open MPI)"
     "$venv/bin/python" -m pip uninstall --quiet --yes mpich
   fi
-  echo "setup: the GPU stack (python -m utils.gpu_stack):"
-  if ! (cd "$root" && "$venv/bin/python" -m utils.gpu_stack); then
+  echo "setup: the GPU stack (python -m utils.process.gpu_stack):"
+  if ! (cd "$root" && "$venv/bin/python" -m utils.process.gpu_stack); then
     echo "setup: NNabla's CUDA extension is installed but cannot run here until the pieces marked MISSING are installed (see docs/gpu.md)" >&2
     exit 1
   fi

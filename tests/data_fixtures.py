@@ -10,10 +10,10 @@ import nnabla as nn
 import numpy as np
 from PIL import Image
 
-from utils.augmentation import OFFICIAL, Augmentation
-from utils.batch_plan import BatchPlan, Shard
-from utils.data import Batch, DaliOptions, ImageBatches, ImageFormat
-from utils.file_list import FileList
+from utils.data.batch_plan import BatchPlan, Shard
+from utils.data.pipelines import Batch, DaliOptions, ImageBatches, ImageFormat
+from utils.labels.file_list import FileList
+from utils.recipe.augmentation import OFFICIAL, Augmentation
 
 
 @lru_cache(maxsize=None)

@@ -17,8 +17,8 @@ import numpy as np
 from paths import DEMO, HANG_GUARD, REPO
 
 from models import build_network
-from utils.runtime import run
-from utils.weights import network_parameters, write_parameters
+from utils.process.runtime import run
+from utils.weights.files import network_parameters, write_parameters
 
 
 def randomise_parameters(seed: int = 0) -> None:

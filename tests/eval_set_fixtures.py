@@ -17,8 +17,8 @@ import numpy as np
 from data_fixtures import photo, save
 
 from models import build_network, get_architecture
-from utils.imagenet import imagenet_wnids
-from utils.weights import network_parameters, write_parameters
+from utils.labels.imagenet import imagenet_wnids
+from utils.weights.files import network_parameters, write_parameters
 
 ARCH = "mobilenet_v3_small"
 SIZE = 32

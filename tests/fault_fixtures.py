@@ -21,7 +21,7 @@ import pytest
 import yaml
 from paths import HANG_GUARD, REPO
 
-from utils.pause_point import PAUSE_ENV
+from utils.process.pause_point import PAUSE_ENV
 
 PYTHON = sys.executable
 MPIRUN = str(Path(sys.executable).parent / "mpirun")
@@ -50,7 +50,7 @@ class Process:
 
     def __init__(self, args: Sequence[str], folder: Path, name: str, mpi_ranks: int = 0,
                  preexec_fn: Optional[Callable[[], None]] = None, pause: str = ""):
-        """`pause`: a point where the script waits (utils/pause_point.py), for a signal sent
+        """`pause`: a point where the script waits (utils/process/pause_point.py), for a signal sent
         once its line is seen (`wait_for(paused(pause))`), or a kill."""
         command = [PYTHON, *map(str, args)]
         if mpi_ranks:

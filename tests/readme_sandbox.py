@@ -35,10 +35,15 @@ from eval_fixtures import DEMO, REPO, make_weight_file
 from eval_set_fixtures import save, wnid_folders, write_json
 from PIL import Image
 
-from utils.eval_sets import IMAGENET_A_CLASSES, IMAGENET_R_CLASSES
-from utils.imagenet import imagenet_val_ground_truth, imagenet_wnids
-from utils.published import PUBLISHED
-from utils.weights import convert_layout, read_parameters, set_input_channels, write_parameters
+from utils.eval.sets import IMAGENET_A_CLASSES, IMAGENET_R_CLASSES
+from utils.labels.imagenet import imagenet_val_ground_truth, imagenet_wnids
+from utils.weights.files import (
+    convert_layout,
+    read_parameters,
+    set_input_channels,
+    write_parameters,
+)
+from utils.weights.published import PUBLISHED
 
 # file name -> (architecture, layout) of the weight files the README's commands read: the
 # published ones as published, and two of a user's own.

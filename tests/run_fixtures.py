@@ -10,10 +10,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from paths import DEMO
 
-from utils.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
-from utils.monitor import read_series, timer_path
-from utils.tensorboard import tensorboard_folder
-from utils.weights import read_parameters
+from utils.outputs.monitor import read_series, timer_path
+from utils.outputs.tensorboard import tensorboard_folder
+from utils.train.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
+from utils.weights.files import read_parameters
 
 SERIES = ("Train-loss", "Train-error", "Validation-loss", "Validation-error",
           "Validation-top5-error")

@@ -11,9 +11,9 @@ from data_fixtures import class_tree
 from paths import REPO
 
 import create_input_files
-from utils.config import ConfigError, load_config, recipe_warnings
-from utils.errors import USER_ERROR_STATUS, run_simple
-from utils.file_list import read_id_csv
+from utils.labels.file_list import read_id_csv
+from utils.process.errors import USER_ERROR_STATUS, run_simple
+from utils.recipe.config import ConfigError, load_config, recipe_warnings
 
 
 def test_a_name_with_an_unquoted_comma_is_read_whole(tmp_path):

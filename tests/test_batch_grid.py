@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models import NORMALIZATIONS
-from utils.batch_grid import batch_grid, captions, draw_grid, to_pixels
+from utils.outputs.batch_grid import batch_grid, captions, draw_grid, to_pixels
 
 
 def normalised(pixels: np.ndarray, norm: str, channel_last: bool, channels: int = 3

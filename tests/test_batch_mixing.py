@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from test_losses import LABELS, LOGITS, evaluate, expected_loss, one_hot, variable
 
-from utils.batch_mixing import MIXUP_SEED, BatchMixing, cutmix_boxes
-from utils.losses import classification_loss, top_n_error_count
+from utils.eval.losses import classification_loss, top_n_error_count
+from utils.train.mixing import MIXUP_SEED, BatchMixing, cutmix_boxes
 
 
 @pytest.mark.parametrize("shape", [(4, 2, 3, 3), (4, 3, 3, 2)])

@@ -9,10 +9,10 @@ from typing import List
 import numpy as np
 import pytest
 
-from utils.batch_plan import BatchPlan, Shard
-from utils.errors import DataError
-from utils.file_list import FileList
-from utils.training import update_group, updates_per_epoch
+from utils.data.batch_plan import BatchPlan, Shard
+from utils.labels.file_list import FileList
+from utils.process.errors import DataError
+from utils.train.training import update_group, updates_per_epoch
 
 
 def files(count: int) -> FileList:

@@ -1,4 +1,4 @@
-"""benchmark.py and the MAC and parameter counts of utils/model_stats.py.
+"""benchmark.py and the MAC and parameter counts of utils/weights/stats.py.
 
 The counts are checked on tiny graphs against numbers worked out by hand, and on ResNet-50
 and MobileNetV2 at 224 against the published figures (graphs built, never run at size).
@@ -17,15 +17,15 @@ from paths import HANG_GUARD, REPO
 
 import benchmark
 from models import build_network
-from utils.comm import Communicator
-from utils.model_stats import (
+from utils.process.comm import Communicator
+from utils.process.progress import Progress
+from utils.process.runtime import run
+from utils.weights.stats import (
     count_forward_values,
     count_macs,
     count_parameters,
     model_stats,
 )
-from utils.progress import Progress
-from utils.runtime import run
 
 
 def test_grouped_convolution_counts_its_input_channels_per_group():

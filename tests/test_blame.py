@@ -15,11 +15,11 @@ import export
 import infer
 import plot_curves
 import train
-from utils.atomic import atomic_write_text
-from utils.download import CACHE_ENV
-from utils.errors import USER_ERROR_STATUS, run_simple
-from utils.monitor import MonitorSeries
-from utils.published import resembling
+from utils.outputs.monitor import MonitorSeries
+from utils.process.atomic import atomic_write_text
+from utils.process.errors import USER_ERROR_STATUS, run_simple
+from utils.weights.download import CACHE_ENV
+from utils.weights.published import resembling
 
 PHOTO = DEMO / "val" / "ILSVRC2012_val_00000001.JPEG"
 SMALL = ["-a", "mobilenet_v3_small", "--spatial-size", "32"]
@@ -151,9 +151,9 @@ def test_a_batch_norm_over_a_single_value_is_named_before_training():
     diverged; train with a lower learning rate"."""
     import nnabla as nn
 
-    from utils.config import load_config
-    from utils.errors import UsageError
-    from utils.training import TrainingNetwork, build_training_graph
+    from utils.process.errors import UsageError
+    from utils.recipe.config import load_config
+    from utils.train.training import TrainingNetwork, build_training_graph
 
     network = TrainingNetwork("mobilenet_v3_small", 10, False,
                               load_config(REPO / "cfg" / "cos90.yaml"))
@@ -170,8 +170,8 @@ def test_a_batch_norm_over_a_single_value_is_named_before_training():
 
 def test_a_batch_beyond_the_memory_is_refused_before_work(weights, capsys):
     """--spatial-size 100000 (or a tiny --crop-pct) ended in DALI's std::bad_alloc traceback."""
-    from utils.data import pipeline_bytes
-    from utils.memory import GIBIBYTE, available_memory, check_batch_fits
+    from utils.data.pipelines import pipeline_bytes
+    from utils.process.memory import GIBIBYTE, available_memory, check_batch_fits
 
     assert pipeline_bytes(2, (10, 20), 3, 4, 2, None) == 2 * 2 * (200 * 3 + 200 * 12)
     assert pipeline_bytes(1, (10, 10), 4, 2, 1, (12, 14)) == 12 * 14 * 3 + 100 * 8
@@ -201,7 +201,7 @@ def test_a_server_that_never_answers_is_named_within_the_timeout(tmp_path, capsy
     import socket
     import time
 
-    from utils.download import TIMEOUT_ENV, URL_ENV, DownloadError, download_timeout
+    from utils.weights.download import TIMEOUT_ENV, URL_ENV, DownloadError, download_timeout
 
     monkeypatch.delenv(TIMEOUT_ENV, raising=False)
     assert download_timeout() == 30

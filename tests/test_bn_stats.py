@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from models import build_network
-from utils.bn_stats import batch_norm_statistics, recompute_batch_norm
-from utils.comm import Communicator
+from utils.process.comm import Communicator
+from utils.train.bn_stats import batch_norm_statistics, recompute_batch_norm
 
 
 def batches(seed, n, shape):

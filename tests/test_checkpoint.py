@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from paths import REPO
 
-from utils.atomic import atomic_path, atomic_write_text
-from utils.checkpoint import (
+from utils.outputs.monitor import MonitorSeries, MonitorTimer, read_series, truncate_series
+from utils.process.atomic import atomic_path, atomic_write_text
+from utils.process.errors import OutputError
+from utils.train.checkpoint import (
     CheckpointError,
     identity_mismatch,
     latest_checkpoint,
@@ -19,8 +21,6 @@ from utils.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from utils.errors import OutputError
-from utils.monitor import MonitorSeries, MonitorTimer, read_series, truncate_series
 
 
 def state(seed):
@@ -180,7 +180,7 @@ def test_a_file_size_limit_met_in_mid_write_is_one_error(tmp_path):
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))\n"
-        "from utils.atomic import atomic_write_text\n"
+        "from utils.process.atomic import atomic_write_text\n"
         "try:\n"
         "    atomic_write_text(sys.argv[1], 'x' * 5000)\n"
         "except OSError as e:\n"

@@ -6,9 +6,9 @@ import re
 import pytest
 from paths import CFG
 
-from utils.augmentation import Augmentation, ProgressiveResizing
-from utils.config import ConfigError, TrainConfig, config_from_data, load_config, save_config
-from utils.lr_schedules import EpochCosineSchedule, EpochStepSchedule
+from utils.recipe.augmentation import Augmentation, ProgressiveResizing
+from utils.recipe.config import ConfigError, TrainConfig, config_from_data, load_config, save_config
+from utils.recipe.schedules import EpochCosineSchedule, EpochStepSchedule
 
 RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
 
@@ -473,7 +473,7 @@ def test_a_recipe_comes_back_from_its_data_or_one_line_naming_the_source():
 
 
 def test_the_solver_defaults_to_the_official_momentum_and_is_not_saved_then(tmp_path):
-    from utils.optim import MomentumSolverSection
+    from utils.recipe.solvers import MomentumSolverSection
 
     for name in RECIPES:
         config = load_config(CFG / f"{name}.yaml")

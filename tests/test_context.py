@@ -1,9 +1,9 @@
-"""The compute back end each -c value gets (utils/context.py), decided without a GPU."""
+"""The compute back end each -c value gets (utils/process/context.py), decided without a GPU."""
 from __future__ import annotations
 
 import pytest
 
-from utils.context import chosen_backend, select_context
+from utils.process.context import chosen_backend, select_context
 
 
 @pytest.mark.parametrize("context, gpu, backend", [
@@ -39,7 +39,7 @@ def test_a_gpu_context_without_the_extension_is_our_line_alone(script, flag, tmp
 
     from paths import REPO
 
-    from utils.context import gpu_count
+    from utils.process.context import gpu_count
 
     if gpu_count():
         pytest.skip("NNabla's CUDA extension is installed here")

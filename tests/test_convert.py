@@ -31,9 +31,9 @@ from paths import PARAM_SPEC_DIR
 
 import convert_parameter_format
 from models import available_architectures, build_network
-from utils import weights
-from utils.runtime import USER_ERROR_STATUS
-from utils.weights import Layout, WeightFile, adapt, layout_of, shapes_of
+from utils.process.runtime import USER_ERROR_STATUS
+from utils.weights import files as weights
+from utils.weights.files import Layout, WeightFile, adapt, layout_of, shapes_of
 
 HUGE = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
         "efficientnet_l2"}

@@ -14,14 +14,14 @@ from data_fixtures import class_tree, photo, save
 from paths import REPO
 
 import create_input_files
-from utils.errors import run_simple
-from utils.file_list import read_file_list
-from utils.imagenet import (
+from utils.labels.file_list import read_file_list
+from utils.labels.imagenet import (
     compare_with_imagenet,
     imagenet_class_names,
     imagenet_val_ground_truth,
     imagenet_wnids,
 )
+from utils.process.errors import run_simple
 
 # sha256 of the official example's label files (section 12 of the reference notes).
 OFFICIAL_SHA256 = {

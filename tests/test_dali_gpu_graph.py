@@ -10,8 +10,8 @@ import itertools
 import numpy as np
 import pytest
 
-from utils.augmentation import POLICIES, Augmentation
-from utils.data import DaliOptions, ImageFormat, dali_graph
+from utils.data.pipelines import DaliOptions, ImageFormat, dali_graph
+from utils.recipe.augmentation import POLICIES, Augmentation
 
 # The image formats of -t float/half with and without --channel-last (half NHWC networks
 # take a zero 4th channel).

@@ -23,12 +23,19 @@ from marks import marking_slow
 from PIL import Image, ImageOps
 
 from models import NORMALIZATIONS
-from utils.augmentation import Augmentation, augmentation_plan, random_resized_crop_window
-from utils.batch_plan import batch_positions, epoch_order, iterations_per_epoch
-from utils.data import ImageBatches, ImageDecodeError, resize_for_crop, to_hw, validation_resize
-from utils.errors import DataError
-from utils.file_list import FileList, read_file_list
-from utils.image_probe import probe_image
+from utils.data.augmentation import augmentation_plan, random_resized_crop_window
+from utils.data.batch_plan import batch_positions, epoch_order, iterations_per_epoch
+from utils.data.image_probe import probe_image
+from utils.data.pipelines import (
+    ImageBatches,
+    ImageDecodeError,
+    resize_for_crop,
+    to_hw,
+    validation_resize,
+)
+from utils.labels.file_list import FileList, read_file_list
+from utils.process.errors import DataError
+from utils.recipe.augmentation import Augmentation
 
 SIZES = [(40, 30), (30, 44), (64, 48), (50, 50), (36, 60), (48, 32), (33, 47), (60, 40),
          (44, 44), (52, 36), (38, 50), (46, 34), (30, 30)]  # 13 images: awkward on purpose

@@ -16,7 +16,7 @@ from data_fixtures import class_tree, photo, save
 from eval_fixtures import make_weight_file, run_script
 from paths import CFG
 
-from utils.imagenet import imagenet_val_ground_truth, imagenet_wnids
+from utils.labels.imagenet import imagenet_val_ground_truth, imagenet_wnids
 
 SUBSET = ("n01751748", "n02105855", "n09193705")  # ImageNet-1k classes 65, 230 and 970
 

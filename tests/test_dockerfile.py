@@ -432,11 +432,11 @@ def test_hadolint_finds_nothing() -> None:
 
 def test_the_images_mpi_and_nccl_pass_the_projects_own_stack_check(image: Image) -> None:
     """The files the Dockerfile's packages and link give the image, searched as NNabla's CUDA
-    extension searches (utils/gpu_stack.py) under the image's ENV: the extension opens the
+    extension searches (utils/process/gpu_stack.py) under the image's ENV: the extension opens the
     same Open MPI library that mpi4py's Open MPI build links, and finds NCCL."""
     import posixpath
 
-    from utils.gpu_stack import extension_libmpi, extension_libnccl, nccl_mpi_problem
+    from utils.process.gpu_stack import extension_libmpi, extension_libnccl, nccl_mpi_problem
 
     system = "/usr/lib/x86_64-linux-gnu"
     links = {c[-1]: c[-2] for c in image.commands if c[0] == "ln" and "-sf" in c}

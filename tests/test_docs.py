@@ -59,7 +59,7 @@ def test_each_walkthrough_says_what_it_needs_gives_and_costs():
 
 def test_the_recipe_key_generator_names_its_page():
     text = (REPO / "docs" / "recipe-keys.md").read_text()
-    assert "python -m utils.recipe_table docs/recipe-keys.md" in text
+    assert "python -m utils.recipe.key_table docs/recipe-keys.md" in text
 
 
 def help_of(script: str, capsys) -> str:

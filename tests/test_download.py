@@ -15,7 +15,7 @@ from eval_fixtures import error_lines, make_weight_file, run_main
 from paths import DEMO
 
 import infer
-from utils.download import CACHE_ENV, URL_ENV
+from utils.weights.download import CACHE_ENV, URL_ENV
 
 NAME = "mbnv3_small_nchw_cos90.v2.h5"  # a published mobilenet_v3_small file's name
 PHOTO = DEMO / "val" / \

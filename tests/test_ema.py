@@ -4,7 +4,7 @@ import nnabla.parametric_functions as PF
 import numpy as np
 import pytest
 
-from utils.ema import WeightEma
+from utils.train.ema import WeightEma
 
 
 def small_params():

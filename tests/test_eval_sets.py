@@ -26,8 +26,7 @@ from eval_set_fixtures import (
 
 import create_input_files
 import validation
-from utils.errors import DataError
-from utils.eval_sets import (
+from utils.eval.sets import (
     IMAGENET_A_CLASSES,
     IMAGENET_R_CLASSES,
     RealCounts,
@@ -35,9 +34,10 @@ from utils.eval_sets import (
     read_real_labels,
     real_labels_of,
 )
-from utils.file_list import FileList
-from utils.image_folders import folder_numbers, scan_class_folders, string_order_note
-from utils.imagenet import imagenet_wnids
+from utils.labels.file_list import FileList
+from utils.labels.image_folders import folder_numbers, scan_class_folders, string_order_note
+from utils.labels.imagenet import imagenet_wnids
+from utils.process.errors import DataError
 
 V2_FOLDERS = ["0", "1", "2", "10", "11", "100", "999"]  # a sparse ImageNetV2
 

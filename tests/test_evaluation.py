@@ -1,4 +1,4 @@
-"""utils/evaluation.py: the masked evaluation loop, its series files, weight-file facts."""
+"""utils/eval/evaluation.py: the masked evaluation loop, its series files, weight-file facts."""
 from __future__ import annotations
 
 import nnabla as nn
@@ -9,19 +9,19 @@ from eval_fixtures import DEMO, demo_val_images, make_weight_file, randomise_par
 
 import train
 from models import build_network
-from utils import cli
-from utils.comm import Communicator
-from utils.context import float_context
-from utils.evaluation import (
+from utils.cli import flags as cli
+from utils.eval.evaluation import (
     EvaluationResult,
     build_evaluation_graph,
     evaluate,
     network_for_weights,
-    record,
 )
-from utils.file_list import FileList
-from utils.runtime import Runtime
-from utils.weights import (
+from utils.labels.file_list import FileList
+from utils.outputs.recorder import record_evaluation
+from utils.process.comm import Communicator
+from utils.process.context import float_context
+from utils.process.runtime import Runtime
+from utils.weights.files import (
     Layout,
     WeightFileError,
     adapt,
@@ -121,13 +121,13 @@ def test_mismatched_batches_are_refused(demo13):
 
 def test_record_appends_nnabla_series(tmp_path):
     result = EvaluationResult(1.2345678, 0.25, 0.0625, 16, 2.0)
-    record(result, str(tmp_path / "mon"), 0)
-    record(result, str(tmp_path / "mon"), 5)
+    record_evaluation(result, str(tmp_path / "mon"), 0)
+    record_evaluation(result, str(tmp_path / "mon"), 5)
     assert (tmp_path / "mon" / "Validation-loss.series.txt").read_text() == "0 1.23457\n5 1.23457\n"
     assert (tmp_path / "mon" / "Validation-error.series.txt").read_text() == "0 0.25\n5 0.25\n"
     assert (tmp_path / "mon" / "Validation-top5-error.series.txt").read_text() == (
         "0 0.0625\n5 0.0625\n")
-    record(result, str(tmp_path / "off"), 0, enabled=False)
+    record_evaluation(result, str(tmp_path / "off"), 0, enabled=False)
     assert not (tmp_path / "off").exists()
     assert result.images_per_second == 8
     assert result.summary() == ("16 images: top-1 error 25.00 %, top-5 error 6.25 %, "

@@ -16,9 +16,9 @@ from nnabla.utils.nnp_graph import NnpLoader
 from paths import REPO
 
 from models import build_network
-from utils import model_export as ex
-from utils.runtime import run
-from utils.weights import (
+from utils.deploy import export as ex
+from utils.process.runtime import run
+from utils.weights.files import (
     convert_layout,
     open_weight_file,
     read_parameters,

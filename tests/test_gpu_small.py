@@ -26,10 +26,10 @@ import infer
 import train
 import validation
 from models import build_network
-from utils.cli import MAX_DALI_PADDING_MB, MEBIBYTE
-from utils.errors import USER_ERROR_STATUS
-from utils.file_list import FileList
-from utils.training import draws_global_random, iteration_seed
+from utils.cli.flags import MAX_DALI_PADDING_MB, MEBIBYTE
+from utils.labels.file_list import FileList
+from utils.process.errors import USER_ERROR_STATUS
+from utils.train.training import draws_global_random, iteration_seed
 
 # --------------------------------------------------------------------------- the DALI copy
 

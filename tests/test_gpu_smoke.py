@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from paths import REPO
 
-from utils.context import gpu_available
+from utils.process.context import gpu_available
 
 pytestmark = pytest.mark.slow  # eight short trainings and evaluations
 

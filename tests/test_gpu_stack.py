@@ -1,4 +1,5 @@
-"""The GPU stack's checks (utils/gpu_stack.py) and the NCCL communicator's set-up (utils/comm.py)
+"""The GPU stack's checks (utils/process/gpu_stack.py) and the NCCL communicator's set-up
+(utils/process/comm.py)
 on a machine without a GPU.
 
 How each defect is reached without a GPU:
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 from paths import REPO
 
-from utils.gpu_stack import (
+from utils.process.gpu_stack import (
     extension_libmpi,
     extension_libnccl,
     library_name,
@@ -139,7 +140,7 @@ def test_ldd_misses_are_read():
 
 def test_the_mpi_library_mpi4py_loaded_is_found():
     code = ("import mpi4py; mpi4py.rc.initialize = False; from mpi4py import MPI; "
-            "from utils.gpu_stack import loaded_libmpi; print(loaded_libmpi())")
+            "from utils.process.gpu_stack import loaded_libmpi; print(loaded_libmpi())")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert os.path.basename(out).startswith("libmpi.so") and os.path.isfile(out)
@@ -164,9 +165,9 @@ def test_a_gpu_launch_with_pip_mpich_stops_with_one_line_before_mpi_starts(tmp_p
     """The README's set-up (pip MPICH) under a GPU context: the NCCL communicator's path."""
     result = run_two_ranks(tmp_path, """
         import sys
-        from utils.comm import create_communicator
-        from utils.errors import UsageError
-        from utils.launch import read_launch
+        from utils.process.comm import create_communicator
+        from utils.process.errors import UsageError
+        from utils.process.launch import read_launch
         try:
             create_communicator(read_launch(), "cudnn", ctx=None)
         except UsageError as e:
@@ -185,9 +186,9 @@ STAND_IN = """
     import nnabla as nn
     import nnabla.communicators
     from nnabla.ext_utils import get_extension_context
-    import utils.comm as comm
-    from utils.errors import UsageError
-    from utils.launch import read_launch
+    import utils.process.comm as comm
+    from utils.process.errors import UsageError
+    from utils.process.launch import read_launch
 
     HALF = get_extension_context("cpu", type_config="half")
 

@@ -14,9 +14,9 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from utils.batch_grid import TRAIN_BATCH_PNG, VAL_BATCH_PNG
-from utils.help_text import SHORT_FLAG_MEANINGS, elsewhere
-from utils.plots import CHARTS
+from utils.cli.help_text import SHORT_FLAG_MEANINGS, elsewhere
+from utils.outputs.batch_grid import TRAIN_BATCH_PNG, VAL_BATCH_PNG
+from utils.outputs.plots import CHARTS
 
 SCRIPTS = ("train", "validation", "infer", "benchmark", "export", "create_input_files",
            "convert_parameter_format", "plot_curves")

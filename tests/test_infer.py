@@ -13,10 +13,10 @@ from eval_fixtures import error_lines, make_weight_file, run_main, run_script
 from PIL import Image
 
 import infer
-from utils.file_list import write_csv
-from utils.imagenet import imagenet_class_names
-from utils.runtime import setup_runtime
-from utils.weights import Layout, adapt, read_parameters, write_parameters
+from utils.labels.file_list import write_csv
+from utils.labels.imagenet import imagenet_class_names
+from utils.process.runtime import setup_runtime
+from utils.weights.files import Layout, adapt, read_parameters, write_parameters
 
 PHOTO = f"{matplotlib.get_data_path()}/sample_data/grace_hopper.jpg"
 SMALL = ["--spatial-size", "32"]

@@ -7,10 +7,9 @@ from typing import List, Optional
 
 import pytest
 
-from utils.errors import DataError
-from utils.image_folders import ScanResult
-from utils.imagenet import imagenet_val_ground_truth, imagenet_wnids
-from utils.label_sources import (
+from utils.labels.image_folders import ScanResult
+from utils.labels.imagenet import imagenet_val_ground_truth, imagenet_wnids
+from utils.labels.label_sources import (
     AnnotationFile,
     ClassFolders,
     GroundTruthFile,
@@ -18,6 +17,7 @@ from utils.label_sources import (
     resolve_validation,
     training_classes,
 )
+from utils.process.errors import DataError
 
 WNIDS = imagenet_wnids()
 

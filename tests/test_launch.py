@@ -1,4 +1,4 @@
-"""The launch decisions (utils/launch.py) on the environments launchers really set: each
+"""The launch decisions (utils/process/launch.py) on the environments launchers really set: each
 environment below was read from processes started here by srun (Slurm 22.05, the three MPI
 plugin modes), pip MPICH's mpirun (alone and inside a Slurm allocation), and as Open MPI's
 mpirun documents it."""
@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from utils.launch import (
+from utils.process.launch import (
     Launch,
     gpu_problem,
     launch_problem,
@@ -127,7 +127,7 @@ def test_more_ranks_than_gpus_and_a_device_id_under_mpi_are_refused():
 GUARD = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from utils.launch import StartupGuard
+from utils.process.launch import StartupGuard
 guard = StartupGuard(1.0, "srun started 2 processes")
 time.sleep({sleep})
 guard.done()

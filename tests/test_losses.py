@@ -3,7 +3,7 @@ import nnabla as nn
 import numpy as np
 import pytest
 
-from utils.losses import classification_loss, smoothed_cross_entropy, top_n_error_count
+from utils.eval.losses import classification_loss, smoothed_cross_entropy, top_n_error_count
 
 LOGITS = np.array([[1.0, 2.0, 3.0], [1.0, 0.0, -1.0], [0.5, 0.5, 2.0], [0.0, 3.0, 1.0]])
 LABELS = np.array([[2], [1], [0], [1]])

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from paths import CFG
 
-from utils.config import load_config
-from utils.lr_schedules import (
+from utils.recipe.config import load_config
+from utils.recipe.schedules import (
     CosineSchedulerConfig,
     EpochCosineSchedule,
     EpochStepSchedule,

@@ -1,4 +1,4 @@
-"""utils/onnx_inference.py: a weight file's ONNX model exported once, verified, cached by the
+"""utils/deploy/onnx_runtime.py: a weight file's ONNX model exported once, verified, cached by the
 file's content, and run by ONNX Runtime with the logits of NNabla (issue 33, item 1's core)."""
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from eval_fixtures import make_weight_file
 
-from utils.model_export import build_inference_graph, load_weights, sample_images
-from utils.onnx_inference import (
+from utils.deploy.export import build_inference_graph, load_weights, sample_images
+from utils.deploy.onnx_runtime import (
     ModelKey,
     OnnxNetwork,
     file_digest,
     onnx_model,
     threads_per_rank,
 )
-from utils.weights import open_weight_file
+from utils.weights.files import open_weight_file
 
 pytest.importorskip("onnxruntime")
 
@@ -78,12 +78,12 @@ def test_evaluation_through_onnx_runtime_counts_what_nnabla_counts(weights, tmp_
     from eval_fixtures import DEMO, demo_val_images
 
     import train
-    from utils import cli
-    from utils.comm import Communicator
-    from utils.context import float_context, select_context
-    from utils.evaluation import evaluate, network_for_weights
-    from utils.file_list import FileList
-    from utils.runtime import Runtime
+    from utils.cli import flags as cli
+    from utils.eval.evaluation import evaluate, network_for_weights
+    from utils.labels.file_list import FileList
+    from utils.process.comm import Communicator
+    from utils.process.context import float_context, select_context
+    from utils.process.runtime import Runtime
 
     monkeypatch.setenv("NNABLA_IMAGENET_CACHE", str(tmp_path / "cache"))
     images = demo_val_images(40)

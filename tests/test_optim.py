@@ -8,8 +8,8 @@ import nnabla.solvers as S
 import numpy as np
 import pytest
 
-from utils.lr_schedules import solver_learning_rate
-from utils.optim import MomentumSolver, is_decayed
+from utils.recipe.schedules import solver_learning_rate
+from utils.recipe.solvers import MomentumSolver, is_decayed
 
 W0 = np.array([1.0, 2.0], dtype=np.float32)
 G = np.array([0.5, -0.5], dtype=np.float32)

@@ -11,8 +11,8 @@ import pytest
 from eval_fixtures import error_lines, make_weight_file, run_script
 
 import benchmark
-from utils.atomic import check_output_file
-from utils.errors import OutputError
+from utils.process.atomic import check_output_file
+from utils.process.errors import OutputError
 
 SMALL = ["-a", "resnet18", "-b", "1", "--spatial-size", "32", "--warmup", "0",
          "--iterations", "1", "--no-train"]

@@ -1,4 +1,5 @@
-"""plot_curves.py and utils/plots.py on monitor folders, and nnabla_cli on our series files."""
+"""plot_curves.py and utils/outputs/plots.py on monitor folders, and nnabla_cli on our series
+files."""
 from __future__ import annotations
 
 import os
@@ -12,10 +13,11 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 import plot_curves
-from utils.errors import run_simple
-from utils.evaluation import EvaluationResult, record
-from utils.monitor import MonitorSeries
-from utils.plots import CHARTS, chart_lines, draw_chart, plot_monitor, run_names
+from utils.eval.evaluation import EvaluationResult
+from utils.outputs.monitor import MonitorSeries
+from utils.outputs.plots import CHARTS, chart_lines, draw_chart, plot_monitor, run_names
+from utils.outputs.recorder import record_evaluation
+from utils.process.errors import run_simple
 
 
 @pytest.fixture
@@ -29,8 +31,8 @@ def monitor(tmp_path):
         loss.add(epoch, 6.9 - epoch)
         error.add(epoch, 0.99 - 0.1 * epoch)
     for epoch in (2, 4, 6):
-        record(EvaluationResult(7 - epoch, 1 - 0.1 * epoch, 0.5 - 0.05 * epoch, 100, 1.0),
-               str(folder), epoch)
+        result = EvaluationResult(7 - epoch, 1 - 0.1 * epoch, 0.5 - 0.05 * epoch, 100, 1.0)
+        record_evaluation(result, str(folder), epoch)
     return folder
 
 
@@ -79,8 +81,9 @@ def test_several_runs_share_the_charts_a_colour_per_run_a_style_per_series(monit
     other = tmp_path / "mixup" / "tmp.monitor.20250101000000"  # the same name elsewhere
     other.mkdir(parents=True)
     MonitorSeries(str(other), "Train-error").add(0, 0.8)
-    record(EvaluationResult(3.0, 0.7, 0.4, 100, 1.0), str(other), 1)
-    record(EvaluationResult(3.0, 0.6, 0.3, 100, 1.0), str(other), 1, part="Validation-EMA")
+    record_evaluation(EvaluationResult(3.0, 0.7, 0.4, 100, 1.0), str(other), 1)
+    record_evaluation(EvaluationResult(3.0, 0.6, 0.3, 100, 1.0), str(other), 1,
+                      part="Validation-EMA")
     error_chart = CHARTS[1]
     lines = chart_lines(error_chart, [str(monitor), str(other)])
     first, second = run_names([str(monitor), str(other)])

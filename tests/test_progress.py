@@ -1,7 +1,7 @@
 """The run's ETA: durations as people read them, from the last epochs' wall times."""
 import pytest
 
-from utils.progress import format_duration, run_eta
+from utils.process.progress import format_duration, run_eta
 
 
 @pytest.mark.parametrize("seconds, text", [
@@ -38,8 +38,8 @@ def test_the_bar_shows_images_per_second_every_ten_steps(monkeypatch, capsys, se
                                                          first, eleventh, rate):
     """8 images a step; the metrics are refreshed on steps 1, 11, 21..., and tqdm knows a rate
     once a second has passed since the bar began."""
-    from utils.comm import Communicator
-    from utils.progress import Progress
+    from utils.process.comm import Communicator
+    from utils.process.progress import Progress
 
     clock = Clock()
     monkeypatch.setattr("tqdm.std.time", clock)

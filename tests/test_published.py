@@ -12,8 +12,8 @@ import export
 import infer
 import validation
 from models import available_architectures
-from utils.published import BASE_URL, PUBLISHED
-from utils.runtime import USER_ERROR_STATUS
+from utils.process.runtime import USER_ERROR_STATUS
+from utils.weights.published import BASE_URL, PUBLISHED
 
 PHOTO = REPO / "data" / "demo" / "val" / "ILSVRC2012_val_00000001.JPEG"
 

@@ -37,10 +37,10 @@ from PIL import Image
 from tensorboard_server import tensorboard
 
 from models.registry import get_architecture
-from utils.context import gpu_available
-from utils.imagenet import imagenet_class_names, imagenet_val_ground_truth
-from utils.published import published
-from utils.weights import layout_of, read_parameters, shapes_of
+from utils.labels.imagenet import imagenet_class_names, imagenet_val_ground_truth
+from utils.process.context import gpu_available
+from utils.weights.files import layout_of, read_parameters, shapes_of
+from utils.weights.published import published
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 

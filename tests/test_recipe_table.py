@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from paths import CFG, REPO
 
-from utils.config import load_config
-from utils.errors import UsageError
-from utils.recipe_table import KEY_TABLE_BEGIN, KEY_TABLE_END, key_table, with_key_table
+from utils.process.errors import UsageError
+from utils.recipe.config import load_config
+from utils.recipe.key_table import KEY_TABLE_BEGIN, KEY_TABLE_END, key_table, with_key_table
 
 
 def test_the_keys_page_table_is_the_declarations():
-    """Regenerate with `python -m utils.recipe_table docs/recipe-keys.md`."""
+    """Regenerate with `python -m utils.recipe.key_table docs/recipe-keys.md`."""
     text = (REPO / "docs" / "recipe-keys.md").read_text(encoding="utf-8")
     begin, end = text.index(KEY_TABLE_BEGIN), text.index(KEY_TABLE_END)
     assert text[begin + len(KEY_TABLE_BEGIN) + 1:end] == key_table()

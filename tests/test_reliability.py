@@ -42,9 +42,9 @@ from fault_fixtures import (
 from paths import DEMO
 from run_fixtures import assert_same_run, checkpoint_names, train_command
 
-from utils.batch_plan import batch_positions, epoch_order
-from utils.checkpoint import list_checkpoints, load_checkpoint
-from utils.weights import read_parameters
+from utils.data.batch_plan import batch_positions, epoch_order
+from utils.train.checkpoint import list_checkpoints, load_checkpoint
+from utils.weights.files import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 
@@ -377,8 +377,8 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     before every checkpoint and weight file (in-process: no run provokes this on demand)."""
     import nnabla as nn
 
-    from utils.comm import Communicator
-    from utils.training import check_finite_parameters
+    from utils.process.comm import Communicator
+    from utils.train.training import check_finite_parameters
 
     weights = nn.parameter.get_parameter_or_create("affine/W", (2, 2))
     weights.d = np.ones((2, 2))

@@ -35,12 +35,12 @@ from train_fixtures import (
 )
 
 from models import build_network, get_architecture
-from utils.atomic import LOCK_NAME
-from utils.config import load_config
-from utils.lr_schedules import build_schedule
-from utils.monitor import read_series, timer_path
-from utils.runtime import USER_ERROR_STATUS
-from utils.weights import read_parameters
+from utils.outputs.monitor import read_series, timer_path
+from utils.process.atomic import LOCK_NAME
+from utils.process.runtime import USER_ERROR_STATUS
+from utils.recipe.config import load_config
+from utils.recipe.schedules import build_schedule
+from utils.weights.files import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs train.py end to end
 

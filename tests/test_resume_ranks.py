@@ -19,11 +19,11 @@ from fault_fixtures import Process, run
 from run_fixtures import checkpoint_names, scalars
 from train_fixtures import PREEMPTED, Setup, train_args, values
 
-from utils.checkpoint import load_checkpoint
-from utils.monitor import read_series, series_path
-from utils.run_spec import BatchSplit
-from utils.runtime import USER_ERROR_STATUS
-from utils.weights import read_parameters
+from utils.outputs.monitor import read_series, series_path
+from utils.process.runtime import USER_ERROR_STATUS
+from utils.train.checkpoint import load_checkpoint
+from utils.train.spec import BatchSplit
+from utils.weights.files import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs train.py end to end
 

@@ -156,7 +156,7 @@ def test_dev_as_root_installs_the_system_test_packages_dpkg_lacks(checkout):
 def test_gpu_installs_all_but_pip_mpich_then_reports_the_stack(checkout):
     """--gpu installs requirements.txt without pip's MPICH (which cannot serve NNabla's
     multi-GPU communicator) and ends with the stack check, failing when it fails. The check
-    itself (utils/gpu_stack.py, tests/test_gpu_stack.py) needs NNabla and mpi4py, which this
+    itself (utils/process/gpu_stack.py, tests/test_gpu_stack.py) needs NNabla and mpi4py, which this
     empty environment has not: a stand-in prints a row and returns the status asked."""
     bin_dir = checkout.parent / "bin"
     forwarding(bin_dir / "python3.10", REAL_PYTHON)
@@ -171,7 +171,7 @@ def test_gpu_installs_all_but_pip_mpich_then_reports_the_stack(checkout):
     assert plain.returncode != 0 and "mpich" in plain.stderr  # the line --gpu leaves out
     gpu = setup(checkout, "--gpu", STACK_STATUS="0")
     assert gpu.returncode == 0, gpu.stderr
-    assert "setup: the GPU stack (python -m utils.gpu_stack):\nstand-in row\n" in gpu.stdout
+    assert "setup: the GPU stack (python -m utils.process.gpu_stack):\nstand-in row\n" in gpu.stdout
     missing = setup(checkout, "--gpu", STACK_STATUS="1")
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1].startswith(

@@ -26,7 +26,7 @@ from train_fixtures import (
     wait_for,
 )
 
-from utils.optim import (
+from utils.recipe.solvers import (
     AdamWSolverSection,
     LambSolverSection,
     LarsSolverSection,
@@ -349,7 +349,7 @@ def test_nnabla_adds_adams_eps_before_the_bias_correction():
 
 # --------------------------------------------------------------------------- demo-set runs
 
-# Absolute step sizes (see utils.optim), chosen for these 2-class, 3-epoch runs; the
+# Absolute step sizes (see utils.recipe.solvers), chosen for these 2-class, 3-epoch runs; the
 # decays are published recipes' (DeiT's AdamW: PyTorch's 0.05, which is 0.05 * base_lr in the
 # paper's terms that ours follow; LAMB of "ResNet strikes back" A2: 0.02, the same in both).
 RUNS = {"adamw": ("0.002", "solver: {type: adamw, exclude_from_decay: 1d}\n", "1.0e-4"),

@@ -12,8 +12,8 @@ from paths import REPO
 
 from models import NORMALIZATIONS
 from models.efficientnet import SCALINGS
-from utils.config import load_config
-from utils.published import PUBLISHED
+from utils.recipe.config import load_config
+from utils.weights.published import PUBLISHED
 
 # The official README's results tables: file -> top-1 error (%).
 OFFICIAL_TOP1_ERRORS = {

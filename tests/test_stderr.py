@@ -9,8 +9,8 @@ import pytest
 from eval_fixtures import make_weight_file, run_script
 from paths import DEMO
 
-from utils.errors import USER_ERROR_STATUS
-from utils.image_probe import verify_image
+from utils.data.image_probe import verify_image
+from utils.process.errors import USER_ERROR_STATUS
 
 PHOTO = DEMO / "val" / "ILSVRC2012_val_00000001.JPEG"
 
@@ -112,7 +112,8 @@ def test_the_policies_do_not_repeat_dalis_deprecation_warning():
     DeprecationWarning per pipeline built, 2-4 times an epoch."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from utils.augmentation import Augmentation, apply_policy
+    from utils.data.augmentation import apply_policy
+    from utils.recipe.augmentation import Augmentation
 
     def graph():
         images = fn.random.uniform(range=[0, 255], shape=[8, 8, 3], dtype=types.UINT8)

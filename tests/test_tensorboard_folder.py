@@ -8,7 +8,7 @@ import shutil
 import pytest
 from run_fixtures import accumulator, scalars
 
-from utils.tensorboard import TensorBoard, tensorboard_folder
+from utils.outputs.tensorboard import TensorBoard, tensorboard_folder
 
 pytest.importorskip("tensorboard")  # the reader (requirements-tensorboard.txt)
 
@@ -33,7 +33,7 @@ def test_a_removed_folder_is_made_again_with_a_warning(tmp_path, capsys):
 
 def test_integers_beyond_int64_reach_hparams_as_text(tmp_path):
     """`-e 9223372036854775808` ended in "ufunc 'isnan' not supported" inside tensorboardX."""
-    from utils.tensorboard import flatten
+    from utils.outputs.tensorboard import flatten
 
     flat = flatten({"epochs": 2**63, "seed": 2**63 - 1, "small": -2**63, "huge": -2**63 - 1})
     assert flat == {"epochs": "9223372036854775808", "seed": 2**63 - 1, "small": -2**63,

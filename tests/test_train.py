@@ -40,11 +40,11 @@ from train_rank_digests import MARKER, parameter_digest
 
 import train
 from models import get_architecture
-from utils.checkpoint import load_checkpoint
-from utils.config import load_config
-from utils.monitor import read_series, timer_path
-from utils.run_spec import RunSpec
-from utils.weights import read_parameters
+from utils.outputs.monitor import read_series, timer_path
+from utils.recipe.config import load_config
+from utils.train.checkpoint import load_checkpoint
+from utils.train.spec import RunSpec
+from utils.weights.files import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
 
@@ -189,7 +189,7 @@ def test_iteration_seed_is_a_function_of_the_position():
     seed = train.iteration_seed
     # The same in another process (a resumed run is one): nothing salted per process.
     other = subprocess.run(
-        [sys.executable, "-c", "import sys; from utils.training import iteration_seed; "
+        [sys.executable, "-c", "import sys; from utils.train.training import iteration_seed; "
          "print(iteration_seed(3, 1, 7, 11), iteration_seed(12345, 0, 89, 4999))"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "7"})
     assert other.stdout.split() == [str(seed(3, 1, 7, 11)), str(seed(12345, 0, 89, 4999))], \

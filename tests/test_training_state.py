@@ -1,4 +1,4 @@
-"""utils/training.py: the resumable state of a run, and checkpoints written before it existed.
+"""utils/train/training.py: the resumable state of a run, and checkpoints written before it existed.
 
 `tests/data/checkpoint_before_refactor.json` describes a mid-epoch checkpoint written by the
 train.py of commit 3841e13, before `TrainingState` owned the checkpoint's contents:
@@ -28,19 +28,19 @@ from data_fixtures import make_batches
 from eval_fixtures import run_script
 from paths import DATA_DIR, REPO
 
-from utils import training
-from utils.batch_mixing import MIXUP_SEED, BatchMixing
-from utils.checkpoint import checkpoint_dir, load_checkpoint
-from utils.comm import Communicator
-from utils.config import load_config
-from utils.ema import WeightEma
-from utils.file_list import read_file_list
-from utils.losses import classification_loss, top_n_error_count
-from utils.lr_schedules import solver_learning_rate
-from utils.monitor import read_series, series_path
-from utils.optim import MomentumSolver
-from utils.run_spec import BatchSplit, RunSpec
-from utils.training import TrainingGraph, TrainingState, update_group
+from utils.eval.losses import classification_loss, top_n_error_count
+from utils.labels.file_list import read_file_list
+from utils.outputs.monitor import read_series, series_path
+from utils.process.comm import Communicator
+from utils.recipe.config import load_config
+from utils.recipe.schedules import solver_learning_rate
+from utils.recipe.solvers import MomentumSolver
+from utils.train import training
+from utils.train.checkpoint import checkpoint_dir, load_checkpoint
+from utils.train.ema import WeightEma
+from utils.train.mixing import MIXUP_SEED, BatchMixing
+from utils.train.spec import BatchSplit, RunSpec
+from utils.train.training import TrainingGraph, TrainingState, update_group
 
 DEMO_TRAIN = REPO / "data" / "demo" / "train"
 OLD = json.loads((DATA_DIR / "checkpoint_before_refactor.json").read_text())
@@ -69,7 +69,7 @@ def old_arrays() -> Dict[str, np.ndarray]:
 
 
 def write_old_checkpoint(folder: Path) -> Tuple[Path, Dict[str, np.ndarray]]:
-    """The described checkpoint in the on-disk format, independent of utils.checkpoint."""
+    """The described checkpoint in the on-disk format, independent of utils.train.checkpoint."""
     arrays = old_arrays()
     digest = hashlib.sha256()
     for key in sorted(arrays):

@@ -9,7 +9,7 @@ import pytest
 from eval_fixtures import randomise_parameters
 
 from models import build_network
-from utils.evaluation import build_evaluation_graph
+from utils.eval.evaluation import build_evaluation_graph
 
 SIZE = 32
 

@@ -28,7 +28,7 @@ from run_fixtures import assert_same_run
 from train_fixtures import TIMEOUT, train_args
 from train_rank_digests import MARKER
 
-from utils.weights import read_parameters
+from utils.weights.files import read_parameters
 
 pytestmark = slow  # training runs under mpirun
 

@@ -20,9 +20,9 @@ import infer
 import plot_curves
 import train
 import validation
-from utils.errors import USER_ERROR_STATUS, DataError, run_simple
-from utils.monitor import MonitorSeries
-from utils.runtime import run
+from utils.outputs.monitor import MonitorSeries
+from utils.process.errors import USER_ERROR_STATUS, DataError, run_simple
+from utils.process.runtime import run
 
 
 def one_line(capsys, *parts: str) -> str:

@@ -24,8 +24,8 @@ from eval_fixtures import (
 )
 
 import validation
-from utils.atomic import lock_folder
-from utils.runtime import USER_ERROR_STATUS
+from utils.process.atomic import lock_folder
+from utils.process.runtime import USER_ERROR_STATUS
 
 IMAGES = 13
 
@@ -192,7 +192,7 @@ def test_nvjpeg_padding_is_in_bytes_default_included():
 
 
 def test_spatial_size_takes_one_or_two_numbers(capsys):
-    from utils.cli import spatial_size_of
+    from utils.cli.flags import spatial_size_of
 
     parse = validation.parse_args
     assert spatial_size_of(parse(["w.h5", "-a", "efficientnet_b1"])) == (240, 240)

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-import utils.watchdog
-from utils.comm import Communicator
-from utils.watchdog import Watchdog, heartbeat, start_watchdog, stop_watchdog
+import utils.process.watchdog
+from utils.process.comm import Communicator
+from utils.process.watchdog import Watchdog, heartbeat, start_watchdog, stop_watchdog
 
 TIMEOUT = 1.0  # its thread checks every 0.1 s
 
@@ -67,7 +67,7 @@ class Recorded(Watchdog):
 @pytest.fixture
 def clock(monkeypatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(utils.watchdog, "time", fake)
+    monkeypatch.setattr(utils.process.watchdog, "time", fake)
     return fake
 
 

@@ -28,7 +28,8 @@ from PIL import Image
 from run_fixtures import accumulator, scalars
 from tensorboard_server import tensorboard
 
-from utils.batch_grid import (
+from utils.labels.file_list import read_file_list
+from utils.outputs.batch_grid import (
     TRAIN_BATCH_PNG,
     VAL_BATCH_PNG,
     Grid,
@@ -36,12 +37,11 @@ from utils.batch_grid import (
     draw_grid,
     to_pixels,
 )
-from utils.batch_mixing import MIXUP_SEED, BatchMixing
-from utils.config import load_config
-from utils.file_list import read_file_list
-from utils.monitor import read_series, series_path
-from utils.recorder import default_interval
-from utils.tensorboard import TensorBoard, flatten, open_tensorboard
+from utils.outputs.monitor import read_series, series_path
+from utils.outputs.recorder import default_interval
+from utils.outputs.tensorboard import TensorBoard, flatten, open_tensorboard
+from utils.recipe.config import load_config
+from utils.train.mixing import MIXUP_SEED, BatchMixing
 
 BATCH, SIZE, INTERVAL, ITERATIONS = 8, 32, 2, 5
 CONFIG = """\
@@ -393,7 +393,7 @@ def test_class_names_come_from_labels_or_beside_the_training_list(inputs, tmp_pa
 FULL_DISK = """\
 import resource, signal, sys
 import numpy as np
-from utils.tensorboard import TensorBoard
+from utils.outputs.tensorboard import TensorBoard
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
 board = TensorBoard(sys.argv[1], 0)
 resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))
@@ -417,8 +417,8 @@ def test_an_event_file_that_cannot_be_written_is_a_warning(tmp_path):
 
 def test_plot_curves_draws_the_curves_within_the_epoch(tmp_path):
     from plot_curves import main as plot_curves
-    from utils.monitor import TrainingMonitors
-    from utils.plots import CHARTS, draw_chart
+    from utils.outputs.monitor import TrainingMonitors
+    from utils.outputs.plots import CHARTS, draw_chart
 
     monitors = TrainingMonitors(str(tmp_path), True, 0)
     for step in range(2, 21, 2):

@@ -6,7 +6,7 @@ import pytest
 from eval_fixtures import randomise_parameters
 
 from models import build_network
-from utils.weights import (
+from utils.weights.files import (
     Layout,
     WeightFileError,
     adapt,

@@ -18,8 +18,8 @@ from paths import DEMO, HANG_GUARD, REPO
 from run_fixtures import assert_same_run, train_command
 
 import train
-from utils.monitor import read_series, series_path
-from utils.pause_point import PAUSE_ENV
+from utils.outputs.monitor import read_series, series_path
+from utils.process.pause_point import PAUSE_ENV
 
 CLASSES = ("bag", "trouser")
 TRAIN_IMAGES_PER_CLASS = 45  # 90 images: 12 batches of 8, the last with 2 real samples
@@ -106,7 +106,7 @@ def run_train(*args: str, mpi_ranks: int = 0) -> subprocess.CompletedProcess:
 
 def start_train(args: Sequence[str], log: Path, pause: str = "") -> subprocess.Popen:
     """train.py in the background, its stderr (log and progress bars) going to `log`;
-    `pause`: a point where it waits for a stop signal or a kill (utils/pause_point.py)."""
+    `pause`: a point where it waits for a stop signal or a kill (utils/process/pause_point.py)."""
     with open(log, "w") as err:
         return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=err,

@@ -1,0 +1,4 @@
+"""Input data.
+
+Which images make each batch, the DALI pipelines, augmentation and image probing.
+"""

@@ -1,0 +1,115 @@
+"""Training augmentation: the random-resized crop with a flip, drawn in Python, and DALI's
+automatic augmentation policies.
+
+The crop windows and flips are pure functions of (seed, epoch, iteration, rank), so that a
+resumed run needs no random state; the policies (`nvidia.dali.auto_aug`, DALI's own
+RandAugment, TrivialAugment and AutoAugment) draw from DALI's random state, seeded per epoch
+and rank (`policy_seed`). The recipe section they follow is `utils.recipe.augmentation`.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, List, Sequence, Tuple
+
+import numpy as np
+
+from ..recipe.augmentation import (
+    CROP_AREA,
+    CROP_ATTEMPTS,
+    CROP_RATIO,
+    OFFICIAL,
+    POLICIES,
+    Augmentation,
+)
+
+FLIP_PROBABILITY = 0.5
+# Tags keeping the crop's and the policies' random streams apart from each other and from the
+# shuffle's (batch_plan.py).
+_AUGMENT_STREAM, _POLICY_STREAM = 0xA06, 0x9011
+
+
+
+def random_resized_crop_window(
+    width: int, height: int, rng: np.random.Generator,
+    area_range: Tuple[float, float] = CROP_AREA, ratio_range: Tuple[float, float] = CROP_RATIO,
+) -> Tuple[int, int, int, int]:
+    """(x, y, w, h) of a crop covering `area_range` of the image (8-100 %) with an aspect in
+    `ratio_range` (3/4..4/3).
+
+    Up to 10 draws; if none fits, the centre crop with the aspect clamped to the range. Always
+    consumes the same number of random numbers, so later draws do not depend on the image.
+    """
+    u = rng.random((CROP_ATTEMPTS, 4))
+    area = width * height
+    log_lo, log_hi = math.log(ratio_range[0]), math.log(ratio_range[1])
+    for a_u, r_u, x_u, y_u in u:
+        target = area * (area_range[0] + (area_range[1] - area_range[0]) * a_u)
+        aspect = math.exp(log_lo + (log_hi - log_lo) * r_u)
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            x = min(int(x_u * (width - w + 1)), width - w)
+            y = min(int(y_u * (height - h + 1)), height - h)
+            return x, y, w, h
+    ratio = width / height
+    if ratio < ratio_range[0]:
+        w, h = width, min(height, max(1, int(round(width / ratio_range[0]))))
+    elif ratio > ratio_range[1]:
+        w, h = min(width, max(1, int(round(height * ratio_range[1])))), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def augmentation_plan(
+    sizes: Sequence[Tuple[int, int]], seed: int, epoch: int, iteration: int, rank: int,
+    augmentation: Augmentation = OFFICIAL,
+) -> List[Tuple[int, int, int, int, bool]]:
+    """(x, y, w, h, flip) for each (width, height) image of a rank's training batch.
+
+    A pure function of its arguments: the crops' and flips' randomness, so that resuming
+    needs no random state and ranks draw independent streams.
+    """
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+        [_AUGMENT_STREAM, seed, epoch, iteration, rank])))
+    plan = []
+    for width, height in sizes:
+        window = random_resized_crop_window(width, height, rng, augmentation.random_area,
+                                            augmentation.random_aspect_ratio)
+        plan.append((*window, bool(rng.random() < FLIP_PROBABILITY)))
+    return plan
+
+
+def policy_seed(seed: int, epoch: int, rank: int) -> int:
+    """DALI's seed for the policy operators of one epoch on one rank: a policy's draws are then
+    a function of (seed, epoch, rank) and the iteration reached."""
+    state = np.random.SeedSequence([_POLICY_STREAM, seed, epoch, rank]).generate_state(1)
+    return int(state[0] % (2**31 - 1))
+
+
+def apply_policy(images: Any, augmentation: Augmentation) -> Any:
+    """DALI's own implementation of the policy on a batch of uint8 HWC images.
+
+    DALI's policies call its deprecated `fn.experimental.equalize` alias, which warns (three
+    lines, each time a pipeline is built: 2-4 times per epoch) about DALI's code, not ours;
+    DALI forces that warning on (`simplefilter("default")`), so it is caught, not filtered."""
+    with warnings.catch_warnings(record=True) as caught:
+        result = _dali_policy(images, augmentation)
+    for w in caught:
+        if not (issubclass(w.category, DeprecationWarning)
+                and "nvidia.dali.fn.experimental." in str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
+def _dali_policy(images: Any, augmentation: Augmentation) -> Any:
+    from nvidia.dali.auto_aug import auto_augment, rand_augment, trivial_augment
+
+    if augmentation.policy == "randaugment":
+        return rand_augment.rand_augment(images, n=augmentation.n, m=augmentation.m)
+    if augmentation.policy == "trivialaugment":
+        return trivial_augment.trivial_augment_wide(images)
+    if augmentation.policy == "autoaugment":
+        return auto_augment.auto_augment_image_net(images)
+    raise ValueError(f"unknown policy {augmentation.policy!r}; choose from {POLICIES}")

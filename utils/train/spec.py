@@ -1,0 +1,134 @@
+"""A training run as it was asked for: built once from train.py's flags and the recipe, and
+all the training loop reads of them."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..recipe.config import TrainConfig
+
+# The fields a resumed run must keep (its checkpoint's "identity" record); -e may change the
+# epochs, the fields of `BatchSplit` may change if their global batch stays (see it), and the
+# rest says how the loop runs, which a resumed run may change.
+IDENTITY_FIELDS = ("arch", "num_classes", "type_config", "channel_last", "spatial_size",
+                   "batch_size", "num_ranks", "config", "model_load_path", "finetune", "seed",
+                   "ema_decay")
+
+
+@dataclass(frozen=True)
+class BatchSplit:
+    """How the global batch of an update is made: `batch_size` images per rank and batch, on
+    `num_ranks` ranks, over `accumulate_steps` batches. The learning rate, the schedule and
+    the data order follow the global batch alone, so a run may resume with another split of
+    the same global batch (another number of ranks) and continue the same training."""
+
+    batch_size: int
+    num_ranks: int
+    accumulate_steps: int = 1
+
+    @classmethod
+    def of(cls, identity: Dict[str, Any]) -> BatchSplit:
+        """The split of a checkpoint's identity record."""
+        return cls(identity["batch_size"], identity["num_ranks"],
+                   identity.get("accumulate_steps", 1))
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.num_ranks * self.accumulate_steps
+
+    def __str__(self) -> str:
+        ranks = f"{self.num_ranks} rank" + ("s" if self.num_ranks > 1 else "")
+        steps = f" x {self.accumulate_steps} accumulated" if self.accumulate_steps > 1 else ""
+        return f"{self.batch_size} x {ranks}{steps}"
+
+    def resumed_as(self, now: BatchSplit) -> str:
+        """The log line of a run of this split resumed with `now`, of the same global batch."""
+        return (f"resuming a {self.num_ranks}-rank run on {now.num_ranks} rank"
+                f"{'s' if now.num_ranks > 1 else ''}: batch {self} -> {now}, global batch "
+                f"{self.global_batch} kept")
+
+    def refusal(self, now: BatchSplit) -> str:
+        """Why a run of this split cannot resume as `now` (another global batch), and the
+        -b and --accumulate-steps that would keep it on `now`'s ranks (or on the most ranks
+        below that can)."""
+        total, ranks = self.global_batch, now.num_ranks
+        said = (f"the run was trained with a global batch of {total} ({self}), not "
+                f"{now.global_batch} ({now}); ")
+        if total % ranks:
+            fits = max(r for r in range(1, ranks + 1) if total % r == 0)
+            said += f"on {ranks} ranks no -b keeps it; on {fits} rank{'s' if fits > 1 else ''}"
+            ranks = fits
+        else:
+            said += f"on {ranks} rank{'s' if ranks > 1 else ''}"
+        options = " or ".join(_keeping(total // ranks, (now.batch_size, self.batch_size),
+                                       now.accumulate_steps > 1))
+        return f"{said} use {options} (a new --monitor-path starts a new run)"
+
+
+SPLIT_FIELDS = tuple(f.name for f in fields(BatchSplit))  # in the identity, as RunSpec's
+
+
+def _keeping(per_rank: int, batch_sizes: Tuple[int, ...], accumulating: bool) -> List[str]:
+    """-b (and --accumulate-steps, always said when the run has it) that make `per_rank`
+    images per rank and update: the whole as one batch, and the first of `batch_sizes` that
+    divides it in several."""
+    options = [f"-b {per_rank}" + (" --accumulate-steps 1" if accumulating else "")]
+    for b in batch_sizes:
+        if b < per_rank and per_rank % b == 0:
+            options.append(f"-b {b} --accumulate-steps {per_rank // b}")
+            break
+    return options
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to train and how the loop runs (see `IDENTITY_FIELDS` for which is which)."""
+
+    arch: str
+    num_classes: int
+    type_config: str
+    channel_last: bool
+    spatial_size: Tuple[int, int]
+    batch_size: int  # per rank
+    num_ranks: int
+    config: TrainConfig
+    seed: int
+    model_load_path: Optional[str] = None
+    finetune: bool = False
+    ema_decay: float = 0.0  # 0: no EMA
+    accumulate_steps: int = 1  # batches summed into one update
+    dynamic_loss_scaling: bool = False
+    recompute_bn: int = 0  # training batches that re-estimate BN statistics before validation
+    val_interval: int = 10  # epochs; <= 0: no validation
+    model_save_interval: int = 10  # epochs
+    keep_checkpoints: int = 3
+    tensorboard: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, config: TrainConfig, num_ranks: int
+                  ) -> RunSpec:
+        """From train.py's parsed flags (`config` loaded with their -e)."""
+        return cls(
+            args.arch, args.num_classes, args.type_config, args.channel_last,
+            tuple(args.spatial_size), args.batch_size, num_ranks, config, args.seed,
+            args.model_load_path, args.finetune, args.ema_decay, args.accumulate_steps,
+            args.dynamic_loss_scaling, args.recompute_bn, args.val_interval,
+            args.model_save_interval, args.keep_checkpoints, not args.no_tensorboard)
+
+    @property
+    def split(self) -> BatchSplit:
+        return BatchSplit(self.batch_size, self.num_ranks, self.accumulate_steps)
+
+    def due(self, done: int, interval: int) -> bool:
+        """Whether something done every `interval` epochs and at the end is due after `done`."""
+        return done % interval == 0 or done == self.config.epochs
+
+    def identity(self) -> Dict[str, Any]:
+        """The JSON record of `IDENTITY_FIELDS` a checkpoint keeps (the keys of the first
+        version: checkpoints written since then still resume)."""
+        record: Dict[str, Any] = {name: getattr(self, name) for name in IDENTITY_FIELDS}
+        record.update(spatial_size=list(self.spatial_size), config=self.config.to_dict())
+        if self.accumulate_steps > 1:  # (only when used: older identities stay as they were)
+            record["accumulate_steps"] = self.accumulate_steps
+        return record
