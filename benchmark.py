@@ -4,9 +4,9 @@ For every architecture (default: all of them) at its native input size (or --spa
 
 - infer img/s: the test-mode network's forward pass (batch-norm running statistics, no
   dropout), as validation.py and infer.py run it;
-- train img/s: train.py's step on the same batch: forward of the training graph with the
-  recipe's loss (-C, default cfg/cos90.yaml), backward, the gradient all-reduce (under
-  mpirun) and the momentum solver's update with weight decay;
+- train img/s: the training step on the same batch, built by the code train.py runs: forward
+  of the training graph with the recipe's loss (-C, default cfg/cos90.yaml), backward, the
+  gradient all-reduce (under mpirun) and the recipe's solver update with weight decay;
 - parameters (trainable values) and multiply-accumulates per image of the convolutions and
   fully-connected layers, counted from the network's graph (utils/weights/stats.py).
 
@@ -57,10 +57,10 @@ from utils.train.training import (
     accumulate_gradients,
     apply_update,
     build_training_graph,
+    check_layout,
+    input_shape,
 )
 from utils.weights.stats import ModelStats, model_stats
-
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cfg", "cos90.yaml")
 
 
 def seconds(text: str) -> float:
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = help_text.add_group(p, "what to measure",
                             "The training step uses the loss, mixup and solver of -C.")
     cli.add_batch_size_flag(g, 32)
-    cli.add_train_config_flag(g, DEFAULT_CONFIG)
+    cli.add_train_config_flag(g)
     g.add_argument("--warmup", type=cli.non_negative_int, default=1, metavar="N",
                    help="untimed steps before each measurement (default: %(default)s)")
     g.add_argument("--iterations", type=cli.positive_int, default=5, metavar="N",
@@ -299,7 +299,7 @@ def training_fits(stats: ModelStats, batch: int, rt: Runtime, arch: str) -> bool
 
 def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str) -> Row:
     """One architecture's row: its size, then training (if it fits), then inference."""
-    shape, size = input_shape(args, arch), input_size(args, arch)
+    shape, size = batch_shape(args, arch), input_size(args, arch)
     stats = network_stats(arch, size, args.num_classes)
     nn.seed(0)
     rates: List[Optional[float]] = [None, None]
@@ -356,19 +356,16 @@ def input_size(args: argparse.Namespace, arch: str) -> Tuple[int, int]:
     return tuple(args.spatial_size) if args.spatial_size else (native, native)
 
 
-def input_shape(args: argparse.Namespace, arch: str) -> Tuple[int, ...]:
-    """The batch the network is fed: -b images at `input_size`, 4 channels in half
-    precision as train.py feeds them, NHWC with --channel-last."""
-    size = input_size(args, arch)
-    channels = 4 if args.type_config == "half" else 3
-    return (args.batch_size, *size, channels) if args.channel_last else \
-        (args.batch_size, channels, *size)
+def batch_shape(args: argparse.Namespace, arch: str) -> Tuple[int, ...]:
+    """The training batch of -b images at `input_size`."""
+    return input_shape(args.batch_size, input_size(args, arch), args.type_config,
+                                args.channel_last)
 
 
 def check_inputs_fit(args: argparse.Namespace) -> None:
     """Every network's random input batch (float32) fits in memory, before any is built."""
     for arch in args.arch:
-        shape = input_shape(args, arch)
+        shape = batch_shape(args, arch)
         check_batch_fits(4 * int(np.prod(shape, dtype=np.float64)), available_memory(),
                          f"{shape[0]} input images of {arch} ({' x '.join(map(str, shape))})",
                          "use a smaller -b or --spatial-size", where="as float32 pixels alone")
@@ -389,8 +386,7 @@ def write_rows(path: str, rows: Sequence[Row]) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     rt = setup_runtime(args)  # (-t half becomes float on the CPU, and says so)
-    if args.channel_last and rt.backend == "cpu":
-        raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
+    check_layout(args.channel_last, rt.backend)
     if args.no_infer and (args.no_train or "nnabla" not in args.runtimes):
         raise UsageError("--no-infer and --no-train leave nothing to measure"
                          if args.no_train else

@@ -35,7 +35,7 @@ from utils.cli import help_text
 from utils.data.batch_plan import BatchPlan
 from utils.data.pipelines import ImageBatches
 from utils.eval.evaluation import EvaluationResult, evaluate, network_for_weights
-from utils.eval.per_class import ClassCounts, plot_confusion, write_per_class
+from utils.eval.per_class import ClassCounts
 from utils.eval.sets import (
     CLASS_FOLDERS,
     OFFICIAL_VAL_FILES,
@@ -49,10 +49,8 @@ from utils.eval.sets import (
 )
 from utils.labels.file_list import LIST_WRITERS, FileList, read_file_list
 from utils.labels.imagenet import class_names
-from utils.outputs.batch_grid import VAL_BATCH_PNG, first_batch_grid, save_png
-from utils.outputs.monitor import refuse_training_run
-from utils.outputs.recorder import record_evaluation
-from utils.process.atomic import check_can_create
+from utils.outputs.batch_grid import first_batch_grid
+from utils.outputs.sink import output_sink
 from utils.process.errors import UsageError
 from utils.process.runtime import Runtime, run, setup_runtime
 from utils.process.watchdog import start_watchdog
@@ -185,9 +183,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UsageError("--recompute-bn changes the network's statistics in NNabla: use it "
                          "with --runtime nnabla")
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
-    if comm.is_main:  # fail now, not after the evaluation
-        check_can_create(args.monitor_path, "monitor path (-M)")
-        refuse_training_run(args.monitor_path, "-M")
+    outputs = output_sink(args.monitor_path, comm.is_main, rt.log)
+    outputs.claim_for_evaluation("-M")
     weights = open_weights(args.weights, args.arch, not args.no_download, comm)
     num_classes = weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
@@ -208,17 +205,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     counts, real = ClassCounts.empty(num_classes), scored.real_counts()
     with batches:
         # the first batch as the network receives it, written with the results
-        first = first_batch_grid(batches, names) if comm.is_main else None
+        first = first_batch_grid(batches, names)
         result = evaluate(graph, batches, comm, progress=not args.no_progress,
                           observers=[counts] + ([real] if real else []))
     if real is not None:
         result = replace(result, real=real.errors())
-    if comm.is_main:  # the result first: a folder that fails now loses nothing
-        report(args, result, counts, names, scored)
-        record_evaluation(result, args.monitor_path, 0, fresh=True)
-        write_per_class(counts, names, args.monitor_path)
-        plot_confusion(counts, names, args.monitor_path)
-        save_png(first.image, os.path.join(args.monitor_path, VAL_BATCH_PNG))
+    outputs.evaluation(result, summary(args, result, counts, names, scored), counts, names,
+                       first)
     return 0
 
 
@@ -237,21 +230,19 @@ def recompute_statistics(args: argparse.Namespace, train_files: FileList,
     rt.log(f"batch-norm statistics recomputed from {used} training batches per rank")
 
 
-def report(args: argparse.Namespace, result: EvaluationResult, counts: ClassCounts,
-           names: List[Optional[str]], scored: EvalSet) -> None:
+def summary(args: argparse.Namespace, result: EvaluationResult, counts: ClassCounts,
+            names: List[Optional[str]], scored: EvalSet) -> str:
     """The summary line, or with --json the result, the class names and the worst classes."""
     mask = scored.mask
     if args.json:
-        scored = None if mask is None else {"classes": list(mask.classes),
-                                            "source": mask.source}
-        print(json.dumps({"weights": args.weights, "arch": args.arch, **result.as_dict(),
-                          "num_classes": len(names), "class_mask": scored,
-                          "labels": args.labels, "class_names": names,
-                          "worst_classes": counts.worst(names)}),
-              flush=True)
-    else:
-        scope = f" ({mask.describe()})" if mask else ""
-        print(f"{args.arch} {args.weights}{scope}: {result.summary()}", flush=True)
+        class_mask = None if mask is None else {"classes": list(mask.classes),
+                                                "source": mask.source}
+        return json.dumps({"weights": args.weights, "arch": args.arch, **result.as_dict(),
+                           "num_classes": len(names), "class_mask": class_mask,
+                           "labels": args.labels, "class_names": names,
+                           "worst_classes": counts.worst(names)})
+    scope = f" ({mask.describe()})" if mask else ""
+    return f"{args.arch} {args.weights}{scope}: {result.summary()}"
 
 
 if __name__ == "__main__":

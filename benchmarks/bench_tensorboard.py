@@ -12,7 +12,7 @@ alternately with and without TensorBoard, each for 1 and for --epochs epochs. Tw
   less those of the 1-epoch run (start-up, first epoch) are the steady-state epochs' own,
   TensorBoard's writing thread included; the median over rounds;
 - what TensorBoard adds to each point of the curves, measured in this process (the
-  recorder's iteration event with and without the event file, CPU time), against a training
+  output sink's iteration event with and without the event file, CPU time), against a training
   iteration's CPU time: the ratio a noiseless machine would show.
 
 The curves within the epoch get a point every --log-interval iterations (default 1, the most
@@ -36,9 +36,7 @@ from bench_train import REPO, run_train, train_rate, write_train_list  # noqa: E
 
 sys.path.insert(0, str(REPO))
 
-from utils.outputs.monitor import TrainingMonitors  # noqa: E402
-from utils.outputs.recorder import IterationPoint, RunRecorder  # noqa: E402
-from utils.outputs.tensorboard import TensorBoard  # noqa: E402
+from utils.outputs.sink import IterationPoint, output_sink  # noqa: E402
 
 KINDS = {"on": [], "off": ["--no-tensorboard"]}
 
@@ -47,13 +45,12 @@ def point_seconds(folder: Path, board: bool, points: int = 2000) -> float:
     """CPU seconds of one point of the curves within the epoch (series lines, and with
     `board` the TensorBoard scalars), the writing thread's included."""
     folder.mkdir()
-    recorder = RunRecorder(str(folder), True, TrainingMonitors(str(folder), True, 0),
-                           TensorBoard(str(folder / "tensorboard"), 0) if board else None,
-                           lambda line: None)
+    outputs = output_sink(str(folder), True, lambda line: None)
+    outputs.start_session(0, 0, resumed=False, tensorboard=board)
     start = time.process_time()
     for step in range(1, points + 1):
-        recorder.iteration(IterationPoint(step, 0.5, 0.25, 1e-3, 80.0))
-    recorder.close()  # (waits for the writing thread)
+        outputs.iteration(IterationPoint(step, 0.5, 0.25, 1e-3, 80.0))
+    outputs.close()  # (waits for the writing thread)
     return (time.process_time() - start) / points
 
 

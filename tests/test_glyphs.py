@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from utils.eval.per_class import ClassCounts, confusion_figure, drawable
+from utils.eval.per_class import ClassCounts
+from utils.outputs.class_report import confusion_figure, drawable
 
 
 def test_latin_names_are_drawn_and_cjk_ones_are_not():

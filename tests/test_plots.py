@@ -16,7 +16,7 @@ import plot_curves
 from utils.eval.evaluation import EvaluationResult
 from utils.outputs.monitor import MonitorSeries
 from utils.outputs.plots import CHARTS, chart_lines, draw_chart, plot_monitor, run_names
-from utils.outputs.recorder import record_evaluation
+from utils.outputs.sink import record_evaluation
 from utils.process.errors import run_simple
 
 

@@ -40,10 +40,14 @@ from train_rank_digests import MARKER, parameter_digest
 
 import train
 from models import get_architecture
+from utils.data.batch_plan import Shard
+from utils.data.pipelines import ImageFormat, InputPipeline
 from utils.outputs.monitor import read_series, timer_path
 from utils.recipe.config import load_config
 from utils.train.checkpoint import load_checkpoint
+from utils.train.run import PREEMPTED_EXIT_STATUS
 from utils.train.spec import RunSpec
+from utils.train.training import iteration_seed
 from utils.weights.files import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end
@@ -186,7 +190,7 @@ def test_train_py_runs_under_mpirun_directly(setup, tmp_path):
 def test_iteration_seed_is_a_function_of_the_position():
     """Valid NNabla seeds; the ranks of one step differ; so do the steps of one rank over 90
     epochs of up to 5000 iterations (ImageNet at a global batch of 256)."""
-    seed = train.iteration_seed
+    seed = iteration_seed
     # The same in another process (a resumed run is one): nothing salted per process.
     other = subprocess.run(
         [sys.executable, "-c", "import sys; from utils.train.training import iteration_seed; "
@@ -204,7 +208,9 @@ def test_iteration_seed_is_a_function_of_the_position():
 
 def identity_of(*argv: str, ranks: int = 1) -> dict:
     args = train.parse_args(["-a", "resnet18", "--spatial-size", "32", *argv])
-    return RunSpec.from_args(args, load_config(args.train_config, args.epochs), ranks).identity()
+    inputs = InputPipeline(ImageFormat(tuple(args.spatial_size)), shard=Shard(0, ranks))
+    return RunSpec.from_args(args, load_config(args.train_config, args.epochs), inputs,
+                             "out").identity()
 
 
 def test_the_run_identity_holds_what_a_resume_must_keep():
@@ -318,7 +324,7 @@ def test_the_stop_message_says_how_to_resume(setup, tmp_path, monitor_given):
                                    env={**os.environ, "MPLBACKEND": "Agg"})
     wait_for(epoch_bar_shown(log, 0), process, "epoch 0")
     process.send_signal(signal.SIGTERM)
-    assert process.wait(TIMEOUT) == train.PREEMPTED_EXIT_STATUS, log.read_text()
+    assert process.wait(TIMEOUT) == PREEMPTED_EXIT_STATUS, log.read_text()
     stopped = re.search(r"stopped by SIGTERM at epoch 0, iteration \d+; saved (\S+); (.*)",
                         log.read_text())
     assert stopped, log.read_text()

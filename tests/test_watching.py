@@ -38,10 +38,12 @@ from utils.outputs.batch_grid import (
     to_pixels,
 )
 from utils.outputs.monitor import read_series, series_path
-from utils.outputs.recorder import default_interval
+from utils.outputs.sink import default_interval
 from utils.outputs.tensorboard import TensorBoard, flatten, open_tensorboard
 from utils.recipe.config import load_config
 from utils.train.mixing import MIXUP_SEED, BatchMixing
+from utils.train.run import training_class_names
+from utils.train.spec import DataSources
 
 BATCH, SIZE, INTERVAL, ITERATIONS = 8, 32, 2, 5
 CONFIG = """\
@@ -373,13 +375,9 @@ def test_two_ranks_curves_are_of_all_ranks_and_written_once(inputs, tmp_path):
 
 
 def test_class_names_come_from_labels_or_beside_the_training_list(inputs, tmp_path):
-    import argparse
-
-    import train as train_script
-
     def names(train_list: Path, classes: int, labels=None):
-        return train_script.training_class_names(argparse.Namespace(
-            train_list=str(train_list), num_classes=classes, labels=labels))
+        return training_class_names(DataSources(".", str(train_list), ".", "val_label", labels),
+                                    classes)
 
     assert names(inputs / "train_label", 2) == ["bag", "trouser"]
     assert names(inputs / "train_label", 3) == [None] * 3  # another count: ids

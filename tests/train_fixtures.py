@@ -17,16 +17,16 @@ from eval_fixtures import run_script
 from paths import DEMO, HANG_GUARD, REPO
 from run_fixtures import assert_same_run, train_command
 
-import train
 from utils.outputs.monitor import read_series, series_path
 from utils.process.pause_point import PAUSE_ENV
+from utils.train.run import PREEMPTED_EXIT_STATUS
 
 CLASSES = ("bag", "trouser")
 TRAIN_IMAGES_PER_CLASS = 45  # 90 images: 12 batches of 8, the last with 2 real samples
 BATCH = 8
 ITERATIONS = 12
 EPOCHS = 3
-PREEMPTED = train.PREEMPTED_EXIT_STATUS
+PREEMPTED = PREEMPTED_EXIT_STATUS
 TIMEOUT = HANG_GUARD
 
 CONFIG = """\

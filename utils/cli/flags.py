@@ -38,6 +38,8 @@ DEFAULT_DALI_PADDING_MB = 64
 DEFAULT_DATA_DIR = "./"
 DEFAULT_TRAIN_LIST = "train_label"
 DEFAULT_VAL_LIST = "val_label"
+DEFAULT_RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "cfg", "cos90.yaml")
 
 
 def architecture_name(name: str) -> str:
@@ -231,9 +233,9 @@ def add_channel_last_flag(group: argparse._ArgumentGroup) -> None:
                             "the weight file")
 
 
-def add_train_config_flag(group: argparse._ArgumentGroup, default: str) -> None:
+def add_train_config_flag(group: argparse._ArgumentGroup) -> None:
     """-C/--train-config: the recipe."""
-    group.add_argument("-C", "--train-config", default=default, metavar="FILE",
+    group.add_argument("-C", "--train-config", default=DEFAULT_RECIPE, metavar="FILE",
                        help="recipe YAML, see cfg/ (default: cfg/cos90.yaml of this "
                             "repository)")
 

@@ -1,11 +1,15 @@
 """A training run as it was asked for: built once from train.py's flags and the recipe, and
-all the training loop reads of them."""
+all the run reads of them (nothing reads the flags after it)."""
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..data.pipelines import InputPipeline
+from ..process.comm import Communicator
 from ..recipe.config import TrainConfig
 
 # The fields a resumed run must keep (its checkpoint's "identity" record); -e may change the
@@ -81,6 +85,24 @@ def _keeping(per_rank: int, batch_sizes: Tuple[int, ...], accumulating: bool) ->
     return options
 
 
+def run_folder(given: Optional[str], comm: Communicator) -> str:
+    """-m, or a new tmp.monitor.<YYYYmmddHHMMSS> (as the official example), rank 0's name on
+    every rank."""
+    return given or comm.broadcast_object(time.strftime("tmp.monitor.%Y%m%d%H%M%S"))
+
+
+@dataclass(frozen=True)
+class DataSources:
+    """Where the images and their names are: the training and validation folders and lists,
+    and --labels (None: found beside the training list, or ImageNet's)."""
+
+    train_dir: str
+    train_list: str
+    val_dir: str
+    val_list: str
+    labels: Optional[str] = None
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """What to train and how the loop runs (see `IDENTITY_FIELDS` for which is which)."""
@@ -104,25 +126,48 @@ class RunSpec:
     model_save_interval: int = 10  # epochs
     keep_checkpoints: int = 3
     tensorboard: bool = True
+    # Where the data comes from and the outputs go, and how the process is watched.
+    data: Optional[DataSources] = None
+    inputs: Optional[InputPipeline] = None  # image format, DALI options, this rank's shard
+    monitor_path: str = "."
+    monitor_path_given: bool = True  # False: a new tmp.monitor.<time> folder
+    resume: bool = False  # a checkpoint is required
+    download: bool = True  # a published weight file's name may be downloaded
+    log_interval: int = 0  # updates between points of the curves within the epoch (0: ~100)
+    hang_timeout: float = 0.0
+    recipe_file: str = "cos90.yaml"  # the name the recipe's copy is saved under
+    flags: Tuple[Tuple[str, Any], ...] = ()  # every flag as parsed: Arguments.txt, HParams
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, config: TrainConfig, num_ranks: int
-                  ) -> RunSpec:
-        """From train.py's parsed flags (`config` loaded with their -e)."""
+    def from_args(cls, args: argparse.Namespace, config: TrainConfig, inputs: InputPipeline,
+                  monitor_path: str) -> RunSpec:
+        """From train.py's parsed flags (`config` loaded with their -e), reading through
+        `inputs` on its shard's ranks, writing into `monitor_path` (see `run_folder`)."""
         return cls(
             args.arch, args.num_classes, args.type_config, args.channel_last,
-            tuple(args.spatial_size), args.batch_size, num_ranks, config, args.seed,
+            tuple(args.spatial_size), args.batch_size, inputs.shard.num_ranks, config,
+            args.seed,
             args.model_load_path, args.finetune, args.ema_decay, args.accumulate_steps,
             args.dynamic_loss_scaling, args.recompute_bn, args.val_interval,
-            args.model_save_interval, args.keep_checkpoints, not args.no_tensorboard)
+            args.model_save_interval, args.keep_checkpoints, not args.no_tensorboard,
+            DataSources(args.train_dir, args.train_list, args.val_dir, args.val_list,
+                        args.labels),
+            inputs, monitor_path, args.monitor_path is not None, args.resume,
+            not args.no_download, args.log_interval, args.hang_timeout,
+            os.path.basename(args.train_config), tuple(sorted(vars(args).items())))
+
+    @property
+    def validating(self) -> bool:
+        return self.val_interval > 0
 
     @property
     def split(self) -> BatchSplit:
         return BatchSplit(self.batch_size, self.num_ranks, self.accumulate_steps)
 
-    def due(self, done: int, interval: int) -> bool:
-        """Whether something done every `interval` epochs and at the end is due after `done`."""
-        return done % interval == 0 or done == self.config.epochs
+    def due_after(self, epochs_done: int, interval: int) -> bool:
+        """Whether something done every `interval` epochs and at the end is due after
+        `epochs_done` epochs."""
+        return epochs_done % interval == 0 or epochs_done == self.config.epochs
 
     def identity(self) -> Dict[str, Any]:
         """The JSON record of `IDENTITY_FIELDS` a checkpoint keeps (the keys of the first

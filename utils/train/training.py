@@ -66,6 +66,27 @@ EPOCH_SUMS = "epoch_sums"  # meta: each rank's EpochSums, as a list
 WINDOW_SUMS = "window_sums"  # meta: all ranks' EpochSums since the last iteration point
 
 
+def input_channels(type_config: str) -> int:
+    """The channels of a training batch: in half precision a zero 4th channel after the
+    normalisation, in either layout, as the official example feeds it (its mixed-precision
+    weight files have a 4-channel first convolution)."""
+    return 4 if type_config == "half" else 3
+
+
+def input_shape(batch_size: int, spatial_size: Tuple[int, int], type_config: str,
+                channel_last: bool) -> Tuple[int, ...]:
+    """The training batch the network is fed: NHWC with `channel_last`, else NCHW."""
+    channels = input_channels(type_config)
+    return (batch_size, *spatial_size, channels) if channel_last else \
+        (batch_size, channels, *spatial_size)
+
+
+def check_layout(channel_last: bool, backend: str) -> None:
+    """Refuse a layout the back end cannot run, before any work."""
+    if channel_last and backend == "cpu":
+        raise UsageError("--channel-last needs a GPU: NNabla's CPU backend runs NCHW only")
+
+
 def iteration_seed(seed: int, rank: int, epoch: int, iteration: int) -> int:
     """Seed of NNabla's random functions (dropout, drop-connect) for one iteration.
 
