@@ -52,7 +52,7 @@ from utils.process.runtime import Runtime, run, setup_runtime
 from utils.recipe.config import TrainConfig, load_config
 from utils.recipe.schedules import build_schedule
 from utils.recipe.solvers import recipe_solver
-from utils.train.training import (
+from utils.train.step import (
     TrainingNetwork,
     accumulate_gradients,
     apply_update,

@@ -12,7 +12,7 @@ import pytest
 from utils.data.batch_plan import BatchPlan, Shard
 from utils.labels.file_list import FileList
 from utils.process.errors import DataError
-from utils.train.training import update_group, updates_per_epoch
+from utils.train.step import update_group, updates_per_epoch
 
 
 def files(count: int) -> FileList:

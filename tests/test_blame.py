@@ -153,7 +153,7 @@ def test_a_batch_norm_over_a_single_value_is_named_before_training():
 
     from utils.process.errors import UsageError
     from utils.recipe.config import load_config
-    from utils.train.training import TrainingNetwork, build_training_graph
+    from utils.train.step import TrainingNetwork, build_training_graph
 
     network = TrainingNetwork("mobilenet_v3_small", 10, False,
                               load_config(REPO / "cfg" / "cos90.yaml"))

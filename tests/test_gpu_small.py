@@ -29,7 +29,7 @@ from models import build_network
 from utils.cli.flags import MAX_DALI_PADDING_MB, MEBIBYTE
 from utils.labels.file_list import FileList
 from utils.process.errors import USER_ERROR_STATUS
-from utils.train.training import draws_global_random, iteration_seed
+from utils.train.step import draws_global_random, iteration_seed
 
 # --------------------------------------------------------------------------- the DALI copy
 

@@ -378,7 +378,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     import nnabla as nn
 
     from utils.process.comm import Communicator
-    from utils.train.training import check_finite_parameters
+    from utils.train.state import check_finite_parameters
 
     weights = nn.parameter.get_parameter_or_create("affine/W", (2, 2))
     weights.d = np.ones((2, 2))

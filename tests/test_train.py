@@ -47,7 +47,7 @@ from utils.recipe.config import load_config
 from utils.train.checkpoint import load_checkpoint
 from utils.train.run import PREEMPTED_EXIT_STATUS
 from utils.train.spec import RunSpec
-from utils.train.training import iteration_seed
+from utils.train.step import iteration_seed
 from utils.weights.files import read_parameters
 
 pytestmark = pytest.mark.slow  # every test here runs scripts end to end

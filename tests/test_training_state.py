@@ -1,4 +1,5 @@
-"""utils/train/training.py: the resumable state of a run, and checkpoints written before it existed.
+"""utils/train/state.py: the resumable state of a run, and checkpoints written before it
+existed.
 
 `tests/data/checkpoint_before_refactor.json` describes a mid-epoch checkpoint written by the
 train.py of commit 3841e13, before `TrainingState` owned the checkpoint's contents:
@@ -35,12 +36,14 @@ from utils.process.comm import Communicator
 from utils.recipe.config import load_config
 from utils.recipe.schedules import solver_learning_rate
 from utils.recipe.solvers import MomentumSolver
-from utils.train import training
+from utils.train import state as training_state
+from utils.train import step as training_step
 from utils.train.checkpoint import checkpoint_dir, load_checkpoint
 from utils.train.ema import WeightEma
 from utils.train.mixing import MIXUP_SEED, BatchMixing
 from utils.train.spec import BatchSplit, RunSpec
-from utils.train.training import TrainingGraph, TrainingState, update_group
+from utils.train.state import TrainingState
+from utils.train.step import TrainingGraph, update_group
 
 DEMO_TRAIN = REPO / "data" / "demo" / "train"
 OLD = json.loads((DATA_DIR / "checkpoint_before_refactor.json").read_text())
@@ -113,7 +116,7 @@ def restored(inputs: Path, rank: int, ranks: int, batch: int, steps: int = 1
     assert spec.identity() == identity  # the record on disk is the one of the first version
     spec = replace(spec, batch_size=batch, num_ranks=ranks, accumulate_steps=steps)
     nn.seed(0)
-    graph = training.build_training_graph(training.TrainingNetwork(
+    graph = training_step.build_training_graph(training_step.TrainingNetwork(
         "mobilenet_v3_small", 2, False, config, comm.rank), data.image_shape)
     solver = MomentumSolver(nn.get_parameters(), config.momentum, config.weight_decay)
     ema = WeightEma(nn.get_parameters(), 0.9)
@@ -144,7 +147,7 @@ def test_a_checkpoint_from_before_the_refactor_restores_every_part(inputs):
     mixup = state.mixing.state_dict()
     np.testing.assert_array_equal(mixup["key"], arrays["extra/mixup_rng_1"])
     assert mixup["position"] == OLD["meta"]["mixup_rng_pos"][1]
-    assert state.sums == training.EpochSums(*OLD["meta"]["epoch_sums"][1])
+    assert state.sums == training_state.EpochSums(*OLD["meta"]["epoch_sums"][1])
     assert state.position == (1, 1)
 
 
@@ -175,8 +178,8 @@ def test_a_checkpoint_resumes_on_another_number_of_ranks(inputs, rank, ranks, ba
                                        rtol=1e-6, err_msg=name)
     assert statistics > 10
     sums = np.asarray(OLD["meta"]["epoch_sums"])
-    expected = training.EpochSums(*sums[:, :3].sum(axis=0), sums[0][3]) if rank == 0 else \
-        training.EpochSums(skipped=sums[0][3])
+    expected = training_state.EpochSums(*sums[:, :3].sum(axis=0), sums[0][3]) if rank == 0 else \
+        training_state.EpochSums(skipped=sums[0][3])
     assert state.sums.state_dict() == pytest.approx(expected.state_dict())
     if rank < 2:
         np.testing.assert_array_equal(state.mixing.state_dict()["key"],
@@ -238,9 +241,9 @@ def test_accumulated_batches_make_the_update_of_one_batch_as_large(real):
         for i in range(batches):
             part = slice(i * size, (i + 1) * size)
             image.d, label.d, mask.d = images[part], labels[part], valid[part]
-            share = training.batch_share(int(valid[part].sum()), 1, real)
-            training.accumulate_gradients(graph, solver, share)
-        assert training.apply_update(solver, Communicator(), 0.01, 8)
+            share = training_step.batch_share(int(valid[part].sum()), 1, real)
+            training_step.accumulate_gradients(graph, solver, share)
+        assert training_step.apply_update(solver, Communicator(), 0.01, 8)
         return {k: v.d.copy() for k, v in nn.get_parameters().items()}, solver.learning_rate
 
     whole, rate = one_update(1)
@@ -250,7 +253,8 @@ def test_accumulated_batches_make_the_update_of_one_batch_as_large(real):
         for name, value in whole.items():
             np.testing.assert_allclose(accumulated[name], value, rtol=1e-5, atol=1e-7,
                                        err_msg=f"{batches} batches: {name}")
-    assert training.batch_share(4, 1, 8) == 1 / 2 and training.batch_share(4, 2, 16) == 1 / 2
+    share = training_step.batch_share
+    assert share(4, 1, 8) == 1 / 2 and share(4, 2, 16) == 1 / 2
 
 
 def test_a_split_of_another_global_batch_is_refused_with_the_flags_that_keep_it():

@@ -30,6 +30,7 @@ from ..outputs.sink import (
     metric_tags,
     output_sink,
 )
+from ..process.comm import Communicator
 from ..process.errors import DataError, UsageError
 from ..process.pause_point import pause_at
 from ..process.progress import Progress, format_duration, run_eta
@@ -43,15 +44,15 @@ from .bn_stats import recompute_batch_norm, training_feeds
 from .checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_checkpoint
 from .ema import WeightEma
 from .spec import DataSources, RunSpec
-from .training import (
+from .state import TrainingState, diverged
+from .step import (
+    TrainingGraph,
     TrainingNetwork,
-    TrainingState,
     accumulate_gradients,
     apply_update,
     batch_share,
     build_training_graph,
     check_layout,
-    diverged,
     input_channels,
     iteration_seed,
     update_group,
@@ -69,11 +70,24 @@ class Validator:
     graph: EvaluationGraph
     data: ImageBatches
     bn_data: Optional[ImageBatches]  # training batches to recompute batch-norm statistics
+    bn_batches: int = 0  # how many (--recompute-bn)
 
     def set_resolution(self, size: int) -> None:
         """Recompute the statistics from training batches at the size trained at."""
         if self.bn_data is not None:
             self.bn_data = self.bn_data.resized(size)
+
+    def recompute_statistics(self, graph: TrainingGraph, epochs_done: int, seed: int,
+                             comm: Communicator) -> None:
+        """--recompute-bn: the batch-norm statistics of the training graph re-estimated
+        from training batches (plain, not mixed), before validating."""
+        if self.bn_data is None:
+            return
+        if graph.mixing is not None:
+            graph.mixing.unmix()  # statistics of the plain images
+        nn.seed(iteration_seed(seed, comm.rank, epochs_done, -1))
+        feeds = training_feeds(self.bn_data, epochs_done, self.bn_batches, graph.image)
+        recompute_batch_norm(graph.logits, feeds, comm)
 
 
 @dataclass
@@ -109,10 +123,8 @@ class TrainingRun:
         """Train from where the state stands to the end; the exit status."""
         epochs, comm = self.spec.config.epochs, self.runtime.comm
         try:
-            self.outputs.session(
-                self.step(*self.state.position), dict(self.spec.flags),
-                self.spec.config.to_dict(),
-                metric_tags(self.validator is not None, self.state.ema is not None))
+            self.outputs.session(self.step(*self.state.position), dict(self.spec.flags),
+                                 self.spec.config.to_dict(), self.metric_tags())
             for epoch in range(self.state.position[0], epochs):
                 started = time.time()
                 self.set_resolution(epoch)
@@ -128,6 +140,9 @@ class TrainingRun:
             return 0
         finally:
             self.outputs.close()
+
+    def metric_tags(self) -> List[str]:
+        return metric_tags(self.validator is not None, self.state.ema is not None)
 
     def set_resolution(self, epoch: int) -> None:
         """With progressive resizing, train `epoch` at its resolution (the batches of
@@ -233,7 +248,7 @@ class TrainingRun:
         if self.validator is not None and spec.due_after(epochs_done, spec.val_interval):
             self.validate(epochs_done)
         if spec.due_after(epochs_done, spec.model_save_interval):
-            self.write_weight_files(epochs_done)
+            write_weight_files(self.outputs, epochs_done, state.ema)
         path = state.save(self.checkpoints, spec.keep_checkpoints)
         self.outputs.end_of_epoch()
         self.epoch_seconds.append(time.time() - started)
@@ -260,14 +275,7 @@ class TrainingRun:
         """Validate after `epochs_done` epochs (re-estimating the batch-norm statistics first
         with --recompute-bn), and the EMA weights too with --ema-decay."""
         validator, comm, spec = self.validator, self.runtime.comm, self.spec
-        graph = self.state.graph
-        if validator.bn_data is not None:
-            if graph.mixing is not None:
-                graph.mixing.unmix()  # statistics of the plain images
-            nn.seed(iteration_seed(spec.seed, comm.rank, epochs_done, -1))
-            feeds = training_feeds(validator.bn_data, epochs_done, spec.recompute_bn,
-                                   graph.image)
-            recompute_batch_norm(graph.logits, feeds, comm)
+        validator.recompute_statistics(self.state.graph, epochs_done, spec.seed, comm)
         # The confusion matrix goes to TensorBoard, up to 100 classes (its counts are summed
         # over ranks: every rank decides alike).
         counts = ClassCounts.empty(spec.num_classes) if (
@@ -283,13 +291,13 @@ class TrainingRun:
                                   description=f"EMA {epochs_done}")
             self.outputs.validation(result, epochs_done, step, part=VALIDATION_EMA)
 
-    def write_weight_files(self, epochs_done: int) -> None:
-        """param_NNN.h5, and param_ema_NNN.h5 with the EMA weights."""
-        self.outputs.weight_file(f"param_{epochs_done:03d}.h5", network_parameters())
-        if self.state.ema is not None:
-            with self.state.ema.swapped_in():
-                self.outputs.weight_file(f"param_ema_{epochs_done:03d}.h5",
-                                         network_parameters())
+
+def write_weight_files(outputs: OutputSink, epochs_done: int, ema: Optional[WeightEma]) -> None:
+    """param_NNN.h5, and param_ema_NNN.h5 with the EMA weights."""
+    outputs.weight_file(f"param_{epochs_done:03d}.h5", network_parameters())
+    if ema is not None:
+        with ema.swapped_in():
+            outputs.weight_file(f"param_ema_{epochs_done:03d}.h5", network_parameters())
 
 
 # --------------------------------------------------------------------------- set-up
@@ -391,7 +399,7 @@ def build_validator(spec: RunSpec, runtime: Runtime, val_data: Optional[ImageBat
         return None
     return Validator(build_evaluation_graph(
         spec.arch, val_data.image_shape, spec.num_classes, spec.channel_last, runtime.ctx),
-        val_data, bn_data)
+        val_data, bn_data, spec.recompute_bn)
 
 
 def describe_batch(spec: RunSpec, plan: BatchPlan) -> str:
