@@ -188,11 +188,11 @@ def processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe_machine(rt: Runtime, args: argparse.Namespace) -> str:
+def describe_machine(runtime: Runtime, args: argparse.Namespace) -> str:
     """The header above the table: where and how the numbers were measured."""
-    device = "CPU" if rt.backend == "cpu" else f"GPU {rt.device_id}"
-    ranks = f", {rt.comm.size} processes (rates summed)" if rt.comm.size > 1 else ""
-    return (f"{processor_name()}, {os.cpu_count()} cores; backend {rt.backend} on {device}"
+    device = "CPU" if runtime.backend == "cpu" else f"GPU {runtime.device_id}"
+    ranks = f", {runtime.comm.size} processes (rates summed)" if runtime.comm.size > 1 else ""
+    return (f"{processor_name()}, {os.cpu_count()} cores; backend {runtime.backend} on {device}"
             f"{ranks}; nnabla {nn.__version__}; per measurement {args.warmup} warm-up "
             f"step(s), then {args.iterations} timed or fewer after {args.max_seconds:g} s\n")
 
@@ -239,14 +239,15 @@ def random_inputs(shape: Tuple[int, ...], num_classes: int, seed: int = 0
     return images, labels
 
 
-def train_rate(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str,
+def train_rate(args: argparse.Namespace, config: TrainConfig, runtime: Runtime, arch: str,
                shape: Tuple[int, ...]) -> float:
     """Images/s of this process's training steps (creates the network's parameters)."""
     graph = build_training_graph(TrainingNetwork(
-        arch, args.num_classes, args.channel_last, config, rt.comm.rank, rt.float_ctx), shape)
-    graph.image.d, graph.label.d = random_inputs(shape, args.num_classes, rt.comm.rank)
+        arch, args.num_classes, args.channel_last, config, runtime.comm.rank,
+        runtime.float_ctx), shape)
+    graph.image.d, graph.label.d = random_inputs(shape, args.num_classes, runtime.comm.rank)
     graph.mask.d = 1
-    solver = recipe_solver(config, args.type_config, False, shape[0] * rt.comm.size)
+    solver = recipe_solver(config, args.type_config, False, shape[0] * runtime.comm.size)
     lr_per_example = build_schedule(config.lr_scheduler, 1)(0)
     batch = shape[0]
 
@@ -255,88 +256,89 @@ def train_rate(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch:
             graph.mixing.resample()
         solver.zero_grad()
         accumulate_gradients(graph, solver, 1)  # (reads the loss: waits for the device)
-        apply_update(solver, rt.comm, lr_per_example, batch * rt.comm.size)
+        apply_update(solver, runtime.comm, lr_per_example, batch * runtime.comm.size)
 
-    bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} train",
-                   images_per_iteration=batch * rt.comm.size)
+    bar = Progress(runtime.comm, args.warmup + args.iterations, f"{arch} train",
+                   images_per_iteration=batch * runtime.comm.size)
     steps, seconds = timed_steps(step, args.warmup, args.iterations, args.max_seconds,
-                                 rt.comm, bar, lambda: graph.loss.d)
+                                 runtime.comm, bar, lambda: graph.loss.d)
     bar.close()
     return batch * steps / seconds
 
 
-def infer_rate(args: argparse.Namespace, rt: Runtime, arch: str,
+def infer_rate(args: argparse.Namespace, runtime: Runtime, arch: str,
                shape: Tuple[int, ...]) -> float:
     """Images/s of this process's test-mode forward passes (sharing the training graph's
     parameters when it was built first)."""
-    graph = build_evaluation_graph(arch, shape, args.num_classes, args.channel_last, rt.ctx)
-    graph.image.d = random_inputs(shape, args.num_classes, rt.comm.rank)[0]
-    bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} infer",
-                   images_per_iteration=shape[0] * rt.comm.size)
+    graph = build_evaluation_graph(arch, shape, args.num_classes, args.channel_last, runtime.ctx)
+    graph.image.d = random_inputs(shape, args.num_classes, runtime.comm.rank)[0]
+    bar = Progress(runtime.comm, args.warmup + args.iterations, f"{arch} infer",
+                   images_per_iteration=shape[0] * runtime.comm.size)
     steps, seconds = timed_steps(lambda: graph.scores.forward(clear_buffer=True), args.warmup,
-                                 args.iterations, args.max_seconds, rt.comm, bar,
+                                 args.iterations, args.max_seconds, runtime.comm, bar,
                                  lambda: graph.scores.d)
     bar.close()
     return shape[0] * steps / seconds
 
 
-def training_fits(stats: ModelStats, batch: int, rt: Runtime, arch: str) -> bool:
+def training_fits(stats: ModelStats, batch: int, runtime: Runtime, arch: str) -> bool:
     """On the CPU, whether the training steps' activations and their gradients (2 x 4 bytes
     per forward value, in every process, taken to share one machine) fit in the available
     memory; logs why not (a step that does not fit gets the job killed, losing every row).
     Every rank gets the same answer."""
-    available = available_memory() if rt.backend == "cpu" else None
-    needed = 2 * 4 * stats.forward_values_per_image * batch * rt.comm.size
+    available = available_memory() if runtime.backend == "cpu" else None
+    needed = 2 * 4 * stats.forward_values_per_image * batch * runtime.comm.size
     short = available is not None and needed > available
-    if not rt.comm.all_reduce_sum([short])[0]:
+    if not runtime.comm.all_reduce_sum([short])[0]:
         return True
     room = "" if available is None else f" ({available / GIBIBYTE:.1f} GiB)"
-    rt.log(f"{arch}: training not measured: at batch {batch} x {rt.comm.size} process(es) "
-           f"its activations and their gradients take about {needed / GIBIBYTE:.1f} GiB, more "
-           f"than the available memory{room}; use a smaller -b or --spatial-size")
+    runtime.log(f"{arch}: training not measured: at batch {batch} x {runtime.comm.size} "
+                f"process(es) its activations and their gradients take about "
+                f"{needed / GIBIBYTE:.1f} GiB, more than the available memory{room}; use a "
+                "smaller -b or --spatial-size")
     return False
 
 
-def measure(args: argparse.Namespace, config: TrainConfig, rt: Runtime, arch: str) -> Row:
+def measure(args: argparse.Namespace, config: TrainConfig, runtime: Runtime, arch: str) -> Row:
     """One architecture's row: its size, then training (if it fits), then inference."""
     shape, size = batch_shape(args, arch), input_size(args, arch)
     stats = network_stats(arch, size, args.num_classes)
     nn.seed(0)
     rates: List[Optional[float]] = [None, None]
-    if not args.no_train and training_fits(stats, args.batch_size, rt, arch):
-        rates[1] = train_rate(args, config, rt, arch, shape)
+    if not args.no_train and training_fits(stats, args.batch_size, runtime, arch):
+        rates[1] = train_rate(args, config, runtime, arch, shape)
     if not args.no_infer:
-        rates[0] = infer_rate(args, rt, arch, shape)
+        rates[0] = infer_rate(args, runtime, arch, shape)
     nn.clear_parameters()
     measured = [r for r in rates if r is not None]
-    totals = iter(rt.comm.all_reduce_sum(measured))
+    totals = iter(runtime.comm.all_reduce_sum(measured))
     infer, train = (None if r is None else next(totals) for r in rates)
     return Row(arch, size[0], size[1], stats.parameters, stats.macs_per_image, infer, train,
-               args.batch_size, rt.comm.size, "NHWC" if args.channel_last else "NCHW",
-               args.type_config, rt.backend)
+               args.batch_size, runtime.comm.size, "NHWC" if args.channel_last else "NCHW",
+               args.type_config, runtime.backend)
 
 
-def onnx_row(args: argparse.Namespace, rt: Runtime, arch: str) -> Row:
+def onnx_row(args: argparse.Namespace, runtime: Runtime, arch: str) -> Row:
     """One architecture's inference through ONNX Runtime on the CPU: the network (random
     weights, NCHW, float) exported and verified as export.py does, then timed like NNabla's."""
     size = input_size(args, arch)
     stats = network_stats(arch, size, args.num_classes)
     nn.seed(0)
     graph = build_inference_graph(arch, args.num_classes, args.batch_size, size)
-    images = random_inputs((args.batch_size, 3, *size), args.num_classes, rt.comm.rank)[0]
+    images = random_inputs((args.batch_size, 3, *size), args.num_classes, runtime.comm.rank)[0]
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
         path = os.path.join(scratch, f"{arch}.onnx")
         export(graph, [path])
-        network = OnnxNetwork(path, threads_for(rt.comm))
-        bar = Progress(rt.comm, args.warmup + args.iterations, f"{arch} onnxruntime",
-                       images_per_iteration=args.batch_size * rt.comm.size)
+        network = OnnxNetwork(path, threads_for(runtime.comm))
+        bar = Progress(runtime.comm, args.warmup + args.iterations, f"{arch} onnxruntime",
+                       images_per_iteration=args.batch_size * runtime.comm.size)
         steps, seconds = timed_steps(lambda: network.logits(images), args.warmup,
-                                     args.iterations, args.max_seconds, rt.comm, bar,
+                                     args.iterations, args.max_seconds, runtime.comm, bar,
                                      lambda: None)
         bar.close()
-    rate = rt.comm.all_reduce_sum([args.batch_size * steps / seconds])[0]
+    rate = runtime.comm.all_reduce_sum([args.batch_size * steps / seconds])[0]
     return Row(arch, size[0], size[1], stats.parameters, stats.macs_per_image, rate, None,
-               args.batch_size, rt.comm.size, "NCHW", "float", "cpu", "onnxruntime")
+               args.batch_size, runtime.comm.size, "NCHW", "float", "cpu", "onnxruntime")
 
 
 def is_benchmark_csv(path: str) -> bool:
@@ -385,32 +387,32 @@ def write_rows(path: str, rows: Sequence[Row]) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    rt = setup_runtime(args)  # (-t half becomes float on the CPU, and says so)
-    check_layout(args.channel_last, rt.backend)
+    runtime = setup_runtime(args)  # (-t half becomes float on the CPU, and says so)
+    check_layout(args.channel_last, runtime.backend)
     if args.no_infer and (args.no_train or "nnabla" not in args.runtimes):
         raise UsageError("--no-infer and --no-train leave nothing to measure"
                          if args.no_train else
                          "--no-infer with --runtimes onnxruntime leaves nothing to measure (ONNX "
                          "Runtime's rows are inference)")
     if "onnxruntime" in args.runtimes:
-        cli.check_network_runtime("onnxruntime", rt.backend)
+        cli.check_network_runtime("onnxruntime", runtime.backend)
     config = load_config(args.train_config)
     replacing = check_output_file(args.output, "-o", "a benchmark CSV", is_benchmark_csv,
                                   "benchmark.csv")
     check_inputs_fit(args)
     if replacing:
-        rt.log(replacing)
+        runtime.log(replacing)
     rows = []
     for i, arch in enumerate(args.arch):
         if "nnabla" in args.runtimes:
-            rows.append(measure(args, config, rt, arch))
+            rows.append(measure(args, config, runtime, arch))
         if "onnxruntime" in args.runtimes and not args.no_infer:
-            rows.append(onnx_row(args, rt, arch))
-        if rt.comm.is_main:  # after each network: a run stopped later keeps these rows
+            rows.append(onnx_row(args, runtime, arch))
+        if runtime.comm.is_main:  # after each network: a run stopped later keeps these rows
             write_rows(args.output, rows)
-        rt.log(f"{arch} measured ({i + 1} of {len(args.arch)})")
-    if rt.comm.is_main:
-        sys.stdout.write(describe_machine(rt, args) + table_text(rows))
+        runtime.log(f"{arch} measured ({i + 1} of {len(args.arch)})")
+    if runtime.comm.is_main:
+        sys.stdout.write(describe_machine(runtime, args) + table_text(rows))
         print(f"wrote {args.output}")
     return 0
 

@@ -197,7 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         weights, args.arch, num_classes, FileList.from_files(readable),
         min(args.batch_size, -(-len(readable) // comm.size)), rt,
         cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config),
-        runtime=args.runtime, flip=args.tta == "flip")
+        engine=args.runtime, flip=args.tta == "flip")
     timings["weights"] = time.perf_counter() - clock
     bar = Progress(comm, len(batches), "infer", images_per_iteration=batches.plan.global_batch) \
         if args.output is not None else None

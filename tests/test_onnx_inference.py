@@ -99,7 +99,7 @@ def test_evaluation_through_onnx_runtime_counts_what_nnabla_counts(weights, tmp_
     for runtime in ("nnabla", "onnxruntime"):
         nn.clear_parameters()
         batches, graph = network_for_weights(weights, "resnet18", 10, files, 8, rt, pipeline,
-                                             runtime=runtime)
+                                             engine=runtime)
         with batches:
             results[runtime] = evaluate(graph, batches, Communicator(), progress=False)
     ours, theirs = results["nnabla"], results["onnxruntime"]

@@ -373,7 +373,7 @@ def add_val_dataset_flags(parser: argparse.ArgumentParser, description: Optional
                               " in the current folder, else in --val-dir", description)
 
 
-def input_pipeline(args: argparse.Namespace, rt: Any, crop_pct: Optional[float]
+def input_pipeline(args: argparse.Namespace, runtime: Any, crop_pct: Optional[float]
                    ) -> InputPipeline:
     """The input options the shared flags and the runtime decide: input size, precision,
     the validation crop (`crop_pct`, --crop-pct where the script has it; None: the
@@ -382,9 +382,9 @@ def input_pipeline(args: argparse.Namespace, rt: Any, crop_pct: Optional[float]
     image = ImageFormat(spatial_size_of(args),
                         dtype=np.float16 if args.type_config == "half" else np.float32,
                         crop_pct=crop_pct or get_architecture(args.arch).crop_pct)
-    dali = DaliOptions(args.dali_num_threads, args.dali_prefetch_queue, rt.data_device_id,
+    dali = DaliOptions(args.dali_num_threads, args.dali_prefetch_queue, runtime.data_device_id,
                        args.dali_nvjpeg_memory_padding)
-    return InputPipeline(image, dali, Shard(rt.comm.rank, rt.comm.size))
+    return InputPipeline(image, dali, Shard(runtime.comm.rank, runtime.comm.size))
 
 
 def val_list_of(args: argparse.Namespace) -> str:

@@ -240,10 +240,10 @@ def network_for_weights(
     num_classes: int,
     files: FileList,
     batch_size: int,
-    rt: Runtime,
+    runtime: Runtime,
     pipeline: InputPipeline,
     class_penalty: Optional[np.ndarray] = None,
-    runtime: str = "nnabla",
+    engine: str = "nnabla",
     flip: bool = False,
 ) -> Tuple[ImageBatches, EvaluationGraph]:
     """Batches of `files` and the evaluation network of `arch` with `weights` loaded.
@@ -251,30 +251,31 @@ def network_for_weights(
     Both in the layout this machine runs (see `runnable_layout`), in `pipeline`'s other
     options (see `utils.cli.flags.input_pipeline`; its normalisation included). Logs what was
     loaded and warns (rank 0) when a published file is run with another normalisation than
-    its own. `runtime` "onnxruntime": the network is the weight file's exported ONNX model
-    (`utils.deploy.onnx_runtime`; NCHW, 3 channels), NNabla computes the metrics. `flip`: the
-    logits of each image and its mirror averaged (test-time augmentation).
+    its own. `engine` "onnxruntime" (--runtime): the network is the weight file's exported
+    ONNX model (`utils.deploy.onnx_runtime`; NCHW, 3 channels), NNabla computes the metrics.
+    `flip`: the logits of each image and its mirror averaged (test-time augmentation).
     """
-    if runtime == "onnxruntime":
+    if engine == "onnxruntime":
         from ..deploy.onnx_runtime import onnx_network
 
         pipeline = pipeline.formatted(channels=3, channel_last=False)
         batches = pipeline.batches(files, batch_size, training=False)
-        network = onnx_network(weights, arch, num_classes, batches.image_shape, rt.comm,
-                               rt.log)
-        graph = build_evaluation_graph(arch, batches.image_shape, num_classes, False, rt.ctx,
-                                       class_penalty, external=network.logits, flip=flip)
-        rt.log(weights.describe(num_classes, None))
+        network = onnx_network(weights, arch, num_classes, batches.image_shape, runtime.comm,
+                               runtime.log)
+        graph = build_evaluation_graph(arch, batches.image_shape, num_classes, False,
+                                       runtime.ctx, class_penalty, external=network.logits,
+                                       flip=flip)
+        runtime.log(weights.describe(num_classes, None))
     else:
-        layout = runnable_layout(weights.layout, on_gpu=rt.backend != "cpu")
+        layout = runnable_layout(weights.layout, on_gpu=runtime.backend != "cpu")
         pipeline = pipeline.formatted(channels=layout.channels,
                                       channel_last=layout.channel_last)
         batches = pipeline.batches(files, batch_size, training=False)
         graph = build_evaluation_graph(arch, batches.image_shape, num_classes,
-                                       layout.channel_last, rt.ctx, class_penalty, flip=flip)
+                                       layout.channel_last, runtime.ctx, class_penalty, flip=flip)
         note = weights.load_into(arch)
-        rt.log(weights.describe(num_classes, note))
+        runtime.log(weights.describe(num_classes, note))
     warning = norm_warning(weights.path, pipeline.image.norm)
-    if warning and rt.comm.is_main:
+    if warning and runtime.comm.is_main:
         print(warning, file=sys.stderr)
     return batches, graph
