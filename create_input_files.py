@@ -33,7 +33,7 @@ from utils.labels.file_list import write_csv, write_file_list
 from utils.labels.image_folders import name_list, scan_class_folders, split_per_class
 from utils.labels.label_sources import (
     NEAR_COMPLETE,
-    Labelled,
+    LabelledImages,
     TrainingClasses,
     display_names,
     resolve_validation,
@@ -126,9 +126,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     progress = not args.no_progress
     check_can_create(args.output_dir, "output folder (-o)")  # before the scan of 1.28M files
     scan = scan_class_folders(args.train_file_dir, progress, args.exclude)
-    classes, train = training_classes(scan, args.label_wordnetid, args.no_imagenet_check,
-                                      args.imagenet_ids)
-    tell(train)
+    classes, train = training_classes(scan, args.train_file_dir, args.label_wordnetid,
+                                      args.no_imagenet_check, args.imagenet_ids)
+    print_messages(train)
     if not train.paths:
         raise DataError(f"no images under {args.train_file_dir}")
     val = None
@@ -137,7 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     args.exclude, progress)
         if source is not None:
             print(f"val: labels from {source.why}")
-            val = tell(source.label(classes))
+            val = print_messages(source.label(classes))
     if scan.empty_classes:
         print(f"warning: {len(scan.empty_classes)} class folder(s) without images: "
               f"{name_list(scan.empty_classes)}", file=sys.stderr)
@@ -154,17 +154,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def tell(labelled: Labelled) -> Labelled:
-    """Print what a label source or the class choice has to say."""
-    for note in labelled.notes:
+def print_messages(images: LabelledImages) -> LabelledImages:
+    """Print the notes (stdout) and warnings (stderr) of a label source or the class
+    choice."""
+    for note in images.notes:
         print(note)
-    for warning in labelled.warnings:
+    for warning in images.warnings:
         print(warning, file=sys.stderr)
-    return labelled
+    return images
 
 
-def drop_unreadable(root: str, split: Labelled, args: argparse.Namespace, what: str
-                    ) -> Labelled:
+def drop_unreadable(root: str, split: LabelledImages, args: argparse.Namespace, what: str
+                    ) -> LabelledImages:
     """--verify: decode every image with Pillow; report and leave out the ones that fail."""
     bad = dict(unreadable_images([os.path.join(root, p) for p in split.paths], args.workers,
                                  not args.no_progress, what))
@@ -173,11 +174,11 @@ def drop_unreadable(root: str, split: Labelled, args: argparse.Namespace, what: 
     if bad:
         print(f"{what}: left out {len(bad)} unreadable image(s)", file=sys.stderr)
     kept = [i for i in range(len(split.paths)) if i not in bad]
-    return Labelled([split.paths[i] for i in kept], [split.labels[i] for i in kept])
+    return LabelledImages([split.paths[i] for i in kept], [split.labels[i] for i in kept])
 
 
-def split_validation_off(args: argparse.Namespace, classes: TrainingClasses,
-                         empty: List[str], train: Labelled) -> Tuple[Labelled, Labelled]:
+def split_validation_off(args: argparse.Namespace, classes: TrainingClasses, empty: List[str],
+                         train: LabelledImages) -> Tuple[LabelledImages, LabelledImages]:
     """--train-fraction: the validation split taken from each training class."""
     (paths, labels), held_out = split_per_class(train.paths, train.labels, args.train_fraction)
     untrained = sorted(set(classes.ids(classes.folders)) - set(labels) - set(classes.ids(empty)))
@@ -185,11 +186,11 @@ def split_validation_off(args: argparse.Namespace, classes: TrainingClasses,
         print(f"warning: {len(untrained)} class(es) too small to keep a training image "
               f"at --train-fraction {args.train_fraction:g}: "
               f"{name_list([classes.names[i] for i in untrained])}", file=sys.stderr)
-    return Labelled(paths, labels), Labelled(*held_out)
+    return LabelledImages(paths, labels), LabelledImages(*held_out)
 
 
-def write_outputs(args: argparse.Namespace, classes: TrainingClasses, train: Labelled,
-                  val: Optional[Labelled], skipped: int) -> None:
+def write_outputs(args: argparse.Namespace, classes: TrainingClasses, train: LabelledImages,
+                  val: Optional[LabelledImages], skipped: int) -> None:
     """The lists and label files, each atomically; a replaced edited file is kept."""
     names, names_from = display_names(classes, args.train_file_dir)
     if names_from:

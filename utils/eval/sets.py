@@ -1,9 +1,7 @@
-"""What validation.py scores beyond a list file: a class-folder tree read directly, the
-classes the scores are masked to, and ImageNet-ReaL's multi-label truth.
+"""What validation.py scores: the images with their ids (from a list file, or from -V's
+folders: labels/folder_labels.py), the classes the scores are masked to, and ImageNet-ReaL's
+multi-label truth.
 
-- Class folders map to the weight file's class ids: WordNet IDs to ImageNet-1k's ids
-  (ImageNet-Sketch, -A, -R, a class-folder ImageNet val), numbers to themselves (ImageNetV2's
-  0..999), any other names through a `--labels` id,folder-name csv.
 - ImageNet-A and ImageNet-R hold 200 of the 1000 classes; their published results score a
   1000-class model over those 200 only, its other logits masked out. A tree of exactly one
   of those class sets gets that mask; `--class-mask FILE` gives any other.
@@ -17,25 +15,12 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, FrozenSet, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..labels.file_list import FileList, check_readable, open_text, read_id_csv
-from ..labels.image_folders import (
-    ScanResult,
-    list_subfolders,
-    name_list,
-    scan_class_folders,
-    scan_flat_folder,
-)
-from ..labels.imagenet import (
-    NUM_IMAGENET_CLASSES,
-    imagenet_val_label,
-    imagenet_wnids,
-    looks_like_wnids,
-    official_val_labels,
-)
+from ..labels.file_list import FileList, check_readable, open_text
+from ..labels.imagenet import NUM_IMAGENET_CLASSES
 from ..process.errors import DataError
 from .per_class import top_classes
 
@@ -98,139 +83,19 @@ class EvalSet:
         return None if self.real is None else RealCounts(self.real)
 
 
-def scored_set(files: FileList, source: str, tree: Optional[FolderTree], num_classes: int,
-               mask_file: Optional[str] = None, masked: bool = True,
+def scored_set(files: FileList, source: str, folder_classes: Optional[AbstractSet[int]],
+               num_classes: int, mask_file: Optional[str] = None, masked: bool = True,
                real_file: Optional[str] = None) -> EvalSet:
-    """`files` with the mask (--class-mask, else a known subset's unless not `masked`) and
-    the ReaL labels of `real_file`, checked against the images."""
-    mask = choose_mask(mask_file, masked, tree, num_classes)
+    """`files` with the mask (--class-mask, else a known subset's unless not `masked`: the ids
+    of class folders read directly, `folder_classes`, may be one) and the ReaL labels of
+    `real_file`, checked against the images."""
+    mask = choose_mask(mask_file, masked, folder_classes, num_classes)
     if mask is not None:
         mask.check_covers(files)
     real = None
     if real_file is not None:
         real = real_labels_of(files, read_real_labels(real_file, num_classes), real_file)
     return EvalSet(files, source, mask, real)
-
-
-# --------------------------------------------------------------------------- class folders
-
-
-@dataclass(frozen=True)
-class FolderTree:
-    """The images of a class-folder tree with the weight file's class ids."""
-
-    files: FileList
-    classes: FrozenSet[int]  # the ids of its class folders, empty ones included
-    how: str  # how the folders were read as ids, for the log
-
-    def known_subset(self, num_classes: int) -> Optional[str]:
-        """'ImageNet-A' or 'ImageNet-R' when the folders are exactly that set's classes."""
-        if num_classes != NUM_IMAGENET_CLASSES:
-            return None
-        return next((name for name, ids in KNOWN_CLASS_SUBSETS.items()
-                     if self.classes == ids), None)
-
-
-def read_folder_tree(root: str, num_classes: int, labels: Optional[str] = None,
-                     progress: bool = True) -> FolderTree:
-    """Every image under the class folders of `root`, labelled with the weight file's ids."""
-    scan = scan_class_folders(root, progress)
-    ids, how = folder_class_ids(scan, root, num_classes, labels)
-    if not scan.paths:
-        raise DataError(f"no images in the class folders of {root}")
-    files = FileList(root, scan.paths, np.asarray([ids[c] for c in scan.labels], np.int32))
-    return FolderTree(files, frozenset(ids), how)
-
-
-def folder_class_ids(scan: ScanResult, root: str, num_classes: int,
-                     labels: Optional[str]) -> Tuple[List[int], str]:
-    """The id of each class folder of `scan`, and how they were read.
-
-    A `labels` csv that names every folder decides; otherwise numbered folders are their own
-    ids and WordNet IDs are ImageNet-1k's (a 1000-class weight file only: a model of other
-    classes needs the csv it was trained with)."""
-    folders = scan.classes
-    unnamed: List[str] = []
-    if labels is not None:
-        index = {value: i for i, value in enumerate(read_id_csv(labels))}
-        unnamed = [f for f in folders if f not in index]
-        if not unnamed:
-            return [index[f] for f in folders], f"folder names as ids of {labels}"
-    if scan.numbers is not None:
-        outside = [n for n in scan.numbers if n >= num_classes]
-        if outside:
-            raise DataError(f"{os.path.join(root, str(outside[0]))}: class folder {outside[0]} "
-                            f"is not a class of the weight file (0..{num_classes - 1})")
-        return scan.numbers, "numbered folders as class ids"
-    if looks_like_wnids(folders):
-        if num_classes != NUM_IMAGENET_CLASSES:
-            raise DataError(f"{root}: WordNet-ID folders are ImageNet-1k's class ids, and the "
-                            f"weight file has {num_classes} classes: give --labels, the "
-                            "id,WordNet-ID csv it was trained with (label_wordnetid.csv)")
-        index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
-        unknown = [f for f in folders if f not in index]
-        if unknown:
-            raise DataError(f"{root}: class folder(s) not among ImageNet-1k's classes: "
-                            f"{name_list(unknown)}")
-        return [index[f] for f in folders], "WordNet-ID folders as ImageNet-1k class ids"
-    given = (f"{labels} does not name {name_list(unnamed, 5)}: give" if labels
-             else "give --labels,")
-    raise DataError(f"{root}: class folders {name_list(folders, 5)} are neither WordNet IDs "
-                    f"nor class numbers: {given} the id,folder-name csv of the weight file's "
-                    "classes (label_wordnetid.csv of create_input_files.py)")
-
-
-# --------------------------------------------------------------------------- flat official folder
-
-OFFICIAL_VAL_TRUTH = "the ILSVRC2012 validation ground truth (imagenet-classes)"
-CLASS_FOLDERS = "class folders"
-OFFICIAL_VAL_FILES = "ILSVRC2012 validation files"
-
-
-def direct_source(root: str) -> Optional[str]:
-    """What of `root` is scored without a list file: its CLASS_FOLDERS, its
-    OFFICIAL_VAL_FILES (a flat folder of ILSVRC2012_val_NNNNNNNN.JPEG images only, whose
-    labels imagenet-classes knows), or None (only a list labels it)."""
-    if not os.path.isdir(root):
-        return None
-    if list_subfolders(root):
-        return CLASS_FOLDERS
-    names, _ = scan_flat_folder(root)
-    return OFFICIAL_VAL_FILES if names and official_val_labels(names) is not None else None
-
-
-def read_official_val(root: str, num_classes: int) -> FileList:
-    """The images of the flat official validation folder `root`, labelled with
-    OFFICIAL_VAL_TRUTH (ImageNet-1k ids: a weight file of other classes needs a list)."""
-    names, _ = scan_flat_folder(root)
-    labels = official_val_labels(names)
-    if labels is None:  # (changed since direct_source looked)
-        raise DataError(unlabelled_images(root, names))
-    if num_classes != NUM_IMAGENET_CLASSES:
-        raise DataError(f"{root} holds ImageNet validation files, whose ground truth is "
-                        f"ImageNet-1k's 1000 class ids, and the weight file has {num_classes} "
-                        "classes: give --val-list with your classes' ids "
-                        f"(create_input_files.py -T <training folder> --val-dir {root} "
-                        "-o <folder> writes it as <folder>/val_label)")
-    return FileList(root, names, np.asarray(labels, np.int32))
-
-
-def check_labelled(root: str) -> None:
-    """Refuse a flat folder of images that are not all official validation files when no list
-    labels them, saying how to label them (a missing list alone would not)."""
-    names = scan_flat_folder(root)[0] if os.path.isdir(root) else []
-    if names and official_val_labels(names) is None:
-        raise DataError(unlabelled_images(root, names))
-
-
-def unlabelled_images(root: str, names: Sequence[str]) -> str:
-    """The error of a flat folder whose labels are unknown, naming a file and the ways out."""
-    other = next(n for n in names if imagenet_val_label(n) is None)
-    return (f"{root}: no list file labels its images and {other} is not an ImageNet "
-            "validation file (ILSVRC2012_val_NNNNNNNN.JPEG): give --val-list "
-            f"(create_input_files.py -T <training folder> --val-dir {root} -V <labels file> "
-            "-o <folder> writes it as <folder>/val_label), or put the images in one "
-            "sub-folder per class")
 
 
 # --------------------------------------------------------------------------- class mask
@@ -279,17 +144,26 @@ def read_class_mask(path: str, num_classes: int) -> ClassMask:
     return ClassMask(tuple(sorted(set(ids))), path)
 
 
-def choose_mask(mask_file: Optional[str], enabled: bool, tree: Optional[FolderTree],
-                num_classes: int) -> Optional[ClassMask]:
+def choose_mask(mask_file: Optional[str], enabled: bool,
+                folder_classes: Optional[AbstractSet[int]], num_classes: int
+                ) -> Optional[ClassMask]:
     """--class-mask's file, else a known subset's classes (ImageNet-A/-R), unless disabled."""
     if not enabled:
         return None
     if mask_file is not None:
         return read_class_mask(mask_file, num_classes)
-    known = tree.known_subset(num_classes) if tree is not None else None
+    known = known_subset(folder_classes, num_classes) if folder_classes is not None else None
     if known is None:
         return None
     return ClassMask(tuple(sorted(KNOWN_CLASS_SUBSETS[known])), f"{known}'s classes")
+
+
+def known_subset(folder_classes: AbstractSet[int], num_classes: int) -> Optional[str]:
+    """'ImageNet-A' or 'ImageNet-R' when class folders are exactly that set's classes."""
+    if num_classes != NUM_IMAGENET_CLASSES:
+        return None
+    return next((name for name, ids in KNOWN_CLASS_SUBSETS.items()
+                 if folder_classes == ids), None)
 
 
 # --------------------------------------------------------------------------- ImageNet-ReaL

@@ -1,8 +1,9 @@
 """Class-folder datasets on disk: find the images of each class folder, or of a flat folder.
 
-Class ids are the alphabetical order of the folder names (for ImageNet, the WordNet-ID
-order), except in a tree whose every class folder is a number (ImageNetV2's 0..999): there the
-numbers are the ids. Every error is a `DataError` naming the folder.
+Class folders are listed in alphabetical order (for ImageNet, the WordNet-ID order), except in
+a tree whose every class folder is a number (ImageNetV2's 0..999): there in the order of the
+numbers, which are found here; folder_labels.py turns folders into ids. Every error is a
+`DataError` naming the folder.
 """
 from __future__ import annotations
 

