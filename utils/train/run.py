@@ -196,7 +196,7 @@ class TrainingRun:
             if bad_loss:
                 raise diverged(f"non-finite training loss at epoch {epoch}, iteration "
                                f"{batch.iteration}", self.checkpoints)
-            state.window.add(*sums, not updated)
+            state.since_point.add(*sums, not updated)
             if last and (step + 1) % self.interval == 0:
                 self.record_point(step + 1)
             bar.update(loss=loss, error=wrong / max(batch.num_valid, 1), lr=self.lr)
@@ -227,15 +227,15 @@ class TrainingRun:
         """A point of the curves within the epoch after `step` updates: the means of all
         ranks since the point before (kept in the checkpoint across a resume); the images per
         second of this session since then."""
-        window, (since, since_step) = self.state.take_window(), self.throughput_origin
+        sums, (since, since_step) = self.state.take_since_point(), self.throughput_origin
         now = time.time()
         images = (step - since_step) * self.spec.split.global_batch
         dynamic = self.spec.dynamic_loss_scaling
         self.outputs.iteration(IterationPoint(
-            step, window.loss / max(window.seen, 1), window.wrong / max(window.seen, 1),
+            step, sums.loss / max(sums.seen, 1), sums.wrong / max(sums.seen, 1),
             self.lr, images / (now - since) if now > since else float("nan"),
             self.state.solver.loss_scale if dynamic else None,
-            int(window.skipped) if dynamic else None))
+            int(sums.skipped) if dynamic else None))
         self.throughput_origin = (now, step)
 
     def end_of_epoch(self, epoch: int, started: float) -> str:

@@ -102,7 +102,7 @@ class TrainingState:
         self.data, self.graph = data, graph
         self.sums = EpochSums()  # this rank's, over the epoch so far
         # Of all ranks (the same on each) since the last point of the per-iteration curves.
-        self.window = EpochSums()
+        self.since_point = EpochSums()
 
     @property
     def mixing(self) -> Optional[BatchMixing]:
@@ -128,10 +128,10 @@ class TrainingState:
         sums, self.sums = self.sums, EpochSums()
         return sums
 
-    def take_window(self) -> EpochSums:
+    def take_since_point(self) -> EpochSums:
         """All ranks' sums since the last point of the curves, which start again."""
-        window, self.window = self.window, EpochSums()
-        return window
+        taken, self.since_point = self.since_point, EpochSums()
+        return taken
 
     def state_dict(self) -> Optional[Dict[str, Dict[str, Any]]]:
         """Every rank's state, gathered on rank 0 (None on the others): a collective.
@@ -158,7 +158,8 @@ class TrainingState:
         meta = {IDENTITY: self.spec.identity(), DATA_POSITION: self.data.state_dict(),
                 MIXUP_POSITION: [p["mixup"]["position"] for p in gathered
                                  if p["mixup"] is not None],
-                EPOCH_SUMS: [p["sums"] for p in gathered], WINDOW_SUMS: self.window.state_dict()}
+                EPOCH_SUMS: [p["sums"] for p in gathered],
+                WINDOW_SUMS: self.since_point.state_dict()}
         params = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
         return {"meta": meta, "params": params, "solver": self.solver.state_dict(),
                 "extra": extra}
@@ -180,7 +181,7 @@ class TrainingState:
             self.ema.load_state_dict({k[len(EMA_PREFIX):]: v for k, v in extra.items()
                                       if k.startswith(EMA_PREFIX)})
         self.sums = EpochSums.restored(meta[EPOCH_SUMS], rank, ranks)
-        self.window = EpochSums(*meta.get(WINDOW_SUMS, []))  # (absent before the curves)
+        self.since_point = EpochSums(*meta.get(WINDOW_SUMS, []))  # (absent before the curves)
         self.data.load_state_dict(meta[DATA_POSITION])
 
     def resume(self, checkpoint: Any) -> List[str]:
