@@ -40,7 +40,8 @@ from utils.labels.label_sources import (
     training_classes,
 )
 from utils.process.atomic import PreviousFiles, check_can_create
-from utils.process.errors import DataError, run_simple
+from utils.process.errors import DataError
+from utils.process.run import run as run_simple
 
 EXAMPLES = (
     "python create_input_files.py -T /data/imagenet/train --val-dir /data/imagenet/val "

@@ -31,7 +31,8 @@ from utils.labels.imagenet import class_names
 from utils.process.atomic import atomic_write_text, check_output_file
 from utils.process.errors import DataError, UsageError
 from utils.process.progress import Progress
-from utils.process.runtime import run, setup_runtime
+from utils.process.run import run
+from utils.process.runtime import setup_runtime
 from utils.weights.files import open_weights
 
 EXAMPLES = (

@@ -63,7 +63,9 @@ from utils.process.comm import Communicator
 from utils.process.errors import DataError, UsageError
 from utils.process.pause_point import pause_at
 from utils.process.progress import Progress, format_duration, run_eta
-from utils.process.runtime import Runtime, StopRequest, run, setup_runtime
+from utils.process.run import run
+from utils.process.runtime import Runtime, setup_runtime
+from utils.process.stop_signals import StopRequest
 from utils.process.watchdog import heartbeat, start_watchdog
 from utils.recipe.config import TrainConfig, load_config, recipe_warnings, save_config
 from utils.recipe.schedules import LearningRateSchedule, build_schedule

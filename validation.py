@@ -54,7 +54,8 @@ from utils.outputs.monitor import refuse_training_run
 from utils.outputs.recorder import record_evaluation
 from utils.process.atomic import check_can_create
 from utils.process.errors import UsageError
-from utils.process.runtime import Runtime, run, setup_runtime
+from utils.process.run import run
+from utils.process.runtime import Runtime, setup_runtime
 from utils.process.watchdog import start_watchdog
 from utils.train.bn_stats import recompute_batch_norm, training_feeds
 from utils.weights.files import open_weights
