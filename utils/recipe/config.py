@@ -236,8 +236,6 @@ def _describe(value: Any) -> str:
 
 
 _UNKNOWN_KEY = ("unexpected_keyword_argument", "extra_forbidden", "invalid_key")
-_NOT_OF_TYPE = ("float_type", "int_type", "bool_type", "tuple_type", "too_short", "too_long",
-                "dataclass_type", "model_attributes_type", "dict_type", "list_type")
 _OUT_OF_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
