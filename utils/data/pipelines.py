@@ -189,8 +189,8 @@ class Batch:
         buffer on the context `ctx`, by default the current one), one host copy on a CPU.
         On a GPU the copy is queued on the stream NNabla computes on (see NNABLA_STREAM): it
         starts after the kernels still reading the previous batch from this buffer and ends
-        before the next ones read it. (Without a stream, DALI copied on a stream of its own
-        that does not wait for NNabla's: nothing kept it from overwriting a batch in use.)
+        before the next ones read it. (Given no stream, DALI copies on a stream of its own
+        that does not wait for NNabla's, and could overwrite a batch still in use.)
         """
         import nnabla as nn
         from nnabla.ext_utils import get_extension_context
@@ -357,14 +357,27 @@ class ImageBatches:
             yield batch
         self._epoch, self._iteration = epoch + 1, 0
 
+    def set_spatial_size(self, spatial_size: SpatialSize) -> None:
+        """Make the batches `spatial_size` from the next one on, continuing from the same
+        position (progressive resizing). A DALI pipeline is built for one size: a new size
+        starts a new one."""
+        image = self.image.at(spatial_size)
+        if image == self.image:
+            return
+        if not self.dali.on_gpu:
+            check_pipeline_memory(self.plan, image, self.dali.prefetch)
+        self.close()
+        self.image = image
+
     def resized(self, spatial_size: SpatialSize) -> ImageBatches:
-        """The same batches at another output size, from this one's position (which closes:
-        progressive resizing); this one itself at its own size."""
+        """The entry point train.py and utils/train/training.py call until they call
+        `set_spatial_size` (then to be removed): a new object at another size, which takes
+        over this one's position (this one closes); this one at its own size."""
         if to_hw(spatial_size) == self.image.spatial_size:
             return self
-        other = ImageBatches(self.plan, self.image.at(spatial_size), self.dali,
-                             self.augmentation)
+        other = ImageBatches(self.plan, self.image, self.dali, self.augmentation)
         other.load_state_dict(self.state_dict())
+        other.set_spatial_size(spatial_size)
         self.close()
         return other
 
