@@ -48,7 +48,8 @@ from utils.process.comm import Communicator
 from utils.process.errors import OutputError, UsageError
 from utils.process.memory import GIBIBYTE, available_memory, check_batch_fits
 from utils.process.progress import Progress
-from utils.process.runtime import Runtime, run, setup_runtime
+from utils.process.run import run
+from utils.process.runtime import Runtime, setup_runtime
 from utils.recipe.config import TrainConfig, load_config
 from utils.recipe.schedules import build_schedule
 from utils.recipe.solvers import recipe_solver

@@ -20,7 +20,7 @@ import utils.process.startup  # noqa: F401  (first: silences NNabla's import-tim
 from utils.cli import flags as cli
 from utils.cli import help_text
 from utils.process.errors import UserError
-from utils.process.runtime import run
+from utils.process.run import run
 from utils.weights.files import Layout, adapt, is_parameter_file, open_weights, write_parameters
 
 

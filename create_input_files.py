@@ -40,7 +40,8 @@ from utils.labels.label_sources import (
     training_classes,
 )
 from utils.process.atomic import PreviousFiles, check_can_create
-from utils.process.errors import DataError, run_simple
+from utils.process.errors import DataError
+from utils.process.run import run
 
 EXAMPLES = (
     "python create_input_files.py -T /data/imagenet/train --val-dir /data/imagenet/val "
@@ -217,4 +218,4 @@ def write_outputs(args: argparse.Namespace, classes: TrainingClasses, train: Lab
 
 
 if __name__ == "__main__":
-    sys.exit(run_simple(main))
+    sys.exit(run(main))

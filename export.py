@@ -31,7 +31,7 @@ from utils.deploy.export import (
 )
 from utils.process.atomic import check_output_file
 from utils.process.memory import available_memory, check_batch_fits
-from utils.process.runtime import run
+from utils.process.run import run
 from utils.weights.files import open_weights
 
 VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (docs/deployment.md)

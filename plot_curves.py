@@ -16,7 +16,8 @@ from utils.cli import help_text
 from utils.labels.file_list import check_folder
 from utils.outputs.plots import plot_runs
 from utils.process.atomic import check_can_create
-from utils.process.errors import USER_ERROR_STATUS, run_simple
+from utils.process.errors import USER_ERROR_STATUS
+from utils.process.run import run
 
 EXAMPLES = (
     "python plot_curves.py runs/rn50",
@@ -61,4 +62,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_simple(main))
+    sys.exit(run(main))

@@ -28,7 +28,9 @@ import utils.process.startup  # noqa: F401  (first: silences NNabla's import-tim
 
 from utils.cli import flags as cli
 from utils.cli import help_text
-from utils.process.runtime import StopRequest, run, setup_runtime
+from utils.process.run import run
+from utils.process.runtime import setup_runtime
+from utils.process.stop_signals import StopRequest
 from utils.process.watchdog import start_watchdog
 from utils.recipe.config import load_config
 from utils.train.run import start_run

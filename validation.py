@@ -43,7 +43,8 @@ from utils.labels.imagenet import class_names
 from utils.outputs.batch_grid import first_batch_grid
 from utils.outputs.sink import output_sink
 from utils.process.errors import UsageError
-from utils.process.runtime import Runtime, run, setup_runtime
+from utils.process.run import run
+from utils.process.runtime import Runtime, setup_runtime
 from utils.process.watchdog import start_watchdog
 from utils.train.bn_stats import recompute_batch_norm, training_feeds
 from utils.weights.files import open_weights

@@ -10,7 +10,7 @@ alternately with and without TensorBoard, each for 1 and for --epochs epochs. Tw
   per cent from run to run;
 - CPU time, which other work on the machine changes less: the CPU seconds of the long run
   less those of the 1-epoch run (start-up, first epoch) are the steady-state epochs' own,
-  TensorBoard's writing thread included; the median over rounds;
+  TensorBoard's event writes included; the median over rounds;
 - what TensorBoard adds to each point of the curves, measured in this process (the
   output sink's iteration event with and without the event file, CPU time), against a training
   iteration's CPU time: the ratio a noiseless machine would show.
@@ -43,14 +43,14 @@ KINDS = {"on": [], "off": ["--no-tensorboard"]}
 
 def point_seconds(folder: Path, board: bool, points: int = 2000) -> float:
     """CPU seconds of one point of the curves within the epoch (series lines, and with
-    `board` the TensorBoard scalars), the writing thread's included."""
+    `board` the TensorBoard scalars, written in this thread)."""
     folder.mkdir()
     outputs = output_sink(str(folder), True, lambda line: None)
     outputs.start_session(0, 0, resumed=False, tensorboard=board)
     start = time.process_time()
     for step in range(1, points + 1):
         outputs.iteration(IterationPoint(step, 0.5, 0.25, 1e-3, 80.0))
-    outputs.close()  # (waits for the writing thread)
+    outputs.close()
     return (time.process_time() - start) / points
 
 

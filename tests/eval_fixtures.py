@@ -17,7 +17,7 @@ import numpy as np
 from paths import DEMO, HANG_GUARD, REPO
 
 from models import build_network
-from utils.process.runtime import run
+from utils.process.run import run
 from utils.weights.files import network_parameters, write_parameters
 
 

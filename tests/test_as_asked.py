@@ -12,7 +12,8 @@ from paths import REPO
 
 import create_input_files
 from utils.labels.file_list import read_id_csv
-from utils.process.errors import USER_ERROR_STATUS, run_simple
+from utils.process.errors import USER_ERROR_STATUS
+from utils.process.run import run
 from utils.recipe.config import ConfigError, load_config, recipe_warnings
 
 
@@ -28,7 +29,7 @@ def test_a_file_name_with_a_line_break_is_refused_at_the_scan(tmp_path, capsys):
     class_tree(str(tmp_path / "train"), ["cat", "dog"], 2)
     odd = tmp_path / "train" / "dog" / "two\nlines.JPEG"
     shutil.copy(tmp_path / "train" / "dog" / "dog_0.JPEG", odd)
-    status = run_simple(lambda: create_input_files.main(
+    status = run(lambda: create_input_files.main(
         ["-T", str(tmp_path / "train"), "-o", str(tmp_path / "out"), "--no-progress"]))
     assert status == USER_ERROR_STATUS
     lines = capsys.readouterr().err.splitlines()

@@ -19,7 +19,7 @@ import benchmark
 from models import build_network
 from utils.process.comm import Communicator
 from utils.process.progress import Progress
-from utils.process.runtime import run
+from utils.process.run import run
 from utils.weights.stats import (
     count_forward_values,
     count_macs,

@@ -17,7 +17,8 @@ import plot_curves
 import train
 from utils.outputs.monitor import MonitorSeries
 from utils.process.atomic import atomic_write_text
-from utils.process.errors import USER_ERROR_STATUS, run_simple
+from utils.process.errors import USER_ERROR_STATUS
+from utils.process.run import run
 from utils.weights.download import CACHE_ENV
 from utils.weights.published import resembling
 
@@ -107,12 +108,12 @@ def test_a_file_where_a_folder_should_be_is_named(weights, tmp_path, capsys, mon
     assert run_main(infer.main, PHOTO, "rn50-nhwc.h5") == USER_ERROR_STATUS
     assert the_line(capsys) == (f"error: cannot write to the weight cache "
                                 f"($NNABLA_IMAGENET_CACHE) {afile / 'cache'}: {afile} is a file")
-    assert run_simple(lambda: plot_curves.main([str(afile)])) == USER_ERROR_STATUS
+    assert run(lambda: plot_curves.main([str(afile)])) == USER_ERROR_STATUS
     assert the_line(capsys) == f"error: monitor folder {afile} is a file; expected a folder"
     monitor = tmp_path / "run"
     monitor.mkdir()
     MonitorSeries(str(monitor), "Train-loss").add(0, 1.5)
-    assert run_simple(lambda: plot_curves.main([str(monitor), "-o", str(afile)])) == \
+    assert run(lambda: plot_curves.main([str(monitor), "-o", str(afile)])) == \
         USER_ERROR_STATUS
     assert the_line(capsys) == (f"error: cannot write to the output folder (-o) {afile}: "
                                 f"{afile} is a file")

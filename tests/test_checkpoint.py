@@ -104,8 +104,6 @@ def test_monitor_series_append_truncate_and_torn_lines(tmp_path):
     assert read_series(str(path)) == [(0, 2.5), (1, 1.25), (2, 0.123457)]
     truncate_series(str(path), 1)
     assert path.read_text() == "0 2.5\n1 1.25\n"
-    MonitorSeries(str(tmp_path), "Other", enabled=False).add(0, 1.0)
-    assert not (tmp_path / "Other.series.txt").exists()
     t = MonitorTimer(str(tmp_path), "Epoch-time")
     t.add(0, 10.0)
     t.add(1, 2.5)

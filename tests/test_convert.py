@@ -31,7 +31,7 @@ from paths import PARAM_SPEC_DIR
 
 import convert_parameter_format
 from models import available_architectures, build_network
-from utils.process.runtime import USER_ERROR_STATUS
+from utils.process.errors import USER_ERROR_STATUS
 from utils.weights import files as weights
 from utils.weights.files import Layout, WeightFile, adapt, layout_of, shapes_of
 

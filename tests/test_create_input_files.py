@@ -21,7 +21,7 @@ from utils.labels.imagenet import (
     imagenet_val_ground_truth,
     imagenet_wnids,
 )
-from utils.process.errors import run_simple
+from utils.process.run import run as run_script_main
 
 # sha256 of the official example's label files (section 12 of the reference notes).
 OFFICIAL_SHA256 = {
@@ -34,7 +34,7 @@ OFFICIAL_SHA256 = {
 
 def run(*args: str) -> int:
     """The script's status, as its command line gives it (user errors: one line, 2)."""
-    return run_simple(lambda: create_input_files.main([*args, "--no-progress"]))
+    return run_script_main(lambda: create_input_files.main([*args, "--no-progress"]))
 
 
 def lines(path: Path) -> list:

@@ -339,6 +339,26 @@ def test_resume_reproduces_the_batches_bit_for_bit(photos):
     assert all((a[2] == e[2]).all() for a, e in zip(run_epoch(at_boundary, 1), expected[5:]))
 
 
+def test_a_new_spatial_size_continues_from_the_same_position(photos):
+    """Progressive resizing: the batches after the change are those of a loader made at the
+    new size and resumed at the same position."""
+    loader = batches(photos, batch_size=3, training=True, seed=5, channel_last=True)
+    epoch0 = loader.epoch(0)
+    before = [host_images(next(epoch0)) for _ in range(2)]
+    epoch0.close()
+    state = loader.state_dict()
+    loader.set_spatial_size(24)
+    loader.set_spatial_size(24)  # the size it has: nothing to do
+    assert loader.image_shape == (3, 24, 24, 3) and before[0].shape == (3, 16, 16, 3)
+    rest = run_epoch(loader, 0)
+    fresh = batches(photos, batch_size=3, training=True, seed=5, channel_last=True,
+                    spatial_size=24)
+    fresh.load_state_dict(state)
+    expected = run_epoch(fresh, 0)
+    assert len(rest) == len(expected) == 3
+    assert all((a[2] == e[2]).all() and (a[0] == e[0]).all() for a, e in zip(rest, expected))
+
+
 def test_validation_passes_repeat_whatever_the_epoch_number(photos):
     loader = batches(photos, batch_size=5)
     first, later = run_epoch(loader, 0), run_epoch(loader, 7)

@@ -17,7 +17,7 @@ from paths import REPO
 
 from models import build_network
 from utils.deploy import export as ex
-from utils.process.runtime import run
+from utils.process.run import run
 from utils.weights.files import (
     convert_layout,
     open_weight_file,

@@ -17,7 +17,7 @@ from utils.eval.evaluation import EvaluationResult
 from utils.outputs.monitor import MonitorSeries
 from utils.outputs.plots import CHARTS, chart_lines, draw_chart, plot_monitor, run_names
 from utils.outputs.sink import record_evaluation
-from utils.process.errors import run_simple
+from utils.process.run import run
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_missing_series_are_left_out_and_torn_lines_ignored(tmp_path):
 def test_nothing_to_plot_is_an_error(tmp_path, capsys):
     assert plot_curves.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: no loss or error series in {tmp_path}\n"
-    assert run_simple(lambda: plot_curves.main([str(tmp_path / "nope")])) == 2
+    assert run(lambda: plot_curves.main([str(tmp_path / "nope")])) == 2
     assert capsys.readouterr().err == f"error: monitor folder not found: {tmp_path / 'nope'}\n"
 
 

@@ -12,7 +12,7 @@ import export
 import infer
 import validation
 from models import available_architectures
-from utils.process.runtime import USER_ERROR_STATUS
+from utils.process.errors import USER_ERROR_STATUS
 from utils.weights.published import BASE_URL, PUBLISHED
 
 PHOTO = REPO / "data" / "demo" / "val" / "ILSVRC2012_val_00000001.JPEG"

@@ -37,7 +37,7 @@ from train_fixtures import (
 from models import build_network, get_architecture
 from utils.outputs.monitor import read_series, timer_path
 from utils.process.atomic import LOCK_NAME
-from utils.process.runtime import USER_ERROR_STATUS
+from utils.process.errors import USER_ERROR_STATUS
 from utils.recipe.config import load_config
 from utils.recipe.schedules import build_schedule
 from utils.weights.files import read_parameters

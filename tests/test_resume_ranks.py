@@ -20,7 +20,7 @@ from run_fixtures import checkpoint_names, scalars
 from train_fixtures import PREEMPTED, Setup, train_args, values
 
 from utils.outputs.monitor import read_series, series_path
-from utils.process.runtime import USER_ERROR_STATUS
+from utils.process.errors import USER_ERROR_STATUS
 from utils.train.checkpoint import load_checkpoint
 from utils.train.spec import BatchSplit
 from utils.weights.files import read_parameters

@@ -1,6 +1,6 @@
-"""`tensorboard/` removed while a run trains (issue 34 item 4): the events went to a deleted
-file and the run ended without event files; now the folder is made again, from the next event
-on, with the session's HParams, and a warning says what was lost."""
+"""`tensorboard/` removed while a run trains (issue 34 item 4): its events would go to a deleted
+file and the run would end without event files, so the folder is made again, from the next
+event on, with the session's HParams, and a warning says what was lost."""
 from __future__ import annotations
 
 import shutil
@@ -32,7 +32,8 @@ def test_a_removed_folder_is_made_again_with_a_warning(tmp_path, capsys):
 
 
 def test_integers_beyond_int64_reach_hparams_as_text(tmp_path):
-    """`-e 9223372036854775808` ended in "ufunc 'isnan' not supported" inside tensorboardX."""
+    """HParams keeps numbers as int64: `-e 9223372036854775808` given as a number would end in
+    "ufunc 'isnan' not supported" inside tensorboardX."""
     from utils.outputs.tensorboard import flatten
 
     flat = flatten({"epochs": 2**63, "seed": 2**63 - 1, "small": -2**63, "huge": -2**63 - 1})

@@ -21,8 +21,8 @@ import plot_curves
 import train
 import validation
 from utils.outputs.monitor import MonitorSeries
-from utils.process.errors import USER_ERROR_STATUS, DataError, run_simple
-from utils.process.runtime import run
+from utils.process.errors import USER_ERROR_STATUS, DataError
+from utils.process.run import run
 
 
 def one_line(capsys, *parts: str) -> str:
@@ -40,11 +40,9 @@ def test_a_programming_error_keeps_its_traceback_and_a_user_error_does_not():
     def bug() -> int:
         raise ValueError("an internal invariant broke")
 
-    for runner in (run, run_simple):
-        with pytest.raises(ValueError, match="invariant"):
-            runner(bug)
-        assert runner(lambda: (_ for _ in ()).throw(DataError("x.txt: bad"))) == \
-            USER_ERROR_STATUS
+    with pytest.raises(ValueError, match="invariant"):
+        run(bug)
+    assert run(lambda: (_ for _ in ()).throw(DataError("x.txt: bad"))) == USER_ERROR_STATUS
 
 
 def test_create_input_files_checks_its_output_folder_first(tmp_path, capsys):
@@ -52,7 +50,7 @@ def test_create_input_files_checks_its_output_folder_first(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine\n")
     for out in (afile, afile / "below"):
-        status = run_simple(lambda out=out: create_input_files.main(
+        status = run(lambda out=out: create_input_files.main(
             ["-T", str(tmp_path / "train"), "-o", str(out), "--no-progress"]))
         assert status == USER_ERROR_STATUS
         one_line(capsys, f"cannot write to the output folder (-o) {out}: {afile} is a file")
@@ -63,7 +61,7 @@ def test_an_empty_split_after_verify_is_an_error(tmp_path, capsys):
     for name in ("cat", "dog"):
         (tmp_path / "train" / name).mkdir(parents=True)
         (tmp_path / "train" / name / "x.JPEG").write_bytes(b"\xff\xd8 not a jpeg")
-    status = run_simple(lambda: create_input_files.main(
+    status = run(lambda: create_input_files.main(
         ["-T", str(tmp_path / "train"), "--train-fraction", "0.5", "--verify", "--workers", "1",
          "-o", str(tmp_path / "out"), "--no-progress"]))
     assert status == USER_ERROR_STATUS
@@ -77,13 +75,13 @@ def test_plot_curves_names_a_corrupt_series_line_and_an_unwritable_output(tmp_pa
     MonitorSeries(str(monitor), "Train-loss").add(0, 1.5)
     with open(monitor / "Train-loss.series.txt", "a") as f:
         f.write("1 not-a-number\n2 1.0\n")
-    assert run_simple(lambda: plot_curves.main([str(monitor)])) == USER_ERROR_STATUS
+    assert run(lambda: plot_curves.main([str(monitor)])) == USER_ERROR_STATUS
     one_line(capsys, f"{monitor / 'Train-loss.series.txt'}:2: expected '<index> <value>', "
                      "got '1 not-a-number'")
     (monitor / "Train-loss.series.txt").write_text("0 1.5\n1 1.0\n")
     afile = tmp_path / "afile"
     afile.write_text("x")
-    assert run_simple(lambda: plot_curves.main([str(monitor), "-o", str(afile)])) == \
+    assert run(lambda: plot_curves.main([str(monitor), "-o", str(afile)])) == \
         USER_ERROR_STATUS
     one_line(capsys, str(afile))
 
@@ -182,13 +180,13 @@ def test_a_binary_file_given_for_a_text_file_is_named(tmp_path, capsys):
                     jpeg) == USER_ERROR_STATUS
     one_line(capsys, f"csv file {jpeg} is not UTF-8 text")
     for flag, what in (("-L", "csv file"), ("-V", "ground-truth file")):
-        assert run_simple(lambda flag=flag: create_input_files.main(
+        assert run(lambda flag=flag: create_input_files.main(
             ["-T", str(DEMO / "train"), flag, jpeg, "-o", str(tmp_path / "out"),
              "--no-progress"])) == USER_ERROR_STATUS
         one_line(capsys, f"{what} {jpeg} is not UTF-8 text")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "Train-loss.series.txt").write_bytes(b"\xff\xd8\xff\xe0 binary\n")
-    assert run_simple(lambda: plot_curves.main([str(tmp_path / "run")])) == USER_ERROR_STATUS
+    assert run(lambda: plot_curves.main([str(tmp_path / "run")])) == USER_ERROR_STATUS
     one_line(capsys, f"series file {tmp_path / 'run' / 'Train-loss.series.txt'} is not UTF-8")
 
 
@@ -222,7 +220,7 @@ def test_a_repeated_or_odd_class_id_is_named(tmp_path, capsys):
     one_line(capsys, f"{labels}:2: expected '<id>,<value>', got ['\u00b2', 'b']")
     truth = tmp_path / "ground_truth.txt"
     truth.write_text("1\n\u00b2\n", encoding="utf-8")
-    assert run_simple(lambda: create_input_files.main(
+    assert run(lambda: create_input_files.main(
         ["-T", str(DEMO / "train"), "-V", str(truth), "-o", str(tmp_path / "out"),
          "--no-progress"])) == USER_ERROR_STATUS
     one_line(capsys, f"{truth}:2: expected a class id, got '\u00b2'")

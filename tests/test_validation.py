@@ -25,7 +25,7 @@ from eval_fixtures import (
 
 import validation
 from utils.process.atomic import lock_folder
-from utils.process.runtime import USER_ERROR_STATUS
+from utils.process.errors import USER_ERROR_STATUS
 
 IMAGES = 13
 

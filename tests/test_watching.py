@@ -418,7 +418,7 @@ def test_plot_curves_draws_the_curves_within_the_epoch(tmp_path):
     from utils.outputs.monitor import TrainingMonitors
     from utils.outputs.plots import CHARTS, draw_chart
 
-    monitors = TrainingMonitors(str(tmp_path), True, 0)
+    monitors = TrainingMonitors(str(tmp_path), 0)
     for step in range(2, 21, 2):
         monitors.add_iteration(step, 1.0 / step, 0.5 - step / 100)
     monitors.add(0, 0.3, 0.4, 1.0, 10)
@@ -432,6 +432,6 @@ def test_plot_curves_draws_the_curves_within_the_epoch(tmp_path):
     assert list(line.get_ydata()) == pytest.approx([1.0 / s for s in range(2, 21, 2)],
                                                    rel=1e-5)
     # A resumed run keeps the points up to its checkpoint's step and drops the rest.
-    TrainingMonitors(str(tmp_path), True, 1, 10)
+    TrainingMonitors(str(tmp_path), 1, 10)
     assert [i for i, _ in read_series(series_path(str(tmp_path), "Train-loss-iteration"))] \
         == [2, 4, 6, 8, 10]

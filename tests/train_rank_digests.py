@@ -38,7 +38,7 @@ def main() -> int:
     import nnabla as nn
 
     import train
-    from utils.process.runtime import run
+    from utils.process.run import run
 
     status = run(lambda: train.main(sys.argv[1:]))
     from mpi4py import MPI

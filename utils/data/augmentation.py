@@ -25,7 +25,7 @@ from ..recipe.augmentation import (
 
 FLIP_PROBABILITY = 0.5
 # Tags keeping the crop's and the policies' random streams apart from each other and from the
-# shuffle's (batch_plan.py).
+# shuffle's (`_SHUFFLE_STREAM` in batch_plan.py).
 _AUGMENT_STREAM, _POLICY_STREAM = 0xA06, 0x9011
 
 
@@ -75,9 +75,9 @@ def augmentation_plan(
         [_AUGMENT_STREAM, seed, epoch, iteration, rank])))
     plan = []
     for width, height in sizes:
-        window = random_resized_crop_window(width, height, rng, augmentation.random_area,
-                                            augmentation.random_aspect_ratio)
-        plan.append((*window, bool(rng.random() < FLIP_PROBABILITY)))
+        crop = random_resized_crop_window(width, height, rng, augmentation.random_area,
+                                          augmentation.random_aspect_ratio)
+        plan.append((*crop, bool(rng.random() < FLIP_PROBABILITY)))
     return plan
 
 

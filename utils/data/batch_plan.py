@@ -145,9 +145,9 @@ class BatchPlan:
         layout is allowed, with a warning unless only the batch per iteration changed."""
         epoch, iteration = int(state["epoch"]), int(state["iteration"])
         changed = {k: (state.get(k), v) for k, v in self.layout.items() if state.get(k) != v}
-        done = iteration * state["batch_size"] * state["num_ranks"]  # images of the order
+        images_done = iteration * state["batch_size"] * state["num_ranks"]
         split = {k: changed.pop(k) for k in _SPLIT if k in changed}
-        if iteration and (changed or done % self.global_batch):
+        if iteration and (changed or images_done % self.global_batch):
             detail = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in
                                {**changed, **split}.items())
             raise DataError(f"cannot resume mid-epoch {epoch} (iteration {iteration}): "
@@ -157,7 +157,7 @@ class BatchPlan:
 
             logger.warning(f"data layout changed since the saved state ({', '.join(changed)}); "
                            f"epoch {epoch} onwards follows the new layout")
-        iteration = done // self.global_batch
+        iteration = images_done // self.global_batch
         if not 0 <= iteration <= self.iterations_per_epoch:
             raise DataError(f"iteration {iteration} outside 0..{self.iterations_per_epoch}")
         return epoch, iteration

@@ -189,8 +189,8 @@ class Batch:
         buffer on the context `ctx`, by default the current one), one host copy on a CPU.
         On a GPU the copy is queued on the stream NNabla computes on (see NNABLA_STREAM): it
         starts after the kernels still reading the previous batch from this buffer and ends
-        before the next ones read it. (Without a stream, DALI copied on a stream of its own
-        that does not wait for NNabla's: nothing kept it from overwriting a batch in use.)
+        before the next ones read it. (Given no stream, DALI copies on a stream of its own
+        that does not wait for NNabla's, and could overwrite a batch still in use.)
         """
         import nnabla as nn
         from nnabla.ext_utils import get_extension_context
@@ -357,16 +357,17 @@ class ImageBatches:
             yield batch
         self._epoch, self._iteration = epoch + 1, 0
 
-    def resized(self, spatial_size: SpatialSize) -> ImageBatches:
-        """The same batches at another output size, from this one's position (which closes:
-        progressive resizing); this one itself at its own size."""
-        if to_hw(spatial_size) == self.image.spatial_size:
-            return self
-        other = ImageBatches(self.plan, self.image.at(spatial_size), self.dali,
-                             self.augmentation)
-        other.load_state_dict(self.state_dict())
+    def set_spatial_size(self, spatial_size: SpatialSize) -> None:
+        """Make the batches `spatial_size` from the next one on, continuing from the same
+        position (progressive resizing). A DALI pipeline is built for one size: a new size
+        starts a new one."""
+        image = self.image.at(spatial_size)
+        if image == self.image:
+            return
+        if not self.dali.on_gpu:
+            check_pipeline_memory(self.plan, image, self.dali.prefetch)
         self.close()
-        return other
+        self.image = image
 
     def state_dict(self) -> Dict[str, Any]:
         """Where the next batch comes from, plus what it depends on (JSON-serialisable)."""

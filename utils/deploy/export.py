@@ -360,7 +360,7 @@ def export(
     batch_size = graph.image.shape[0]
     images = sample_images(graph.image.shape, seed)
     reference = graph.forward(images) if tolerance is not None else None
-    done: List[Exported] = []
+    exported: List[Exported] = []
     # Every output stays under a temporary name until all of them are written and verified.
     with tempfile.TemporaryDirectory(prefix="export-") as scratch, \
             contextlib.ExitStack() as pending:
@@ -374,5 +374,5 @@ def export(
                 check = compare(fmt.runtime(), reference, fmt.run(tmp, images), tolerance)
                 if not check.passed:
                     raise VerificationError(f"{path}: {check.summary()}; nothing written")
-            done.append(Exported(path, fmt.describe(opset), check))
-    return done
+            exported.append(Exported(path, fmt.describe(opset), check))
+    return exported

@@ -99,28 +99,24 @@ def truncate_series(path: str, last_index: int) -> None:
 
 
 class MonitorFile:
-    """Appends lines to one monitor file; does nothing on ranks other than 0."""
+    """Appends lines to one monitor file (rank 0's sink holds them: see `utils.outputs.sink`)."""
 
-    def __init__(self, path: str, enabled: bool = True):
+    def __init__(self, path: str):
         self.path = path
-        self.enabled = enabled
 
     def _append(self, line: str) -> None:
-        if not self.enabled:
-            return
         with open(self.path, "a") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
 
     def truncate_after(self, last_index: int) -> None:
-        if self.enabled:
-            truncate_series(self.path, last_index)
+        truncate_series(self.path, last_index)
 
 
 class MonitorSeries(MonitorFile):
-    def __init__(self, directory: str, name: str, enabled: bool = True):
-        super().__init__(series_path(directory, name), enabled)
+    def __init__(self, directory: str, name: str):
+        super().__init__(series_path(directory, name))
 
     def add(self, index: int, value: float) -> None:
         self._append(f"{index} {value:.6g}")
@@ -130,13 +126,13 @@ class MonitorTimer(MonitorFile):
     """`MonitorTimeElapsed` lines with one `add` per epoch; the running total goes on from
     the kept lines when a resumed run truncates the file."""
 
-    def __init__(self, directory: str, name: str, enabled: bool = True):
-        super().__init__(timer_path(directory, name), enabled)
+    def __init__(self, directory: str, name: str):
+        super().__init__(timer_path(directory, name))
         self.total = 0.0
 
     def truncate_after(self, last_index: int) -> None:
         super().truncate_after(last_index)
-        if self.enabled and os.path.exists(self.path):
+        if os.path.exists(self.path):
             with open(self.path) as f:
                 lines = f.read().split()
             self.total = float(lines[-1]) if lines else 0.0
@@ -148,28 +144,27 @@ class MonitorTimer(MonitorFile):
 
 
 class TrainingMonitors:
-    """The training series of a run, per epoch and within the epoch (rank 0 writes);
-    validation ones go through `utils.eval.evaluation.record`. `start_step`: the iterations done
-    at the start (those of the resumed checkpoint)."""
+    """The training series of a run, per epoch and within the epoch; the validation ones are
+    written by `utils.outputs.sink.record_evaluation`. `start_step`: the updates done at the
+    start (those of the resumed checkpoint)."""
 
-    def __init__(self, path: str, enabled: bool, start_epoch: int, start_step: int = 0):
-        self.loss = MonitorSeries(path, series_name(TRAIN, "loss"), enabled)
-        self.error = MonitorSeries(path, series_name(TRAIN, "top1_error"), enabled)
-        self.epoch_time = MonitorTimer(path, EPOCH_TIME, enabled)
-        self.iteration_time = MonitorSeries(path, ITERATION_TIME, enabled)
-        self.iteration_loss = MonitorSeries(path, iteration_series_name("loss"), enabled)
-        self.iteration_error = MonitorSeries(path, iteration_series_name("top1_error"), enabled)
-        if enabled:
-            for m in (self.iteration_loss, self.iteration_error):
-                m.truncate_after(start_step)
-            # Drop what an interrupted run wrote after the checkpoint resumed from (all of it
-            # when starting afresh): training series are indexed by epoch (0..), validation
-            # series by epochs done (1..).
-            for m in (self.loss, self.error, self.epoch_time, self.iteration_time):
-                m.truncate_after(start_epoch - 1)
-            for part in (VALIDATION, VALIDATION_EMA):
-                for quantity in QUANTITIES:
-                    truncate_series(series_path(path, series_name(part, quantity)), start_epoch)
+    def __init__(self, path: str, start_epoch: int, start_step: int = 0):
+        self.loss = MonitorSeries(path, series_name(TRAIN, "loss"))
+        self.error = MonitorSeries(path, series_name(TRAIN, "top1_error"))
+        self.epoch_time = MonitorTimer(path, EPOCH_TIME)
+        self.iteration_time = MonitorSeries(path, ITERATION_TIME)
+        self.iteration_loss = MonitorSeries(path, iteration_series_name("loss"))
+        self.iteration_error = MonitorSeries(path, iteration_series_name("top1_error"))
+        for m in (self.iteration_loss, self.iteration_error):
+            m.truncate_after(start_step)
+        # Drop what an interrupted run wrote after the checkpoint resumed from (all of it when
+        # starting afresh): training series are indexed by epoch (0..), validation series by
+        # epochs done (1..).
+        for m in (self.loss, self.error, self.epoch_time, self.iteration_time):
+            m.truncate_after(start_epoch - 1)
+        for part in (VALIDATION, VALIDATION_EMA):
+            for quantity in QUANTITIES:
+                truncate_series(series_path(path, series_name(part, quantity)), start_epoch)
 
     def add(self, epoch: int, loss: float, error: float, seconds: float, iterations: int) -> None:
         self.loss.add(epoch, loss)

@@ -144,7 +144,7 @@ class OutputSink:
                       tensorboard: bool) -> None:
         """The series from `start_epoch` / `start_step` on (what an interrupted run wrote after
         its checkpoint is dropped), and TensorBoard's writer unless `tensorboard` is off."""
-        self.monitors = TrainingMonitors(self.folder, True, start_epoch, start_step)
+        self.monitors = TrainingMonitors(self.folder, start_epoch, start_step)
         self.board = open_tensorboard(self.folder, tensorboard, start_step, resumed)
 
     def session(self, step: int, flags: Mapping[str, Any], config: Mapping[str, Any],

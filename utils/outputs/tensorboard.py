@@ -1,6 +1,5 @@
 """TensorBoard event files of a training run, written with tensorboardX into
-`<monitor path>/tensorboard/` (rank 0) as the run goes; tensorboardX queues the events and a
-thread of its own writes them, flushing at least every `flush_secs`.
+`<monitor path>/tensorboard/` (rank 0) as the run goes.
 
 Every event's step is the number of training iterations done (over the whole run), so that
 the curves of every session of a run line up. Each session writes a new event file that
@@ -8,41 +7,30 @@ starts with a purge at its first step: TensorBoard (its Python reader and its fa
 server alike) then discards what an interrupted session wrote past the checkpoint the run
 resumed from, and a resumed run continues the same curves without a repeated or missing
 step. A run that starts afresh in a folder with event files purges them all.
+
+Events are written in the caller's thread, each call's through to the file before it
+returns, with tensorboardX's public record writer and summary builders. `SummaryWriter`
+hands them to a thread of its own instead, and a write that fails there (a full disk) can be
+neither caught nor seen: Python prints the thread's traceback, and the thread's bounded queue
+then blocks the training loop for good at the next events. Here such a failure is one warning
+line, the session writes no more events, and training goes on: the series files are the
+run's record, the event files a view of it. A folder removed while the run trains is made
+again, with a new event file.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import socket
 import sys
-import threading
-from typing import Any, Dict, Iterable, Mapping, Optional
+import time
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 
 FOLDER = "tensorboard"
-FLUSH_SECONDS = 30
 EVENT_FILE_PATTERN = "events.out.tfevents.*"
-
-
-def _writer_failure_is_a_warning() -> None:
-    """tensorboardX writes in a thread of its own: a write that fails there (a full disk)
-    becomes a one-line warning instead of a thread's traceback; training goes on (the series
-    files are the run's record, the event files a view of it)."""
-    from tensorboardX.event_file_writer import _EventLoggerThread
-
-    previous = threading.excepthook
-    if getattr(previous, "tensorboard_warning", False):
-        return
-
-    def hook(args: Any) -> None:
-        if isinstance(args.thread, _EventLoggerThread) and issubclass(args.exc_type, OSError):
-            print(f"warning: TensorBoard events no longer written: {args.exc_value}",
-                  file=sys.stderr, flush=True)
-        else:
-            previous(args)
-
-    hook.tensorboard_warning = True  # type: ignore[attr-defined]
-    threading.excepthook = hook
 
 
 def tensorboard_folder(monitor_path: str) -> str:
@@ -71,87 +59,105 @@ class TensorBoard:
     """One session's event file in `folder`; `start_step` is the step of its first event:
     events of earlier sessions at this step or later are discarded by the readers."""
 
-    def __init__(self, folder: str, start_step: int, flush_secs: int = FLUSH_SECONDS):
-        _writer_failure_is_a_warning()
+    def __init__(self, folder: str, start_step: int):
         self.folder = folder
-        self.flush_secs = flush_secs
-        self._session_hparams: Optional[tuple] = None
-        self.writer = self._open(start_step)
+        # The HParams summaries a new event file repeats (after the folder was removed).
+        self._session_start: List[Any] = []
+        self._stopped = False  # after a failed write: the file's end is no longer a record's
+        self._file = self._open(start_step)
 
     def _open(self, start_step: int) -> Any:
-        from tensorboardX import SummaryWriter
+        """A new event file that begins with the purge of the steps from `start_step` on."""
+        from tensorboardX import RecordWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
 
         os.makedirs(self.folder, exist_ok=True)
-        # The file name holds the time in seconds and the host: a session number keeps two
-        # sessions started within one second apart, in order.
+        # TensorBoard reads a folder's event files in name order: the time in seconds, the
+        # host, then a session number that keeps two sessions started within a second apart.
         session = len(glob.glob(os.path.join(self.folder, EVENT_FILE_PATTERN)))
-        return SummaryWriter(self.folder, purge_step=start_step, flush_secs=self.flush_secs,
-                             filename_suffix=f".{session:04d}")
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{session:04d}"
+        record_file = RecordWriter(os.path.join(self.folder, name))
+        now = time.time()
+        record_file.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+        record_file.write(Event(wall_time=now, step=start_step, session_log=SessionLog(
+            status=SessionLog.START)).SerializeToString())
+        record_file.flush()
+        return record_file
 
-    def _reopen_if_removed(self, step: int) -> None:
-        """A folder removed while the run trains (its events would go to a deleted file) is
-        made again, with a new event file from `step` on, and a warning."""
-        if os.path.isdir(self.folder):
+    def _write(self, step: int, summaries: Callable[[], Iterable[Any]]) -> None:
+        """Append what `summaries()` builds (not called once writing stopped: an image's PNG
+        costs) as events at `step`, through to the file."""
+        if not self._stopped and not os.path.isdir(self.folder):
+            self._reopen(step)
+        if self._stopped:
             return
+        from tensorboardX.proto.event_pb2 import Event
+
+        try:
+            for summary in summaries():
+                self._file.write(Event(wall_time=time.time(), step=step,
+                                       summary=summary).SerializeToString())
+            self._file.flush()
+        except OSError as e:
+            self._stopped = True
+            print(f"warning: TensorBoard events no longer written: {e}", file=sys.stderr,
+                  flush=True)
+            with contextlib.suppress(OSError):  # (the same failure again: said once)
+                self._file.close()
+
+    def _reopen(self, step: int) -> None:
+        """The folder was removed while the run trained (its events would go to a deleted
+        file): make it again, with a new event file from `step` on, and warn."""
         print(f"warning: {self.folder} was removed while the run trained: made again; the "
               f"TensorBoard events before step {step} are gone", file=sys.stderr, flush=True)
-        self._io(self.writer.close)
+        self.close()
         try:
-            self.writer = self._open(step)
+            self._file = self._open(step)
         except OSError as e:
+            self._stopped = True
             print(f"warning: TensorBoard events not written to {self.folder}: {e}",
                   file=sys.stderr, flush=True)
             return
-        if self._session_hparams is not None:
-            self.hparams(*self._session_hparams, step)
+        self._write(step, lambda: self._session_start)
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        self._reopen_if_removed(step)
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, float(value), step)
+        from tensorboardX.summary import scalar
+
+        self._write(step, lambda: [scalar(tag, float(value)) for tag, value in values.items()])
 
     def image(self, tag: str, rgb: np.ndarray, step: int) -> None:
         """An RGB uint8 (H, W, 3) image, stored exactly (PNG)."""
-        self._reopen_if_removed(step)
-        self.writer.add_image(tag, rgb, step, dataformats="HWC")
+        from tensorboardX.summary import image
+
+        self._write(step, lambda: [image(tag, rgb, dataformats="HWC")])
 
     def text(self, tag: str, markdown: str, step: int) -> None:
-        self._reopen_if_removed(step)
-        self.writer.add_text(tag, markdown, step)
+        from tensorboardX.summary import text
+
+        self._write(step, lambda: [text(tag, markdown)])
 
     def hparams(self, values: Mapping[str, Any], metric_tags: Iterable[str], step: int) -> None:
         """The session's hyper-parameters, and the scalar tags the HParams view shows
         against them (their latest values)."""
         from tensorboardX.summary import hparams
 
-        self._session_hparams = (dict(values), list(metric_tags))
         experiment, start, _ = hparams(dict(values), {tag: 0.0 for tag in metric_tags})
-        self._file_writer().add_summary(experiment, step)
-        self._file_writer().add_summary(start, step)
+        self._session_start = [experiment, start]
+        self._write(step, lambda: self._session_start)
 
     def finished(self, step: int) -> None:
         """Mark the session as ended successfully (the HParams view's status)."""
         from tensorboardX.summary import hparams
 
-        self._reopen_if_removed(step)
-        _, _, end = hparams({}, {})
-        self._file_writer().add_summary(end, step)
-
-    def _file_writer(self) -> Any:
-        return self.writer._get_file_writer()
+        self._write(step, lambda: hparams({}, {})[2:])
 
     def flush(self) -> None:
-        self._io(self.writer.flush)
+        """Nothing to do: each call's events are in the file when it returns."""
 
     def close(self) -> None:
-        self._io(self.writer.close)
-
-    def _io(self, write: Any) -> None:
-        """Write out what is queued; a failure (a full disk) is a warning, as in the writing
-        thread, and does not hide an error being reported."""
         try:
-            write()
-        except OSError as e:
+            self._file.close()
+        except OSError as e:  # (a full disk) a warning, which does not hide an error reported
             print(f"warning: TensorBoard events not written to {self.folder}: {e}",
                   file=sys.stderr, flush=True)
 
@@ -167,7 +173,7 @@ def figure_pixels(figure: Any) -> np.ndarray:
 
 def open_tensorboard(monitor_path: str, enabled: bool, start_step: int, resumed: bool
                      ) -> Optional[TensorBoard]:
-    """The session's writer (None when disabled or not rank 0). A resumed run purges the
+    """The session's writer (None with --no-tensorboard). A resumed run purges the
     steps after `start_step` (the events at it were written before its checkpoint), a fresh
     one every step."""
     if not enabled:

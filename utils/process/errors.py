@@ -3,8 +3,8 @@
 A `UserError` is a fault in what the user gave or in the machine the script runs on: a flag
 value, a file that is missing, unreadable, malformed or made for another network, an output
 folder that is read-only, full or in use, a run that diverged. A script ends on one with a
-single line on stderr and `USER_ERROR_STATUS` (see `utils.process.runtime.run`); any other exception
-is a bug and keeps its traceback.
+single line on stderr and `USER_ERROR_STATUS` (see `utils.process.run`); any other exception is
+a bug and keeps its traceback.
 
 Each module's own error derives from `UserError` and from the built-in type that fits it
 (ValueError for contents, OSError for the file system), so that code catching the built-in
@@ -12,8 +12,7 @@ type keeps working.
 """
 from __future__ import annotations
 
-import sys
-from typing import Callable, Optional
+from typing import Optional
 
 # Exit statuses of every script (docs/troubleshooting.md lists them): 0 done; 1 a bug (with its
 # traceback); 2 a user error (one line); 3 an export whose files failed their verification;
@@ -56,19 +55,3 @@ def user_error_message(error: BaseException) -> Optional[str]:
     if isinstance(error, UserError) or (isinstance(error, OSError) and error.errno is not None):
         return f"error: {error}"
     return None
-
-
-def run_simple(main: Callable[[], int]) -> int:
-    """Run the main of a script that starts no runtime (no MPI, no watchdog: see
-    `utils.process.runtime.run` for the others): a user error is one line on stderr and status 2."""
-    try:
-        return main()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return INTERRUPTED_STATUS
-    except Exception as e:
-        message = user_error_message(e)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
-        return USER_ERROR_STATUS

@@ -126,8 +126,8 @@ def wait_until_read(fd: int = 2, seconds: float = DRAIN_SECONDS) -> None:
     """Wait (briefly) until the reader of the pipe on `fd` has taken all that was written.
 
     Before MPI_Abort: Hydra's proxy stops reading a rank's stderr when the job is aborted,
-    and a line still in the pipe then was lost (about one run in twelve here, both ranks'
-    lines). Nothing to wait for when fd 2 is a file or a terminal.
+    and a line still in the pipe at that moment is lost (measured: about one run in twelve,
+    on both ranks' lines). Nothing to wait for when fd 2 is a file or a terminal.
     """
     if not stat.S_ISFIFO(os.fstat(fd).st_mode):
         return

@@ -70,8 +70,8 @@ class ProgressiveResizing:
     def resolution(self, epoch: int) -> int:
         """The training input size of `epoch`: a multiple of 32 (of 8 below 64 pixels)."""
         span = self.end_epoch - self.start_epoch
-        done = min(max((epoch - self.start_epoch) / span, 0.0), 1.0) if span > 0 \
+        growth_done = min(max((epoch - self.start_epoch) / span, 0.0), 1.0) if span > 0 \
             else float(epoch > self.start_epoch)
-        size = self.start + (self.end - self.start) * done
+        size = self.start + (self.end - self.start) * growth_done
         step = 32 if size >= 64 else 8
         return max(step, int(size / step + 0.5) * step)  # halves round up

@@ -179,7 +179,7 @@ _Loader.add_implicit_resolver(
 )
 
 
-# --- The declarations, read back: what a key is, for the errors and the table of keys. ---
+# --- A pydantic error in the recipe's words: the key, what is wrong with it, and its line. ---
 
 _Path = List[Union[str, int]]
 
@@ -236,8 +236,6 @@ def _describe(value: Any) -> str:
 
 
 _UNKNOWN_KEY = ("unexpected_keyword_argument", "extra_forbidden", "invalid_key")
-_NOT_OF_TYPE = ("float_type", "int_type", "bool_type", "tuple_type", "too_short", "too_long",
-                "dataclass_type", "model_attributes_type", "dict_type", "list_type")
 _OUT_OF_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
@@ -312,6 +310,9 @@ def _message(path: str, exc: ValidationError, node: Optional[yaml.Node],
                  else place.path)
     where = path if line is None else f"{path}, line {line}"
     return f"{where}: {_problem(error, place, key)}"
+
+
+# --- Reading, checking and saving a recipe file. ---
 
 
 def recipe_warnings(config: TrainConfig) -> List[str]:

@@ -15,7 +15,8 @@ import utils.process.startup  # noqa: F401  (first: silences NNabla's import-tim
 from typing_extensions import Literal, get_args, get_origin
 
 from ..process.atomic import atomic_write_text
-from ..process.errors import UsageError, run_simple
+from ..process.errors import UsageError
+from ..process.run import run
 from .config import TrainConfig
 from .fields import (
     FilledFrom,
@@ -152,4 +153,4 @@ def _main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_simple(lambda: _main(sys.argv[1:])))
+    sys.exit(run(lambda: _main(sys.argv[1:])))

@@ -181,8 +181,8 @@ BATCH_NORM_SUFFIXES: Tuple[str, ...] = ("/gamma", "/beta")
 BIAS_SUFFIX = "/b"  # NNabla's name of a convolution's or an affine layer's bias
 
 # The checkpoint key of a pstate entry of NNabla's solvers, where it is not the entry's own
-# name: the velocity of Momentum (and Nesterov) keeps the key of checkpoints written before
-# the solver section, so they load.
+# name: the velocity of Momentum (and Nesterov) is saved as "momentum", the key checkpoints
+# written without a solver section hold, so that those still load.
 _STATE_KEYS = {"m": "momentum"}
 _COUNTERS = ("good_steps", "steps", "skipped_steps")
 

@@ -137,10 +137,11 @@ def load_checkpoint(path: str) -> Checkpoint:
     if meta.get("sha256") != _digest(arrays):
         raise CheckpointError(f"{path}: checksum mismatch (the file was damaged)")
 
-    def part(prefix: str) -> Dict[str, np.ndarray]:
+    def arrays_under(prefix: str) -> Dict[str, np.ndarray]:
         return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
-    return Checkpoint(path, meta, part(PARAM_PREFIX), part(SOLVER_PREFIX), part(EXTRA_PREFIX))
+    return Checkpoint(path, meta, arrays_under(PARAM_PREFIX), arrays_under(SOLVER_PREFIX),
+                      arrays_under(EXTRA_PREFIX))
 
 
 def latest_checkpoint(directory: str) -> Tuple[Optional[Checkpoint], List[str]]:

@@ -34,7 +34,8 @@ from ..process.comm import Communicator
 from ..process.errors import DataError, UsageError
 from ..process.pause_point import pause_at
 from ..process.progress import Progress, format_duration, run_eta
-from ..process.runtime import Runtime, StopRequest
+from ..process.runtime import Runtime
+from ..process.stop_signals import StopRequest
 from ..process.watchdog import heartbeat
 from ..recipe.config import recipe_warnings
 from ..recipe.schedules import LearningRateSchedule, build_schedule
@@ -75,7 +76,7 @@ class Validator:
     def set_resolution(self, size: int) -> None:
         """Recompute the statistics from training batches at the size trained at."""
         if self.bn_data is not None:
-            self.bn_data = self.bn_data.resized(size)
+            self.bn_data.set_spatial_size(size)
 
     def recompute_statistics(self, graph: TrainingGraph, epochs_done: int, seed: int,
                              comm: Communicator) -> None:

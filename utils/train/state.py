@@ -118,10 +118,10 @@ class TrainingState:
         """Train at `size` x `size` from here (progressive resizing): the batches and the
         graph are rebuilt at a new size, keeping parameters, solver, data position and
         mixing stream."""
-        data = self.data.resized(size)
-        if data is not self.data:
-            self.data = data
-            self.graph = self.graph.resized(data.image_shape)
+        shape = self.data.image_shape
+        self.data.set_spatial_size(size)
+        if self.data.image_shape != shape:
+            self.graph = self.graph.resized(self.data.image_shape)
 
     def take_epoch_sums(self) -> EpochSums:
         """This rank's sums over the epoch, which start again (at the epoch's end)."""

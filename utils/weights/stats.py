@@ -116,14 +116,6 @@ class ModelStats:
     parameters: int
     forward_values_per_image: int
 
-    @property
-    def gmacs(self) -> float:
-        return self.macs_per_image / 1e9
-
-    @property
-    def mparams(self) -> float:
-        return self.parameters / 1e6
-
 
 def model_stats(output: nn.Variable) -> ModelStats:
     """MACs per image, trainable parameters and forward values per image of the network
