@@ -163,10 +163,12 @@ def test_gpu_installs_all_but_pip_mpich_then_reports_the_stack(checkout):
     (bin_dir / "grep").symlink_to(shutil.which("grep"))
     (checkout / "requirements.txt").write_text("mpich==5.0.2\n")  # no index: uninstallable
     (checkout / "requirements-gpu.txt").write_text("# the extension: not installed here\n")
-    executable(checkout / "utils" / "gpu_stack.py",
+    (checkout / "utils" / "process").mkdir(parents=True)
+    executable(checkout / "utils" / "process" / "gpu_stack.py",
                "import os, sys\nprint('stand-in row')\n"
                "sys.exit(int(os.environ['STACK_STATUS']))\n")
-    (checkout / "utils" / "__init__.py").write_text("")
+    for package in ("utils", "utils/process"):
+        (checkout / package / "__init__.py").write_text("")
     plain = setup(checkout, STACK_STATUS="0")
     assert plain.returncode != 0 and "mpich" in plain.stderr  # the line --gpu leaves out
     gpu = setup(checkout, "--gpu", STACK_STATUS="0")
