@@ -26,7 +26,8 @@ from utils.labels.folder_labels import (
     class_folder_ids,
 )
 from utils.labels.imagenet import imagenet_wnids
-from utils.process.errors import DataError, run_simple
+from utils.process.errors import DataError
+from utils.process.run import run
 
 WNIDS = imagenet_wnids()
 
@@ -65,7 +66,7 @@ def scored_ids(per_class: Path, counts: Dict[str, int]) -> Dict[str, int]:
 
 def run_create(tmp_path: Path, *extra: str) -> Tuple[int, Path]:
     out = tmp_path / "lists"
-    status = run_simple(lambda: create_input_files.main(
+    status = run(lambda: create_input_files.main(
         ["-T", str(tmp_path / "train"), "--val-dir", str(tmp_path / "val"), "-o", str(out),
          "--no-progress", *extra]))
     return status, out
