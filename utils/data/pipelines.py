@@ -9,8 +9,9 @@ batch, a pure function of (seed, epoch, iteration, rank)), the `ImageFormat` the
 prefetch, device) and the training `Augmentation`. What goes into every batch is decided in
 Python and fed to DALI through an external source: the plan's images, and for training the
 random-resized-crop window and flip of each image, drawn from (seed, epoch, iteration, rank)
-and the image's size read from its header; DALI only executes them (decode the window,
-resize, flip, normalise).
+and the image's size read from its header, and random erasing's box and noise; DALI only
+executes them (decode the window, resize, flip, normalise, erase the box and add the noise
+placed where it was).
 
 So DALI holds no random state: `state_dict()` is just (epoch, iteration) and restoring it
 reproduces the same batches bit for bit, mid-epoch included; changing the resolution is
@@ -41,7 +42,7 @@ from ..process.errors import DataError
 from ..process.memory import available_memory, check_batch_fits
 from ..process.native_stderr import filter_decoder_errors
 from ..recipe.augmentation import OFFICIAL, Augmentation
-from .augmentation import apply_policy, augmentation_plan, policy_seed
+from .augmentation import apply_policy, augmentation_plan, erasing_plan, policy_seed
 from .batch_plan import BatchPlan, PlannedBatch, Shard
 from .image_probe import probe_image, verify_image
 
@@ -229,9 +230,9 @@ class _Feed:
     the training crops) for each batch DALI prefetches, and keeps what it fed until DALI
     hands the batch out."""
 
-    def __init__(self, plan: BatchPlan, augmentation: Augmentation, epoch: int,
-                 iteration: int):
-        self.plan, self.augmentation = plan, augmentation
+    def __init__(self, plan: BatchPlan, image: ImageFormat, augmentation: Augmentation,
+                 epoch: int, iteration: int):
+        self.plan, self.image, self.augmentation = plan, image, augmentation
         self.cursor = (epoch, iteration)  # of the next batch to feed
         self.inflight: Deque[PlannedBatch] = collections.deque()
 
@@ -262,15 +263,37 @@ class _Feed:
             return encoded
         crops = augmentation_plan(sizes, plan.seed, planned.epoch, planned.iteration,
                                   plan.shard.rank, self.augmentation)
-        return (encoded, [np.array(c[:2], dtype=np.int32) for c in crops],
+        feed = (encoded, [np.array(c[:2], dtype=np.int32) for c in crops],
                 [np.array(c[2:4], dtype=np.int32) for c in crops],
                 [np.array(c[4], dtype=np.int32) for c in crops])
+        if not erases(self.augmentation):
+            return feed
+        return feed + self._erasing(planned)
+
+    def _erasing(self, planned: PlannedBatch) -> Tuple[List[np.ndarray], ...]:
+        """fn.erase's anchors and shapes (float, none for an image kept) and the noise, laid
+        out as the network's input (a 4th channel zero), with the anchor that places it."""
+        anchors, shapes, fills, places = [], [], [], []
+        for box, fill in erasing_plan(self.plan.batch_size, self.image.spatial_size,
+                                      self.plan.seed, planned.epoch, planned.iteration,
+                                      self.plan.shard.rank, self.augmentation):
+            anchors.append(np.array(box[:2] if box else [], np.float32))
+            shapes.append(np.array(box[2:] if box else [], np.float32))
+            places.append(-np.array(box[:2] if box else [0, 0], np.int32))
+            if self.image.channels == 4:
+                fill = np.concatenate([fill, np.zeros_like(fill[..., :1])], axis=-1)
+            fills.append(fill if self.image.channel_last else fill.transpose(2, 0, 1).copy())
+        return anchors, shapes, fills, places
+
+
+def erases(augmentation: Augmentation) -> bool:
+    return augmentation.random_erasing > 0
 
 
 def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: bool,
                augmentation: Augmentation) -> Any:
     """The DALI graph: decode (the crop window only, in training), resize, [the policy of
-    `augmentation`, in training], flip, normalise, lay out."""
+    `augmentation`, in training], flip, normalise, lay out, [random erasing, in training]."""
     from nvidia.dali import fn, types
 
     decoder = {"device": "mixed" if dali.on_gpu else "cpu", "output_type": types.RGB}
@@ -279,10 +302,16 @@ def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: boo
                        host_memory_padding=dali.decoder_padding)
     device = "gpu" if dali.on_gpu else "cpu"
     h, w = image.spatial_size
+    layout = "HWC" if image.channel_last else "CHW"
+    dtype = types.FLOAT16 if image.dtype == np.float16 else types.FLOAT
+    erasing = training and erases(augmentation)
     if training:
-        data, anchor, shape, mirror = fn.external_source(
-            source=feed, num_outputs=4, batch=True,
-            dtype=[types.UINT8, types.INT32, types.INT32, types.INT32], ndim=[1, 1, 1, 0])
+        data, anchor, shape, mirror, *erased = fn.external_source(
+            source=feed, num_outputs=8 if erasing else 4, batch=True,
+            dtype=[types.UINT8, types.INT32, types.INT32, types.INT32] + (
+                [types.FLOAT] * 3 + [types.INT32] if erasing else []),
+            ndim=[1, 1, 1, 0] + ([1, 1, 3, 1] if erasing else []),
+            layout=["", "", "", ""] + (["", "", layout, ""] if erasing else []))
         images = fn.decoders.image_slice(
             data, anchor, shape, axis_names="WH", normalized_anchor=False,
             normalized_shape=False, **decoder)
@@ -297,12 +326,24 @@ def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: boo
                            mode="not_smaller")
         mirror = 0
     mean, std = NORMALIZATIONS[image.norm]
-    return fn.crop_mirror_normalize(
+    images = fn.crop_mirror_normalize(
         images, device=device, crop=[h, w], crop_pos_x=0.5, crop_pos_y=0.5,
         mirror=mirror, mean=list(mean), std=list(std),
-        dtype=types.FLOAT16 if image.dtype == np.float16 else types.FLOAT,
-        output_layout="HWC" if image.channel_last else "CHW",
+        dtype=types.FLOAT if erasing else dtype, output_layout=layout,
         pad_output=image.channels == 4)
+    if not erasing:
+        return images
+    # DALI's erase fills with constants only: the box is zeroed by it, and the noise drawn in
+    # Python (resumable) is placed by a slice padded with zeros to the image, then added (in
+    # float32: DALI's CPU arithmetic has no float16).
+    erase_anchor, erase_shape, fill, place = erased
+    if dali.on_gpu:
+        fill = fill.gpu()
+    placed = fn.slice(fill, place, [h, w], axis_names="HW", out_of_bounds_policy="pad",
+                      fill_values=0, device=device)
+    images = fn.erase(images, anchor=erase_anchor, shape=erase_shape, axis_names="HW",
+                      fill_value=0, device=device) + placed
+    return images if dtype == types.FLOAT else fn.cast(images, dtype=dtype, device=device)
 
 
 class ImageBatches:
@@ -397,7 +438,8 @@ class ImageBatches:
         policy = self._per_epoch_streams
         seed = policy_seed(self.plan.seed, epoch, self.plan.shard.rank) if policy else \
             self.plan.seed + self.plan.shard.rank
-        self._feed = _Feed(self.plan, self.augmentation, epoch, 0 if policy else iteration)
+        self._feed = _Feed(self.plan, self.image, self.augmentation, epoch,
+                           0 if policy else iteration)
         filter_decoder_errors()  # a broken image is named by our line, not DALI's
         # pipeline_def rather than Pipeline: the policies' operators need its conditionals.
         self._pipe = pipeline_def(
@@ -458,6 +500,8 @@ class InputPipeline:
 
     def batches(self, files: FileList, batch_size: int, training: bool, seed: int = 0,
                 augmentation: Augmentation = OFFICIAL) -> ImageBatches:
-        """`files` in batches of `batch_size` per rank (see `BatchPlan`)."""
-        plan = BatchPlan(files, batch_size, training, seed, self.shard)
+        """`files` in batches of `batch_size` per rank (see `BatchPlan`); in training, each
+        image `augmentation.repeated_augmentation` times a cycle of that many epochs."""
+        plan = BatchPlan(files, batch_size, training, seed, self.shard,
+                         augmentation.repeated_augmentation if training else 1)
         return ImageBatches(plan, self.image, self.dali, augmentation)
