@@ -38,7 +38,7 @@ import numpy as np
 from models import DEFAULT_CROP_PCT, NORMALIZATIONS
 
 from ..labels.file_list import FileList
-from ..process.errors import DataError
+from ..process.errors import DataError, UsageError
 from ..process.memory import available_memory, check_batch_fits
 from ..process.native_stderr import filter_decoder_errors
 from ..recipe.augmentation import OFFICIAL, Augmentation
@@ -74,14 +74,27 @@ def to_hw(spatial_size: SpatialSize) -> Tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def validation_resize(spatial_size: SpatialSize, crop_pct: float = DEFAULT_CROP_PCT
-                      ) -> Tuple[int, int]:
+def validation_resize(spatial_size: SpatialSize, crop_pct: float = DEFAULT_CROP_PCT,
+                      val_resize: Optional[int] = None) -> Tuple[int, int]:
     """The (height, width) an image is resized to cover (aspect kept) before the centre crop.
 
-    For a square size s this is resizing the shorter side to `resize_for_crop(s, crop_pct)`.
+    For a square size s this is resizing the shorter side to `resize_for_crop(s, crop_pct)`;
+    `val_resize` N resizes the shorter side to N whatever the size (FixRes: torchvision's
+    recipe trains at 176 and tests 224 px after resizing to 232).
     """
+    if val_resize is not None:
+        return val_resize, val_resize
     h, w = to_hw(spatial_size)
     return resize_for_crop(h, crop_pct), resize_for_crop(w, crop_pct)
+
+
+def check_val_resize(val_resize: Optional[int], spatial_size: SpatialSize, name: str) -> None:
+    """Refuse a validation resize (`name`: the flag or key that set it) whose centre crop
+    would not fit."""
+    h, w = to_hw(spatial_size)
+    if val_resize is not None and val_resize < max(h, w):
+        raise UsageError(f"{name} {val_resize} is smaller than the input size {h}x{w}: the "
+                         f"centre crop needs a shorter side of at least {max(h, w)}")
 
 
 def pipeline_bytes(batch_size: int, spatial_size: Tuple[int, int], channels: int,
@@ -102,7 +115,7 @@ class ImageFormat:
     """The images as the network takes them: `spatial_size` (one number or height, width),
     `channels` 3 (or 4, a zero 4th channel for mixed-precision NHWC networks), NHWC with
     `channel_last`, float32 or float16, a key of NORMALIZATIONS, and validation's centre crop
-    over the resized shorter side (size / crop_pct)."""
+    over the resized shorter side (size / crop_pct, or `val_resize` pixels)."""
 
     spatial_size: Tuple[int, int] = (224, 224)
     channels: int = 3
@@ -110,6 +123,7 @@ class ImageFormat:
     dtype: np.dtype = np.dtype(np.float32)
     norm: str = "default"
     crop_pct: float = DEFAULT_CROP_PCT
+    val_resize: Optional[int] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spatial_size", to_hw(self.spatial_size))
@@ -121,6 +135,7 @@ class ImageFormat:
                              f"{', '.join(NORMALIZATIONS)}")
         if self.dtype not in (np.float32, np.float16):
             raise ValueError(f"dtype must be float32 or float16, got {self.dtype}")
+        check_val_resize(self.val_resize, self.spatial_size, "validation resize")
 
     def batch_shape(self, batch_size: int) -> Tuple[int, ...]:
         """(B, C, H, W), or (B, H, W, C) channel-last."""
@@ -213,16 +228,18 @@ class Batch:
 
 def check_pipeline_memory(plan: BatchPlan, image: ImageFormat, prefetch: int) -> None:
     """Refuse, before any work, batches whose pixels exceed the memory there is (CPU)."""
-    resized = None if plan.training else validation_resize(image.spatial_size, image.crop_pct)
+    resized = None if plan.training else validation_resize(image.spatial_size, image.crop_pct,
+                                                           image.val_resize)
     need = pipeline_bytes(plan.batch_size, image.spatial_size, image.channels,
                           image.dtype.itemsize, prefetch, resized)
     h, w = image.spatial_size
     what = f"{plan.batch_size} image(s) at {h}x{w}" + (
         "" if resized is None else
-        f", resized to {resized[0]}x{resized[1]} for the crop of --crop-pct "
-        f"{image.crop_pct:g},")
+        f", resized to {resized[0]}x{resized[1]} for the crop" + (
+            f" of --crop-pct {image.crop_pct:g}," if image.val_resize is None else ","))
     check_batch_fits(need, available_memory(), what, "lower --spatial-size or -b" + (
-        "" if resized is None else ", or raise --crop-pct"))
+        "" if resized is None else ", or raise --crop-pct" if image.val_resize is None
+        else ", or lower the validation resize"))
 
 
 class _Feed:
@@ -322,7 +339,8 @@ def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: boo
         data = fn.external_source(source=feed, batch=True, dtype=types.UINT8, ndim=1)
         images = fn.decoders.image(data, **decoder)
         images = fn.resize(images, device=device,
-                           size=list(validation_resize((h, w), image.crop_pct)),
+                           size=list(validation_resize((h, w), image.crop_pct,
+                                                       image.val_resize)),
                            mode="not_smaller")
         mirror = 0
     mean, std = NORMALIZATIONS[image.norm]

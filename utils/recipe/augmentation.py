@@ -9,7 +9,7 @@ from typing import Tuple
 from pydantic import AfterValidator, Field, model_validator
 from typing_extensions import Annotated, Literal, get_args
 
-from .fields import Integer, Number, Ordered, recipe, rule_error
+from .fields import SAVED_WHEN_SET, Integer, Number, Ordered, recipe, rule_error
 
 CROP_AREA = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -41,16 +41,18 @@ class Augmentation:
                                                          "(policy randaugment only)")] = 9
     random_erasing: Annotated[Number, Field(
         ge=0, le=1, description="random erasing's probability per image (Zhong et al. 2020): "
-                                "a box of the normalised image replaced by N(0, 1) noise")] = 0.0
+                                "a box of the normalised image replaced by N(0, 1) noise"),
+        SAVED_WHEN_SET] = 0.0
     erasing_area: Annotated[Tuple[Number, Number], AfterValidator(Ordered(0, 1)), Field(
-        description="the erased box's area, as fractions of the image's")] = ERASING_AREA
+        description="the erased box's area, as fractions of the image's"),
+        SAVED_WHEN_SET] = ERASING_AREA
     erasing_aspect: Annotated[Tuple[Number, Number], AfterValidator(Ordered(0)), Field(
-        description="the erased box's aspect ratio (height / width), drawn log-uniform")
-    ] = ERASING_ASPECT
+        description="the erased box's aspect ratio (height / width), drawn log-uniform"),
+        SAVED_WHEN_SET] = ERASING_ASPECT
     repeated_augmentation: Annotated[Integer, Field(
         ge=1, le=16, description="repeated augmentation (Hoffer et al. 2020): every image k "
                                  "times per k epochs, its copies in the same iteration, epochs "
-                                 "as long as without it; 1 is off")] = 1
+                                 "as long as without it; 1 is off"), SAVED_WHEN_SET] = 1
 
     @model_validator(mode="after")
     def _settings_of_the_policy(self) -> Augmentation:
