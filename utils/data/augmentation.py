@@ -113,7 +113,7 @@ def erasing_plan(
     rank: int, augmentation: Augmentation,
 ) -> List[Tuple[Optional[Box], np.ndarray]]:
     """For each image of a rank's training batch: the erased box (None: not erased) and its
-    N(0, 1) fill, float32 (h, w, 3).
+    N(0, 1) fill, float32 (h, w, 3) (torchvision's `value="random"`, timm's per-pixel mode).
 
     A pure function of its arguments, like `augmentation_plan`: the boxes come from one
     stream (a fixed count of numbers per image), the fills from another.
@@ -129,8 +129,22 @@ def erasing_plan(
         if not erased or box is None:
             plan.append((None, np.zeros((0, 0, 3), np.float32)))
         else:
-            plan.append((box, fill_rng.standard_normal((box[2], box[3], 3), np.float32)))
+            plan.append((box, standard_normal(fill_rng, (box[2], box[3], 3))))
     return plan
+
+
+def standard_normal(rng: np.random.Generator, shape: Tuple[int, ...]) -> np.ndarray:
+    """float32 N(0, 1) values by Box-Muller on float32 uniforms: 2.6x faster than numpy's
+    `standard_normal` (the fills were a third of the pipeline's time); tails end at 5.8."""
+    count = int(np.prod(shape))
+    half = (count + 1) // 2
+    u = rng.random((2, half), np.float32)
+    radius = np.sqrt(np.float32(-2) * np.log1p(-u[0]))
+    angle = np.float32(2 * np.pi) * u[1]
+    values = np.empty(2 * half, np.float32)
+    np.multiply(radius, np.cos(angle), out=values[:half])
+    np.multiply(radius, np.sin(angle), out=values[half:])
+    return values[:count].reshape(shape)
 
 
 def policy_seed(seed: int, epoch: int, rank: int) -> int:
