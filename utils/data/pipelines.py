@@ -10,8 +10,7 @@ prefetch, device) and the training `Augmentation`. What goes into every batch is
 Python and fed to DALI through an external source: the plan's images, and for training the
 random-resized-crop window and flip of each image, drawn from (seed, epoch, iteration, rank)
 and the image's size read from its header, and random erasing's box and noise; DALI only
-executes them (decode the window, resize, flip, normalise, erase the box and add the noise
-placed where it was).
+executes them (decode the window, resize, flip, normalise, paste the noise over the box).
 
 So DALI holds no random state: `state_dict()` is just (epoch, iteration) and restoring it
 reproduces the same batches bit for bit, mid-epoch included; changing the resolution is
@@ -288,19 +287,32 @@ class _Feed:
         return feed + self._erasing(planned)
 
     def _erasing(self, planned: PlannedBatch) -> Tuple[List[np.ndarray], ...]:
-        """fn.erase's anchors and shapes (float, none for an image kept) and the noise, laid
-        out as the network's input (a 4th channel zero), with the anchor that places it."""
-        anchors, shapes, fills, places = [], [], [], []
+        """fn.multi_paste's regions and the noise: the whole image, then the fill over the
+        box (an empty one for an image kept). Channel-first images are pasted as one
+        (C*H, W, 1) plane stack, a region per channel; the fill has a 4th channel of zeros."""
+        channels, (height, width) = self.image.channels, self.image.spatial_size
+        planes = 1 if self.image.channel_last else channels
+        whole = [[0, 0, 0, 0, planes * height, width]]
+        in_anchors, out_anchors, shapes, fills = [], [], [], []
         for box, fill in erasing_plan(self.plan.batch_size, self.image.spatial_size,
                                       self.plan.seed, planned.epoch, planned.iteration,
                                       self.plan.shard.rank, self.augmentation):
-            anchors.append(np.array(box[:2] if box else [], np.float32))
-            shapes.append(np.array(box[2:] if box else [], np.float32))
-            places.append(-np.array(box[:2] if box else [0, 0], np.int32))
-            if self.image.channels == 4:
+            y, x, h, w = box or (0, 0, 0, 0)
+            if channels == 4:
                 fill = np.concatenate([fill, np.zeros_like(fill[..., :1])], axis=-1)
-            fills.append(fill if self.image.channel_last else fill.transpose(2, 0, 1).copy())
-        return anchors, shapes, fills, places
+            fill = fill.astype(self.image.dtype).view(_PASTED[self.image.dtype.type])
+            regions = np.array(whole + [[c * h, 0, c * height + y, x, h, w]
+                                        for c in range(planes)], np.int32)
+            in_anchors.append(np.ascontiguousarray(regions[:, 0:2]))
+            out_anchors.append(np.ascontiguousarray(regions[:, 2:4]))
+            shapes.append(np.ascontiguousarray(regions[:, 4:6]))
+            fills.append(fill if self.image.channel_last else
+                         np.ascontiguousarray(fill.transpose(2, 0, 1)).reshape(planes * h, w, 1))
+        return in_anchors, out_anchors, shapes, fills
+
+
+# multi_paste's type for each image dtype: float16 has none, its bits are pasted as int16.
+_PASTED = {np.float32: np.float32, np.float16: np.int16}
 
 
 def erases(augmentation: Augmentation) -> bool:
@@ -326,9 +338,10 @@ def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: boo
         data, anchor, shape, mirror, *erased = fn.external_source(
             source=feed, num_outputs=8 if erasing else 4, batch=True,
             dtype=[types.UINT8, types.INT32, types.INT32, types.INT32] + (
-                [types.FLOAT] * 3 + [types.INT32] if erasing else []),
-            ndim=[1, 1, 1, 0] + ([1, 1, 3, 1] if erasing else []),
-            layout=["", "", "", ""] + (["", "", layout, ""] if erasing else []))
+                [types.INT32] * 3 + [types.to_dali_type(_PASTED[image.dtype.type])]
+                if erasing else []),
+            ndim=[1, 1, 1, 0] + ([2, 2, 2, 3] if erasing else []),
+            layout=["", "", "", ""] + (["", "", "", "HWC"] if erasing else []))
         images = fn.decoders.image_slice(
             data, anchor, shape, axis_names="WH", normalized_anchor=False,
             normalized_shape=False, **decoder)
@@ -347,21 +360,22 @@ def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: boo
     images = fn.crop_mirror_normalize(
         images, device=device, crop=[h, w], crop_pos_x=0.5, crop_pos_y=0.5,
         mirror=mirror, mean=list(mean), std=list(std),
-        dtype=types.FLOAT if erasing else dtype, output_layout=layout,
-        pad_output=image.channels == 4)
+        dtype=dtype, output_layout=layout, pad_output=image.channels == 4)
     if not erasing:
         return images
-    # DALI's erase fills with constants only: the box is zeroed by it, and the noise drawn in
-    # Python (resumable) is placed by a slice padded with zeros to the image, then added (in
-    # float32: DALI's CPU arithmetic has no float16).
-    erase_anchor, erase_shape, fill, place = erased
+    # Not fn.erase: it fills with constants only. The noise drawn in Python (resumable) is
+    # pasted over the box by multi_paste (HWC only: a channel-first image is a plane stack).
+    in_anchors, out_anchors, shapes, fill = erased
     if dali.on_gpu:
         fill = fill.gpu()
-    placed = fn.slice(fill, place, [h, w], axis_names="HW", out_of_bounds_policy="pad",
-                      fill_values=0, device=device)
-    images = fn.erase(images, anchor=erase_anchor, shape=erase_shape, axis_names="HW",
-                      fill_value=0, device=device) + placed
-    return images if dtype == types.FLOAT else fn.cast(images, dtype=dtype, device=device)
+    planes = 1 if image.channel_last else image.channels
+    canvas = fn.reinterpret(images, dtype=types.to_dali_type(_PASTED[image.dtype.type]),
+                            shape=[planes * h, w, image.channels // planes], layout="HWC")
+    pasted = fn.multi_paste(canvas, *[fill] * planes, in_anchors=in_anchors,
+                            out_anchors=out_anchors, shapes=shapes,
+                            output_size=[planes * h, w], device=device)
+    return fn.reinterpret(pasted, dtype=dtype, shape=list(image.batch_shape(1)[1:]),
+                          layout=layout)
 
 
 class ImageBatches:
