@@ -120,17 +120,21 @@ def test_erasing_replaces_the_box_of_the_normalised_image_with_its_fill(photos, 
     assert 0 < erased < 3 * len(images)  # both branches are checked
 
 
-def test_erasing_in_half_precision_keeps_a_zero_fourth_channel(photos):
+@pytest.mark.parametrize("channel_last", [False, True])
+def test_erasing_in_half_precision_keeps_a_zero_fourth_channel(photos, channel_last):
     erasing = Augmentation(random_erasing=1.0)
-    with loader(photos, erasing, dtype=np.float16, channel_last=True, channels=4) as on, \
-            loader(photos, Augmentation(), dtype=np.float16, channel_last=True,
-                   channels=4) as off:
+    image = dict(dtype=np.float16, channel_last=channel_last, channels=4)
+    with loader(photos, erasing, **image) as on, loader(photos, Augmentation(), **image) as off:
         with_box, without = host_images(next(on.epoch(0))), host_images(next(off.epoch(0)))
+    if not channel_last:
+        with_box, without = with_box.transpose(0, 2, 3, 1), without.transpose(0, 2, 3, 1)
     assert with_box.dtype == np.float16 and (with_box[..., 3] == 0).all()
-    changed = (with_box != without).any(axis=-1).sum(axis=(1, 2))
-    boxes = [box for box, _ in erasing_plan(3, (16, 16), 2, 0, 0, 0, erasing)]
-    assert all(box is not None for box in boxes)
-    assert all(0 < c <= box[2] * box[3] for c, box in zip(changed, boxes))
+    plan = erasing_plan(3, (16, 16), 2, 0, 0, 0, erasing)
+    for image, plain, (box, fill) in zip(with_box, without, plan):
+        y, x, h, w = box
+        np.testing.assert_array_equal(image[y:y + h, x:x + w, :3], fill.astype(np.float16))
+        image[y:y + h, x:x + w] = plain[y:y + h, x:x + w]
+        np.testing.assert_array_equal(image, plain)
 
 
 def test_erasing_resumes_mid_epoch_bit_for_bit(photos):
