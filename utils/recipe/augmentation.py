@@ -51,7 +51,7 @@ class Augmentation:
         SAVED_WHEN_SET] = ERASING_ASPECT
     repeated_augmentation: Annotated[Integer, Field(
         ge=1, le=16, description="repeated augmentation (Hoffer et al. 2020): every image k "
-                                 "times per k epochs, its copies in the same iteration, epochs "
+                                 "times per k epochs, its copies side by side, epochs "
                                  "as long as without it; 1 is off"), SAVED_WHEN_SET] = 1
 
     @model_validator(mode="after")
