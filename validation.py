@@ -33,7 +33,7 @@ from models import build_network
 from utils.cli import flags as cli
 from utils.cli import help_text
 from utils.data.batch_plan import BatchPlan
-from utils.data.pipelines import ImageBatches
+from utils.data.pipelines import ImageBatches, check_val_resize
 from utils.eval.evaluation import EvaluationResult, evaluate, network_for_weights
 from utils.eval.per_class import ClassCounts
 from utils.eval.sets import EvalSet, scored_set
@@ -61,7 +61,7 @@ WRITES = ("into -M: Validation-loss.series.txt, Validation-error.series.txt, "
 def build_parser() -> argparse.ArgumentParser:
     p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
     cli.add_weight_file_flags(p)
-    cli.add_input_flags(p)
+    cli.add_val_resize_flag(cli.add_input_flags(p))
     cli.add_val_dataset_flags(p, "Without a list file, -V is read directly: ImageNet's flat "
                                  "validation folder, or class folders.")
     scoring = help_text.add_group(
@@ -105,6 +105,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = cli.parse_weight_file_args(parser, argv)
     if args.no_class_mask and args.class_mask:
         parser.error("--no-class-mask and --class-mask exclude each other")
+    if args.val_resize is not None and args.crop_pct is not None:
+        parser.error("--val-resize and --crop-pct exclude each other")
     return args
 
 
@@ -163,7 +165,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = class_names(args.labels, num_classes)
     scored = read_eval_set(args, num_classes, rt)
     train_files = read_recompute_list(args, num_classes) if args.recompute_bn else None
-    pipeline = cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config)
+    pipeline = cli.input_pipeline(args, rt, args.crop_pct)
+    check_val_resize(args.val_resize, pipeline.image.spatial_size, "--val-resize")
+    pipeline = pipeline.formatted(norm=args.norm_config, val_resize=args.val_resize)
     # A batch beyond a rank's share only pads: -b 20000 over 4 images took a minute and 3 GB.
     batch_size = min(args.batch_size, -(-len(scored.files) // comm.size))
     batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,

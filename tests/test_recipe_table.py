@@ -38,7 +38,10 @@ def test_the_table_says_what_the_declarations_do(tmp_path):
     modern = tmp_path / "modern.yaml"
     modern.write_text((CFG / "cos90_modern.yaml").read_text().replace(
         "mixup_switch_prob: 0.5", "mixup_switch_prob: 0.3").replace(  # saved when not the
-        "    warmup_epochs: 16\n", "    warmup_epochs: 16\n    min_lr: 1e-6\n"))  # default
+        "    warmup_epochs: 16\n", "    warmup_epochs: 16\n    min_lr: 1e-6\n").replace(
+        "augmentation:\n", "val_resize: 232\naugmentation:\n  random_erasing: 0.25\n"
+        "  erasing_area: [0.05, 0.3]\n  erasing_aspect: [0.5, 2]\n"
+        "  repeated_augmentation: 3\n"))
     solvers = []  # (the solver keys: lamb's and lars' sections hold them all)
     for kind in ("lamb", "lars"):
         solvers.append(tmp_path / f"{kind}.yaml")

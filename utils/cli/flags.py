@@ -286,6 +286,16 @@ def add_crop_pct_flag(parser: Any) -> argparse.Action:
              "crops the whole shorter side)")
 
 
+def add_val_resize_flag(parser: Any) -> argparse.Action:
+    """--val-resize: validation's resize of the shorter side in pixels, instead of --crop-pct's
+    (FixRes: a network trained at a lower size tests better at a larger one)."""
+    return parser.add_argument(
+        "--val-resize", type=positive_int, default=None, metavar="N",
+        help="resize the shorter side to N pixels, then take the centre crop of the input "
+             "size (torchvision's recipe: trained at 176, --spatial-size 224 --val-resize "
+             "232); excludes --crop-pct (default: --crop-pct's resize)")
+
+
 def add_norm_flag(parser: Any) -> argparse.Action:
     """-n/--norm-config: the mean/std preset the weights were trained with."""
     return parser.add_argument(

@@ -1,16 +1,17 @@
-"""Training augmentation: the random-resized crop with a flip, drawn in Python, and DALI's
-automatic augmentation policies.
+"""Training augmentation: the random-resized crop with a flip and random erasing, drawn in
+Python, and DALI's automatic augmentation policies.
 
-The crop windows and flips are pure functions of (seed, epoch, iteration, rank), so that a
-resumed run needs no random state; the policies (`nvidia.dali.auto_aug`, DALI's own
-RandAugment, TrivialAugment and AutoAugment) draw from DALI's random state, seeded per epoch
-and rank (`policy_seed`). The recipe section they follow is `utils.recipe.augmentation`.
+The crop windows, flips and erased boxes (with their noise) are pure functions of (seed, epoch,
+iteration, rank), so that a resumed run needs no random state; the policies
+(`nvidia.dali.auto_aug`, DALI's own RandAugment, TrivialAugment and AutoAugment) draw from
+DALI's random state, seeded per epoch and rank (`policy_seed`). The recipe section they
+follow is `utils.recipe.augmentation`.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,16 +19,20 @@ from ..recipe.augmentation import (
     CROP_AREA,
     CROP_ATTEMPTS,
     CROP_RATIO,
+    ERASING_AREA,
+    ERASING_ASPECT,
+    ERASING_ATTEMPTS,
     OFFICIAL,
     POLICIES,
     Augmentation,
 )
 
 FLIP_PROBABILITY = 0.5
-# Tags keeping the crop's and the policies' random streams apart from each other and from the
-# shuffle's (`_SHUFFLE_STREAM` in batch_plan.py).
-_AUGMENT_STREAM, _POLICY_STREAM = 0xA06, 0x9011
+# Tags keeping the crop's, the policies' and random erasing's random streams apart from each
+# other and from the shuffle's (`_SHUFFLE_STREAM` in batch_plan.py).
+_AUGMENT_STREAM, _POLICY_STREAM, _ERASING_STREAM = 0xA06, 0x9011, 0xE4A5
 
+Box = Tuple[int, int, int, int]  # (y, x, h, w) in the network's input
 
 
 def random_resized_crop_window(
@@ -79,6 +84,67 @@ def augmentation_plan(
                                           augmentation.random_aspect_ratio)
         plan.append((*crop, bool(rng.random() < FLIP_PROBABILITY)))
     return plan
+
+
+def random_erasing_box(
+    height: int, width: int, rng: np.random.Generator,
+    area_range: Tuple[float, float] = ERASING_AREA,
+    aspect_range: Tuple[float, float] = ERASING_ASPECT,
+) -> Optional[Box]:
+    """(y, x, h, w) of a box covering `area_range` of the image with a log-uniform aspect
+    (h / w) in `aspect_range`, strictly inside it (as torchvision's RandomErasing); None if
+    none of 10 draws fits. Always consumes the same number of random numbers."""
+    u = rng.random((ERASING_ATTEMPTS, 4))
+    area = height * width
+    log_lo, log_hi = math.log(aspect_range[0]), math.log(aspect_range[1])
+    for a_u, r_u, y_u, x_u in u:
+        target = area * (area_range[0] + (area_range[1] - area_range[0]) * a_u)
+        aspect = math.exp(log_lo + (log_hi - log_lo) * r_u)
+        h = int(round(math.sqrt(target * aspect)))
+        w = int(round(math.sqrt(target / aspect)))
+        if 0 < h < height and 0 < w < width:
+            return (min(int(y_u * (height - h + 1)), height - h),
+                    min(int(x_u * (width - w + 1)), width - w), h, w)
+    return None
+
+
+def erasing_plan(
+    batch_size: int, spatial_size: Tuple[int, int], seed: int, epoch: int, iteration: int,
+    rank: int, augmentation: Augmentation,
+) -> List[Tuple[Optional[Box], np.ndarray]]:
+    """For each image of a rank's training batch: the erased box (None: not erased) and its
+    N(0, 1) fill, float32 (h, w, 3) (torchvision's `value="random"`, timm's per-pixel mode).
+
+    A pure function of its arguments, like `augmentation_plan`: the boxes come from one
+    stream (a fixed count of numbers per image), the fills from another.
+    """
+    height, width = spatial_size
+    boxes_rng, fill_rng = (np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+        [_ERASING_STREAM, part, seed, epoch, iteration, rank]))) for part in (0, 1))
+    plan = []
+    for _ in range(batch_size):
+        erased = boxes_rng.random() < augmentation.random_erasing
+        box = random_erasing_box(height, width, boxes_rng, augmentation.erasing_area,
+                                 augmentation.erasing_aspect)
+        if not erased or box is None:
+            plan.append((None, np.zeros((0, 0, 3), np.float32)))
+        else:
+            plan.append((box, standard_normal(fill_rng, (box[2], box[3], 3))))
+    return plan
+
+
+def standard_normal(rng: np.random.Generator, shape: Tuple[int, ...]) -> np.ndarray:
+    """float32 N(0, 1) values by Box-Muller on float32 uniforms: 2.6x faster than numpy's
+    `standard_normal` (the fills were a third of the pipeline's time); tails end at 5.8."""
+    count = int(np.prod(shape))
+    half = (count + 1) // 2
+    u = rng.random((2, half), np.float32)
+    radius = np.sqrt(np.float32(-2) * np.log1p(-u[0]))
+    angle = np.float32(2 * np.pi) * u[1]
+    values = np.empty(2 * half, np.float32)
+    np.multiply(radius, np.cos(angle), out=values[:half])
+    np.multiply(radius, np.sin(angle), out=values[half:])
+    return values[:count].reshape(shape)
 
 
 def policy_seed(seed: int, epoch: int, rank: int) -> int:

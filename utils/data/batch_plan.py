@@ -1,7 +1,11 @@
 """Which images make each batch: a pure function of (seed, epoch, iteration, rank).
 
 - the epoch order is a global permutation of the whole split drawn from (seed, epoch)
-  (the identity for validation);
+  (the identity for validation); with repeated augmentation (`repeats` k > 1, Hoffer et al.
+  2020) epochs come in cycles of k: a cycle's permutation, each image k times in a row, cut
+  into k epochs of N images, so an epoch keeps its length and its batches, and over a cycle
+  every image is seen exactly k times, its copies side by side (on other ranks, or in the
+  same batch) with augmentations of their own;
 - the `global_batch` (= num_ranks * batch_size) slots of global iteration i take positions
   i*R*B .. (i+1)*R*B - 1 of that order, rank r getting every R-th one, so shards are disjoint
   and every rank runs the same `ceil(N / (R*B))` iterations; slots past the end repeat
@@ -27,10 +31,12 @@ import numpy as np
 from ..labels.file_list import FileList
 from ..process.errors import DataError
 
-# Tag keeping the shuffle's random stream apart from the augmentation's.
-_SHUFFLE_STREAM = 0x5155
+# Tags keeping the shuffle's random streams apart from the augmentation's.
+_SHUFFLE_STREAM, _REPEATED_STREAM = 0x5155, 0x5EA7
 # The layout's keys that only split the images of an iteration: a position maps across them.
 _SPLIT = ("batch_size", "num_ranks")
+# What a layout key saved before it existed meant.
+_LAYOUT_DEFAULTS = {"repeats": 1}
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int, num_ranks: int) -> int:
@@ -38,10 +44,20 @@ def iterations_per_epoch(num_samples: int, batch_size: int, num_ranks: int) -> i
 
 
 @lru_cache(maxsize=8)  # an epoch's batches all read its order; resizing keeps the epoch
-def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """Sample indices in the order epoch `epoch` visits them (the same on every rank)."""
+def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool, repeats: int = 1
+                ) -> np.ndarray:
+    """Sample indices in the order epoch `epoch` visits them (the same on every rank); with
+    `repeats` k > 1, part epoch % k of its cycle's permutation with each image k times."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be positive, got {repeats}")
     if not shuffle:
         order = np.arange(num_samples, dtype=np.int64)
+    elif repeats > 1:
+        cycle, part = divmod(epoch, repeats)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+            [_REPEATED_STREAM, seed, cycle, repeats])))
+        repeated = np.repeat(rng.permutation(num_samples), repeats)
+        order = repeated[part * num_samples:(part + 1) * num_samples].copy()
     else:
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
             [_SHUFFLE_STREAM, seed, epoch])))
@@ -89,19 +105,23 @@ class PlannedBatch:
 @dataclass(frozen=True, eq=False)
 class BatchPlan:
     """The batches of a split for one rank: `training` shuffles every epoch, otherwise the
-    list's order; `batch_size` is per rank, every batch has exactly that many samples."""
+    list's order; `batch_size` is per rank, every batch has exactly that many samples;
+    `repeats` > 1 (training only) is repeated augmentation's copies of an image a cycle."""
 
     files: FileList = field(repr=False)
     batch_size: int
     training: bool
     seed: int = 0
     shard: Shard = Shard()
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if len(self.files) == 0:
             raise DataError(f"{self.files.source or 'the image list'}: no images")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be positive, got {self.batch_size}")
+        if self.repeats < 1 or (self.repeats > 1 and not self.training):
+            raise ValueError(f"repeats {self.repeats}: a positive number, 1 unless training")
 
     @property
     def num_samples(self) -> int:
@@ -125,7 +145,7 @@ class BatchPlan:
     def batch(self, epoch: int, iteration: int) -> PlannedBatch:
         positions, valid = batch_positions(self.num_samples, self.batch_size, self.shard.rank,
                                            self.shard.num_ranks, iteration)
-        order = epoch_order(self.num_samples, self.seed, epoch, self.training)
+        order = epoch_order(self.num_samples, self.seed, epoch, self.training, self.repeats)
         return PlannedBatch(epoch, iteration, order[positions], valid)
 
     @cached_property
@@ -135,7 +155,7 @@ class BatchPlan:
         digest.update(self.files.labels.astype("<i4").tobytes())
         return {"files": digest.hexdigest(), "num_samples": self.num_samples,
                 "batch_size": self.batch_size, "num_ranks": self.shard.num_ranks,
-                "seed": self.seed, "training": self.training}
+                "seed": self.seed, "training": self.training, "repeats": self.repeats}
 
     def position_of(self, state: Dict[str, Any]) -> Tuple[int, int]:
         """(epoch, iteration) of a saved position (`layout` included) in this plan: the same
@@ -144,7 +164,8 @@ class BatchPlan:
         (B x R) that does not divide the images done; at an epoch boundary a different
         layout is allowed, with a warning unless only the batch per iteration changed."""
         epoch, iteration = int(state["epoch"]), int(state["iteration"])
-        changed = {k: (state.get(k), v) for k, v in self.layout.items() if state.get(k) != v}
+        saved = {**_LAYOUT_DEFAULTS, **state}
+        changed = {k: (saved.get(k), v) for k, v in self.layout.items() if saved.get(k) != v}
         images_done = iteration * state["batch_size"] * state["num_ranks"]
         split = {k: changed.pop(k) for k in _SPLIT if k in changed}
         if iteration and (changed or images_done % self.global_batch):

@@ -9,8 +9,8 @@ batch, a pure function of (seed, epoch, iteration, rank)), the `ImageFormat` the
 prefetch, device) and the training `Augmentation`. What goes into every batch is decided in
 Python and fed to DALI through an external source: the plan's images, and for training the
 random-resized-crop window and flip of each image, drawn from (seed, epoch, iteration, rank)
-and the image's size read from its header; DALI only executes them (decode the window,
-resize, flip, normalise).
+and the image's size read from its header, and random erasing's box and noise; DALI only
+executes them (decode the window, resize, flip, normalise, paste the noise over the box).
 
 So DALI holds no random state: `state_dict()` is just (epoch, iteration) and restoring it
 reproduces the same batches bit for bit, mid-epoch included; changing the resolution is
@@ -37,11 +37,11 @@ import numpy as np
 from models import DEFAULT_CROP_PCT, NORMALIZATIONS
 
 from ..labels.file_list import FileList
-from ..process.errors import DataError
+from ..process.errors import DataError, UsageError
 from ..process.memory import available_memory, check_batch_fits
 from ..process.native_stderr import filter_decoder_errors
 from ..recipe.augmentation import OFFICIAL, Augmentation
-from .augmentation import apply_policy, augmentation_plan, policy_seed
+from .augmentation import apply_policy, augmentation_plan, erasing_plan, policy_seed
 from .batch_plan import BatchPlan, PlannedBatch, Shard
 from .image_probe import probe_image, verify_image
 
@@ -73,14 +73,27 @@ def to_hw(spatial_size: SpatialSize) -> Tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def validation_resize(spatial_size: SpatialSize, crop_pct: float = DEFAULT_CROP_PCT
-                      ) -> Tuple[int, int]:
+def validation_resize(spatial_size: SpatialSize, crop_pct: float = DEFAULT_CROP_PCT,
+                      val_resize: Optional[int] = None) -> Tuple[int, int]:
     """The (height, width) an image is resized to cover (aspect kept) before the centre crop.
 
-    For a square size s this is resizing the shorter side to `resize_for_crop(s, crop_pct)`.
+    For a square size s this is resizing the shorter side to `resize_for_crop(s, crop_pct)`;
+    `val_resize` N resizes the shorter side to N whatever the size (FixRes: torchvision's
+    recipe trains at 176 and tests 224 px after resizing to 232).
     """
+    if val_resize is not None:
+        return val_resize, val_resize
     h, w = to_hw(spatial_size)
     return resize_for_crop(h, crop_pct), resize_for_crop(w, crop_pct)
+
+
+def check_val_resize(val_resize: Optional[int], spatial_size: SpatialSize, name: str) -> None:
+    """Refuse a validation resize (`name`: the flag or key that set it) whose centre crop
+    would not fit."""
+    h, w = to_hw(spatial_size)
+    if val_resize is not None and val_resize < max(h, w):
+        raise UsageError(f"{name} {val_resize} is smaller than the input size {h}x{w}: the "
+                         f"centre crop needs a shorter side of at least {max(h, w)}")
 
 
 def pipeline_bytes(batch_size: int, spatial_size: Tuple[int, int], channels: int,
@@ -101,7 +114,7 @@ class ImageFormat:
     """The images as the network takes them: `spatial_size` (one number or height, width),
     `channels` 3 (or 4, a zero 4th channel for mixed-precision NHWC networks), NHWC with
     `channel_last`, float32 or float16, a key of NORMALIZATIONS, and validation's centre crop
-    over the resized shorter side (size / crop_pct)."""
+    over the resized shorter side (size / crop_pct, or `val_resize` pixels)."""
 
     spatial_size: Tuple[int, int] = (224, 224)
     channels: int = 3
@@ -109,6 +122,7 @@ class ImageFormat:
     dtype: np.dtype = np.dtype(np.float32)
     norm: str = "default"
     crop_pct: float = DEFAULT_CROP_PCT
+    val_resize: Optional[int] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spatial_size", to_hw(self.spatial_size))
@@ -120,6 +134,7 @@ class ImageFormat:
                              f"{', '.join(NORMALIZATIONS)}")
         if self.dtype not in (np.float32, np.float16):
             raise ValueError(f"dtype must be float32 or float16, got {self.dtype}")
+        check_val_resize(self.val_resize, self.spatial_size, "validation resize")
 
     def batch_shape(self, batch_size: int) -> Tuple[int, ...]:
         """(B, C, H, W), or (B, H, W, C) channel-last."""
@@ -212,16 +227,18 @@ class Batch:
 
 def check_pipeline_memory(plan: BatchPlan, image: ImageFormat, prefetch: int) -> None:
     """Refuse, before any work, batches whose pixels exceed the memory there is (CPU)."""
-    resized = None if plan.training else validation_resize(image.spatial_size, image.crop_pct)
+    resized = None if plan.training else validation_resize(image.spatial_size, image.crop_pct,
+                                                           image.val_resize)
     need = pipeline_bytes(plan.batch_size, image.spatial_size, image.channels,
                           image.dtype.itemsize, prefetch, resized)
     h, w = image.spatial_size
     what = f"{plan.batch_size} image(s) at {h}x{w}" + (
         "" if resized is None else
-        f", resized to {resized[0]}x{resized[1]} for the crop of --crop-pct "
-        f"{image.crop_pct:g},")
+        f", resized to {resized[0]}x{resized[1]} for the crop" + (
+            f" of --crop-pct {image.crop_pct:g}," if image.val_resize is None else ","))
     check_batch_fits(need, available_memory(), what, "lower --spatial-size or -b" + (
-        "" if resized is None else ", or raise --crop-pct"))
+        "" if resized is None else ", or raise --crop-pct" if image.val_resize is None
+        else ", or lower the validation resize"))
 
 
 class _Feed:
@@ -229,9 +246,9 @@ class _Feed:
     the training crops) for each batch DALI prefetches, and keeps what it fed until DALI
     hands the batch out."""
 
-    def __init__(self, plan: BatchPlan, augmentation: Augmentation, epoch: int,
-                 iteration: int):
-        self.plan, self.augmentation = plan, augmentation
+    def __init__(self, plan: BatchPlan, image: ImageFormat, augmentation: Augmentation,
+                 epoch: int, iteration: int):
+        self.plan, self.image, self.augmentation = plan, image, augmentation
         self.cursor = (epoch, iteration)  # of the next batch to feed
         self.inflight: Deque[PlannedBatch] = collections.deque()
 
@@ -262,15 +279,50 @@ class _Feed:
             return encoded
         crops = augmentation_plan(sizes, plan.seed, planned.epoch, planned.iteration,
                                   plan.shard.rank, self.augmentation)
-        return (encoded, [np.array(c[:2], dtype=np.int32) for c in crops],
+        feed = (encoded, [np.array(c[:2], dtype=np.int32) for c in crops],
                 [np.array(c[2:4], dtype=np.int32) for c in crops],
                 [np.array(c[4], dtype=np.int32) for c in crops])
+        if not erases(self.augmentation):
+            return feed
+        return feed + self._erasing(planned)
+
+    def _erasing(self, planned: PlannedBatch) -> Tuple[List[np.ndarray], ...]:
+        """fn.multi_paste's regions and the noise: the whole image, then the fill over the
+        box (an empty one for an image kept). Channel-first images are pasted as one
+        (C*H, W, 1) plane stack, a region per channel; the fill has a 4th channel of zeros."""
+        channels, (height, width) = self.image.channels, self.image.spatial_size
+        planes = 1 if self.image.channel_last else channels
+        whole = [[0, 0, 0, 0, planes * height, width]]
+        in_anchors, out_anchors, shapes, fills = [], [], [], []
+        for box, fill in erasing_plan(self.plan.batch_size, self.image.spatial_size,
+                                      self.plan.seed, planned.epoch, planned.iteration,
+                                      self.plan.shard.rank, self.augmentation):
+            y, x, h, w = box or (0, 0, 0, 0)
+            if channels == 4:
+                fill = np.concatenate([fill, np.zeros_like(fill[..., :1])], axis=-1)
+            fill = fill.astype(self.image.dtype).view(_PASTED[self.image.dtype.type])
+            regions = np.array(whole + [[c * h, 0, c * height + y, x, h, w]
+                                        for c in range(planes)], np.int32)
+            in_anchors.append(np.ascontiguousarray(regions[:, 0:2]))
+            out_anchors.append(np.ascontiguousarray(regions[:, 2:4]))
+            shapes.append(np.ascontiguousarray(regions[:, 4:6]))
+            fills.append(fill if self.image.channel_last else
+                         np.ascontiguousarray(fill.transpose(2, 0, 1)).reshape(planes * h, w, 1))
+        return in_anchors, out_anchors, shapes, fills
+
+
+# multi_paste's type for each image dtype: float16 has none, its bits are pasted as int16.
+_PASTED = {np.float32: np.float32, np.float16: np.int16}
+
+
+def erases(augmentation: Augmentation) -> bool:
+    return augmentation.random_erasing > 0
 
 
 def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: bool,
                augmentation: Augmentation) -> Any:
     """The DALI graph: decode (the crop window only, in training), resize, [the policy of
-    `augmentation`, in training], flip, normalise, lay out."""
+    `augmentation`, in training], flip, normalise, lay out, [random erasing, in training]."""
     from nvidia.dali import fn, types
 
     decoder = {"device": "mixed" if dali.on_gpu else "cpu", "output_type": types.RGB}
@@ -279,10 +331,17 @@ def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: boo
                        host_memory_padding=dali.decoder_padding)
     device = "gpu" if dali.on_gpu else "cpu"
     h, w = image.spatial_size
+    layout = "HWC" if image.channel_last else "CHW"
+    dtype = types.FLOAT16 if image.dtype == np.float16 else types.FLOAT
+    erasing = training and erases(augmentation)
     if training:
-        data, anchor, shape, mirror = fn.external_source(
-            source=feed, num_outputs=4, batch=True,
-            dtype=[types.UINT8, types.INT32, types.INT32, types.INT32], ndim=[1, 1, 1, 0])
+        data, anchor, shape, mirror, *erased = fn.external_source(
+            source=feed, num_outputs=8 if erasing else 4, batch=True,
+            dtype=[types.UINT8, types.INT32, types.INT32, types.INT32] + (
+                [types.INT32] * 3 + [types.to_dali_type(_PASTED[image.dtype.type])]
+                if erasing else []),
+            ndim=[1, 1, 1, 0] + ([2, 2, 2, 3] if erasing else []),
+            layout=["", "", "", ""] + (["", "", "", "HWC"] if erasing else []))
         images = fn.decoders.image_slice(
             data, anchor, shape, axis_names="WH", normalized_anchor=False,
             normalized_shape=False, **decoder)
@@ -293,16 +352,30 @@ def dali_graph(feed: _Feed, image: ImageFormat, dali: DaliOptions, training: boo
         data = fn.external_source(source=feed, batch=True, dtype=types.UINT8, ndim=1)
         images = fn.decoders.image(data, **decoder)
         images = fn.resize(images, device=device,
-                           size=list(validation_resize((h, w), image.crop_pct)),
+                           size=list(validation_resize((h, w), image.crop_pct,
+                                                       image.val_resize)),
                            mode="not_smaller")
         mirror = 0
     mean, std = NORMALIZATIONS[image.norm]
-    return fn.crop_mirror_normalize(
+    images = fn.crop_mirror_normalize(
         images, device=device, crop=[h, w], crop_pos_x=0.5, crop_pos_y=0.5,
         mirror=mirror, mean=list(mean), std=list(std),
-        dtype=types.FLOAT16 if image.dtype == np.float16 else types.FLOAT,
-        output_layout="HWC" if image.channel_last else "CHW",
-        pad_output=image.channels == 4)
+        dtype=dtype, output_layout=layout, pad_output=image.channels == 4)
+    if not erasing:
+        return images
+    # Not fn.erase: it fills with constants only. The noise drawn in Python (resumable) is
+    # pasted over the box by multi_paste (HWC only: a channel-first image is a plane stack).
+    in_anchors, out_anchors, shapes, fill = erased
+    if dali.on_gpu:
+        fill = fill.gpu()
+    planes = 1 if image.channel_last else image.channels
+    canvas = fn.reinterpret(images, dtype=types.to_dali_type(_PASTED[image.dtype.type]),
+                            shape=[planes * h, w, image.channels // planes], layout="HWC")
+    pasted = fn.multi_paste(canvas, *[fill] * planes, in_anchors=in_anchors,
+                            out_anchors=out_anchors, shapes=shapes,
+                            output_size=[planes * h, w], device=device)
+    return fn.reinterpret(pasted, dtype=dtype, shape=list(image.batch_shape(1)[1:]),
+                          layout=layout)
 
 
 class ImageBatches:
@@ -397,7 +470,8 @@ class ImageBatches:
         policy = self._per_epoch_streams
         seed = policy_seed(self.plan.seed, epoch, self.plan.shard.rank) if policy else \
             self.plan.seed + self.plan.shard.rank
-        self._feed = _Feed(self.plan, self.augmentation, epoch, 0 if policy else iteration)
+        self._feed = _Feed(self.plan, self.image, self.augmentation, epoch,
+                           0 if policy else iteration)
         filter_decoder_errors()  # a broken image is named by our line, not DALI's
         # pipeline_def rather than Pipeline: the policies' operators need its conditionals.
         self._pipe = pipeline_def(
@@ -458,6 +532,8 @@ class InputPipeline:
 
     def batches(self, files: FileList, batch_size: int, training: bool, seed: int = 0,
                 augmentation: Augmentation = OFFICIAL) -> ImageBatches:
-        """`files` in batches of `batch_size` per rank (see `BatchPlan`)."""
-        plan = BatchPlan(files, batch_size, training, seed, self.shard)
+        """`files` in batches of `batch_size` per rank (see `BatchPlan`); in training, each
+        image `augmentation.repeated_augmentation` times a cycle of that many epochs."""
+        plan = BatchPlan(files, batch_size, training, seed, self.shard,
+                         augmentation.repeated_augmentation if training else 1)
         return ImageBatches(plan, self.image, self.dali, augmentation)

@@ -1,6 +1,7 @@
-"""The recipe's augmentation sections: the random-resized crop's ranges with a policy
-(`augmentation`), and progressive resizing's schedule (`progressive_resizing`). What they
-declare is applied by `utils.data.augmentation` and the training loop."""
+"""The recipe's augmentation sections: the random-resized crop's ranges with a policy, random
+erasing and repeated augmentation (`augmentation`), and progressive resizing's schedule
+(`progressive_resizing`). What they declare is applied by `utils.data.augmentation`,
+`utils.data.batch_plan` and the training loop."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -8,11 +9,15 @@ from typing import Tuple
 from pydantic import AfterValidator, Field, model_validator
 from typing_extensions import Annotated, Literal, get_args
 
-from .fields import Integer, Number, Ordered, recipe, rule_error
+from .fields import SAVED_WHEN_SET, Integer, Number, Ordered, recipe, rule_error
 
 CROP_AREA = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 CROP_ATTEMPTS = 10
+# Random erasing's box (Zhong et al. 2020; torchvision's and timm's defaults).
+ERASING_AREA = (0.02, 1 / 3)
+ERASING_ASPECT = (0.3, 3.3)
+ERASING_ATTEMPTS = 10
 # DALI's automatic augmentation policies (nvidia.dali.auto_aug), applied after the crop.
 Policy = Literal["none", "randaugment", "trivialaugment", "autoaugment"]
 POLICIES: Tuple[str, ...] = get_args(Policy)
@@ -21,7 +26,8 @@ POLICIES: Tuple[str, ...] = get_args(Policy)
 @recipe
 class Augmentation:
     """The training augmentation (recipe section `augmentation`): the random-resized crop's
-    ranges (the official ones by default) and an automatic augmentation policy."""
+    ranges (the official ones by default), an automatic augmentation policy, random erasing
+    and repeated augmentation (both off by default)."""
 
     random_area: Annotated[Tuple[Number, Number], AfterValidator(Ordered(0, 1)), Field(
         description="the random-resized crop's area, as fractions of the image's")] = CROP_AREA
@@ -33,6 +39,20 @@ class Augmentation:
                                                          "(policy randaugment only)")] = 2
     m: Annotated[Integer, Field(ge=0, le=30, description="RandAugment's magnitude "
                                                          "(policy randaugment only)")] = 9
+    random_erasing: Annotated[Number, Field(
+        ge=0, le=1, description="random erasing's probability per image (Zhong et al. 2020): "
+                                "a box of the normalised image replaced by N(0, 1) noise"),
+        SAVED_WHEN_SET] = 0.0
+    erasing_area: Annotated[Tuple[Number, Number], AfterValidator(Ordered(0, 1)), Field(
+        description="the erased box's area, as fractions of the image's"),
+        SAVED_WHEN_SET] = ERASING_AREA
+    erasing_aspect: Annotated[Tuple[Number, Number], AfterValidator(Ordered(0)), Field(
+        description="the erased box's aspect ratio (height / width), drawn log-uniform"),
+        SAVED_WHEN_SET] = ERASING_ASPECT
+    repeated_augmentation: Annotated[Integer, Field(
+        ge=1, le=16, description="repeated augmentation (Hoffer et al. 2020): every image k "
+                                 "times per k epochs, its copies side by side, epochs "
+                                 "as long as without it; 1 is off"), SAVED_WHEN_SET] = 1
 
     @model_validator(mode="after")
     def _settings_of_the_policy(self) -> Augmentation:

@@ -82,6 +82,10 @@ class TrainConfig:
     progressive_resizing: Annotated[Optional[ProgressiveResizing], Field(
         description="FFCV's progressive resizing of the training images"),
         SAVED_WHEN_SET] = None
+    val_resize: Annotated[Optional[Integer], Field(
+        ge=8, description="the run's validation resizes the shorter side to this many pixels, "
+                          "then takes the centre crop of --spatial-size (FixRes); absent: the "
+                          "architecture's crop_pct"), SAVED_WHEN_SET] = None
     solver: Annotated[SolverSection, Field(
         description="the solver and its keys; weight_decay is coupled L2 for momentum and "
                     "nesterov, decoupled for adamw (w -= weight_decay * lr / base_lr * w a step: "

@@ -15,7 +15,7 @@ import numpy as np
 from models import get_architecture
 
 from ..data.batch_plan import BatchPlan
-from ..data.pipelines import ImageBatches
+from ..data.pipelines import ImageBatches, check_val_resize
 from ..eval.evaluation import EvaluationGraph, build_evaluation_graph, evaluate
 from ..eval.per_class import CONFUSION_LIMIT, ClassCounts
 from ..labels.file_list import read_file_list, read_id_csv
@@ -384,7 +384,12 @@ def build_datasets(spec: RunSpec
     if not spec.validating:
         return train, None, None
     val_files = read_file_list(data.val_list, data.val_dir, spec.num_classes, flag="--val-list")
-    val = pipeline.batches(val_files, spec.batch_size, False)
+    # the recipe's val_resize: the test-time size belongs to the recipe that trains at its
+    # own size (FixRes), and is saved with it, so a resumed run validates alike
+    check_val_resize(spec.config.val_resize, pipeline.image.spatial_size,
+                     f"{spec.config.source or 'the recipe'}: val_resize")
+    val = pipeline.formatted(val_resize=spec.config.val_resize).batches(
+        val_files, spec.batch_size, False)
     bn = None
     if spec.recompute_bn:
         bn = pipeline.batches(train_files, spec.batch_size, True, spec.seed + 1, augmentation)
