@@ -11,11 +11,12 @@ epoch's results at the step that ends it, so TensorBoard shows every curve on on
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
@@ -49,6 +50,13 @@ from .tensorboard import TensorBoard, figure_pixels, flatten, open_tensorboard
 POINTS_PER_EPOCH = 100  # of the curves within the epoch, by default
 # TensorBoard tags of the validation parts' quantities: validation/top1_error, ...
 PART_TAGS = {VALIDATION: "validation", VALIDATION_EMA: "validation_ema"}
+
+
+# Every file an evaluation (`OutputSink.evaluation`) may write into its folder.
+EVALUATION_FILES = (
+    *(f"{series_name(VALIDATION, q)}.series.txt" for q in QUANTITIES),
+    *(f"{series_name(VALIDATION_REAL, q)}.series.txt" for q in ("top1_error", "top5_error")),
+    "per_class.csv", "confusion.png", VAL_BATCH_PNG)
 
 
 def default_interval(updates_per_epoch: int) -> int:
@@ -110,6 +118,7 @@ class OutputSink:
         self.monitors: Optional[TrainingMonitors] = None
         self.board: Optional[TensorBoard] = None
         self._lock: Optional[IO[str]] = None
+        self._earlier_evaluation: List[str] = []  # found by claim_for_evaluation
 
     # ------------------------------------------------------------------ the folder
 
@@ -124,9 +133,14 @@ class OutputSink:
 
     def claim_for_evaluation(self, flag: str) -> None:
         """Fail now, not after the evaluation, if results could not be written to the folder
-        or would replace a training run's Validation history; create nothing yet."""
+        or would replace a training run's Validation history; create nothing yet. What an
+        earlier evaluation wrote there is removed when this one's results are written (not
+        now: an evaluation that fails first leaves it), so that none of it (a ReaL series, a
+        confusion.png this one does not make) stands beside them as if it were theirs."""
         check_can_create(self.folder, f"monitor path ({flag})")
         refuse_training_run(self.folder, flag)
+        self._earlier_evaluation = [os.path.join(self.folder, name) for name in EVALUATION_FILES
+                                    if os.path.isfile(os.path.join(self.folder, name))]
 
     def check_room(self, largest_file: int, total: int) -> None:
         check_room(self.folder, largest_file=largest_file, total=total, what="monitor path")
@@ -227,6 +241,12 @@ class OutputSink:
         loses nothing), then the series (this evaluation's only), per_class.csv,
         confusion.png and val_batch.png."""
         self.summary(summary)
+        if self._earlier_evaluation:
+            for path in self._earlier_evaluation:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            self.log(f"removed what an earlier evaluation wrote into {self.folder}: "
+                     + ", ".join(os.path.basename(p) for p in self._earlier_evaluation))
         os.makedirs(self.folder, exist_ok=True)
         self._series(result, 0, VALIDATION, fresh=True)
         write_per_class(counts, names, self.folder)
