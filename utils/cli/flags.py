@@ -268,10 +268,23 @@ def add_recompute_bn_flag(group: argparse._ArgumentGroup) -> None:
                             "short runs) (default: 0, off)")
 
 
+def spatial_size_value(text: str) -> int:
+    """argparse type: one size of --spatial-size. The flag takes every value after it, so a
+    file named after it (`--spatial-size 32 IMAGE WEIGHTS`) was read as a size: "invalid
+    integer value", with nothing saying to put the files first."""
+    try:
+        int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size in pixels, got {text!r}; if it is a file, give the files "
+            "before --spatial-size, which takes every value after it") from None
+    return positive_int(text)
+
+
 def add_spatial_size_flag(parser: Any) -> argparse.Action:
     """--spatial-size: one size or height and width; default the architecture's resolution."""
     return parser.add_argument(
-        "--spatial-size", type=positive_int, nargs="+", action=_SpatialSizeAction,
+        "--spatial-size", type=spatial_size_value, nargs="+", action=_SpatialSizeAction,
         default=None, metavar="SIZE",
         help="network input size, one number (square) or height and width (default: the "
              "architecture's native resolution, e.g. 224, or 240 for efficientnet_b1)")

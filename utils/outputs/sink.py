@@ -26,6 +26,7 @@ from ..process.atomic import (
     atomic_write_text,
     check_can_create,
     check_room,
+    check_subfolders,
     check_writable,
     lock_folder,
     remove_stale_temporaries,
@@ -45,8 +46,10 @@ from .monitor import (
     series_name,
 )
 from .plots import plot_monitor
+from .tensorboard import FOLDER as TENSORBOARD_FOLDER
 from .tensorboard import TensorBoard, figure_pixels, flatten, open_tensorboard
 
+CONFIG_FOLDER = "cfg"  # the recipe's copy, where the official example writes it
 POINTS_PER_EPOCH = 100  # of the curves within the epoch, by default
 # TensorBoard tags of the validation parts' quantities: validation/top1_error, ...
 PART_TAGS = {VALIDATION: "validation", VALIDATION_EMA: "validation_ema"}
@@ -126,6 +129,8 @@ class OutputSink:
         """Fail now if the folder cannot be written, not after the first epoch; lock it for
         the run; clear what a kill -9 left."""
         check_writable(self.folder, "monitor path")
+        check_subfolders(self.folder, [os.path.relpath(checkpoints, self.folder),
+                                       TENSORBOARD_FOLDER, CONFIG_FOLDER], "monitor path")
         self._lock = lock_folder(self.folder, "monitor path")
         for folder in (self.folder, checkpoints):
             for path in remove_stale_temporaries(folder):
@@ -152,7 +157,7 @@ class OutputSink:
         """Arguments.txt and the effective recipe as cfg/<its file name>, where the official
         example writes them."""
         atomic_write_text(os.path.join(self.folder, "Arguments.txt"), describe_flags(flags))
-        save_config(config, os.path.join(self.folder, "cfg", config_name))
+        save_config(config, os.path.join(self.folder, CONFIG_FOLDER, config_name))
 
     def start_session(self, start_epoch: int, start_step: int, resumed: bool,
                       tensorboard: bool) -> None:
