@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from fault_fixtures import write_config
+from fault_fixtures import run, write_config
+from marks import slow
 
 import benchmark
 import create_input_files
@@ -141,3 +142,21 @@ def test_a_null_key_is_named_as_written_with_its_line(tmp_path, key):
         load_config(path, None)
     assert str(caught.value) == (f"{path}, line {line}: key '{key}' is YAML's null, not a "
                                  "name: remove it, or quote it")
+
+
+@slow
+@pytest.mark.parametrize("epochs, problem", [
+    ("ninety", "'epochs' must be an integer, got str 'ninety'"),
+    (HUGE, f"'epochs' must be at most 2147483647, got {HUGE}"),
+])
+def test_train_reports_the_recipes_epochs_though_e_would_replace_them(tmp_path, epochs,
+                                                                       problem):
+    path = recipe(tmp_path, epochs)
+    before = path.read_text()
+    result = run(["train.py", "-a", "mobilenet_v3_small", "-C", path, "-e", "1",
+                  "-m", tmp_path / "run"], tmp_path, "train")
+    assert result.returncode == USER_ERROR_STATUS
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"error: {path}, line {epochs_line(path)}: {problem}"]
+    assert path.read_text() == before
+    assert not (tmp_path / "run").exists()
