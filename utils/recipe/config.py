@@ -396,13 +396,13 @@ def load_config(path: PathLike, epochs_override: Optional[int] = None) -> TrainC
         as_written = {**data, "epochs": epochs_override}  # (-e fills an absent epochs)
     try:
         config = _ADAPTER.validate_python(as_written)
-        if epochs_override is not None and isinstance(data, dict):
-            try:
-                config = _ADAPTER.validate_python({**data, "epochs": epochs_override})
-            except ValidationError as exc:
-                raise ConfigError(_message(path, exc, node, True)) from None
     except ValidationError as exc:
         raise ConfigError(_message(path, exc, node, as_written is not data)) from None
+    if epochs_override is not None and as_written is data:  # a valid file, -e replacing
+        try:
+            config = _ADAPTER.validate_python({**data, "epochs": epochs_override})
+        except ValidationError as exc:
+            raise ConfigError(_message(path, exc, node, True)) from None
     object.__setattr__(config, "source", path)  # not a key of the file: set after validation
     return config
 
