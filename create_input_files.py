@@ -23,12 +23,9 @@ left out with --exclude.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import multiprocessing
 import os
-import signal
 import sys
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from utils.cli import help_text
 from utils.data.image_probe import unreadable_images
@@ -43,6 +40,7 @@ from utils.labels.label_sources import (
     training_classes,
 )
 from utils.process.atomic import PreviousFiles, check_can_create
+from utils.process.child_processes import children_end_with_this_process
 from utils.process.errors import DataError
 from utils.process.run import run
 
@@ -185,7 +183,7 @@ def print_messages(images: LabelledImages) -> LabelledImages:
 def drop_unreadable(root: str, split: LabelledImages, args: argparse.Namespace, what: str
                     ) -> LabelledImages:
     """--verify: decode every image with Pillow; report and leave out the ones that fail."""
-    with workers_end_with_this_process():
+    with children_end_with_this_process():  # (the decoding processes)
         bad = dict(unreadable_images([os.path.join(root, p) for p in split.paths],
                                      args.workers, not args.no_progress, what))
     for i, reason in bad.items():
@@ -194,46 +192,6 @@ def drop_unreadable(root: str, split: LabelledImages, args: argparse.Namespace, 
         print(f"{what}: left out {len(bad)} unreadable image(s)", file=sys.stderr)
     kept = [i for i in range(len(split.paths)) if i not in bad]
     return LabelledImages([split.paths[i] for i in kept], [split.labels[i] for i in kept])
-
-
-def child_processes() -> List[int]:
-    """This process's children: multiprocessing's, and on Linux any other (one forked a
-    moment before multiprocessing records it)."""
-    found = {child.pid for child in multiprocessing.active_children()}
-    me = os.getpid()
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                        found.add(int(entry))
-    return sorted(found)
-
-
-@contextlib.contextmanager
-def workers_end_with_this_process() -> Iterator[None]:
-    """SIGTERM, SIGINT and SIGHUP end --verify's decoding processes with this one. Without
-    it SIGTERM and SIGHUP ended this process alone, its workers decoding on under PID 1, and
-    SIGINT waited for them to decode every image first. The workers are killed and reaped,
-    then this process ends by the signal itself (a shell says 130 for SIGINT, as Ctrl-C):
-    nothing is written yet, and raising in the handler could land inside the pool's code."""
-    def stop(signum: int, frame: object) -> None:
-        children = child_processes()
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in children:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def split_validation_off(args: argparse.Namespace, classes: TrainingClasses, empty: List[str],
