@@ -25,6 +25,7 @@ from eval_fixtures import (
 )
 
 import validation
+from utils.outputs.sink import EVALUATION_FILES
 from utils.process.atomic import lock_folder
 from utils.process.errors import USER_ERROR_STATUS
 
@@ -393,6 +394,7 @@ def test_a_second_run_leaves_only_its_own_outputs(setup, tmp_path, caplog):
     argv = common_args(setup, "-M", monitor, "--no-progress")
     assert run_main(validation.main, *argv) == 0
     own = sorted(p.name for p in monitor.iterdir())
+    assert set(own) <= set(EVALUATION_FILES)  # (what a second run removes covers them all)
     real = ["Validation-ReaL-error.series.txt", "Validation-ReaL-top5-error.series.txt"]
     for name in real:  # as an earlier --real-labels evaluation left them
         (monitor / name).write_text("0 0.25\n")
