@@ -40,6 +40,7 @@ from utils.labels.label_sources import (
     training_classes,
 )
 from utils.process.atomic import PreviousFiles, check_can_create
+from utils.process.child_processes import children_end_with_this_process
 from utils.process.errors import DataError
 from utils.process.run import run
 
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                               + help_text.elsewhere("-o", "the output folder"))
     outputs.add_argument("--verify", action="store_true",
                          help="decode every image; unreadable ones are listed and left out")
-    outputs.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    outputs.add_argument("--workers", type=workers, default=os.cpu_count() or 1, metavar="N",
                          help="processes decoding for --verify (default: all cores)")
     outputs.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -109,9 +110,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.train_fraction is not None and (args.val_dir or args.validation_data_label):
         p.error("--train-fraction makes the validation split itself: give it without "
                 "--val-dir and -V")
-    if args.workers < 1:  # 0 or a negative count silently decoded in this process alone
-        p.error(f"argument --workers: must be a positive integer, got {args.workers}")
     return args
+
+
+# Each worker is a process: beyond this many (2**63 raised from inside the process pool) a
+# machine runs out of processes long before it decodes any faster.
+MAX_WORKERS = 1024
+
+
+def workers(text: str) -> int:
+    """argparse type: 1..MAX_WORKERS (0 or a negative count silently decoded in this process
+    alone)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WORKERS}, got {text}")
+    return value
 
 
 def fraction(text: str) -> float:
@@ -168,8 +183,9 @@ def print_messages(images: LabelledImages) -> LabelledImages:
 def drop_unreadable(root: str, split: LabelledImages, args: argparse.Namespace, what: str
                     ) -> LabelledImages:
     """--verify: decode every image with Pillow; report and leave out the ones that fail."""
-    bad = dict(unreadable_images([os.path.join(root, p) for p in split.paths], args.workers,
-                                 not args.no_progress, what))
+    with children_end_with_this_process():  # (the decoding processes)
+        bad = dict(unreadable_images([os.path.join(root, p) for p in split.paths],
+                                     args.workers, not args.no_progress, what))
     for i, reason in bad.items():
         print(f"unreadable: {os.path.join(root, split.paths[i])}: {reason}", file=sys.stderr)
     if bad:

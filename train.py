@@ -114,7 +114,7 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
                         "same command without -m starts over: resume it with -m <that "
                         "folder>)" + help_text.elsewhere("-m", "the monitor path (output "
                                                                "folder)"))
-    g.add_argument("-v", "--val-interval", type=int, default=10, metavar="N",
+    g.add_argument("-v", "--val-interval", type=cli.interval_or_off, default=10, metavar="N",
                    help="validate every N epochs and at the end; <= 0 disables validation "
                         "(default: %(default)s)")
     g.add_argument("-s", "--model-save-interval", type=cli.positive_int, default=10,

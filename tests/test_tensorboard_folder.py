@@ -31,15 +31,22 @@ def test_a_removed_folder_is_made_again_with_a_warning(tmp_path, capsys):
             "_hparams_/session_end_info"} <= set(metadata)
 
 
-def test_integers_beyond_int64_reach_hparams_as_text(tmp_path):
-    """HParams keeps numbers as int64: `-e 9223372036854775808` given as a number would end in
-    "ufunc 'isnan' not supported" inside tensorboardX."""
+def test_integers_a_float64_cannot_hold_reach_hparams_as_text(tmp_path):
+    """HParams keeps every number as a float64: `-e 9223372036854775808` given as a number
+    ended in "ufunc 'isnan' not supported" inside tensorboardX, and 2**53 + 1 read back as
+    2**53. Such integers are written as their text; those up to 2**53 stay numbers, exact."""
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
     from utils.outputs.tensorboard import flatten
 
-    flat = flatten({"epochs": 2**63, "seed": 2**63 - 1, "small": -2**63, "huge": -2**63 - 1})
-    assert flat == {"epochs": "9223372036854775808", "seed": 2**63 - 1, "small": -2**63,
-                    "huge": "-9223372036854775809"}
+    flat = flatten({"epochs": 2**63, "seed": 2**53, "next": 2**53 + 1, "small": -2**53,
+                    "huge": -2**53 - 1})
+    assert flat == {"epochs": "9223372036854775808", "seed": 2**53, "next": "9007199254740993",
+                    "small": -2**53, "huge": "-9007199254740993"}
     board = TensorBoard(tensorboard_folder(str(tmp_path)), 0)
     board.hparams(flat, ["Validation/top1_error"], 0)
     board.close()
-    assert "_hparams_/experiment" in accumulator(tmp_path).summary_metadata
+    start = HParamsPluginData.FromString(accumulator(tmp_path).summary_metadata[
+        "_hparams_/session_start_info"].plugin_data.content).session_start_info
+    read = {k: v.string_value or int(v.number_value) for k, v in start.hparams.items()}
+    assert read == flat

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 
 import numpy as np
@@ -24,6 +25,7 @@ from eval_fixtures import (
 )
 
 import validation
+from utils.outputs.sink import EVALUATION_FILES
 from utils.process.atomic import lock_folder
 from utils.process.errors import USER_ERROR_STATUS
 
@@ -382,3 +384,29 @@ def test_a_flat_folder_of_other_names_or_other_classes_says_what_to_do(setup, tm
         "-o <folder> writes it as <folder>/val_label), or put the images in one sub-folder "
         "per class"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]  # nothing written
+
+
+def test_a_second_run_leaves_only_its_own_outputs(setup, tmp_path, caplog):
+    """Issue 34 item 4: an earlier evaluation's ReaL series (and a confusion.png this run
+    does not draw, above 100 classes) stood beside the new results as if they belonged to
+    them. Every file an evaluation writes is removed first, said in one line; no other."""
+    monitor = tmp_path / "mon"
+    argv = common_args(setup, "-M", monitor, "--no-progress")
+    assert run_main(validation.main, *argv) == 0
+    own = sorted(p.name for p in monitor.iterdir())
+    assert set(own) <= set(EVALUATION_FILES)  # (what a second run removes covers them all)
+    real = ["Validation-ReaL-error.series.txt", "Validation-ReaL-top5-error.series.txt"]
+    for name in real:  # as an earlier --real-labels evaluation left them
+        (monitor / name).write_text("0 0.25\n")
+    (monitor / "notes.txt").write_text("mine\n")
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    assert run_main(validation.main, *argv) == 0
+    log = [r.getMessage() for r in caplog.records if "earlier" in r.getMessage()]
+    assert log == [f"removed what an earlier evaluation wrote into {monitor}: "
+                   "Validation-loss.series.txt, Validation-error.series.txt, "
+                   "Validation-top5-error.series.txt, Validation-ReaL-error.series.txt, "
+                   "Validation-ReaL-top5-error.series.txt, per_class.csv, confusion.png, "
+                   "val_batch.png"]
+    assert sorted(p.name for p in monitor.iterdir()) == sorted(own + ["notes.txt"])
+    assert (monitor / "notes.txt").read_text() == "mine\n"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,20 +50,39 @@ def architecture_name(name: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+# Every count a flag gives (epochs, intervals, batches, steps, threads, top-k) is at most
+# INT32_MAX: DALI and NNabla take batch, thread and queue sizes as 32-bit C ints, and a run's
+# counts then stay exact where they become float64 (TensorBoard's HParams, the schedules)
+# and far within the int64 of the event steps. Beyond it they ended in a C library's
+# traceback or a run that could never finish.
+INT32_MAX = 2**31 - 1
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
-    return value
+def int_in(low: int, high: int, below: str = "", above: str = "") -> Callable[[str], int]:
+    """argparse type: an integer in low..high; `below`/`above`: the rule broken by a value
+    out of range on that side, in words (default: the range)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or value > high:
+            rule = (below if value < low else above) or f"be in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must {rule}, got {text}")
+        return value
+
+    parse.__name__ = "integer"  # (argparse's "invalid integer value: 'x'")
+    return parse
+
+
+positive_int = int_in(1, INT32_MAX, below="be a positive integer",
+                      above=f"be at most {INT32_MAX}")
+non_negative_int = int_in(0, INT32_MAX, below="be zero or positive",
+                          above=f"be at most {INT32_MAX}")
+# -v: any count, where <= 0 disables.
+interval_or_off = int_in(-INT32_MAX, INT32_MAX,
+                         above=f"be at most {INT32_MAX} (<= 0 disables)")
+# DALI makes its worker threads at start: 100000 aborted the process.
+MAX_DALI_THREADS = 1024
+# Each batch DALI prefetches holds -b images; more than this only costs memory.
+MAX_DALI_PREFETCH = 256
 
 
 SEED_LIMIT = 2**31  # nn.seed takes a C int; NumPy and DALI take more
@@ -249,10 +268,23 @@ def add_recompute_bn_flag(group: argparse._ArgumentGroup) -> None:
                             "short runs) (default: 0, off)")
 
 
+def spatial_size_value(text: str) -> int:
+    """argparse type: one size of --spatial-size. The flag takes every value after it, so a
+    file named after it (`--spatial-size 32 IMAGE WEIGHTS`) was read as a size: "invalid
+    integer value", with nothing saying to put the files first."""
+    try:
+        int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size in pixels, got {text!r}; if it is a file, give the files "
+            "before --spatial-size, which takes every value after it") from None
+    return positive_int(text)
+
+
 def add_spatial_size_flag(parser: Any) -> argparse.Action:
     """--spatial-size: one size or height and width; default the architecture's resolution."""
     return parser.add_argument(
-        "--spatial-size", type=positive_int, nargs="+", action=_SpatialSizeAction,
+        "--spatial-size", type=spatial_size_value, nargs="+", action=_SpatialSizeAction,
         default=None, metavar="SIZE",
         help="network input size, one number (square) or height and width (default: the "
              "architecture's native resolution, e.g. 224, or 240 for efficientnet_b1)")
@@ -344,9 +376,11 @@ def parse_weight_file_args(parser: argparse.ArgumentParser,
 def add_dali_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """DALI worker threads, prefetch depth and nvJPEG padding (stored in bytes)."""
     group = parser.add_argument_group("DALI")
-    group.add_argument("--dali-num-threads", type=positive_int, default=4, metavar="N",
+    group.add_argument("--dali-num-threads", type=int_in(1, MAX_DALI_THREADS), default=4,
+                       metavar="N",
                        help="DALI worker threads per process (default: %(default)s)")
-    group.add_argument("--dali-prefetch-queue", type=positive_int, default=2, metavar="N",
+    group.add_argument("--dali-prefetch-queue", type=int_in(1, MAX_DALI_PREFETCH), default=2,
+                       metavar="N",
                        help="batches DALI prepares ahead (default: %(default)s)")
     group.add_argument("--dali-nvjpeg-memory-padding-mb", type=_megabytes_to_bytes,
                        dest="dali_nvjpeg_memory_padding",

@@ -183,22 +183,52 @@ def write_file_list(path: str, paths: Sequence[str], labels: Iterable[int]) -> N
 
 
 def write_csv(path: str, rows: Iterable[Sequence[object]]) -> None:
-    """CSV with the csv module's defaults (CRLF, quoting when needed), like the official files."""
+    """CSV with the csv module's defaults (CRLF, quoting when needed), like the official files;
+    a row with a value that begins or ends with a space is quoted whole, so that
+    `read_id_csv` keeps the space (a class folder named 'cat ' read back as 'cat')."""
     buf = io.StringIO()
-    csv.writer(buf).writerows(rows)
+    plain, quoted = csv.writer(buf), csv.writer(buf, quoting=csv.QUOTE_ALL)
+    for row in rows:
+        padded = any(isinstance(v, str) and v != v.strip() for v in row)
+        (quoted if padded else plain).writerow(row)
     atomic_write_text(path, buf.getvalue())
+
+
+def _records(lines: Iterable[str]) -> Iterator[tuple]:
+    """(first line number, the record's text, its fields) of each csv record of `lines`."""
+    taken: List[str] = []
+
+    def recorded() -> Iterator[str]:
+        for line in lines:
+            taken.append(line)
+            yield line
+
+    reader = csv.reader(recorded())
+    first = 1
+    for row in reader:
+        yield first, "".join(taken), row
+        first = reader.line_num + 1
+        taken.clear()
 
 
 def read_id_csv(path: str) -> List[str]:
     """A `<id>,<value>` csv (label_wordnetid.csv, label_words.csv) as a list indexed by id;
-    the value is everything after the first comma."""
+    the value is everything after the first comma, its surrounding spaces dropped unless it
+    is quoted."""
     check_readable(path, "csv file")
     values: Dict[int, str] = {}
     lines: Dict[int, int] = {}  # id -> the line that gave it, to name a repeated id
     with open_text(path, "csv file", newline="") as f:
-        for number, row in enumerate(csv.reader(f), 1):
+        for number, text, row in _records(f):
             if not row:
                 continue
+            line = text.rstrip("\r\n")
+            value_quoted = line.partition(",")[2].lstrip().startswith('"')
+            # A quote left open swallowed the lines after it into one name (the id count
+            # then looked wrong); at the end of the file it just went unseen.
+            if "\n" in line or "\r" in line or (value_quoted and not line.rstrip().endswith('"')):
+                raise DataError(f'{path}:{number}: a quote (") opened on this line is not '
+                                "closed on it; close it or remove it")
             if len(row) < 2 or not is_class_id(row[0].strip()):
                 raise DataError(f"{path}:{number}: expected '<id>,<value>', got {row!r}")
             key = int(row[0])
@@ -207,7 +237,11 @@ def read_id_csv(path: str) -> List[str]:
                                 f"{lines[key]})")
             # The value is the rest of the line: a name with an unquoted comma ("bag, large";
             # the official files quote such names, users' files often do not) is whole.
-            values[key], lines[key] = ",".join(row[1:]).strip(), number
-    if sorted(values) != list(range(len(values))):
-        raise DataError(f"{path}: ids must be 0..{len(values) - 1} without gaps")
+            whole = value_quoted and len(row) == 2
+            values[key], lines[key] = row[1] if whole else ",".join(row[1:]).strip(), number
+    missing = sorted(set(range(max(values, default=-1) + 1)) - set(values))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise DataError(f"{path}: no line for id {shown}: the ids must run from 0 to the "
+                        f"largest, {max(values)}, without gaps")
     return [values[i] for i in range(len(values))]

@@ -1,8 +1,9 @@
 """Monitor files in NNabla's formats, so `nnabla_cli plot_series` and our plots read them.
 
 `<Name>.series.txt` holds one `<index> <value>` line per epoch and `<Name>.timer.txt` the
-lines of NNabla's `MonitorTimeElapsed` added once per epoch: `<index> <seconds of the epoch>
-1 <seconds since the run began>`. Lines are appended and
+lines of NNabla's `MonitorTimeElapsed` added once per epoch: `<index> <training seconds of
+the epoch> 1 <their sum over the run's epochs>` (not the wall time between two adds, which
+the official's are: docs/differences.md says why). Lines are appended and
 flushed as they come; a resumed run first drops the lines after the epoch it resumes from,
 so an interrupted and resumed run leaves the same series as an uninterrupted one.
 

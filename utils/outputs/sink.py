@@ -11,11 +11,12 @@ epoch's results at the step that ends it, so TensorBoard shows every curve on on
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
@@ -25,6 +26,7 @@ from ..process.atomic import (
     atomic_write_text,
     check_can_create,
     check_room,
+    check_subfolders,
     check_writable,
     lock_folder,
     remove_stale_temporaries,
@@ -44,11 +46,20 @@ from .monitor import (
     series_name,
 )
 from .plots import plot_monitor
+from .tensorboard import FOLDER as TENSORBOARD_FOLDER
 from .tensorboard import TensorBoard, figure_pixels, flatten, open_tensorboard
 
+CONFIG_FOLDER = "cfg"  # the recipe's copy, where the official example writes it
 POINTS_PER_EPOCH = 100  # of the curves within the epoch, by default
 # TensorBoard tags of the validation parts' quantities: validation/top1_error, ...
 PART_TAGS = {VALIDATION: "validation", VALIDATION_EMA: "validation_ema"}
+
+
+# Every file an evaluation (`OutputSink.evaluation`) may write into its folder.
+EVALUATION_FILES = (
+    *(f"{series_name(VALIDATION, q)}.series.txt" for q in QUANTITIES),
+    *(f"{series_name(VALIDATION_REAL, q)}.series.txt" for q in ("top1_error", "top5_error")),
+    "per_class.csv", "confusion.png", VAL_BATCH_PNG)
 
 
 def default_interval(updates_per_epoch: int) -> int:
@@ -110,6 +121,7 @@ class OutputSink:
         self.monitors: Optional[TrainingMonitors] = None
         self.board: Optional[TensorBoard] = None
         self._lock: Optional[IO[str]] = None
+        self._earlier_evaluation: List[str] = []  # found by claim_for_evaluation
 
     # ------------------------------------------------------------------ the folder
 
@@ -117,6 +129,8 @@ class OutputSink:
         """Fail now if the folder cannot be written, not after the first epoch; lock it for
         the run; clear what a kill -9 left."""
         check_writable(self.folder, "monitor path")
+        check_subfolders(self.folder, [os.path.relpath(checkpoints, self.folder),
+                                       TENSORBOARD_FOLDER, CONFIG_FOLDER], "monitor path")
         self._lock = lock_folder(self.folder, "monitor path")
         for folder in (self.folder, checkpoints):
             for path in remove_stale_temporaries(folder):
@@ -124,9 +138,14 @@ class OutputSink:
 
     def claim_for_evaluation(self, flag: str) -> None:
         """Fail now, not after the evaluation, if results could not be written to the folder
-        or would replace a training run's Validation history; create nothing yet."""
+        or would replace a training run's Validation history; create nothing yet. What an
+        earlier evaluation wrote there is removed when this one's results are written (not
+        now: an evaluation that fails first leaves it), so that none of it (a ReaL series, a
+        confusion.png this one does not make) stands beside them as if it were theirs."""
         check_can_create(self.folder, f"monitor path ({flag})")
         refuse_training_run(self.folder, flag)
+        self._earlier_evaluation = [os.path.join(self.folder, name) for name in EVALUATION_FILES
+                                    if os.path.isfile(os.path.join(self.folder, name))]
 
     def check_room(self, largest_file: int, total: int) -> None:
         check_room(self.folder, largest_file=largest_file, total=total, what="monitor path")
@@ -138,7 +157,7 @@ class OutputSink:
         """Arguments.txt and the effective recipe as cfg/<its file name>, where the official
         example writes them."""
         atomic_write_text(os.path.join(self.folder, "Arguments.txt"), describe_flags(flags))
-        save_config(config, os.path.join(self.folder, "cfg", config_name))
+        save_config(config, os.path.join(self.folder, CONFIG_FOLDER, config_name))
 
     def start_session(self, start_epoch: int, start_step: int, resumed: bool,
                       tensorboard: bool) -> None:
@@ -227,6 +246,12 @@ class OutputSink:
         loses nothing), then the series (this evaluation's only), per_class.csv,
         confusion.png and val_batch.png."""
         self.summary(summary)
+        if self._earlier_evaluation:
+            for path in self._earlier_evaluation:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            self.log(f"removed what an earlier evaluation wrote into {self.folder}: "
+                     + ", ".join(os.path.basename(p) for p in self._earlier_evaluation))
         os.makedirs(self.folder, exist_ok=True)
         self._series(result, 0, VALIDATION, fresh=True)
         write_per_class(counts, names, self.folder)

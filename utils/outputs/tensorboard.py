@@ -31,6 +31,7 @@ import numpy as np
 
 FOLDER = "tensorboard"
 EVENT_FILE_PATTERN = "events.out.tfevents.*"
+FLOAT64_EXACT = 2**53  # the integers up to it are exact in a float64
 
 
 def tensorboard_folder(monitor_path: str) -> str:
@@ -39,15 +40,16 @@ def tensorboard_folder(monitor_path: str) -> str:
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     """`{"a": {"b": 1}}` -> `{"a.b": 1}`; numbers, strings and booleans stay, None,
-    integers beyond int64 and anything else (lists, tuples) become their text."""
+    integers a float64 does not hold exactly (beyond 2**53) and anything else (lists,
+    tuples) become their text."""
     flat: Dict[str, Any] = {}
     for key, value in mapping.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten(value, name + "."))
         elif isinstance(value, int) and not isinstance(value, bool) \
-                and not -2**63 <= value < 2**63:
-            flat[name] = str(value)  # (HParams keeps numbers as int64 or float64)
+                and not -FLOAT64_EXACT <= value <= FLOAT64_EXACT:
+            flat[name] = str(value)  # (HParams keeps every number as a float64)
         elif isinstance(value, (bool, int, float, str)):
             flat[name] = value
         else:

@@ -19,7 +19,7 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import IO, Any, Callable, Iterator, List, Optional
+from typing import IO, Any, Callable, Iterator, List, Optional, Sequence
 
 from .errors import OutputError
 
@@ -147,6 +147,18 @@ def check_can_create(folder: str, what: str = "output folder") -> None:
                           f"({existing})")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to the {what} {folder}: {existing} is not writable")
+
+
+def check_subfolders(folder: str, names: Sequence[str], what: str) -> None:
+    """Before any work: no file stands where a run will make its sub-folders `names` of
+    `folder` (os.makedirs said "[Errno 17] File exists" when it came to them, for the
+    checkpoints only after the first epoch had trained)."""
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise OutputError(f"cannot write to the {what} {folder}: {path} is a file, where "
+                              f"the run makes its folder {name}/; move the file away or give "
+                              "another folder")
 
 
 def check_output_file(path: str, flag: str, kind: str, is_kind: Callable[[str], bool],

@@ -142,6 +142,16 @@ def _schedule_of(section: type) -> type:
     return section.__pydantic_fields__["args"].annotation
 
 
+class _NullKey(yaml.YAMLError):
+    """A mapping key YAML reads as null (`null:`, `~:`, `: value`), which pydantic named
+    'None', without its line."""
+
+    def __init__(self, node: yaml.Node):
+        super().__init__()
+        self.line = node.start_mark.line + 1
+        self.text = node.value if isinstance(node, yaml.ScalarNode) else ""
+
+
 # PyYAML follows YAML 1.1, where a float needs a dot: `1e-4` would load as a string. This
 # loader replaces the float resolver with one that also accepts exponent-only forms.
 class _Loader(yaml.SafeLoader):
@@ -153,6 +163,8 @@ class _Loader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may override
                 continue
             key = self.construct_object(key_node, deep=deep)
+            if key is None:
+                raise _NullKey(key_node)
             try:
                 mark = first.setdefault(key, key_node.start_mark)
             except TypeError:  # an unhashable key: PyYAML names it below
@@ -355,6 +367,9 @@ def _read_yaml(path: str) -> Tuple[Any, Optional[yaml.Node]]:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: config file is not UTF-8 text: {exc.reason}") from None
+    except _NullKey as exc:
+        raise ConfigError(f"{path}, line {exc.line}: key {exc.text!r} is YAML's null, not a "
+                          "name: remove it, or quote it") from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -372,18 +387,26 @@ def _without_empty(data: Any) -> Any:
 
 
 def load_config(path: PathLike, epochs_override: Optional[int] = None) -> TrainConfig:
-    """Read and validate a training recipe; `epochs_override` replaces the top-level `epochs`."""
+    """Read and validate a training recipe; `epochs_override` (train.py's --epochs) then
+    replaces the top-level `epochs`: the file's own `epochs` is checked first, so that a
+    wrong one is reported even when -e would replace it."""
     path = os.fspath(path)
     data, node = _read_yaml(path)
     if data is None:
         raise ConfigError(f"{path}: the config is empty")
     data = _without_empty(data)
-    if epochs_override is not None and isinstance(data, dict):
-        data = {**data, "epochs": epochs_override}
+    as_written = data
+    if epochs_override is not None and isinstance(data, dict) and "epochs" not in data:
+        as_written = {**data, "epochs": epochs_override}  # (-e fills an absent epochs)
     try:
-        config = _ADAPTER.validate_python(data)
+        config = _ADAPTER.validate_python(as_written)
     except ValidationError as exc:
-        raise ConfigError(_message(path, exc, node, epochs_override is not None)) from None
+        raise ConfigError(_message(path, exc, node, as_written is not data)) from None
+    if epochs_override is not None and as_written is data:  # a valid file, -e replacing
+        try:
+            config = _ADAPTER.validate_python({**data, "epochs": epochs_override})
+        except ValidationError as exc:
+            raise ConfigError(_message(path, exc, node, True)) from None
     object.__setattr__(config, "source", path)  # not a key of the file: set after validation
     return config
 

@@ -14,15 +14,29 @@ import functools
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import AllowInfNan, ConfigDict, Strict
+from pydantic import AfterValidator, AllowInfNan, ConfigDict, Strict
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated, Literal, get_args, get_origin
 
+# Every integer key is a count (epochs, an epoch, RandAugment's n): at most INTEGER_LIMIT, as
+# train.py's count flags (--epochs among them), so that it stays exact where it becomes
+# float64 (TensorBoard's HParams, the schedules) and any run's step count within int64.
+INTEGER_LIMIT = 2**31 - 1
+
+
+def _within_limit(value: int) -> int:
+    """An integer key's common bound (not in the table of keys: no recipe comes near it)."""
+    if value > INTEGER_LIMIT:
+        raise PydanticCustomError("rule", "must be at most {limit}, got {got}",
+                                  {"limit": INTEGER_LIMIT, "got": value})
+    return value
+
+
 # Strict scalars: YAML's `"0.9"` or `true` is not a number, `90.0` not an integer (an integer
 # is a number, and is stored as a float).
 Number = Annotated[float, Strict(), AllowInfNan(False)]
-Integer = Annotated[int, Strict()]
+Integer = Annotated[int, Strict(), AfterValidator(_within_limit)]
 Flag = Annotated[bool, Strict()]
 
 # A section of a recipe: frozen (hashable, compared by value) and strict about its keys.
