@@ -262,6 +262,19 @@ def test_ema_decay_must_be_below_one(capsys):
     assert "--ema-decay must be in [0, 1)" in capsys.readouterr().err
 
 
+def test_accumulating_more_batches_than_an_epoch_has_is_refused(setup, tmp_path):
+    """Every update would be a short one at the full global batch's learning rate (a nan
+    loss, once): one line before any work, naming the most the epoch allows."""
+    result = run_train(*train_args(setup, tmp_path / "mon", "--accumulate-steps", 1000))
+    iterations = ITERATIONS
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1] == (
+        f"error: --accumulate-steps 1000 is more than the {iterations} batches of an epoch: "
+        f"use at most {iterations}, or a smaller -b")
+    assert not (tmp_path / "mon" / "checkpoints").exists() or \
+        not any((tmp_path / "mon" / "checkpoints").iterdir())
+
+
 # --------------------------------------------------------------------------- batch-norm recompute
 
 

@@ -313,6 +313,7 @@ def start_run(spec: RunSpec, runtime: Runtime, stop: StopRequest) -> TrainingRun
     check_options(spec, runtime, outputs)
     outputs.claim_for_training(checkpoint_dir(spec.monitor_path))
     train_data, val_data, bn_data = build_datasets(spec)
+    check_accumulation(spec.accumulate_steps, train_data.iterations_per_epoch)
     nn.seed(spec.seed)  # the training graph creates the parameters; evaluation shares them
     graph = build_training_graph(TrainingNetwork(
         spec.arch, spec.num_classes, spec.channel_last, spec.config, comm.rank,
@@ -368,6 +369,15 @@ def check_options(spec: RunSpec, runtime: Runtime, outputs: OutputSink) -> None:
                          f"and need an even --batch-size, got {spec.batch_size}")
     for warning in recipe_warnings(config):
         outputs.warn(warning)
+
+
+def check_accumulation(steps: int, iterations_per_epoch: int) -> None:
+    """An update sums `steps` batches of one epoch: more than the epoch has would make every
+    update a short one, whose learning rate is still that of the full global batch."""
+    if steps > iterations_per_epoch:
+        raise UsageError(f"--accumulate-steps {steps} is more than the {iterations_per_epoch} "
+                         f"batches of an epoch: use at most {iterations_per_epoch}, or a smaller "
+                         "-b")
 
 
 def build_datasets(spec: RunSpec
