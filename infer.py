@@ -174,6 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rt = setup_runtime(args)
     comm = rt.comm
     cli.check_network_runtime(args.runtime, rt.backend)
+    calibration = cli.calibration_source_of(args)
     if args.output is not None:
         if os.path.splitext(args.output)[1].lower() not in PREDICTION_FORMATS:
             raise UsageError(f"--output {args.output}: name a .csv or a .json file")
@@ -198,7 +199,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         weights, args.arch, num_classes, FileList.from_files(readable),
         min(args.batch_size, -(-len(readable) // comm.size)), rt,
         cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config),
-        engine=args.runtime, flip=args.tta == "flip")
+        engine=args.runtime, flip=args.tta == "flip", calibration=calibration)
     timings["weights"] = time.perf_counter() - loading_start
     bar = Progress(comm, len(batches), "infer", images_per_iteration=batches.plan.global_batch) \
         if args.output is not None else None

@@ -152,9 +152,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rt = setup_runtime(args, device_gradients=False)  # (host reductions only)
     comm = rt.comm
     cli.check_network_runtime(args.runtime, rt.backend)
-    if args.runtime == "onnxruntime" and args.recompute_bn:
+    if args.runtime != "nnabla" and args.recompute_bn:
         raise UsageError("--recompute-bn changes the network's statistics in NNabla: use it "
                          "with --runtime nnabla")
+    calibration = cli.calibration_source_of(args)
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
     outputs = output_sink(args.monitor_path, comm.is_main, rt.log)
     outputs.claim_for_evaluation("-M")
@@ -169,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,
                                          batch_size, rt, pipeline,
                                          scored.class_penalty(num_classes), args.runtime,
-                                         args.tta == "flip")
+                                         args.tta == "flip", calibration)
     if train_files is not None:
         recompute_statistics(args, train_files, batches, num_classes, rt)
     height, width = batches.image.spatial_size

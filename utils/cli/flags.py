@@ -27,6 +27,8 @@ from models import (
 
 from ..data.batch_plan import Shard
 from ..data.pipelines import DaliOptions, ImageFormat, InputPipeline
+from ..deploy.quantize import DEFAULT_CALIBRATION_IMAGES
+from ..eval.evaluation import CalibrationSource
 from ..process.context import CONTEXTS, TYPE_CONFIGS
 from ..process.errors import UsageError
 from ..process.watchdog import DEFAULT_HANG_TIMEOUT
@@ -192,7 +194,7 @@ def add_json_flag(group: argparse._ArgumentGroup) -> None:
                        help="print the result as one JSON object instead of text")
 
 
-NETWORK_RUNTIMES = ("nnabla", "onnxruntime")
+NETWORK_RUNTIMES = ("nnabla", "onnxruntime", "onnxruntime-int8")
 
 
 def add_network_flags(group: argparse._ArgumentGroup) -> None:
@@ -202,18 +204,46 @@ def add_network_flags(group: argparse._ArgumentGroup) -> None:
                        help="what runs the network: NNabla, or on a CPU ONNX Runtime (the "
                             "export extra), about 5x faster on the same cores, with the weight "
                             "file's ONNX model exported, verified and cached on first use "
-                            "(default: %(default)s)")
+                            "(default: %(default)s); onnxruntime-int8: that model quantized to "
+                            "INT8 on --calibration's images, also cached")
+    add_calibration_flags(group)
     group.add_argument("--tta", choices=("none", "flip"), default="none",
                        help="test-time augmentation: flip averages the logits of each image "
                             "and its mirror (twice the compute) (default: %(default)s)")
 
 
+def add_calibration_flags(group: argparse._ArgumentGroup) -> None:
+    """--calibration, --calibration-root, --calibration-images: the images an INT8 model's
+    activation ranges are measured on (validation.py, infer.py, export.py --int8)."""
+    group.add_argument("--calibration", default=None, metavar="LIST_OR_DIR",
+                       help="INT8 only: a list file of training images (as train_label) or a "
+                            "folder of images; a seeded sample of --calibration-images of them "
+                            "fixes the activations' ranges (default: none)")
+    group.add_argument("--calibration-root", default=None, metavar="DIR",
+                       help="the folder a --calibration list's paths are relative to "
+                            "(default: the list's own folder)")
+    group.add_argument("--calibration-images", type=positive_int,
+                       default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
+                       help="calibration images sampled (default: %(default)s)")
+
+
+def calibration_source_of(args: argparse.Namespace) -> Optional[CalibrationSource]:
+    """The --calibration images, given only with --runtime onnxruntime-int8 (elsewhere they
+    would be ignored)."""
+    if args.calibration is None:
+        return None
+    if args.runtime != "onnxruntime-int8":
+        raise UsageError(f"--calibration {args.calibration} calibrates an INT8 model: use it "
+                         "with --runtime onnxruntime-int8")
+    return CalibrationSource(args.calibration, args.calibration_root, args.calibration_images)
+
+
 def check_network_runtime(runtime: str, backend: str) -> None:
-    """--runtime onnxruntime: on the CPU only, with the export extra installed."""
-    if runtime != "onnxruntime":
+    """--runtime onnxruntime(-int8): on the CPU only, with the export extra installed."""
+    if runtime == "nnabla":
         return
     if backend != "cpu":
-        raise UsageError("--runtime onnxruntime runs on the CPU; with a GPU, NNabla "
+        raise UsageError(f"--runtime {runtime} runs on the CPU; with a GPU, NNabla "
                          "(--runtime nnabla) is the fast one")
     from ..deploy.export import check_onnx_support
 
