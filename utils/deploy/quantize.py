@@ -18,8 +18,10 @@ content, their order and the preprocessing), so another calibration set gets ano
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -147,7 +149,12 @@ def quantize_model(float_model: str, output: str, calibration: Iterable[np.ndarr
         raise ValueError("no calibration images")
     input_name = onnx.load_model(float_model, load_external_data=False).graph.input[0].name
     reader = _Batches(input_name, itertools.chain([first], batches))
-    with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
+    quantizer_log = logging.getLogger("onnxruntime.quantization")
+    level = quantizer_log.level
+    quantizer_log.setLevel(logging.WARNING)  # (its INFO names the temporary files)
+    with tempfile.TemporaryDirectory(prefix="quantize-") as scratch, \
+            contextlib.ExitStack() as restore:
+        restore.callback(quantizer_log.setLevel, level)
         prepared = os.path.join(scratch, "prepared.onnx")
         quant_pre_process(float_model, prepared)
         with atomic_path(output, ".onnx") as tmp:
