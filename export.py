@@ -79,14 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)g)")
     group.add_argument("--no-verify", action="store_true",
                        help="write the files without running them")
+    cli.add_crop_pct_flag(group)  # (recorded in .nnp files; the calibration's preprocessing)
+    cli.add_norm_flag(group)
     int8 = help_text.add_group(p, "int8", "--int8 quantizes the exported ONNX model with ONNX "
                                           "Runtime (opset 13, .onnx outputs only).")
     int8.add_argument("--int8", action="store_true",
                       help="write INT8 ONNX models: weights int8 per channel, activations "
                            "uint8 with ranges measured on --calibration's images")
     cli.add_calibration_flags(int8)
-    cli.add_crop_pct_flag(int8)
-    cli.add_norm_flag(int8)
     return p
 
 
@@ -139,7 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return export_int8(args, graph, spatial_size)
     try:
         exported = export(graph, args.output, args.opset,
-                          None if args.no_verify else args.tolerance)
+                          None if args.no_verify else args.tolerance,
+                          preprocessing=(args.norm_config, crop_pct_of(args)))
     except VerificationError as e:
         print(f"error: {e}", file=sys.stderr)
         return VERIFICATION_FAILED_STATUS
@@ -149,14 +150,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def crop_pct_of(args: argparse.Namespace) -> float:
+    """--crop-pct, or the architecture's validation crop."""
+    return args.crop_pct or get_architecture(args.arch).crop_pct
+
+
 def export_int8(args: argparse.Namespace, graph: InferenceGraph,
                 spatial_size: Tuple[int, int]) -> int:
     """--int8: the float ONNX model (verified against NNabla unless --no-verify), quantized
     on the calibration images into each -o file; the INT8 model's agreement with the float
     model on the first calibration batch is printed."""
-    pipeline = InputPipeline(ImageFormat(
-        spatial_size, crop_pct=args.crop_pct or get_architecture(args.arch).crop_pct,
-        norm=args.norm_config))
+    pipeline = InputPipeline(ImageFormat(spatial_size, crop_pct=crop_pct_of(args),
+                                         norm=args.norm_config))
     source = CalibrationSource(args.calibration, args.calibration_root, args.calibration_images)
     calibration = calibration_of(pipeline, source, args.batch_size)
     with tempfile.TemporaryDirectory(prefix="export-int8-") as scratch:

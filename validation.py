@@ -34,7 +34,12 @@ from utils.cli import flags as cli
 from utils.cli import help_text
 from utils.data.batch_plan import BatchPlan
 from utils.data.pipelines import ImageBatches
-from utils.eval.evaluation import EvaluationResult, evaluate, network_for_weights
+from utils.eval.evaluation import (
+    EvaluationResult,
+    evaluate,
+    network_for_nnp,
+    network_for_weights,
+)
 from utils.eval.per_class import ClassCounts
 from utils.eval.sets import EvalSet, scored_set
 from utils.labels.file_list import LIST_WRITERS, FileList, read_file_list
@@ -159,18 +164,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
     outputs = output_sink(args.monitor_path, comm.is_main, rt.log)
     outputs.claim_for_evaluation("-M")
-    weights = open_weights(args.weights, args.arch, not args.no_download, comm)
-    num_classes = weights.classes(args.num_classes)
+    nnp = cli.nnp_model_of(args)  # None: a weight file
+    weights = None if nnp else open_weights(args.weights, args.arch, not args.no_download, comm)
+    num_classes = nnp.num_classes if nnp else weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
     scored = read_eval_set(args, num_classes, rt)
     train_files = read_recompute_list(args, num_classes) if args.recompute_bn else None
     pipeline = cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config)
     # A batch beyond a rank's share only pads: -b 20000 over 4 images took a minute and 3 GB.
     batch_size = min(args.batch_size, -(-len(scored.files) // comm.size))
-    batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,
-                                         batch_size, rt, pipeline,
-                                         scored.class_penalty(num_classes), args.runtime,
-                                         args.tta == "flip", calibration)
+    if nnp:
+        batches, graph = network_for_nnp(nnp, scored.files, batch_size, rt, pipeline,
+                                         scored.class_penalty(num_classes), args.tta == "flip")
+    else:
+        batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,
+                                             batch_size, rt, pipeline,
+                                             scored.class_penalty(num_classes), args.runtime,
+                                             args.tta == "flip", calibration)
     if train_files is not None:
         recompute_statistics(args, train_files, batches, num_classes, rt)
     height, width = batches.image.spatial_size
@@ -216,7 +226,7 @@ def summary(args: argparse.Namespace, result: EvaluationResult, counts: ClassCou
                            "labels": args.labels, "class_names": names,
                            "worst_classes": counts.worst(names)})
     scope = f" ({mask.describe()})" if mask else ""
-    return f"{args.arch} {args.weights}{scope}: {result.summary()}"
+    return f"{args.arch or 'NNP'} {args.weights}{scope}: {result.summary()}"
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from models import (
+    DEFAULT_CROP_PCT,
     NORMALIZATIONS,
     UnknownArchitectureError,
     available_architectures,
@@ -27,6 +28,8 @@ from models import (
 
 from ..data.batch_plan import Shard
 from ..data.pipelines import DaliOptions, ImageFormat, InputPipeline
+from ..deploy.export import is_nnp_file
+from ..deploy.nnp_model import NnpModel, read_nnp_model
 from ..deploy.quantize import DEFAULT_CALIBRATION_IMAGES
 from ..eval.evaluation import CalibrationSource
 from ..process.context import CONTEXTS, TYPE_CONFIGS
@@ -36,6 +39,7 @@ from ..weights.published import did_you_mean, published
 from .help_text import SHORT_FLAG_MEANINGS, add_group, elsewhere
 
 MEBIBYTE = 1 << 20
+DEFAULT_RESOLUTION = 224
 DEFAULT_DALI_PADDING_MB = 64
 DEFAULT_DATA_DIR = "./"
 DEFAULT_TRAIN_LIST = "train_label"
@@ -238,6 +242,23 @@ def calibration_source_of(args: argparse.Namespace) -> Optional[CalibrationSourc
     return CalibrationSource(args.calibration, args.calibration_root, args.calibration_images)
 
 
+def nnp_model_of(args: argparse.Namespace) -> Optional[NnpModel]:
+    """WEIGHTS as an NNP file's classifier (None: a weight file); it runs in NNabla, on what
+    it holds (its statistics, its classes)."""
+    if not is_nnp_file(args.weights):
+        return None
+    if args.runtime != "nnabla":
+        raise UsageError(f"{args.weights}: an NNP file runs in NNabla (--runtime nnabla); "
+                         "for ONNX Runtime give its weight file")
+    if getattr(args, "recompute_bn", 0):
+        raise UsageError(f"{args.weights}: --recompute-bn needs a weight file, not an NNP file")
+    model = read_nnp_model(args.weights)
+    if args.num_classes is not None and args.num_classes != model.num_classes:
+        raise UsageError(f"{args.weights}: the NNP network has {model.num_classes} classes, "
+                         f"not --num-classes {args.num_classes}")
+    return model
+
+
 def check_network_runtime(runtime: str, backend: str) -> None:
     """--runtime onnxruntime(-int8): on the CPU only, with the export extra installed."""
     if runtime == "nnabla":
@@ -293,8 +314,8 @@ def spatial_size_of(args: argparse.Namespace) -> Tuple[int, int]:
 
     Also stored back into `args.spatial_size`, so that saved arguments show the size used.
     """
-    if args.spatial_size is None:
-        size = get_architecture(args.arch).resolution
+    if args.spatial_size is None:  # (an NNP file, without -a, has its own: see nnp_model)
+        size = get_architecture(args.arch).resolution if args.arch else DEFAULT_RESOLUTION
         args.spatial_size = (size, size)
     return tuple(args.spatial_size)
 
@@ -351,7 +372,9 @@ def parse_weight_file_args(parser: argparse.ArgumentParser,
     """Parse; -a and -n left out are those of the published file named by WEIGHTS."""
     args = parser.parse_args(argv)
     known = published(args.weights)
-    if args.arch is None:
+    if args.arch is None and is_nnp_file(args.weights):
+        pass  # (an NNP file holds its network)
+    elif args.arch is None:
         if known is None:
             parser.error("the following arguments are required: -a/--arch (only a published "
                          f"weight file's name tells its network){did_you_mean(args.weights)}")
@@ -411,7 +434,8 @@ def input_pipeline(args: argparse.Namespace, runtime: Any, crop_pct: Optional[fl
     channels and normalisation are the caller's (`InputPipeline.formatted`)."""
     image = ImageFormat(spatial_size_of(args),
                         dtype=np.float16 if args.type_config == "half" else np.float32,
-                        crop_pct=crop_pct or get_architecture(args.arch).crop_pct)
+                        crop_pct=crop_pct or (get_architecture(args.arch).crop_pct
+                                              if args.arch else DEFAULT_CROP_PCT))
     dali = DaliOptions(args.dali_num_threads, args.dali_prefetch_queue, runtime.data_device_id,
                        args.dali_nvjpeg_memory_padding)
     return InputPipeline(image, dali, Shard(runtime.comm.rank, runtime.comm.size))

@@ -351,12 +351,14 @@ def export(
     opset: int = DEFAULT_OPSET,
     tolerance: Optional[float] = DEFAULT_TOLERANCE,
     seed: int = DEFAULT_SEED,
+    preprocessing: Optional[Tuple[str, float]] = None,
 ) -> List[Exported]:
     """Write `graph` (weights loaded) to every path of `outputs`, .nnp or .onnx.
 
     With a `tolerance` (None: no verification) each file is run on a seeded test batch and
     compared with the NNabla network; a difference above it raises VerificationError. Files
-    are renamed into place only once all of them are written and verified.
+    are renamed into place only once all of them are written and verified. `preprocessing`
+    (normalisation, crop) is recorded in the NNP files, for validation.py and infer.py.
     """
     formats = [output_format(p) for p in outputs]
     if any(fmt.needs_onnx for fmt in formats):
@@ -370,6 +372,10 @@ def export(
             contextlib.ExitStack() as pending:
         nnp = os.path.join(scratch, "model.nnp")
         save_nnp(graph, nnp)
+        if preprocessing is not None:
+            from .nnp_model import add_preprocessing  # (it imports this module)
+
+            add_preprocessing(nnp, *preprocessing)
         for path, fmt in zip(outputs, formats):
             tmp = pending.enter_context(atomic_path(path, os.path.splitext(path)[1]))
             fmt.write(nnp, tmp, batch_size, opset)

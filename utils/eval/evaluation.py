@@ -28,6 +28,7 @@ from models import build_network
 
 from ..data.batch_plan import Shard
 from ..data.pipelines import ImageBatches, InputPipeline
+from ..deploy.nnp_model import NnpModel, NnpNetwork
 from ..deploy.quantize import (
     DEFAULT_CALIBRATION_IMAGES,
     Calibration,
@@ -322,4 +323,33 @@ def network_for_weights(
     warning = norm_warning(weights.path, pipeline.image.norm)
     if warning and runtime.comm.is_main:
         print(warning, file=sys.stderr)
+    return batches, graph
+
+
+def network_for_nnp(
+    model: NnpModel,
+    files: FileList,
+    batch_size: int,
+    runtime: Runtime,
+    pipeline: InputPipeline,
+    class_penalty: Optional[np.ndarray] = None,
+    flip: bool = False,
+) -> Tuple[ImageBatches, EvaluationGraph]:
+    """Batches of `files` and the evaluation metrics on an NNP file's network (run by NNabla
+    on the host): its input size, layout and, where the file says them, its normalisation
+    and crop; `pipeline`'s (the flags') otherwise."""
+    said = {key: value for key, value in (("norm", model.norm), ("crop_pct", model.crop_pct))
+            if value is not None}
+    pipeline = pipeline.formatted(channels=3, channel_last=False, dtype=np.float32,
+                                  spatial_size=model.spatial_size, **said)
+    batches = pipeline.batches(files, batch_size, training=False)
+    network = NnpNetwork(model, batch_size)
+
+    def logits(images: np.ndarray) -> np.ndarray:  # (the batches are NCHW)
+        return network.logits(images.transpose(0, 2, 3, 1) if model.channel_last else images)
+
+    graph = build_evaluation_graph("nnp", batches.image_shape, model.num_classes, False,
+                                   runtime.ctx, class_penalty, external=logits, flip=flip)
+    runtime.log(model.describe() + f"; preprocessing {pipeline.image.norm} norm, crop "
+                f"{pipeline.image.crop_pct:g}")
     return batches, graph
