@@ -34,6 +34,7 @@ from utils.cli import flags as cli
 from utils.cli import help_text
 from utils.data.batch_plan import BatchPlan
 from utils.data.pipelines import ImageBatches
+from utils.deploy.export import is_nnp_file
 from utils.eval.evaluation import (
     EvaluationResult,
     evaluate,
@@ -46,6 +47,7 @@ from utils.labels.file_list import LIST_WRITERS, FileList, read_file_list
 from utils.labels.folder_labels import list_or_folder, read_unlisted
 from utils.labels.imagenet import class_names
 from utils.outputs.batch_grid import first_batch_grid
+from utils.outputs.results_table import Cell, markdown_path, model_size, read_results_table
 from utils.outputs.sink import output_sink
 from utils.process.errors import UsageError
 from utils.process.run import run
@@ -65,10 +67,11 @@ WRITES = ("into -M: Validation-loss.series.txt, Validation-error.series.txt, "
 
 def build_parser() -> argparse.ArgumentParser:
     p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
-    cli.add_weight_file_flags(p)
+    cli.add_weight_file_flags(p, several=True)
     cli.add_input_flags(p)
     cli.add_val_dataset_flags(p, "Without a list file, -V is read directly: ImageNet's flat "
-                                 "validation folder, or class folders.")
+                                 "validation folder, or class folders. Several WEIGHTS and -V "
+                                 "folders, with --table, make a table.", several=True)
     scoring = help_text.add_group(
         p, "scoring", "-b of any size scores every image exactly once. --labels is also checked "
                    "against the weight file's classes, and when its names are the class "
@@ -97,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument("-M", "--monitor-path", default="tmp.val", metavar="DIR",
                          help="folder of the result files, rewritten by each run; a training "
                               "run's folder is refused (default: %(default)s)")
+    outputs.add_argument("--table", default=None, metavar="FILE.csv",
+                         help="one table of every WEIGHTS over every -V folder: a row per "
+                              "model (parameters, GMACs), for each set its top-1, top-5 and "
+                              "ReaL top-1 error and images/s; CSV, and Markdown beside it "
+                              "(.md), rewritten after each cell; a rerun measures only the "
+                              "cells the file lacks; each cell's outputs go into "
+                              "<-M>/<model>/<set>")
     cli.add_json_flag(outputs)
     cli.add_no_progress_flag(outputs)
     cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
@@ -107,7 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
-    args = cli.parse_weight_file_args(parser, argv)
+    args = parser.parse_args(argv)
+    if args.table is None:
+        if len(args.weights) > 1 or len(args.val_dir) > 1:
+            parser.error("several WEIGHTS or -V folders make a table: name its file with "
+                         "--table FILE.csv")
+        (args.weights,), (args.val_dir,) = args.weights, args.val_dir
+        cli.resolve_weight_file_args(parser, args)
+    else:
+        if not args.table.lower().endswith(".csv"):
+            parser.error(f"--table {args.table}: name a .csv file (the Markdown table is "
+                         "written beside it)")
+        for model in args.weights:  # (an unknown network is an error now, not halfway)
+            cli.resolve_weight_file_args(parser, argparse.Namespace(**{**vars(args),
+                                                                       "weights": model}))
     if args.no_class_mask and args.class_mask:
         parser.error("--no-class-mask and --class-mask exclude each other")
     return args
@@ -160,8 +183,55 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.runtime != "nnabla" and args.recompute_bn:
         raise UsageError("--recompute-bn changes the network's statistics in NNabla: use it "
                          "with --runtime nnabla")
-    calibration = cli.calibration_source_of(args)
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
+    if args.table is None:
+        validate(args, rt)
+        return 0
+    table = read_results_table(args.table, args.weights, args.val_dir)
+    todo, cells = table.missing(), len(args.weights) * len(args.val_dir)
+    rt.log(f"--table {args.table}: {cells - len(todo)} of {cells} cells measured earlier, "
+           f"{len(todo)} to measure")
+    sink = output_sink(args.monitor_path, comm.is_main, rt.log)
+    for done, (model, folder) in enumerate(todo):
+        rt.log(f"cell {done + 1} of {len(todo)}: {model} on {folder}")
+        cell = table_cell_args(args, model, folder, len(args.val_dir) > 1 or cells > 1)
+        nn.clear_parameters()
+        result = validate(cell, rt)
+        size = None if is_nnp_file(model) else model_size(
+            cell.arch, result_classes(cell), cli.spatial_size_of(cell))
+        table.add(model, folder, Cell.of(result), size)
+        sink.results_table(args.table, table)
+    rt.log(f"wrote {args.table} and {markdown_path(args.table)}")
+    return 0
+
+
+def table_cell_args(args: argparse.Namespace, model: str, folder: str, nested: bool
+                    ) -> argparse.Namespace:
+    """The flags of one cell of --table: one weight file, one -V folder, its own -M folder
+    (<-M>/<model>/<folder>)."""
+    cell = argparse.Namespace(**vars(args))
+    cell.weights, cell.val_dir, cell.arch, cell.norm_config = (model, folder, args.arch,
+                                                              args.norm_config)
+    cell.spatial_size = args.spatial_size
+    cell.monitor_path = os.path.join(args.monitor_path, cell_folder(model),
+                                     cell_folder(folder)) if nested else args.monitor_path
+    return cli.resolve_weight_file_args(build_parser(), cell)
+
+
+def cell_folder(name: str) -> str:
+    """A path's last part, as a folder name."""
+    return os.path.basename(os.path.normpath(name)) or "root"
+
+
+def result_classes(args: argparse.Namespace) -> int:
+    """The class count of the cell's weight file (for its size)."""
+    return open_weights(args.weights, args.arch, False).classes(args.num_classes)
+
+
+def validate(args: argparse.Namespace, rt: Runtime) -> EvaluationResult:
+    """One weight file (or NNP file) over one validation set, its outputs into -M."""
+    comm = rt.comm
+    calibration = cli.calibration_source_of(args)
     outputs = output_sink(args.monitor_path, comm.is_main, rt.log)
     outputs.claim_for_evaluation("-M")
     nnp = cli.nnp_model_of(args)  # None: a weight file
@@ -196,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = replace(result, real=real.errors())
     outputs.evaluation(result, summary(args, result, counts, names, scored), counts, names,
                        first)
-    return 0
+    return result
 
 
 def recompute_statistics(args: argparse.Namespace, train_files: FileList,

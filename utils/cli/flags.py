@@ -354,11 +354,12 @@ def add_no_download_flag(parser: Any) -> argparse.Action:
              "into the cache ($NNABLA_IMAGENET_CACHE, default ~/.cache/nnabla-imagenet)")
 
 
-def add_weight_file_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+def add_weight_file_flags(parser: argparse.ArgumentParser, several: bool = False
+                          ) -> argparse._ArgumentGroup:
     """WEIGHTS (a path, or a published file's name: downloaded once into the cache), then
     the architecture group: -a (optional for a published file: its name tells),
-    --num-classes and --no-download."""
-    parser.add_argument("weights", metavar="WEIGHTS",
+    --num-classes and --no-download. `several`: one or more WEIGHTS (a list)."""
+    parser.add_argument("weights", metavar="WEIGHTS", **({"nargs": "+"} if several else {}),
                         help="NNabla weight file (.h5), NCHW or NHWC, or the name of a "
                              "published one (downloaded once into the cache; its name tells "
                              "its network, so -a may be left out)")
@@ -370,7 +371,12 @@ def add_weight_file_flags(parser: argparse.ArgumentParser) -> argparse._Argument
 def parse_weight_file_args(parser: argparse.ArgumentParser,
                            argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse; -a and -n left out are those of the published file named by WEIGHTS."""
-    args = parser.parse_args(argv)
+    return resolve_weight_file_args(parser, parser.parse_args(argv))
+
+
+def resolve_weight_file_args(parser: argparse.ArgumentParser, args: argparse.Namespace
+                             ) -> argparse.Namespace:
+    """-a and -n left out: those of the published file named by `args.weights`."""
     known = published(args.weights)
     if args.arch is None and is_nnp_file(args.weights):
         pass  # (an NNP file holds its network)
@@ -401,11 +407,14 @@ def add_dali_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 def _add_dataset_flags(parser: argparse.ArgumentParser, split: str, short: str, title: str,
                        default_list: str, list_default_note: str,
-                       description: Optional[str] = None) -> argparse._ArgumentGroup:
-    """-X/--<split>-dir and --<split>-list (the list create_input_files.py writes)."""
+                       description: Optional[str] = None,
+                       several: bool = False) -> argparse._ArgumentGroup:
+    """-X/--<split>-dir and --<split>-list (the list create_input_files.py writes);
+    `several`: -X takes one or more folders (a list)."""
     group = add_group(parser, f"{title} data", description)
     meaning = dict(SHORT_FLAG_MEANINGS[short])["train.py"]
     group.add_argument(short, f"--{split}-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
+                       **({"nargs": "+"} if several else {}),
                        help=f"folder the paths of the {title} list are relative to "
                             f"(default: %(default)s){elsewhere(short, meaning)}")
     group.add_argument(f"--{split}-list", default=default_list, metavar="FILE",
@@ -419,11 +428,13 @@ def add_train_dataset_flags(parser: argparse.ArgumentParser) -> argparse._Argume
     return _add_dataset_flags(parser, "train", "-T", "training", DEFAULT_TRAIN_LIST, "")
 
 
-def add_val_dataset_flags(parser: argparse.ArgumentParser, description: Optional[str] = None
-                          ) -> argparse._ArgumentGroup:
-    """-V/--val-dir and --val-list; `description`: how this script reads them."""
+def add_val_dataset_flags(parser: argparse.ArgumentParser, description: Optional[str] = None,
+                          several: bool = False) -> argparse._ArgumentGroup:
+    """-V/--val-dir and --val-list; `description`: how this script reads them; `several`:
+    -V takes one or more folders (validation.py's --table)."""
     return _add_dataset_flags(parser, "val", "-V", "validation", DEFAULT_VAL_LIST,
-                              " in the current folder, else in --val-dir", description)
+                              " in the current folder, else in --val-dir", description,
+                              several)
 
 
 def input_pipeline(args: argparse.Namespace, runtime: Any, crop_pct: Optional[float]
