@@ -48,7 +48,6 @@ VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (docs
 
 EXAMPLES = (
     "python export.py rn50.h5 -a resnet50 -o rn50.nnp rn50.onnx",
-    "python export.py b0.h5 -a efficientnet_b0 -o b0.onnx -b 8 --softmax --opset 13",
     "python export.py rn50.h5 -a resnet50 -o rn50-int8.onnx --int8 --calibration train_label "
     "--calibration-root /data/imagenet/train",
 )

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument("-M", "--monitor-path", default="tmp.val", metavar="DIR",
                          help="folder of the result files, rewritten by each run; a training "
                               "run's folder is refused (default: %(default)s)")
-    outputs.add_argument("--table", default=None, metavar="FILE.csv",
+    outputs.add_argument("--table", default=None, metavar="FILE",
                          help="one table of every WEIGHTS over every -V folder: a row per "
                               "model (parameters, GMACs), for each set its top-1, top-5 and "
                               "ReaL top-1 error and images/s; CSV, and Markdown beside it "
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if isinstance(args.val_dir, str):  # (the default: one folder)
+        args.val_dir = [args.val_dir]
     if args.table is None:
         if len(args.weights) > 1 or len(args.val_dir) > 1:
             parser.error("several WEIGHTS or -V folders make a table: name its file with "

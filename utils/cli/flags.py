@@ -219,7 +219,7 @@ def add_network_flags(group: argparse._ArgumentGroup) -> None:
 def add_calibration_flags(group: argparse._ArgumentGroup) -> None:
     """--calibration, --calibration-root, --calibration-images: the images an INT8 model's
     activation ranges are measured on (validation.py, infer.py, export.py --int8)."""
-    group.add_argument("--calibration", default=None, metavar="LIST_OR_DIR",
+    group.add_argument("--calibration", default=None, metavar="INPUT",
                        help="INT8 only: a list file of training images (as train_label) or a "
                             "folder of images; a seeded sample of --calibration-images of them "
                             "fixes the activations' ranges (default: none)")
