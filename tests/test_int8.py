@@ -27,7 +27,10 @@ from utils.labels.file_list import FileList
 from utils.process.errors import UsageError
 from utils.weights.files import open_weight_file
 
-pytest.importorskip("onnxruntime.quantization")
+onnx = pytest.importorskip("onnx")
+if tuple(int(part) for part in onnx.__version__.split(".")[:2]) < (1, 16):
+    pytest.skip(f"ONNX Runtime's quantizer needs onnx >= 1.16, installed {onnx.__version__}: "
+                "pip install --no-deps -r requirements-export.txt", allow_module_level=True)
 
 CLASSES = sorted(os.listdir(DEMO / "train"))
 
@@ -155,3 +158,17 @@ def test_export_py_int8_writes_a_quantized_model_close_to_the_float_one(weights,
                        "-o", tmp_path / "m.onnx", "--int8", "--calibration", listed,
                        "--opset", "11")
     assert opset.returncode == 2 and "--int8 writes opset 13" in opset.stderr
+
+
+@pytest.mark.slow  # (benchmark.py: an export and a quantization)
+def test_benchmark_gives_int8_its_own_row(tmp_path):
+    import csv
+
+    out = tmp_path / "b.csv"
+    run_script("benchmark.py", "-a", "resnet18", "-b", "2", "--spatial-size", "32",
+               "--warmup", "0", "--iterations", "2", "--no-train", "--runtimes", "onnxruntime",
+               "onnxruntime-int8", "-o", out, check=True)
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["runtime"], r["precision"]) for r in rows] == [
+        ("onnxruntime", "float"), ("onnxruntime-int8", "int8")]
+    assert all(float(r["infer_images_per_s"]) > 0 for r in rows)
