@@ -40,8 +40,9 @@ import numpy as np
 from models import build_network, get_architecture
 from utils.cli import flags as cli
 from utils.cli import help_text
-from utils.deploy.export import build_inference_graph, export
+from utils.deploy.export import DEFAULT_OPSET, build_inference_graph, export, sample_images
 from utils.deploy.onnx_runtime import OnnxNetwork, threads_for
+from utils.deploy.quantize import QUANTIZE_OPSET, quantize_model
 from utils.eval.evaluation import build_evaluation_graph
 from utils.process.atomic import atomic_write_text, check_output_file
 from utils.process.comm import Communicator
@@ -72,6 +73,9 @@ def seconds(text: str) -> float:
     return value
 
 
+ONNX_RUNTIMES = ("onnxruntime", "onnxruntime-int8")  # (their rows follow NNabla's)
+CALIBRATION_BATCHES = 4  # of -b random images, for the INT8 model's ranges
+
 EXAMPLES = (
     "python benchmark.py -a resnet50 mobilenet_v2 -b 8 -c cpu",
     "mpirun -n 2 python benchmark.py -a resnet50 -b 64 -t half --channel-last",
@@ -100,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--runtimes", nargs="+", choices=cli.NETWORK_RUNTIMES, default=["nnabla"],
                    help="what runs the networks, one row each: nnabla, onnxruntime (inference "
                         "on the CPU through the exported model, the export extra; the cores "
-                        "shared among a machine's ranks) (default: nnabla)")
+                        "shared among a machine's ranks), onnxruntime-int8 (that model "
+                        "quantized to INT8) (default: nnabla)")
     g.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
     g.add_argument("--no-train", action="store_true", help="skip the training measurement")
     outputs = help_text.add_group(p, "outputs")
@@ -158,7 +163,7 @@ TABLE_COLUMNS = (  # (title, width, the cell of a row)
     ("batch", 7, lambda r: str(r.batch)),
     ("layout", 8, lambda r: r.layout),
     ("precision", 11, lambda r: r.precision),
-    ("runtime", 13, lambda r: r.runtime),
+    ("runtime", 18, lambda r: r.runtime),
 )
 
 
@@ -319,9 +324,11 @@ def measure(args: argparse.Namespace, config: TrainConfig, runtime: Runtime, arc
                args.type_config, runtime.backend)
 
 
-def onnx_row(args: argparse.Namespace, runtime: Runtime, arch: str) -> Row:
+def onnx_row(args: argparse.Namespace, runtime: Runtime, arch: str, name: str) -> Row:
     """One architecture's inference through ONNX Runtime on the CPU: the network (random
-    weights, NCHW, float) exported and verified as export.py does, then timed like NNabla's."""
+    weights, NCHW, float) exported and verified as export.py does, then timed like NNabla's.
+    `name` onnxruntime-int8: that model quantized as export.py --int8 does, calibrated on
+    seeded random images (the ranges change the values, not the work)."""
     size = input_size(args, arch)
     stats = network_stats(arch, size, args.num_classes)
     nn.seed(0)
@@ -329,9 +336,15 @@ def onnx_row(args: argparse.Namespace, runtime: Runtime, arch: str) -> Row:
     images = random_inputs((args.batch_size, 3, *size), args.num_classes, runtime.comm.rank)[0]
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
         path = os.path.join(scratch, f"{arch}.onnx")
-        export(graph, [path])
+        int8 = name == "onnxruntime-int8"
+        export(graph, [path], QUANTIZE_OPSET if int8 else DEFAULT_OPSET)
+        if int8:
+            quantized = os.path.join(scratch, f"{arch}-int8.onnx")
+            quantize_model(path, quantized, (sample_images(images.shape, seed)
+                                             for seed in range(CALIBRATION_BATCHES)))
+            path = quantized
         network = OnnxNetwork(path, threads_for(runtime.comm))
-        bar = Progress(runtime.comm, args.warmup + args.iterations, f"{arch} onnxruntime",
+        bar = Progress(runtime.comm, args.warmup + args.iterations, f"{arch} {name}",
                        images_per_iteration=args.batch_size * runtime.comm.size)
         steps, seconds = timed_steps(lambda: network.logits(images), args.warmup,
                                      args.iterations, args.max_seconds, runtime.comm, bar,
@@ -339,7 +352,8 @@ def onnx_row(args: argparse.Namespace, runtime: Runtime, arch: str) -> Row:
         bar.close()
     rate = runtime.comm.all_reduce_sum([args.batch_size * steps / seconds])[0]
     return Row(arch, size[0], size[1], stats.parameters, stats.macs_per_image, rate, None,
-               args.batch_size, runtime.comm.size, "NCHW", "float", "cpu", "onnxruntime")
+               args.batch_size, runtime.comm.size, "NCHW", "int8" if int8 else "float", "cpu",
+               name)
 
 
 def is_benchmark_csv(path: str) -> bool:
@@ -395,8 +409,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                          if args.no_train else
                          "--no-infer with --runtimes onnxruntime leaves nothing to measure (ONNX "
                          "Runtime's rows are inference)")
-    if "onnxruntime" in args.runtimes:
-        cli.check_network_runtime("onnxruntime", runtime.backend)
+    for name in args.runtimes:
+        cli.check_network_runtime(name, runtime.backend)
     config = load_config(args.train_config)
     replacing = check_output_file(args.output, "-o", "a benchmark CSV", is_benchmark_csv,
                                   "benchmark.csv")
@@ -407,8 +421,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for i, arch in enumerate(args.arch):
         if "nnabla" in args.runtimes:
             rows.append(measure(args, config, runtime, arch))
-        if "onnxruntime" in args.runtimes and not args.no_infer:
-            rows.append(onnx_row(args, runtime, arch))
+        for name in ONNX_RUNTIMES:
+            if name in args.runtimes and not args.no_infer:
+                rows.append(onnx_row(args, runtime, arch, name))
         if runtime.comm.is_main:  # after each network: a run stopped later keeps these rows
             write_rows(args.output, rows)
         runtime.log(f"{arch} measured ({i + 1} of {len(args.arch)})")

@@ -4,6 +4,7 @@ Images are preprocessed exactly as validation.py does (shorter side resized by 2
 the input size, centre crop), so the probabilities equal validation's. The layout and input
 channels are read from the weight file; on a CPU an NHWC file is converted in memory. A
 missing or unreadable image, or weights for another network, is one line on stderr, status 2.
+WEIGHTS may be an NNP file (export.py's, or laid out as NNabla's model zoo publishes them).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from utils.cli import flags as cli
 from utils.cli import help_text
 from utils.data.image_probe import probe_image
 from utils.data.pipelines import ImageBatches
-from utils.eval.evaluation import EvaluationGraph, network_for_weights
+from utils.eval.evaluation import EvaluationGraph, network_for_nnp, network_for_weights
 from utils.labels.file_list import FileList
 from utils.labels.image_folders import is_image_name
 from utils.labels.imagenet import class_names
@@ -174,6 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rt = setup_runtime(args)
     comm = rt.comm
     cli.check_network_runtime(args.runtime, rt.backend)
+    calibration = cli.calibration_source_of(args)
     if args.output is not None:
         if os.path.splitext(args.output)[1].lower() not in PREDICTION_FORMATS:
             raise UsageError(f"--output {args.output}: name a .csv or a .json file")
@@ -191,14 +193,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         f"{next(iter(errors.values()))}")
     timings: Dict[str, float] = {}  # seconds of each phase, for the benchmark
     loading_start = time.perf_counter()
-    weights = open_weights(args.weights, args.arch, not args.no_download, comm)
-    num_classes = weights.classes(args.num_classes)
+    nnp = cli.nnp_model_of(args)  # None: a weight file
+    weights = None if nnp else open_weights(args.weights, args.arch, not args.no_download, comm)
+    num_classes = nnp.num_classes if nnp else weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
-    batches, graph = network_for_weights(
-        weights, args.arch, num_classes, FileList.from_files(readable),
-        min(args.batch_size, -(-len(readable) // comm.size)), rt,
-        cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config),
-        engine=args.runtime, flip=args.tta == "flip")
+    files = FileList.from_files(readable)
+    batch_size = min(args.batch_size, -(-len(readable) // comm.size))
+    pipeline = cli.input_pipeline(args, rt, args.crop_pct).formatted(norm=args.norm_config)
+    if nnp:
+        batches, graph = network_for_nnp(nnp, files, batch_size, rt, pipeline,
+                                         flip=args.tta == "flip")
+    else:
+        batches, graph = network_for_weights(
+            weights, args.arch, num_classes, files, batch_size, rt, pipeline,
+            engine=args.runtime, flip=args.tta == "flip", calibration=calibration)
     timings["weights"] = time.perf_counter() - loading_start
     bar = Progress(comm, len(batches), "infer", images_per_iteration=batches.plan.global_batch) \
         if args.output is not None else None

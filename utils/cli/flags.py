@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from models import (
+    DEFAULT_CROP_PCT,
     NORMALIZATIONS,
     UnknownArchitectureError,
     available_architectures,
@@ -27,6 +28,10 @@ from models import (
 
 from ..data.batch_plan import Shard
 from ..data.pipelines import DaliOptions, ImageFormat, InputPipeline
+from ..deploy.export import is_nnp_file
+from ..deploy.nnp_model import NnpModel, read_nnp_model
+from ..deploy.quantize import DEFAULT_CALIBRATION_IMAGES
+from ..eval.evaluation import CalibrationSource
 from ..process.context import CONTEXTS, TYPE_CONFIGS
 from ..process.errors import UsageError
 from ..process.watchdog import DEFAULT_HANG_TIMEOUT
@@ -34,6 +39,7 @@ from ..weights.published import did_you_mean, published
 from .help_text import SHORT_FLAG_MEANINGS, add_group, elsewhere
 
 MEBIBYTE = 1 << 20
+DEFAULT_RESOLUTION = 224
 DEFAULT_DALI_PADDING_MB = 64
 DEFAULT_DATA_DIR = "./"
 DEFAULT_TRAIN_LIST = "train_label"
@@ -211,7 +217,7 @@ def add_json_flag(group: argparse._ArgumentGroup) -> None:
                        help="print the result as one JSON object instead of text")
 
 
-NETWORK_RUNTIMES = ("nnabla", "onnxruntime")
+NETWORK_RUNTIMES = ("nnabla", "onnxruntime", "onnxruntime-int8")
 
 
 def add_network_flags(group: argparse._ArgumentGroup) -> None:
@@ -221,18 +227,63 @@ def add_network_flags(group: argparse._ArgumentGroup) -> None:
                        help="what runs the network: NNabla, or on a CPU ONNX Runtime (the "
                             "export extra), about 5x faster on the same cores, with the weight "
                             "file's ONNX model exported, verified and cached on first use "
-                            "(default: %(default)s)")
+                            "(default: %(default)s); onnxruntime-int8: that model quantized to "
+                            "INT8 on --calibration's images, also cached")
+    add_calibration_flags(group)
     group.add_argument("--tta", choices=("none", "flip"), default="none",
                        help="test-time augmentation: flip averages the logits of each image "
                             "and its mirror (twice the compute) (default: %(default)s)")
 
 
+def add_calibration_flags(group: argparse._ArgumentGroup) -> None:
+    """--calibration, --calibration-root, --calibration-images: the images an INT8 model's
+    activation ranges are measured on (validation.py, infer.py, export.py --int8)."""
+    group.add_argument("--calibration", default=None, metavar="INPUT",
+                       help="INT8 only: a list file of training images (as train_label) or a "
+                            "folder of images; a seeded sample of --calibration-images of them "
+                            "fixes the activations' ranges (default: none)")
+    group.add_argument("--calibration-root", default=None, metavar="DIR",
+                       help="the folder a --calibration list's paths are relative to "
+                            "(default: the list's own folder)")
+    group.add_argument("--calibration-images", type=positive_int,
+                       default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
+                       help="calibration images sampled (default: %(default)s)")
+
+
+def calibration_source_of(args: argparse.Namespace) -> Optional[CalibrationSource]:
+    """The --calibration images, given only with --runtime onnxruntime-int8 (elsewhere they
+    would be ignored)."""
+    if args.calibration is None:
+        return None
+    if args.runtime != "onnxruntime-int8":
+        raise UsageError(f"--calibration {args.calibration} calibrates an INT8 model: use it "
+                         "with --runtime onnxruntime-int8")
+    return CalibrationSource(args.calibration, args.calibration_root, args.calibration_images)
+
+
+def nnp_model_of(args: argparse.Namespace) -> Optional[NnpModel]:
+    """WEIGHTS as an NNP file's classifier (None: a weight file); it runs in NNabla, on what
+    it holds (its statistics, its classes)."""
+    if not is_nnp_file(args.weights):
+        return None
+    if args.runtime != "nnabla":
+        raise UsageError(f"{args.weights}: an NNP file runs in NNabla (--runtime nnabla); "
+                         "for ONNX Runtime give its weight file")
+    if getattr(args, "recompute_bn", 0):
+        raise UsageError(f"{args.weights}: --recompute-bn needs a weight file, not an NNP file")
+    model = read_nnp_model(args.weights)
+    if args.num_classes is not None and args.num_classes != model.num_classes:
+        raise UsageError(f"{args.weights}: the NNP network has {model.num_classes} classes, "
+                         f"not --num-classes {args.num_classes}")
+    return model
+
+
 def check_network_runtime(runtime: str, backend: str) -> None:
-    """--runtime onnxruntime: on the CPU only, with the export extra installed."""
-    if runtime != "onnxruntime":
+    """--runtime onnxruntime(-int8): on the CPU only, with the export extra installed."""
+    if runtime == "nnabla":
         return
     if backend != "cpu":
-        raise UsageError("--runtime onnxruntime runs on the CPU; with a GPU, NNabla "
+        raise UsageError(f"--runtime {runtime} runs on the CPU; with a GPU, NNabla "
                          "(--runtime nnabla) is the fast one")
     from ..deploy.export import check_onnx_support
 
@@ -295,8 +346,8 @@ def spatial_size_of(args: argparse.Namespace) -> Tuple[int, int]:
 
     Also stored back into `args.spatial_size`, so that saved arguments show the size used.
     """
-    if args.spatial_size is None:
-        size = get_architecture(args.arch).resolution
+    if args.spatial_size is None:  # (an NNP file, without -a, has its own: see nnp_model)
+        size = get_architecture(args.arch).resolution if args.arch else DEFAULT_RESOLUTION
         args.spatial_size = (size, size)
     return tuple(args.spatial_size)
 
@@ -345,11 +396,12 @@ def add_no_download_flag(parser: Any) -> argparse.Action:
              "into the cache ($NNABLA_IMAGENET_CACHE, default ~/.cache/nnabla-imagenet)")
 
 
-def add_weight_file_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+def add_weight_file_flags(parser: argparse.ArgumentParser, several: bool = False
+                          ) -> argparse._ArgumentGroup:
     """WEIGHTS (a path, or a published file's name: downloaded once into the cache), then
     the architecture group: -a (optional for a published file: its name tells),
-    --num-classes and --no-download."""
-    parser.add_argument("weights", metavar="WEIGHTS",
+    --num-classes and --no-download. `several`: one or more WEIGHTS (a list)."""
+    parser.add_argument("weights", metavar="WEIGHTS", **({"nargs": "+"} if several else {}),
                         help="NNabla weight file (.h5), NCHW or NHWC, or the name of a "
                              "published one (downloaded once into the cache; its name tells "
                              "its network, so -a may be left out)")
@@ -361,9 +413,16 @@ def add_weight_file_flags(parser: argparse.ArgumentParser) -> argparse._Argument
 def parse_weight_file_args(parser: argparse.ArgumentParser,
                            argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse; -a and -n left out are those of the published file named by WEIGHTS."""
-    args = parser.parse_args(argv)
+    return resolve_weight_file_args(parser, parser.parse_args(argv))
+
+
+def resolve_weight_file_args(parser: argparse.ArgumentParser, args: argparse.Namespace
+                             ) -> argparse.Namespace:
+    """-a and -n left out: those of the published file named by `args.weights`."""
     known = published(args.weights)
-    if args.arch is None:
+    if args.arch is None and is_nnp_file(args.weights):
+        pass  # (an NNP file holds its network)
+    elif args.arch is None:
         if known is None:
             parser.error("the following arguments are required: -a/--arch (only a published "
                          f"weight file's name tells its network){did_you_mean(args.weights)}")
@@ -392,11 +451,14 @@ def add_dali_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 def _add_dataset_flags(parser: argparse.ArgumentParser, split: str, short: str, title: str,
                        default_list: str, list_default_note: str,
-                       description: Optional[str] = None) -> argparse._ArgumentGroup:
-    """-X/--<split>-dir and --<split>-list (the list create_input_files.py writes)."""
+                       description: Optional[str] = None,
+                       several: bool = False) -> argparse._ArgumentGroup:
+    """-X/--<split>-dir and --<split>-list (the list create_input_files.py writes);
+    `several`: -X takes one or more folders (a list)."""
     group = add_group(parser, f"{title} data", description)
     meaning = dict(SHORT_FLAG_MEANINGS[short])["train.py"]
     group.add_argument(short, f"--{split}-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
+                       **({"nargs": "+"} if several else {}),
                        help=f"folder the paths of the {title} list are relative to "
                             f"(default: %(default)s){elsewhere(short, meaning)}")
     group.add_argument(f"--{split}-list", default=default_list, metavar="FILE",
@@ -410,11 +472,13 @@ def add_train_dataset_flags(parser: argparse.ArgumentParser) -> argparse._Argume
     return _add_dataset_flags(parser, "train", "-T", "training", DEFAULT_TRAIN_LIST, "")
 
 
-def add_val_dataset_flags(parser: argparse.ArgumentParser, description: Optional[str] = None
-                          ) -> argparse._ArgumentGroup:
-    """-V/--val-dir and --val-list; `description`: how this script reads them."""
+def add_val_dataset_flags(parser: argparse.ArgumentParser, description: Optional[str] = None,
+                          several: bool = False) -> argparse._ArgumentGroup:
+    """-V/--val-dir and --val-list; `description`: how this script reads them; `several`:
+    -V takes one or more folders (validation.py's --table)."""
     return _add_dataset_flags(parser, "val", "-V", "validation", DEFAULT_VAL_LIST,
-                              " in the current folder, else in --val-dir", description)
+                              " in the current folder, else in --val-dir", description,
+                              several)
 
 
 def input_pipeline(args: argparse.Namespace, runtime: Any, crop_pct: Optional[float]
@@ -425,7 +489,8 @@ def input_pipeline(args: argparse.Namespace, runtime: Any, crop_pct: Optional[fl
     channels and normalisation are the caller's (`InputPipeline.formatted`)."""
     image = ImageFormat(spatial_size_of(args),
                         dtype=np.float16 if args.type_config == "half" else np.float32,
-                        crop_pct=crop_pct or get_architecture(args.arch).crop_pct)
+                        crop_pct=crop_pct or (get_architecture(args.arch).crop_pct
+                                              if args.arch else DEFAULT_CROP_PCT))
     dali = DaliOptions(args.dali_num_threads, args.dali_prefetch_queue, runtime.data_device_id,
                        args.dali_nvjpeg_memory_padding)
     return InputPipeline(image, dali, Shard(runtime.comm.rank, runtime.comm.size))

@@ -42,6 +42,10 @@ from ..weights.files import WeightFile
 ONNX_OPSETS = (7, 9, 10, 11, 13)
 DEFAULT_OPSET = 11
 DEFAULT_TOLERANCE = 1e-3
+# The ONNX IR version written: the one of ONNX 1.13 (opsets up to 18), named here because
+# nnabla-converter looks up the installed onnx's own in a table that stops at onnx 1.16.0
+# (and then writes no version at all), while ONNX Runtime's quantizer needs onnx >= 1.16.
+ONNX_IR_VERSION = 8
 DEFAULT_SEED = 0
 # Converter thread: room for a recursion as deep as the largest network has functions.
 DEEP_RECURSION_LIMIT = 50_000
@@ -223,7 +227,7 @@ def nnp_to_onnx(nnp_path: str, onnx_path: str, batch_size: int, opset: int = DEF
         with _quiet(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the converter's tostring()
             nnp = NnpImporter(nnp_path, expand_network=True, executor_index=None).execute()
-            OnnxExporter(nnp, batch_size, -1, opset=str(opset)).execute(onnx_path)
+            OnnxExporter(nnp, batch_size, ONNX_IR_VERSION, opset=str(opset)).execute(onnx_path)
 
     _run_deeply_recursive(convert)
 
@@ -347,12 +351,14 @@ def export(
     opset: int = DEFAULT_OPSET,
     tolerance: Optional[float] = DEFAULT_TOLERANCE,
     seed: int = DEFAULT_SEED,
+    preprocessing: Optional[Tuple[str, float]] = None,
 ) -> List[Exported]:
     """Write `graph` (weights loaded) to every path of `outputs`, .nnp or .onnx.
 
     With a `tolerance` (None: no verification) each file is run on a seeded test batch and
     compared with the NNabla network; a difference above it raises VerificationError. Files
-    are renamed into place only once all of them are written and verified.
+    are renamed into place only once all of them are written and verified. `preprocessing`
+    (normalisation, crop) is recorded in the NNP files, for validation.py and infer.py.
     """
     formats = [output_format(p) for p in outputs]
     if any(fmt.needs_onnx for fmt in formats):
@@ -366,6 +372,10 @@ def export(
             contextlib.ExitStack() as pending:
         nnp = os.path.join(scratch, "model.nnp")
         save_nnp(graph, nnp)
+        if preprocessing is not None:
+            from .nnp_model import add_preprocessing  # (it imports this module)
+
+            add_preprocessing(nnp, *preprocessing)
         for path, fmt in zip(outputs, formats):
             tmp = pending.enter_context(atomic_path(path, os.path.splitext(path)[1]))
             fmt.write(nnp, tmp, batch_size, opset)

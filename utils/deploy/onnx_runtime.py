@@ -32,6 +32,7 @@ from .export import (
     load_weights,
     onnxruntime_name,
 )
+from .quantize import QUANTIZE_OPSET, Calibration, int8_model
 
 DIGEST_CHARS = 16  # of the weight file's SHA-256 in the model's name
 
@@ -122,18 +123,31 @@ class OnnxNetwork:
 
 def onnx_network(weights: WeightFile, arch: str, num_classes: int,
                  image_shape: Sequence[int], comm: Communicator,
-                 log: Callable[[str], None]) -> OnnxNetwork:
+                 log: Callable[[str], None],
+                 calibration: Optional[Calibration] = None) -> OnnxNetwork:
     """The ONNX Runtime network for batches of `image_shape` (NCHW): exported by rank 0
     while the others wait (then found in the cache), run with this machine's cores shared
-    among its ranks."""
+    among its ranks. With a `calibration`, the INT8 model quantized from the float model
+    (opset 13) on those images, cached in the same way."""
     batch, _, height, width = image_shape
-    check = None
+    opset = DEFAULT_OPSET if calibration is None else QUANTIZE_OPSET
+
+    def model() -> Tuple[str, str]:
+        path, check = onnx_model(weights, arch, num_classes, batch, (height, width),
+                                 opset=opset)
+        made = f"exported and verified: {check.summary()}" if check else "cached"
+        if calibration is None:
+            return path, made
+        path, calibrated = int8_model(path, calibration)
+        return path, (f"float model {made}; INT8 model " + (
+            f"quantized on {calibrated} images ({calibration.describe()})" if calibrated
+            else "cached"))
+
     if comm.is_main:
-        path, check = onnx_model(weights, arch, num_classes, batch, (height, width))
+        path, made = model()
     comm.barrier()
     if not comm.is_main:
-        path, _ = onnx_model(weights, arch, num_classes, batch, (height, width))
+        path, made = model()
     threads = threads_for(comm)
-    log(f"{onnxruntime_name()}, {threads} thread(s) per rank: {path}"
-        + (f" (exported and verified: {check.summary()})" if check else " (cached)"))
+    log(f"{onnxruntime_name()}, {threads} thread(s) per rank: {path} ({made})")
     return OnnxNetwork(path, threads)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Sequence, Tuple
 
 import nnabla as nn
 import nnabla.functions as F
@@ -26,11 +26,19 @@ import numpy as np
 
 from models import build_network
 
+from ..data.batch_plan import Shard
 from ..data.pipelines import ImageBatches, InputPipeline
+from ..deploy.nnp_model import NnpModel, NnpNetwork
+from ..deploy.quantize import (
+    DEFAULT_CALIBRATION_IMAGES,
+    Calibration,
+    calibration_digest,
+    calibration_files,
+)
 from ..labels.file_list import FileList
 from ..process.comm import Communicator
 from ..process.context import float_context
-from ..process.errors import NonFiniteOutputs
+from ..process.errors import NonFiniteOutputs, UsageError
 from ..process.progress import Progress
 from ..process.runtime import Runtime
 from ..process.watchdog import heartbeat
@@ -234,6 +242,35 @@ def check_finite_outputs(loss_sum: float, description: str) -> None:
                                "precision, try -t float)")
 
 
+@dataclass(frozen=True)
+class CalibrationSource:
+    """The images an INT8 model is calibrated on (--calibration, --calibration-root,
+    --calibration-images)."""
+
+    source: str  # a list file or a folder of images
+    root: Optional[str] = None  # the list's image folder (None: the list's own folder)
+    count: int = DEFAULT_CALIBRATION_IMAGES
+
+
+def calibration_of(pipeline: InputPipeline, source: CalibrationSource, batch_size: int
+                   ) -> Calibration:
+    """The calibration of `source`: its sampled images, preprocessed
+    by `pipeline` (validation's resize and crop, its normalisation, NCHW float32) in batches
+    of the model's `batch_size`, all of them on every rank."""
+    whole = replace(pipeline.formatted(channels=3, channel_last=False, dtype=np.float32),
+                    shard=Shard())
+    files = calibration_files(source.source, source.root, source.count)
+
+    def batches() -> Iterator[np.ndarray]:
+        with whole.batches(files, batch_size, training=False) as loaded:
+            images = nn.NdArray(loaded.image_shape)
+            for batch in loaded.epoch(0):
+                batch.copy_to(images)
+                yield images.data.copy()
+
+    return Calibration(files, calibration_digest(files, repr(whole.image)), batches)
+
+
 def network_for_weights(
     weights: WeightFile,
     arch: str,
@@ -245,6 +282,7 @@ def network_for_weights(
     class_penalty: Optional[np.ndarray] = None,
     engine: str = "nnabla",
     flip: bool = False,
+    calibration: Optional[CalibrationSource] = None,
 ) -> Tuple[ImageBatches, EvaluationGraph]:
     """Batches of `files` and the evaluation network of `arch` with `weights` loaded.
 
@@ -252,16 +290,23 @@ def network_for_weights(
     options (see `utils.cli.flags.input_pipeline`; its normalisation included). Logs what was
     loaded and warns (rank 0) when a published file is run with another normalisation than
     its own. `engine` "onnxruntime" (--runtime): the network is the weight file's exported
-    ONNX model (`utils.deploy.onnx_runtime`; NCHW, 3 channels), NNabla computes the metrics.
+    ONNX model (`utils.deploy.onnx_runtime`; NCHW, 3 channels), NNabla computes the metrics;
+    "onnxruntime-int8": that model quantized to INT8 on the `calibration` images.
     `flip`: the logits of each image and its mirror averaged (test-time augmentation).
     """
-    if engine == "onnxruntime":
+    if engine in ("onnxruntime", "onnxruntime-int8"):
         from ..deploy.onnx_runtime import onnx_network
 
         pipeline = pipeline.formatted(channels=3, channel_last=False)
         batches = pipeline.batches(files, batch_size, training=False)
+        calibrated = None
+        if engine == "onnxruntime-int8":
+            if calibration is None:
+                raise UsageError("--runtime onnxruntime-int8 needs --calibration: a list file "
+                                 "or a folder of training images")
+            calibrated = calibration_of(pipeline, calibration, batch_size)
         network = onnx_network(weights, arch, num_classes, batches.image_shape, runtime.comm,
-                               runtime.log)
+                               runtime.log, calibrated)
         graph = build_evaluation_graph(arch, batches.image_shape, num_classes, False,
                                        runtime.ctx, class_penalty, external=network.logits,
                                        flip=flip)
@@ -278,4 +323,33 @@ def network_for_weights(
     warning = norm_warning(weights.path, pipeline.image.norm)
     if warning and runtime.comm.is_main:
         print(warning, file=sys.stderr)
+    return batches, graph
+
+
+def network_for_nnp(
+    model: NnpModel,
+    files: FileList,
+    batch_size: int,
+    runtime: Runtime,
+    pipeline: InputPipeline,
+    class_penalty: Optional[np.ndarray] = None,
+    flip: bool = False,
+) -> Tuple[ImageBatches, EvaluationGraph]:
+    """Batches of `files` and the evaluation metrics on an NNP file's network (run by NNabla
+    on the host): its input size, layout and, where the file says them, its normalisation
+    and crop; `pipeline`'s (the flags') otherwise."""
+    said = {key: value for key, value in (("norm", model.norm), ("crop_pct", model.crop_pct))
+            if value is not None}
+    pipeline = pipeline.formatted(channels=3, channel_last=False, dtype=np.float32,
+                                  spatial_size=model.spatial_size, **said)
+    batches = pipeline.batches(files, batch_size, training=False)
+    network = NnpNetwork(model, batch_size)
+
+    def logits(images: np.ndarray) -> np.ndarray:  # (the batches are NCHW)
+        return network.logits(images.transpose(0, 2, 3, 1) if model.channel_last else images)
+
+    graph = build_evaluation_graph("nnp", batches.image_shape, model.num_classes, False,
+                                   runtime.ctx, class_penalty, external=logits, flip=flip)
+    runtime.log(model.describe() + f"; preprocessing {pipeline.image.norm} norm, crop "
+                f"{pipeline.image.crop_pct:g}")
     return batches, graph

@@ -46,6 +46,7 @@ from .monitor import (
     series_name,
 )
 from .plots import plot_monitor
+from .results_table import ResultsTable, markdown_path
 from .tensorboard import FOLDER as TENSORBOARD_FOLDER
 from .tensorboard import TensorBoard, figure_pixels, flatten, open_tensorboard
 
@@ -258,6 +259,14 @@ class OutputSink:
         plot_confusion(counts, names, self.folder)
         save_png(first_batch.image, os.path.join(self.folder, VAL_BATCH_PNG))
 
+    def results_table(self, path: str, table: ResultsTable) -> None:
+        """validation.py --table: the table so far, CSV at `path` and Markdown beside it,
+        each rewritten atomically after every cell."""
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        atomic_write_text(path, table.csv_text())
+        atomic_write_text(markdown_path(path), table.markdown_text())
+
     def summary(self, text: str) -> None:
         """A result line (or JSON) on stdout."""
         print(text, flush=True)
@@ -278,6 +287,9 @@ class NoOutputs(OutputSink):
         pass
 
     def claim_for_evaluation(self, flag: str) -> None:
+        pass
+
+    def results_table(self, path: str, table: ResultsTable) -> None:
         pass
 
     def check_room(self, largest_file: int, total: int) -> None:
