@@ -144,19 +144,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def read_eval_set(args: argparse.Namespace, num_classes: int, rt: Runtime) -> EvalSet:
+def read_eval_set(args: argparse.Namespace, num_classes: int, runtime: Runtime) -> EvalSet:
     """The images to score (a list file, or the class folders of -V read directly, as timm's
     validate does), with the class mask and the ReaL labels."""
-    listed, folder_classes = list_to_read(args, rt.log), None
+    listed, folder_classes = list_to_read(args, runtime.log), None
     if listed is not None:
         files = read_file_list(listed, args.val_dir, num_classes, flag="--val-list")
         source = listed
     else:
         found = read_unlisted(args.val_dir, num_classes, args.labels,
-                              rt.comm.is_main and not args.no_progress)
+                              runtime.comm.is_main and not args.no_progress)
         files, source, folder_classes = found.files, found.source, found.classes
         if found.note:
-            rt.log(found.note)
+            runtime.log(found.note)
     return scored_set(files, source, folder_classes, num_classes, args.class_mask,
                       not args.no_class_mask, args.real_labels)
 
@@ -185,31 +185,31 @@ def read_recompute_list(args: argparse.Namespace, num_classes: int) -> FileList:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    rt = setup_runtime(args, device_gradients=False)  # (host reductions only)
-    comm = rt.comm
-    cli.check_network_runtime(args.runtime, rt.backend)
+    runtime = setup_runtime(args, device_gradients=False)  # (host reductions only)
+    comm = runtime.comm
+    cli.check_network_runtime(args.runtime, runtime.backend)
     if args.runtime != "nnabla" and args.recompute_bn:
         raise UsageError("--recompute-bn changes the network's statistics in NNabla: use it "
                          "with --runtime nnabla")
     start_watchdog(args.hang_timeout, comm)  # set-up, then every batch
     if args.table is None:
-        validate(args, rt)
+        validate(args, runtime)
         return 0
     table = read_results_table(args.table, args.weights, args.val_dir)
     todo, cells = table.missing(), len(args.weights) * len(args.val_dir)
-    rt.log(f"--table {args.table}: {cells - len(todo)} of {cells} cells measured earlier, "
+    runtime.log(f"--table {args.table}: {cells - len(todo)} of {cells} cells measured earlier, "
            f"{len(todo)} to measure")
-    sink = output_sink(args.monitor_path, comm.is_main, rt.log)
+    sink = output_sink(args.monitor_path, comm.rank, runtime.log)
     for done, (model, folder) in enumerate(todo):
-        rt.log(f"cell {done + 1} of {len(todo)}: {model} on {folder}")
+        runtime.log(f"cell {done + 1} of {len(todo)}: {model} on {folder}")
         cell = table_cell_args(args, model, folder, len(args.val_dir) > 1 or cells > 1)
         nn.clear_parameters()
-        result = validate(cell, rt)
+        result = validate(cell, runtime)
         size = None if is_nnp_file(model) else model_size(
             cell.arch, result_classes(cell), cli.spatial_size_of(cell))
         table.add(model, folder, Cell.of(result), size)
         sink.results_table(args.table, table)
-    rt.log(f"wrote {args.table} and {markdown_path(args.table)}")
+    runtime.log(f"wrote {args.table} and {markdown_path(args.table)}")
     return 0
 
 
@@ -236,35 +236,35 @@ def result_classes(args: argparse.Namespace) -> int:
     return open_weights(args.weights, args.arch, False).classes(args.num_classes)
 
 
-def validate(args: argparse.Namespace, rt: Runtime) -> EvaluationResult:
+def validate(args: argparse.Namespace, runtime: Runtime) -> EvaluationResult:
     """One weight file (or NNP file) over one validation set, its outputs into -M."""
-    comm = rt.comm
+    comm = runtime.comm
     calibration = cli.calibration_source_of(args)
-    outputs = output_sink(args.monitor_path, comm.is_main, rt.log)
+    outputs = output_sink(args.monitor_path, comm.rank, runtime.log)
     outputs.claim_for_evaluation("-M")
     nnp = cli.nnp_model_of(args)  # None: a weight file
     weights = None if nnp else open_weights(args.weights, args.arch, not args.no_download, comm)
     num_classes = nnp.num_classes if nnp else weights.classes(args.num_classes)
     names = class_names(args.labels, num_classes)
-    scored = read_eval_set(args, num_classes, rt)
+    scored = read_eval_set(args, num_classes, runtime)
     train_files = read_recompute_list(args, num_classes) if args.recompute_bn else None
-    pipeline = cli.input_pipeline(args, rt, args.crop_pct)
+    pipeline = cli.input_pipeline(args, runtime, args.crop_pct)
     check_val_resize(args.val_resize, pipeline.image.spatial_size, "--val-resize")
     pipeline = pipeline.formatted(norm=args.norm_config, val_resize=args.val_resize)
     # A batch beyond a rank's share only pads: -b 20000 over 4 images took a minute and 3 GB.
     batch_size = min(args.batch_size, -(-len(scored.files) // comm.size))
     if nnp:
-        batches, graph = network_for_nnp(nnp, scored.files, batch_size, rt, pipeline,
+        batches, graph = network_for_nnp(nnp, scored.files, batch_size, runtime, pipeline,
                                          scored.class_penalty(num_classes), args.tta == "flip")
     else:
         batches, graph = network_for_weights(weights, args.arch, num_classes, scored.files,
-                                             batch_size, rt, pipeline,
+                                             batch_size, runtime, pipeline,
                                              scored.class_penalty(num_classes), args.runtime,
                                              args.tta == "flip", calibration)
     if train_files is not None:
-        recompute_statistics(args, train_files, batches, num_classes, rt)
+        recompute_statistics(args, train_files, batches, num_classes, runtime)
     height, width = batches.image.spatial_size
-    rt.log(f"{scored.describe(num_classes)}; {comm.size} rank(s) x batch {batch_size}, "
+    runtime.log(f"{scored.describe(num_classes)}; {comm.size} rank(s) x batch {batch_size}, "
            f"{height}x{width}, norm {args.norm_config}")
     counts, real = ClassCounts.empty(num_classes), scored.real_counts()
     with batches:
@@ -280,7 +280,7 @@ def validate(args: argparse.Namespace, rt: Runtime) -> EvaluationResult:
 
 
 def recompute_statistics(args: argparse.Namespace, train_files: FileList,
-                         batches: ImageBatches, num_classes: int, rt: Runtime) -> None:
+                         batches: ImageBatches, num_classes: int, runtime: Runtime) -> None:
     """--recompute-bn: the batch-norm statistics as the average over N training batches
     (in the format of the validation `batches`)."""
     plan = BatchPlan(train_files, args.batch_size, training=True, shard=batches.plan.shard)
@@ -290,8 +290,8 @@ def recompute_statistics(args: argparse.Namespace, train_files: FileList,
                                     channel_last=batches.image.channel_last)
     with train_batches:
         used = recompute_batch_norm(
-            train_logits, training_feeds(train_batches, 0, args.recompute_bn, x), rt.comm)
-    rt.log(f"batch-norm statistics recomputed from {used} training batches per rank")
+            train_logits, training_feeds(train_batches, 0, args.recompute_bn, x), runtime.comm)
+    runtime.log(f"batch-norm statistics recomputed from {used} training batches per rank")
 
 
 def summary(args: argparse.Namespace, result: EvaluationResult, counts: ClassCounts,

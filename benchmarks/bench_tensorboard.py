@@ -45,7 +45,7 @@ def point_seconds(folder: Path, board: bool, points: int = 2000) -> float:
     """CPU seconds of one point of the curves within the epoch (series lines, and with
     `board` the TensorBoard scalars, written in this thread)."""
     folder.mkdir()
-    outputs = output_sink(str(folder), True, lambda line: None)
+    outputs = output_sink(str(folder), 0, lambda line: None)
     outputs.start_session(0, 0, resumed=False, tensorboard=board)
     start = time.process_time()
     for step in range(1, points + 1):

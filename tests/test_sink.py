@@ -73,7 +73,7 @@ def every_call(sink: OutputSink, folder: Path) -> None:
 def test_rank_0_writes_every_output_and_the_others_nothing(tmp_path, capsys):
     lines = []
     rank0, rank1 = tmp_path / "rank0", tmp_path / "rank1"
-    every_call(output_sink(str(rank0), True, lines.append), rank0)
+    every_call(output_sink(str(rank0), 0, lines.append), rank0)
     assert {p.name for p in rank0.iterdir()} >= {
         "Arguments.txt", "cfg", "train_batch.png", "param_001.h5", "tensorboard",
         "Train-loss.series.txt", "Train-loss-iteration.series.txt",
@@ -91,7 +91,7 @@ def test_rank_0_writes_every_output_and_the_others_nothing(tmp_path, capsys):
     assert lines[0].startswith("epoch 0: train loss 2.0000") and len(lines) == 3
 
     other = []
-    every_call(output_sink(str(rank1), False, other.append), rank1)
+    every_call(output_sink(str(rank1), 1, other.append), rank1)
     assert not rank1.exists() and other == []
     assert capsys.readouterr() == ("", "")
 
@@ -99,5 +99,5 @@ def test_rank_0_writes_every_output_and_the_others_nothing(tmp_path, capsys):
 def test_an_evaluation_folder_that_holds_a_training_run_is_refused_before_any_work(tmp_path):
     (tmp_path / "Train-loss.series.txt").write_text("0 1.0\n")
     with pytest.raises(OutputError, match=r"\(-M\) holds a training run"):
-        output_sink(str(tmp_path), True, print).claim_for_evaluation("-M")
-    output_sink(str(tmp_path), False, print).claim_for_evaluation("-M")  # (rank 0 decides)
+        output_sink(str(tmp_path), 0, print).claim_for_evaluation("-M")
+    output_sink(str(tmp_path), 1, print).claim_for_evaluation("-M")  # (rank 0 decides)

@@ -193,7 +193,7 @@ def test_iteration_seed_is_a_function_of_the_position():
     seed = iteration_seed
     # The same in another process (a resumed run is one): nothing salted per process.
     other = subprocess.run(
-        [sys.executable, "-c", "import sys; from utils.train.training import iteration_seed; "
+        [sys.executable, "-c", "import sys; from utils.train.step import iteration_seed; "
          "print(iteration_seed(3, 1, 7, 11), iteration_seed(12345, 0, 89, 4999))"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "7"})
     assert other.stdout.split() == [str(seed(3, 1, 7, 11)), str(seed(12345, 0, 89, 4999))], \

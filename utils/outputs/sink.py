@@ -344,9 +344,9 @@ class NoOutputs(OutputSink):
         pass
 
 
-def output_sink(folder: str, is_main: bool, log: Callable[[str], None]) -> OutputSink:
+def output_sink(folder: str, rank: int, log: Callable[[str], None]) -> OutputSink:
     """Rank 0's sink into `folder`, or on any other rank one that writes nothing."""
-    return (OutputSink if is_main else NoOutputs)(folder, log)
+    return (OutputSink if rank == 0 else NoOutputs)(folder, log)
 
 
 def epoch_line(result: EpochResult) -> str:

@@ -309,7 +309,7 @@ def start_run(spec: RunSpec, runtime: Runtime, stop: StopRequest) -> TrainingRun
     (the parameters seeded, loaded or resumed, the same on every rank), the solver and state,
     the run's description written and the series opened where the run stands."""
     comm = runtime.comm
-    outputs = output_sink(spec.monitor_path, comm.is_main, runtime.log)
+    outputs = output_sink(spec.monitor_path, comm.rank, runtime.log)
     check_options(spec, runtime, outputs)
     outputs.claim_for_training(checkpoint_dir(spec.monitor_path))
     train_data, val_data, bn_data = build_datasets(spec)
