@@ -6,6 +6,7 @@ from __future__ import annotations
 import nnabla as nn
 import numpy as np
 import pytest
+from marks import marking_slow
 
 from models import build_network
 from models.layers import drop_path
@@ -46,7 +47,7 @@ def parameters_of(arch, rate, test):
     return logits, {k: v.shape for k, v in nn.get_parameters(grad_only=False).items()}
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "se_resnet50"])
+@pytest.mark.parametrize("arch", marking_slow(["resnet18", "se_resnet50"], ["se_resnet50"]))
 def test_parameters_and_the_test_network_are_unchanged(arch):
     _, plain = parameters_of(arch, 0.0, test=False)
     training, dropping = parameters_of(arch, 0.2, test=False)
