@@ -5,11 +5,11 @@ import pytest
 
 from utils.eval.losses import (
     binary_cross_entropy,
+    classification_loss,
     distillation_divergence,
     smoothed_cross_entropy,
     smoothed_targets,
     top_n_error_count,
-    weighted_mean,
 )
 
 LOGITS = np.array([[1.0, 2.0, 3.0], [1.0, 0.0, -1.0], [0.5, 0.5, 2.0], [0.0, 3.0, 1.0]])
@@ -39,10 +39,6 @@ def expected_loss(logits, targets, eps):
 
 def one_hot(labels, classes=3):
     return np.eye(classes)[labels[:, 0]]
-
-
-def classification_loss(pred, label, eps, weight=None):
-    return weighted_mean(smoothed_cross_entropy(pred, label, eps), weight)
 
 
 def test_plain_cross_entropy_when_smoothing_is_zero():

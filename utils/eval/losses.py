@@ -96,6 +96,16 @@ def weighted_mean(per_example: nn.Variable, weight: Optional[nn.Variable] = None
     return _weighted_sum(per_example, weight) / total
 
 
+def classification_loss(
+    pred: nn.Variable,
+    label: nn.Variable,
+    label_smoothing: float = 0.0,
+    weight: Optional[nn.Variable] = None,
+) -> nn.Variable:
+    """Scalar loss of a plain classifier: the `weighted_mean` of `smoothed_cross_entropy`."""
+    return weighted_mean(smoothed_cross_entropy(pred, label, label_smoothing), weight)
+
+
 def top_n_error_count(
     pred: nn.Variable, label: nn.Variable, n: int = 1, weight: Optional[nn.Variable] = None
 ) -> nn.Variable:
