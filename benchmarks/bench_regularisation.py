@@ -7,7 +7,7 @@ Variants: the plain step; `drop_path_rate` 0.05 (ResNet strikes back's) and 0.2;
 of the student's own architecture and one of another (`--teacher-arch`), run in test mode
 on each batch. The rounds alternate and the best of each is kept (on a shared CPU identical
 runs vary by ~10 %); the ratio is to the plain step of the same round set. Run:
-    .venv/bin/python benchmarks/bench_regularisation.py [--arch resnet18 -b 32 --size 64]
+    .venv/bin/python benchmarks/bench_regularisation.py [--arch resnet18 -b 16 --size 32]
 """
 from __future__ import annotations
 
@@ -71,10 +71,10 @@ def main() -> None:
     p.add_argument("--arch", default="resnet18", help="the student (a ResNet)")
     p.add_argument("--other-teacher", default="mobilenet_v3_small",
                    help="the teacher of another architecture")
-    p.add_argument("-b", "--batch-size", type=int, default=32)
-    p.add_argument("--size", type=int, default=64, help="spatial size")
-    p.add_argument("--iterations", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=2, help="alternating rounds, best kept")
+    p.add_argument("-b", "--batch-size", type=int, default=16)
+    p.add_argument("--size", type=int, default=32, help="spatial size")
+    p.add_argument("--iterations", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3, help="alternating rounds, best kept")
     args = p.parse_args()
     base = load_config(REPO / "cfg" / "quickstart.yaml")
     variants = {
