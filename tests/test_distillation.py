@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import signal
 
+import nnabla as nn
+import numpy as np
 from fault_fixtures import Process, paused, run
 from marks import slow
+from paths import CFG
 from run_fixtures import assert_same_run
 from train_fixtures import CONFIG, PREEMPTED, train_args, values
 
+from models import NORMALIZATIONS
+from utils.recipe.config import load_config
 from utils.train.checkpoint import load_checkpoint
+from utils.train.step import Teacher, TrainingNetwork, build_training_graph, renormalisation
 from utils.weights.files import read_parameters
 
 DISTILLING = CONFIG.format(epochs=3, mixup=0, base_lr=0.0005) + """\
@@ -74,3 +80,37 @@ def test_another_teacher_does_not_resume_the_run(setup, mobilenet_run, tmp_path)
     refused = run(other, tmp_path, "other")
     assert refused.returncode == 2
     assert "cannot resume a different run (teacher:" in refused.stderr
+
+
+def test_the_teacher_sees_the_batch_in_its_own_normalisation():
+    mean_d, std_d = NORMALIZATIONS["default"]
+    mean_s, std_s = NORMALIZATIONS["senet_author"]
+    pixels = np.random.default_rng(0).uniform(0, 255, (5, 3))
+    student = (pixels - mean_d) / std_d
+    scale, shift = renormalisation("default", "senet_author", 4)
+    np.testing.assert_allclose(student * scale[:3] + shift[:3], (pixels - mean_s) / std_s,
+                               rtol=1e-9, atol=1e-9)
+    assert (scale[3], shift[3]) == (1, 0)  # half precision's zero 4th channel stays 0
+
+
+def test_the_teacher_is_neither_trained_nor_among_the_student_parameters():
+    nn.clear_parameters()
+    teacher = Teacher("mobilenet_v3_small", "default")
+    config = load_config(CFG / "quickstart.yaml")
+    graph = build_training_graph(TrainingNetwork("resnet18", 3, False, config, teacher=teacher),
+                                 (4, 3, 32, 32))
+    student = nn.get_parameters(grad_only=False)
+    with nn.parameter_scope("teacher", teacher.params):
+        taught = nn.get_parameters(grad_only=False)
+    assert taught and not any("teacher" in name for name in student)
+    assert all(not v.need_grad for v in taught.values())
+    for v in taught.values():
+        v.grad.zero()
+    graph.image.d = np.random.default_rng(0).normal(size=graph.image.shape)
+    graph.label.d = [[0], [1], [2], [1]]
+    graph.mask.d = 1
+    nn.forward_all([graph.loss, graph.error])
+    graph.loss.backward()
+    assert all(not np.any(v.g) for v in taught.values())
+    assert any(np.any(v.g) for v in student.values() if v.need_grad)
+    nn.clear_parameters()

@@ -124,7 +124,9 @@ class Teacher:
             shape[channel_axis] = -1
             x = inputs * nn.Variable.from_numpy_array(scale.reshape(shape)) \
                 + nn.Variable.from_numpy_array(shift.reshape(shape))
-        with nn.parameter_scope("teacher", self.params):
+        # no_grad: the teacher's graph needs no gradient (NNabla's way to run a fixed
+        # pre-trained network into a trained one; its buffers are freed in the forward pass).
+        with nn.parameter_scope("teacher", self.params), nn.no_grad():
             logits, _ = build_network(x, num_classes, self.arch, test=True,
                                       channel_last=channel_last)
             for parameter in nn.get_parameters(grad_only=False).values():
