@@ -35,6 +35,7 @@ from utils.process.watchdog import start_watchdog
 from utils.recipe.config import load_config
 from utils.train.run import start_run
 from utils.train.spec import RunSpec, run_folder
+from utils.weights.published import did_you_mean, published
 
 EXAMPLES = (
     "python train.py -a resnet18 -T /data/imagenet/train -V /data/imagenet/val -m runs/rn18",
@@ -70,6 +71,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error("--finetune needs --model-load-path")
     if not 0.0 <= args.ema_decay < 1.0:
         p.error(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
+    if args.teacher_arch and not args.teacher:
+        p.error("--teacher-arch needs --teacher")
+    if args.teacher and args.teacher_arch is None:
+        known = published(args.teacher)
+        if known is None:
+            p.error("--teacher is not a published weight file's name (whose name tells its "
+                    f"network): give --teacher-arch{did_you_mean(args.teacher)}")
+        args.teacher_arch = known.arch
     return args
 
 
@@ -101,6 +110,15 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="keep an exponential moving average of the trainable weights "
                         "(e.g. 0.9998 per iteration), validate it too (Validation-EMA-* "
                         "series) and save it as param_ema_NNN.h5 (default: 0, off)")
+    g.add_argument("--teacher", default=None, metavar="FILE",
+                   help="distil from this weight file (a published file's name is downloaded "
+                        "as for --model-load-path): it runs in test mode on each training "
+                        "batch, and the loss is (1 - α) · loss + α · T² · KL(teacher || "
+                        "student) at temperature T (recipe keys distillation_alpha and "
+                        "distillation_temperature); it is not trained nor saved")
+    g.add_argument("--teacher-arch", type=cli.architecture_name, default=None, metavar="ARCH",
+                   help="the teacher's network (default: the one a published file's name "
+                        "tells)")
     g.add_argument("--seed", type=cli.seed, default=0, metavar="N",
                    help="seed of initialisation, shuffling, augmentation and mixup "
                         "(default: %(default)s)")

@@ -30,6 +30,7 @@ __all__ = [
     "available_architectures",
     "build_network",
     "get_architecture",
+    "supports_stochastic_depth",
 ]
 
 
@@ -39,13 +40,27 @@ def build_network(
     arch: str = "resnet50",
     test: bool = False,
     channel_last: bool = False,
+    drop_path_rate: float = 0.0,
 ) -> Tuple[nn.Variable, Dict[str, nn.Variable]]:
     """Build `arch` on input `x` (B, C, H, W), or (B, H, W, C) with `channel_last`.
 
     Returns the logits (B, num_classes) and a dict of hidden features (the ResNet family
     gives its stage outputs r0..r4). `test=True` uses batch-norm running statistics and
     disables dropout and drop-connect. C may be 3, or 4 for mixed-precision input.
+    `drop_path_rate` > 0: stochastic depth in training, up to that rate at the last residual
+    block (the ResNet family only, `supports_stochastic_depth`).
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    return get_architecture(arch).builder(x, num_classes, test, channel_last)
+    architecture = get_architecture(arch)
+    if drop_path_rate <= 0:
+        return architecture.builder(x, num_classes, test, channel_last)
+    if not supports_stochastic_depth(arch):
+        raise ValueError(f"stochastic depth is built for the ResNet family, not {arch}")
+    return architecture.builder(x, num_classes, test, channel_last,
+                                drop_path_rate=drop_path_rate)
+
+
+def supports_stochastic_depth(arch: str) -> bool:
+    """Whether `build_network` takes a `drop_path_rate` for `arch`."""
+    return get_architecture(arch).family == "resnet"

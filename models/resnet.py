@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import nnabla as nn
 import nnabla.functions as F
@@ -92,6 +92,13 @@ def _shortcut(
         return _conv_bn(x, "shortcut_conv", out_channels, 1, stride, test, channel_last, relu=False)
 
 
+def block_drop_rates(depths: Tuple[int, ...], drop_path_rate: float) -> List[float]:
+    """Stochastic depth's drop rate of each residual block in build order: linear from 0 at
+    the first block to `drop_path_rate` at the last (timm's ResNet rule)."""
+    blocks = sum(depths)
+    return [drop_path_rate * i / max(blocks - 1, 1) for i in range(blocks)]
+
+
 def residual_block(
     x: nn.Variable,
     out_channels: int,
@@ -99,8 +106,11 @@ def residual_block(
     config: ResNetConfig,
     test: bool,
     channel_last: bool,
+    drop_rate: float = 0.0,
 ) -> nn.Variable:
-    """One residual block, built inside the caller's `resN/layerM` scope."""
+    """One residual block, built inside the caller's `resN/layerM` scope; in training its
+    branch is dropped per sample with `drop_rate` (stochastic depth, `layers.drop_path`)."""
+    dropping = drop_rate > 0 and not test
     prefix, units = _block_units(out_channels, stride, config)
     h = x
     for i, (kernel, channels, s, group) in enumerate(units[:-1], start=1):
@@ -120,9 +130,12 @@ def residual_block(
                 h, out_channels // SE_REDUCTION, channel_last, F.relu, F.sigmoid
             )
         residual = _shortcut(x, f"{prefix}_s", out_channels, stride, test, channel_last)
-        return F.relu(h + residual)
+        return F.relu(layers.drop_path(h, drop_rate, test) + residual)
     residual = _shortcut(x, f"{prefix}_s", out_channels, stride, test, channel_last)
     with nn.parameter_scope(last):
+        if dropping:  # the branch alone is dropped: the BN cannot fuse the addition
+            h = layers.batch_norm(h, test, channel_last)
+            return F.relu(layers.drop_path(h, drop_rate, test) + residual)
         return layers.batch_norm(h, test, channel_last, residual=residual, fused_relu=True)
 
 
@@ -147,17 +160,21 @@ def _classifier(x: nn.Variable, num_classes: int, channel_last: bool) -> nn.Vari
 
 
 def resnet(
-    x: nn.Variable, num_classes: int, config: ResNetConfig, test: bool, channel_last: bool
+    x: nn.Variable, num_classes: int, config: ResNetConfig, test: bool, channel_last: bool,
+    drop_path_rate: float = 0.0,
 ) -> Tuple[nn.Variable, Dict[str, nn.Variable]]:
-    """Any family member; hidden `r0` is the pooled stem output, `r1`..`r4` the stage outputs."""
+    """Any family member; hidden `r0` is the pooled stem output, `r1`..`r4` the stage outputs.
+    `drop_path_rate`: stochastic depth's rate at the last block (see `block_drop_rates`)."""
     expansion = BOTTLENECK_EXPANSION if config.bottleneck else 1
+    rates = iter(block_drop_rates(config.depths, drop_path_rate))
     h = _stem(x, config, test, channel_last)
     hidden = {"r0": h}
     for stage, (width, depth) in enumerate(zip(STAGE_CHANNELS, config.depths), start=1):
         for block in range(1, depth + 1):
             stride = 2 if stage > 1 and block == 1 else 1
             with nn.parameter_scope(f"res{stage}/layer{block}"):
-                h = residual_block(h, width * expansion, stride, config, test, channel_last)
+                h = residual_block(h, width * expansion, stride, config, test, channel_last,
+                                   next(rates))
         hidden[f"r{stage}"] = h
     return _classifier(h, num_classes, channel_last), hidden
 
@@ -165,9 +182,10 @@ def resnet(
 def _register(name: str, config: ResNetConfig) -> None:
     """Register `config` under `name` with the registry's fixed builder signature."""
     def build(
-        x: nn.Variable, num_classes: int, test: bool, channel_last: bool
+        x: nn.Variable, num_classes: int, test: bool, channel_last: bool,
+        drop_path_rate: float = 0.0,
     ) -> Tuple[nn.Variable, Dict[str, nn.Variable]]:
-        return resnet(x, num_classes, config, test, channel_last)
+        return resnet(x, num_classes, config, test, channel_last, drop_path_rate)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"{name} ({config})."

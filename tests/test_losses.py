@@ -3,7 +3,14 @@ import nnabla as nn
 import numpy as np
 import pytest
 
-from utils.eval.losses import classification_loss, smoothed_cross_entropy, top_n_error_count
+from utils.eval.losses import (
+    binary_cross_entropy,
+    classification_loss,
+    distillation_divergence,
+    smoothed_cross_entropy,
+    smoothed_targets,
+    top_n_error_count,
+)
 
 LOGITS = np.array([[1.0, 2.0, 3.0], [1.0, 0.0, -1.0], [0.5, 0.5, 2.0], [0.0, 3.0, 1.0]])
 LABELS = np.array([[2], [1], [0], [1]])
@@ -93,3 +100,53 @@ def test_error_counts():
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match="do not match"):
         smoothed_cross_entropy(variable(LOGITS), variable(np.zeros((4, 2))))
+
+
+RNG = np.random.default_rng(7)
+RANDOM_LOGITS = RNG.normal(0, 3, (6, 5))
+RANDOM_LABELS = RNG.integers(0, 5, (6, 1))
+RANDOM_TARGETS = RNG.dirichlet(np.ones(5), 6)  # mixed soft targets
+
+
+def numpy_bce(logits, targets, eps, threshold):
+    """timm's BinaryCrossEntropy per example: smoothed targets (eps / K off, 1 - eps + eps / K
+    on), binarised above `threshold`, element-wise log-loss of the sigmoid, mean over classes."""
+    targets = targets * (1 - eps) + eps / logits.shape[1]
+    if threshold is not None:
+        targets = (targets > threshold).astype(float)
+    p = 1 / (1 + np.exp(-logits))
+    return -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("eps,threshold", [(0.0, None), (0.1, None), (0.1, 0.2), (0.0, 0.2)])
+def test_binary_cross_entropy_of_hard_and_soft_targets(eps, threshold):
+    hard = binary_cross_entropy(variable(RANDOM_LOGITS), variable(RANDOM_LABELS), eps, threshold)
+    np.testing.assert_allclose(evaluate(hard), numpy_bce(
+        RANDOM_LOGITS, one_hot(RANDOM_LABELS, 5), eps, threshold), rtol=1e-5)
+    soft = binary_cross_entropy(variable(RANDOM_LOGITS), variable(RANDOM_TARGETS), eps,
+                                threshold)
+    np.testing.assert_allclose(evaluate(soft), numpy_bce(
+        RANDOM_LOGITS, RANDOM_TARGETS, eps, threshold), rtol=1e-5)
+
+
+def test_threshold_binarises_the_mixed_targets():
+    """A target of 0.3 (above 0.2) counts as 1, one of 0.1 as 0."""
+    targets = np.array([[0.7, 0.3, 0.0], [0.9, 0.1, 0.0]])
+    smoothed = evaluate(smoothed_targets(variable(LOGITS[:2]), variable(targets), 0.3))
+    np.testing.assert_allclose(smoothed, targets * 0.7 + 0.1, rtol=1e-6)
+    binarised = evaluate(binary_cross_entropy(variable(LOGITS[:2]), variable(targets), 0.0, 0.2))
+    np.testing.assert_allclose(binarised, numpy_bce(
+        LOGITS[:2], np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]), 0.0, None), rtol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_distillation_divergence(temperature):
+    teacher = RNG.normal(0, 2, RANDOM_LOGITS.shape)
+    log_s = log_softmax(RANDOM_LOGITS / temperature)
+    log_t = log_softmax(teacher / temperature)
+    expected = temperature ** 2 * (np.exp(log_t) * (log_t - log_s)).sum(axis=1, keepdims=True)
+    got = evaluate(distillation_divergence(variable(RANDOM_LOGITS), variable(teacher),
+                                           temperature))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    same = evaluate(distillation_divergence(variable(teacher), variable(teacher), temperature))
+    np.testing.assert_allclose(same, 0, atol=1e-5)

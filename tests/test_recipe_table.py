@@ -46,7 +46,10 @@ def test_the_table_says_what_the_declarations_do(tmp_path):
     for kind in ("lamb", "lars"):
         solvers.append(tmp_path / f"{kind}.yaml")
         solvers[-1].write_text((CFG / "step90.yaml").read_text() + f"solver: {{type: {kind}}}\n")
-    saved = {key for path in (modern, CFG / "step90.yaml", *solvers)
+    distilling = tmp_path / "distilling.yaml"  # (the loss keys, distillation's not defaults)
+    distilling.write_text((CFG / "rsb_a2.yaml").read_text()
+                          + "distillation_alpha: 0.3\ndistillation_temperature: 2.0\n")
+    saved = {key for path in (modern, CFG / "step90.yaml", *solvers, distilling)
              for key in dotted(load_config(path).to_dict())}
     assert {key.split("`")[1] for key in rows} == saved
     stale = f"intro\n{KEY_TABLE_BEGIN}\n| old |\n{KEY_TABLE_END}\nrest\n"

@@ -4,6 +4,10 @@ Label smoothing follows the official example: per example
 `(1 - eps) * CE(label) - eps * mean_c(log_softmax(pred))`, with hard integer labels (B, 1)
 or soft labels (B, K) (mixup). Optional per-sample weights (B, 1) let a padded short last
 batch exclude its padding from the loss and the error count.
+
+Training may instead use timm's binary cross-entropy on the same smoothed targets
+(`binary_cross_entropy`, ResNet strikes back) and add Hinton et al.'s distillation term
+(`distillation_divergence`).
 """
 from __future__ import annotations
 
@@ -45,22 +49,61 @@ def _weighted_sum(values: nn.Variable, weight: Optional[nn.Variable]) -> nn.Vari
     return F.sum(values if weight is None else values * weight)
 
 
+def smoothed_targets(pred: nn.Variable, label: nn.Variable,
+                     label_smoothing: float = 0.0) -> nn.Variable:
+    """Per-class targets (B, K): the one-hot `label` (B, 1), or soft `label` (B, K), times
+    1 - eps plus eps / K (timm's smoothed one-hot, also under mixup)."""
+    classes = pred.shape[1]
+    targets = label if _is_soft(pred, label) else F.one_hot(label, (classes,))
+    if label_smoothing == 0:
+        return targets
+    return targets * (1 - label_smoothing) + label_smoothing / classes
+
+
+def binary_cross_entropy(pred: nn.Variable, label: nn.Variable, label_smoothing: float = 0.0,
+                         threshold: Optional[float] = None) -> nn.Variable:
+    """Per-example loss (B, 1): the mean over the K classes of the sigmoid cross-entropy
+    against `smoothed_targets` (so the batch mean is timm's BinaryCrossEntropy, reduction
+    'mean'); with `threshold`, targets above it become 1 and the others 0 (timm's
+    target_threshold)."""
+    targets = smoothed_targets(pred, label, label_smoothing)
+    if threshold is not None:
+        targets = F.greater_scalar(targets, threshold)
+    # -t log σ(x) - (1 - t) log(1 - σ(x)), stable for any x. (NNabla's sigmoid_cross_entropy
+    # takes the target as an integer: it would truncate the soft targets.)
+    per_class = F.relu(pred) - pred * targets + F.log(F.exp(-F.abs(pred)) + 1)
+    return F.mean(per_class, axis=1, keepdims=True)
+
+
+def distillation_divergence(student: nn.Variable, teacher: nn.Variable,
+                            temperature: float) -> nn.Variable:
+    """Per-example T^2 * KL(softmax(teacher / T) || softmax(student / T)) (B, 1): Hinton et
+    al.'s soft-target term, whose gradients keep their size as T changes."""
+    log_student = F.log_softmax(student / temperature, axis=1)
+    log_teacher = F.log_softmax(teacher / temperature, axis=1)
+    divergence = F.sum(F.exp(log_teacher) * (log_teacher - log_student), axis=1, keepdims=True)
+    return divergence * temperature ** 2
+
+
+def weighted_mean(per_example: nn.Variable, weight: Optional[nn.Variable] = None
+                  ) -> nn.Variable:
+    """Scalar training loss: the batch mean of a per-example loss (B, 1); with `weight` (B, 1) it is
+    `sum(w * l) / sum(w)`, and a batch of zero weights gives 0 (the divisor is at least 1e-6,
+    which 0/1 weights never reach otherwise)."""
+    if weight is None:
+        return F.mean(per_example)
+    total = F.maximum_scalar(F.sum(weight), 1e-6)
+    return _weighted_sum(per_example, weight) / total
+
+
 def classification_loss(
     pred: nn.Variable,
     label: nn.Variable,
     label_smoothing: float = 0.0,
     weight: Optional[nn.Variable] = None,
 ) -> nn.Variable:
-    """Scalar training/validation loss: the batch mean of `smoothed_cross_entropy`.
-
-    With `weight` (B, 1) it is `sum(w * l) / sum(w)`; a batch of zero weights gives 0 (the
-    divisor is at least 1e-6, which 0/1 weights never reach otherwise).
-    """
-    per_example = smoothed_cross_entropy(pred, label, label_smoothing)
-    if weight is None:
-        return F.mean(per_example)
-    total = F.maximum_scalar(F.sum(weight), 1e-6)
-    return _weighted_sum(per_example, weight) / total
+    """Scalar loss of a plain classifier: the `weighted_mean` of `smoothed_cross_entropy`."""
+    return weighted_mean(smoothed_cross_entropy(pred, label, label_smoothing), weight)
 
 
 def top_n_error_count(

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
-from typing_extensions import Annotated, get_args, get_origin
+from typing_extensions import Annotated, Literal, get_args, get_origin
 
 from ..process.atomic import atomic_write_text
 from ..process.errors import UserError
@@ -35,6 +35,7 @@ from .fields import (
     declared_key,
     keys,
     recipe,
+    rule_error,
     type_words,
     union_choices,
     unwrap,
@@ -45,6 +46,11 @@ from .solvers import MomentumSolverSection, SolverSection
 PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULT_SWITCH_PROB = 0.5  # timm's mixup_switch_prob
+# DeiT's soft distillation defaults (facebookresearch/deit main.py: --distillation-alpha 0.5,
+# --distillation-tau 1.0).
+DEFAULT_DISTILLATION_ALPHA = 0.5
+DEFAULT_DISTILLATION_TEMPERATURE = 1.0
+Loss = Literal["cross_entropy", "bce"]
 
 
 class ConfigError(UserError, ValueError):
@@ -92,7 +98,35 @@ class TrainConfig:
                     "PyTorch's weight_decay times base_lr) and lamb, inside the trust ratio "
                     "for lars"),
         SAVED_WHEN_SET] = MomentumSolverSection()
+    loss: Annotated[Loss, Field(
+        description="the training loss: cross_entropy (softmax), or bce (timm's binary "
+                    "cross-entropy per class, on the same smoothed and mixed targets)"),
+        SAVED_WHEN_SET] = "cross_entropy"
+    bce_target_threshold: Annotated[Optional[Number], Field(
+        ge=0, lt=1, description="loss bce: targets above it become 1, the others 0 (timm's "
+                                "target_threshold); absent: the soft targets"),
+        SAVED_WHEN_SET] = None
+    drop_path_rate: Annotated[Number, Field(
+        ge=0, lt=1, description="stochastic depth (ResNet family): the probability that the "
+                                "last block's branch is dropped, linear from 0 at the first"),
+        SAVED_WHEN_SET] = 0.0
+    distillation_alpha: Annotated[Number, Field(
+        ge=0, le=1, description="with train.py --teacher: the weight α of the distillation "
+                                "term, (1 - α) · loss + α · T² · KL(teacher || student)"),
+        SAVED_WHEN_SET] = DEFAULT_DISTILLATION_ALPHA
+    distillation_temperature: Annotated[Number, Field(
+        gt=0, description="with --teacher: the temperature T of both softmaxes of the "
+                          "distillation term"),
+        SAVED_WHEN_SET] = DEFAULT_DISTILLATION_TEMPERATURE
     source: str = dataclasses.field(default="", compare=False, init=False)
+
+    @model_validator(mode="after")
+    def _threshold_of_bce(self) -> TrainConfig:
+        """The target threshold is a setting of the BCE loss only."""
+        if self.bce_target_threshold is not None and self.loss != "bce":
+            raise rule_error(f"is a setting of loss bce; loss {self.loss} ignores it: remove "
+                             "it or choose bce", "bce_target_threshold")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from typing import Any, List, Optional, Tuple
 import nnabla as nn
 import numpy as np
 
-from models import get_architecture
+from models import get_architecture, supports_stochastic_depth
 
 from ..data.batch_plan import BatchPlan
 from ..data.pipelines import ImageBatches, check_val_resize
@@ -41,12 +41,14 @@ from ..recipe.config import recipe_warnings
 from ..recipe.schedules import LearningRateSchedule, build_schedule
 from ..recipe.solvers import recipe_solver
 from ..weights.files import WeightFileError, network_parameters, open_weights
+from ..weights.published import published
 from .bn_stats import recompute_batch_norm, training_feeds
 from .checkpoint import Checkpoint, CheckpointError, checkpoint_dir, latest_checkpoint
 from .ema import WeightEma
 from .spec import DataSources, RunSpec
 from .state import TrainingState, diverged
 from .step import (
+    Teacher,
     TrainingGraph,
     TrainingNetwork,
     accumulate_gradients,
@@ -315,9 +317,12 @@ def start_run(spec: RunSpec, runtime: Runtime, stop: StopRequest) -> TrainingRun
     train_data, val_data, bn_data = build_datasets(spec)
     check_accumulation(spec.accumulate_steps, train_data.iterations_per_epoch)
     nn.seed(spec.seed)  # the training graph creates the parameters; evaluation shares them
+    teacher = distillation_teacher(spec, train_data.image.norm)
     graph = build_training_graph(TrainingNetwork(
         spec.arch, spec.num_classes, spec.channel_last, spec.config, comm.rank,
-        runtime.float_ctx), train_data.image_shape)
+        runtime.float_ctx, teacher), train_data.image_shape)
+    if teacher is not None:
+        load_teacher(teacher, spec, runtime)
     validator = build_validator(spec, runtime, val_data, bn_data)
     checkpoint = find_checkpoint(checkpoint_dir(spec.monitor_path), spec.resume, runtime)
     if spec.model_load_path and checkpoint is None:  # (a checkpoint holds every parameter)
@@ -364,6 +369,9 @@ def check_options(spec: RunSpec, runtime: Runtime, outputs: OutputSink) -> None:
     not do in this run."""
     config = spec.config
     check_layout(spec.channel_last, runtime.backend)
+    if config.drop_path_rate > 0 and not supports_stochastic_depth(spec.arch):
+        raise UsageError(f"{config.source}: drop_path_rate (stochastic depth) is built for the "
+                         f"ResNet family, not {spec.arch}")
     if (config.mixup > 0 or config.cutmix > 0) and spec.batch_size % 2:
         raise UsageError(f"{config.source}: mixup and CutMix pair sample i with sample B-1-i "
                          f"and need an even --batch-size, got {spec.batch_size}")
@@ -444,6 +452,32 @@ def find_checkpoint(checkpoints: str, required: bool, runtime: Runtime) -> Optio
             f"{seen[rank] or 'none'} in {checkpoints}: the monitor path must be one folder "
             "that every machine of the job sees (a shared file system)")
     return checkpoint
+
+
+def distillation_teacher(spec: RunSpec, student_norm: str) -> Optional[Teacher]:
+    """--teacher's network (its parameters not loaded yet: `load_teacher`), fed the student's
+    batches renormalised to its own normalisation: a published file's, else its
+    architecture's."""
+    if spec.teacher is None:
+        return None
+    known = published(spec.teacher)
+    norm = known.norm if known is not None else get_architecture(spec.teacher_arch).norm
+    return Teacher(spec.teacher_arch, norm, student_norm)
+
+
+def load_teacher(teacher: Teacher, spec: RunSpec, runtime: Runtime) -> None:
+    """--teacher's weights into the teacher's parameters (built with the training graph), on
+    every rank from the file itself; a classifier of other classes than the student's is
+    refused (the distillation compares their outputs class by class)."""
+    weights = open_weights(spec.teacher, spec.teacher_arch, spec.download, runtime.comm)
+    if weights.num_classes is not None and weights.num_classes != spec.num_classes:
+        raise WeightFileError(f"{spec.teacher}: the teacher's classifier has "
+                              f"{weights.num_classes} classes, the student's --num-classes "
+                              f"{spec.num_classes}: distillation needs the same classes")
+    with nn.parameter_scope("teacher", teacher.params):
+        note = weights.load_into(spec.teacher_arch)
+    runtime.log(f"teacher {spec.teacher_arch} {spec.teacher} ({teacher.norm} normalisation)"
+                + (f"; {note}" if note else ""))
 
 
 def load_initial_weights(spec: RunSpec, runtime: Runtime) -> None:

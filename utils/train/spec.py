@@ -17,7 +17,9 @@ from ..recipe.config import TrainConfig
 # rest says how the loop runs, which a resumed run may change.
 IDENTITY_FIELDS = ("arch", "num_classes", "type_config", "channel_last", "spatial_size",
                    "batch_size", "num_ranks", "config", "model_load_path", "finetune", "seed",
-                   "ema_decay")
+                   "ema_decay", "teacher", "teacher_arch")
+# Recorded only when set, so the identities written before they existed stay as they were.
+SET_ONLY_FIELDS = ("teacher", "teacher_arch")
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class RunSpec:
     hang_timeout: float = 0.0
     recipe_file: str = "cos90.yaml"  # the name the recipe's copy is saved under
     flags: Tuple[Tuple[str, Any], ...] = ()  # every flag as parsed: Arguments.txt, HParams
+    teacher: Optional[str] = None  # the distillation teacher's weight file (or published name)
+    teacher_arch: Optional[str] = None  # its architecture
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, config: TrainConfig, inputs: InputPipeline,
@@ -154,7 +158,8 @@ class RunSpec:
                         args.labels),
             inputs, monitor_path, args.monitor_path is not None, args.resume,
             not args.no_download, args.log_interval, args.hang_timeout,
-            os.path.basename(args.train_config), tuple(sorted(vars(args).items())))
+            os.path.basename(args.train_config), tuple(sorted(vars(args).items())),
+            args.teacher, args.teacher_arch)
 
     @property
     def validating(self) -> bool:
@@ -172,7 +177,8 @@ class RunSpec:
     def identity(self) -> Dict[str, Any]:
         """The JSON record of `IDENTITY_FIELDS` a checkpoint keeps (the keys of the first
         version: checkpoints written since then still resume)."""
-        record: Dict[str, Any] = {name: getattr(self, name) for name in IDENTITY_FIELDS}
+        record: Dict[str, Any] = {name: getattr(self, name) for name in IDENTITY_FIELDS
+                                  if name not in SET_ONLY_FIELDS or getattr(self, name)}
         record.update(spatial_size=list(self.spatial_size), config=self.config.to_dict())
         if self.accumulate_steps > 1:  # (only when used: older identities stay as they were)
             record["accumulate_steps"] = self.accumulate_steps

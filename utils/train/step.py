@@ -4,15 +4,22 @@ random functions, and the gradient accumulation and update of each global batch.
 run and benchmark.py's measurement build their steps from these, so their rules are one."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import nnabla as nn
 import numpy as np
 
-from models import build_network
+from models import NORMALIZATIONS, build_network
 
-from ..eval.losses import classification_loss, top_n_error_count
+from ..eval.losses import (
+    binary_cross_entropy,
+    distillation_divergence,
+    smoothed_cross_entropy,
+    top_n_error_count,
+    weighted_mean,
+)
 from ..process.comm import Communicator
 from ..process.errors import UsageError
 from ..recipe.config import TrainConfig
@@ -83,11 +90,56 @@ def running_statistics() -> Dict[str, nn.Variable]:
 # --------------------------------------------------------------------------- the graph
 
 
+def renormalisation(student_norm: str, teacher_norm: str, channels: int
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) per input channel taking an image normalised with `student_norm` to
+    the same image normalised with `teacher_norm` (keys of NORMALIZATIONS): x * std_s +
+    mean_s is the pixel, (pixel - mean_t) / std_t the teacher's input. A 4th (zero) channel
+    of half precision stays as it is."""
+    (mean_s, std_s), (mean_t, std_t) = NORMALIZATIONS[student_norm], NORMALIZATIONS[teacher_norm]
+    scale, shift = np.ones(channels), np.zeros(channels)
+    scale[:3] = np.divide(std_s, std_t)
+    shift[:3] = (np.subtract(mean_s, mean_t)) / np.asarray(std_t)
+    return scale, shift
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A distillation teacher: `arch` run in test mode on the student's batch renormalised
+    from `student_norm` to its own `norm`. Its parameters live in `params`, a parameter scope
+    of their own: no solver, EMA, checkpoint or weight file of the student sees them."""
+
+    arch: str
+    norm: str
+    student_norm: str = "default"
+    params: Dict[str, Any] = field(default_factory=OrderedDict, compare=False, repr=False)
+
+    def logits(self, inputs: nn.Variable, num_classes: int, channel_last: bool) -> nn.Variable:
+        """The teacher's logits of the student's `inputs` (constant: no gradient flows)."""
+        channel_axis = inputs.ndim - 1 if channel_last else 1
+        scale, shift = renormalisation(self.student_norm, self.norm, inputs.shape[channel_axis])
+        x = inputs
+        if not (np.all(scale == 1) and np.all(shift == 0)):
+            shape = [1] * inputs.ndim
+            shape[channel_axis] = -1
+            x = inputs * nn.Variable.from_numpy_array(scale.reshape(shape)) \
+                + nn.Variable.from_numpy_array(shift.reshape(shape))
+        # no_grad: the teacher's graph needs no gradient (NNabla's way to run a fixed
+        # pre-trained network into a trained one; its buffers are freed in the forward pass).
+        with nn.parameter_scope("teacher", self.params), nn.no_grad():
+            logits, _ = build_network(x, num_classes, self.arch, test=True,
+                                      channel_last=channel_last)
+            for parameter in nn.get_parameters(grad_only=False).values():
+                parameter.need_grad = False
+        return logits
+
+
 @dataclass(frozen=True)
 class TrainingNetwork:
     """The training network apart from its input size (progressive resizing rebuilds it at
-    another): `arch` with the recipe's label smoothing, mixup and CutMix; `rank` seeds this
-    rank's mixing stream; loss and error are computed in `float_ctx` (None: the current)."""
+    another): `arch` with the recipe's loss, label smoothing, mixup, CutMix and stochastic
+    depth, and distilled from `teacher` if any; `rank` seeds this rank's mixing stream; loss
+    and error are computed in `float_ctx` (None: the current)."""
 
     arch: str
     num_classes: int
@@ -95,6 +147,24 @@ class TrainingNetwork:
     config: TrainConfig
     rank: int = 0
     float_ctx: Any = None
+    teacher: Optional[Teacher] = None
+
+
+def per_example_loss(logits: nn.Variable, target: nn.Variable, config: TrainConfig,
+                     teacher_logits: Optional[nn.Variable] = None) -> nn.Variable:
+    """The recipe's training loss per example (B, 1) against `target` (labels or mixed
+    targets): cross-entropy or BCE, and with a teacher Hinton et al.'s
+    (1 - α) · loss + α · T² · KL(teacher_T || student_T)."""
+    if config.loss == "bce":
+        loss = binary_cross_entropy(logits, target, config.label_smoothing,
+                                    config.bce_target_threshold)
+    else:
+        loss = smoothed_cross_entropy(logits, target, config.label_smoothing)
+    if teacher_logits is None:
+        return loss
+    alpha = config.distillation_alpha
+    soft = distillation_divergence(logits, teacher_logits, config.distillation_temperature)
+    return (1 - alpha) * loss + alpha * soft
 
 
 @dataclass
@@ -156,10 +226,13 @@ def build_training_graph(network: TrainingNetwork, image_shape: Tuple[int, ...],
                              replaces.mixing.rng if replaces is not None else None)
         inputs, target = mixing.mix_inputs(image), mixing.mix_labels(label)
     logits, _ = build_network(inputs, network.num_classes, network.arch, test=False,
-                              channel_last=channel_last)
+                              channel_last=channel_last, drop_path_rate=config.drop_path_rate)
     logits.persistent = True
+    teacher_logits = None
+    if network.teacher is not None:  # (after the student: its initialisation is unchanged)
+        teacher_logits = network.teacher.logits(inputs, network.num_classes, channel_last)
     with nn.context_scope(network.float_ctx or nn.get_current_context()):
-        loss = classification_loss(logits, target, config.label_smoothing, weight=mask)
+        loss = weighted_mean(per_example_loss(logits, target, config, teacher_logits), mask)
         error = top_n_error_count(logits, label, n=1, weight=mask)
     loss.persistent = error.persistent = True
     check_batch_norm_sizes(batch_norm_inputs(loss), image_shape, channel_last)
