@@ -37,7 +37,7 @@ from utils.cli import flags as cli
 from utils.cli import help_text
 from utils.data.batch_plan import BatchPlan
 from utils.data.pipelines import ImageBatches, check_val_resize
-from utils.deploy.export import is_nnp_file
+from utils.deploy.nnp_model import is_nnp_file
 from utils.eval.evaluation import (
     EvaluationResult,
     evaluate,

@@ -28,8 +28,7 @@ from models import (
 
 from ..data.batch_plan import Shard
 from ..data.pipelines import DaliOptions, ImageFormat, InputPipeline
-from ..deploy.export import is_nnp_file
-from ..deploy.nnp_model import NnpModel, read_nnp_model
+from ..deploy.nnp_model import NnpModel, is_nnp_file, read_nnp_model
 from ..deploy.quantize import DEFAULT_CALIBRATION_IMAGES
 from ..eval.evaluation import CalibrationSource
 from ..process.context import CONTEXTS, TYPE_CONFIGS

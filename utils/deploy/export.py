@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import warnings
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -37,6 +36,7 @@ from ..process.atomic import atomic_path, nearest_existing
 from ..process.errors import UserError
 from ..process.startup import quiet_nnabla_info
 from ..weights.files import WeightFile
+from .nnp_model import add_preprocessing, is_nnp_file
 
 # The opsets nnabla-converter 1.39.0 implements; it silently writes opset 7 for any other.
 ONNX_OPSETS = (7, 9, 10, 11, 13)
@@ -311,15 +311,6 @@ class Format:
     recognise: Callable[[str], bool]  # whether an existing file is a model of this format
 
 
-def is_nnp_file(path: str) -> bool:
-    """An NNP file: a zip archive holding NNabla's `nnp_version.txt`."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return "nnp_version.txt" in archive.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
 def is_onnx_file(path: str) -> bool:
     """An ONNX model: parses as ONNX's ModelProto with a graph of at least one node."""
     import onnx
@@ -373,8 +364,6 @@ def export(
         nnp = os.path.join(scratch, "model.nnp")
         save_nnp(graph, nnp)
         if preprocessing is not None:
-            from .nnp_model import add_preprocessing  # (it imports this module)
-
             add_preprocessing(nnp, *preprocessing)
         for path, fmt in zip(outputs, formats):
             tmp = pending.enter_context(atomic_path(path, os.path.splitext(path)[1]))

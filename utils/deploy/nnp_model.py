@@ -20,10 +20,19 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..process.errors import UserError
-from .export import is_nnp_file
 
 PREPROCESSING_MEMBER = "preprocessing.json"
 NETWORK_PREFERENCES = ("runtime", "inference")
+
+
+def is_nnp_file(path: str) -> bool:
+    """An NNP file: a zip archive holding NNabla's `nnp_version.txt`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "nnp_version.txt" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
 
 
 class NnpModelError(UserError, ValueError):
