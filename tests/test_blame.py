@@ -64,11 +64,15 @@ def test_a_misspelt_published_name_is_suggested(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_an_nnp_file_or_a_checkpoint_given_as_weights_is_named_as_such(weights, tmp_path,
                                                                        capsys):
-    """Both are zip archives and were called truncated."""
+    """Both are zip archives and were called truncated. (infer.py and validation.py run an
+    NNP file as the model; a script that needs a weight file names it.)"""
     model = tmp_path / "m.nnp"
     assert run_main(export.main, weights, *SMALL, "-o", model, "--no-verify") == 0
     capsys.readouterr()
-    assert run_main(infer.main, PHOTO, model, *SMALL) == USER_ERROR_STATUS
+    assert run_main(infer.main, PHOTO, model, *SMALL) == 0
+    capsys.readouterr()
+    assert run_main(convert_parameter_format.main, model, tmp_path / "m.h5", "-m",
+                    "nhwc") == USER_ERROR_STATUS
     assert the_line(capsys) == (f"error: {model}: an NNP model (export.py writes them for "
                                 "NNabla's runtimes), not a weight file: give the .h5 it was "
                                 "exported from")

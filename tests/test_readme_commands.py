@@ -67,6 +67,9 @@ NOT_RUN_HERE = {
     "bash scripts/gpu_smoke.sh": "it needs a GPU; tests/test_gpu_smoke.py checks its one-line "
                                  "refusal without one",
     "bash scripts/gpu_smoke.sh --cpu": "tests/test_gpu_smoke.py runs it and checks each step",
+    "python infer.py photo.jpg ResNet-50.nnp --labels label_words.csv -n default":
+        "it needs NNabla's model-zoo file ResNet-50.nnp (a download); tests/test_nnp_model.py "
+        "runs infer.py on an NNP written in that layout by NNabla's own saver",
 }
 # Programs whose commands are parsed here but not run (after the batch script, train.py's
 # arguments).
@@ -87,6 +90,7 @@ PRODUCERS: Dict[str, Tuple[str, ...]] = {
     "flowers/lists/train_label": (
         "python create_input_files.py -T flowers/train --val-dir flowers/val -o flowers/lists",),
     "rn50-nchw.h5": ("python convert_parameter_format.py rn50-nhwc.h5 rn50-nchw.h5 -m nchw -3",),
+    "rn50.nnp": ("python export.py rn50.h5 -a resnet50 -o rn50.nnp rn50.onnx",),
     "runs/resnet50": (TRAINED,),
     "runs/flowers-rn50": (FINETUNED,),
     "runs": (TRAINED, FINETUNED),  # a folder of runs to compare

@@ -28,7 +28,7 @@ from models import (
 
 from ..data.batch_plan import Shard
 from ..data.pipelines import DaliOptions, ImageFormat, InputPipeline
-from ..deploy.nnp_model import NnpModel, is_nnp_file, read_nnp_model
+from ..deploy.nnp_model import NnpModel, names_nnp_file, read_nnp_model
 from ..deploy.quantize import DEFAULT_CALIBRATION_IMAGES
 from ..eval.evaluation import CalibrationSource
 from ..process.context import CONTEXTS, TYPE_CONFIGS
@@ -263,7 +263,7 @@ def calibration_source_of(args: argparse.Namespace) -> Optional[CalibrationSourc
 def nnp_model_of(args: argparse.Namespace) -> Optional[NnpModel]:
     """WEIGHTS as an NNP file's classifier (None: a weight file); it runs in NNabla, on what
     it holds (its statistics, its classes)."""
-    if not is_nnp_file(args.weights):
+    if not names_nnp_file(args.weights):
         return None
     if args.runtime != "nnabla":
         raise UsageError(f"{args.weights}: an NNP file runs in NNabla (--runtime nnabla); "
@@ -419,7 +419,7 @@ def resolve_weight_file_args(parser: argparse.ArgumentParser, args: argparse.Nam
                              ) -> argparse.Namespace:
     """-a and -n left out: those of the published file named by `args.weights`."""
     known = published(args.weights)
-    if args.arch is None and is_nnp_file(args.weights):
+    if args.arch is None and names_nnp_file(args.weights):
         pass  # (an NNP file holds its network)
     elif args.arch is None:
         if known is None:

@@ -12,6 +12,7 @@ in pieces of its own size, the last one padded.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -134,8 +135,16 @@ def _load(path: str, network: Optional[str], batch_size: int) -> Tuple[Any, Any,
         return loader, loader.get_network(network, batch_size=batch_size), network
 
 
+def names_nnp_file(path: str) -> bool:
+    """Whether `path` is given as an NNP file: one, or a name ending in .nnp (a missing one is
+    then named as such, not as a weight file without -a)."""
+    return is_nnp_file(path) or path.lower().endswith(".nnp")
+
+
 def read_nnp_model(path: str, batch_size: int = 1) -> NnpModel:
     """The classifier in an NNP file, checked: one image input, one logits output."""
+    if not os.path.exists(path):
+        raise NnpModelError(f"{path}: no such NNP file")
     if not is_nnp_file(path):
         raise NnpModelError(f"{path}: not an NNP file (a zip with nnp_version.txt)")
     _, net, name = _load(path, None, batch_size)
