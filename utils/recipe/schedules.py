@@ -19,8 +19,9 @@ from typing_extensions import Annotated, Literal, get_args
 from .fields import SAVED_WHEN_SET, FilledFrom, Flag, Integer, Number, recipe, rule_error
 
 # The arguments the two schedules share, declared once.
-BaseLr = Annotated[Number, Field(gt=0, description="the learning rate per example (0.1 / 256 "
-                                                    "for SGD's 0.1 at a batch of 256)")]
+BaseLr = Annotated[Number, Field(gt=0, description=(
+    "the learning rate per example for the momentum and nesterov solvers (0.1 / 256 for "
+    "SGD's 0.1 at a batch of 256); the rate itself for adamw, lamb and lars (see solver)"))]
 WarmupEpochs = Annotated[Integer, Field(ge=0, description="epochs of linear warm-up")]
 
 
@@ -67,8 +68,9 @@ class EpochCosineSchedule:
     epochs: Annotated[Integer, Field(ge=1, description="the epoch the decay ends at"),
                       FilledFrom("epochs")]
     warmup_epochs: WarmupEpochs = 5
-    min_lr: Annotated[Number, Field(ge=0, description="the rate per example the decay ends "
-                                                      "at (<= base_lr)"), SAVED_WHEN_SET] = 0.0
+    min_lr: Annotated[Number, Field(ge=0, description="the rate the decay ends at, in "
+                                                      "base_lr's unit (<= base_lr)"),
+                      SAVED_WHEN_SET] = 0.0
 
     @model_validator(mode="after")
     def _decays(self) -> EpochCosineSchedule:
