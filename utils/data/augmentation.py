@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,6 +35,19 @@ _AUGMENT_STREAM, _POLICY_STREAM, _ERASING_STREAM = 0xA06, 0x9011, 0xE4A5
 Box = Tuple[int, int, int, int]  # (y, x, h, w) in the network's input
 
 
+def sized_boxes(uniforms: np.ndarray, area: int, area_range: Tuple[float, float],
+                aspect_range: Tuple[float, float]) -> Iterator[Tuple[int, int, float, float]]:
+    """For each row of 4 uniforms: the sides (a, b) of a box covering a fraction of `area`
+    drawn in `area_range`, with a log-uniform aspect a / b in `aspect_range`, and the row's two
+    uniforms left for its position. The crop and the erased box are drawn alike."""
+    log_lo, log_hi = math.log(aspect_range[0]), math.log(aspect_range[1])
+    for area_u, aspect_u, first_u, second_u in uniforms:
+        target = area * (area_range[0] + (area_range[1] - area_range[0]) * area_u)
+        aspect = math.exp(log_lo + (log_hi - log_lo) * aspect_u)
+        yield (int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect))),
+               first_u, second_u)
+
+
 def random_resized_crop_window(
     width: int, height: int, rng: np.random.Generator,
     area_range: Tuple[float, float] = CROP_AREA, ratio_range: Tuple[float, float] = CROP_RATIO,
@@ -46,13 +59,7 @@ def random_resized_crop_window(
     consumes the same number of random numbers, so later draws do not depend on the image.
     """
     u = rng.random((CROP_ATTEMPTS, 4))
-    area = width * height
-    log_lo, log_hi = math.log(ratio_range[0]), math.log(ratio_range[1])
-    for a_u, r_u, x_u, y_u in u:
-        target = area * (area_range[0] + (area_range[1] - area_range[0]) * a_u)
-        aspect = math.exp(log_lo + (log_hi - log_lo) * r_u)
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+    for w, h, x_u, y_u in sized_boxes(u, width * height, area_range, ratio_range):
         if 0 < w <= width and 0 < h <= height:
             x = min(int(x_u * (width - w + 1)), width - w)
             y = min(int(y_u * (height - h + 1)), height - h)
@@ -95,13 +102,7 @@ def random_erasing_box(
     (h / w) in `aspect_range`, strictly inside it (as torchvision's RandomErasing); None if
     none of 10 draws fits. Always consumes the same number of random numbers."""
     u = rng.random((ERASING_ATTEMPTS, 4))
-    area = height * width
-    log_lo, log_hi = math.log(aspect_range[0]), math.log(aspect_range[1])
-    for a_u, r_u, y_u, x_u in u:
-        target = area * (area_range[0] + (area_range[1] - area_range[0]) * a_u)
-        aspect = math.exp(log_lo + (log_hi - log_lo) * r_u)
-        h = int(round(math.sqrt(target * aspect)))
-        w = int(round(math.sqrt(target / aspect)))
+    for h, w, y_u, x_u in sized_boxes(u, height * width, area_range, aspect_range):
         if 0 < h < height and 0 < w < width:
             return (min(int(y_u * (height - h + 1)), height - h),
                     min(int(x_u * (width - w + 1)), width - w), h, w)
