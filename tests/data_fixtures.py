@@ -12,7 +12,7 @@ from PIL import Image
 
 from utils.data.batch_plan import BatchPlan, Shard
 from utils.data.pipelines import Batch, DaliOptions, ImageBatches, ImageFormat
-from utils.labels.file_list import FileList
+from utils.labels.file_list import FileList, read_file_list
 from utils.recipe.augmentation import OFFICIAL, Augmentation
 
 
@@ -56,6 +56,14 @@ def image_set(root: str, sizes: Sequence[Tuple[int, int]]) -> List[str]:
     """RGB JPEGs of the given (width, height), named img_<i>.JPEG under `root`."""
     return [save(photo(w, h, seed=i), os.path.join(root, f"img_{i:02d}.JPEG"))
             for i, (w, h) in enumerate(sizes)]
+
+
+def listed_image_set(root: str, sizes: Sequence[Tuple[int, int]]) -> FileList:
+    """`image_set` in `root` with a list file, image i of class i % 3 (of 3)."""
+    files = image_set(root, sizes)
+    list_file = write_list(os.path.join(root, "list.txt"),
+                           [(os.path.basename(f), i % 3) for i, f in enumerate(files)])
+    return read_file_list(list_file, root, num_classes=3)
 
 
 def write_list(path: str, rows: Iterable[Tuple[str, int]]) -> str:

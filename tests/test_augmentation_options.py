@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from typing import List
 
 import numpy as np
 import pytest
-from data_fixtures import host_images, image_set, load_images, photo, save, write_list
+from data_fixtures import (
+    host_images,
+    listed_image_set,
+    load_images,
+    photo,
+    save,
+)
 from PIL import Image
 
 from models import NORMALIZATIONS
 from utils.data.augmentation import augmentation_plan, erasing_plan, random_erasing_box
 from utils.data.batch_plan import BatchPlan, Shard, epoch_order
 from utils.data.pipelines import DaliOptions, ImageBatches, ImageFormat, validation_resize
-from utils.labels.file_list import FileList, read_file_list
+from utils.labels.file_list import FileList
 from utils.process.errors import DataError, UsageError
 from utils.recipe.augmentation import ERASING_AREA, ERASING_ASPECT, Augmentation
 
@@ -27,11 +32,7 @@ SIZES = [(40, 30), (30, 44), (64, 48), (50, 50), (36, 60), (48, 32), (33, 47)]  
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> FileList:
-    root = str(tmp_path_factory.mktemp("photos"))
-    files = image_set(root, SIZES)
-    list_file = write_list(os.path.join(root, "list.txt"),
-                           [(os.path.basename(f), i % 3) for i, f in enumerate(files)])
-    return read_file_list(list_file, root, num_classes=3)
+    return listed_image_set(str(tmp_path_factory.mktemp("photos")), SIZES)
 
 
 def loader(files: FileList, augmentation: Augmentation, batch_size: int = 3, seed: int = 2,

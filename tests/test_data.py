@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from data_fixtures import (
     host_images,
-    image_set,
+    listed_image_set,
     load_images,
     make_batches,
     photo,
@@ -43,11 +43,7 @@ SIZES = [(40, 30), (30, 44), (64, 48), (50, 50), (36, 60), (48, 32), (33, 47), (
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> FileList:
-    root = str(tmp_path_factory.mktemp("photos"))
-    files = image_set(root, SIZES)
-    list_file = write_list(os.path.join(root, "list.txt"),
-                           [(os.path.basename(f), i % 3) for i, f in enumerate(files)])
-    return read_file_list(list_file, root, num_classes=3)
+    return listed_image_set(str(tmp_path_factory.mktemp("photos")), SIZES)
 
 
 def batches(files: FileList, batch_size: int = 4, training: bool = False, **kw) -> ImageBatches:
