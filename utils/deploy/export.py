@@ -37,6 +37,7 @@ from ..process.errors import UserError
 from ..process.startup import quiet_nnabla_info
 from ..weights.files import WeightFile
 from .nnp_model import add_preprocessing, is_nnp_file
+from .onnx_graph import simplify
 
 # The opsets nnabla-converter 1.39.0 implements; it silently writes opset 7 for any other.
 ONNX_OPSETS = (7, 9, 10, 11, 13)
@@ -215,7 +216,9 @@ def save_nnp(graph: InferenceGraph, path: str) -> None:
 
 def nnp_to_onnx(nnp_path: str, onnx_path: str, batch_size: int, opset: int = DEFAULT_OPSET
                 ) -> None:
-    """Convert an NNP file with NNabla's converter (the Python API behind `nnabla_cli convert`)."""
+    """Convert an NNP file with NNabla's converter (the Python API behind `nnabla_cli convert`),
+    then its ReLU6 and padded max pooling rewritten as ONNX Runtime runs them fast
+    (utils/deploy/onnx_graph.py)."""
     if opset not in ONNX_OPSETS:
         raise ExportError(f"ONNX opset {opset} is not supported by nnabla-converter; "
                           f"choose from {', '.join(map(str, ONNX_OPSETS))}")
@@ -230,6 +233,11 @@ def nnp_to_onnx(nnp_path: str, onnx_path: str, batch_size: int, opset: int = DEF
             OnnxExporter(nnp, batch_size, ONNX_IR_VERSION, opset=str(opset)).execute(onnx_path)
 
     _run_deeply_recursive(convert)
+    import onnx
+
+    model = onnx.load(onnx_path)
+    if any(simplify(model, opset).values()):
+        onnx.save(model, onnx_path)
 
 
 def _run_deeply_recursive(job: Callable[[], None]) -> None:
