@@ -105,7 +105,7 @@ def test_int8_model_is_qdq_per_channel_cached_and_scored(weights, tmp_path, monk
               "--calibration-root", DEMO / "train", "--calibration-images", "24"]
     first = run_script("validation.py", *common, "-M", tmp_path / "a", check=True)
     assert "INT8 model quantized on 24 images" in first.stderr
-    (model,) = (tmp_path / "cache" / "onnx").glob("resnet18-*-b8-32x32-opset13-int8-cal*.onnx")
+    (model,) = (tmp_path / "cache" / "onnx").glob("resnet18-*-b8-32x32-opset13-g2-int8-cal*.onnx")
     graph = onnx.load(str(model)).graph
     ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -32,7 +32,7 @@ def test_the_model_is_exported_once_and_gives_nnablas_logits(weights, tmp_path):
     path, check = onnx_model(weights, "resnet18", 10, 4, (32, 32), folder=str(tmp_path))
     assert check is not None and check.passed and check.top1_agreements == 4
     assert os.path.basename(path) == (f"resnet18-{file_digest(weights.path)[:16]}-10c-b4-"
-                                      "32x32-opset11.onnx")
+                                      "32x32-opset11-g2.onnx")
     written = os.stat(path).st_mtime_ns
     again, check_again = onnx_model(weights, "resnet18", 10, 4, (32, 32), folder=str(tmp_path))
     assert (again, check_again) == (path, None) and os.stat(path).st_mtime_ns == written
@@ -48,7 +48,9 @@ def test_the_model_is_exported_once_and_gives_nnablas_logits(weights, tmp_path):
 
 def test_the_name_follows_the_content_and_the_shape(weights, tmp_path):
     key = ModelKey("ab" * 32, "resnet18", 10, 4, (32, 32))
-    assert key.file_name() == "resnet18-abababababababab-10c-b4-32x32-opset11.onnx"
+    assert key.file_name() == "resnet18-abababababababab-10c-b4-32x32-opset11-g2.onnx"
+    assert ModelKey("ab" * 32, "resnet18", 10, 4, (32, 32), graph_revision=1).file_name() \
+        != key.file_name()  # a model exported before the graph rewrites is not reused
     assert ModelKey("cd" * 32, "resnet18", 10, 4, (32, 32)).file_name() != key.file_name()
     assert ModelKey("ab" * 32, "resnet18", 10, 8, (32, 32)).file_name() != key.file_name()
     copy = tmp_path / "copy.h5"
@@ -108,7 +110,7 @@ def test_evaluation_through_onnx_runtime_counts_what_nnabla_counts(weights, tmp_
     assert round(theirs.top5_error * 40) == round(ours.top5_error * 40)
     assert 0 < ours.top5_error < 1
     assert theirs.loss == pytest.approx(ours.loss, rel=1e-4)
-    exported = list((tmp_path / "cache" / "onnx").glob("resnet18-*-10c-b8-32x32-opset11.onnx"))
+    exported = list((tmp_path / "cache" / "onnx").glob("resnet18-*-10c-b8-32x32-opset11-g2.onnx"))
     assert len(exported) == 1
     assert any(line.startswith("onnxruntime ") and "(exported and verified:" in line
                for line in logged)

@@ -21,6 +21,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+# The version of these rewrites, in the names of cached models (utils/deploy/onnx_runtime.py):
+# a model exported before a rewrite changed is made again, not reused. 1: no rewrite.
+GRAPH_REVISION = 2
 # Constant folding is needed only as far as the converter's scalar bounds go.
 _FOLDABLE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
 # From opset 11 Clip takes its bounds as inputs; before that, as attributes.
