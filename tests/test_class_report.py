@@ -1,6 +1,7 @@
 """The confusion matrix as drawn: its cells hold each true class's fractions of top-1
-predictions (classes without images left out), and confusion.png shows those fractions in
-the colour map's shades, so an empty or wrong matrix fails here, not only a missing file."""
+predictions (classes without images left out), and confusion.png (and TensorBoard's image)
+shows those fractions in the colour map's shades, so an empty or wrong matrix fails here,
+not only a missing file."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 
 from utils.eval.per_class import ClassCounts
 from utils.outputs.class_report import confusion_figure, plot_confusion
+from utils.outputs.tensorboard import figure_pixels
 
 # 4 classes; class 2 has no images. Rows: true class, columns: top-1 prediction.
 CONFUSION = np.array([[3, 1, 0, 0],
@@ -48,6 +50,8 @@ def test_confusion_png_shows_each_fraction_in_its_cell(tmp_path):
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     assert pixels.shape[:2] == canvas.get_width_height()[::-1]
+    # TensorBoard's validation/confusion image is these pixels too.
+    assert np.array_equal(figure_pixels(figure), pixels)
     to_pixels = figure.axes[0].transData
     blues = colormaps["Blues"]
     for row in range(3):
