@@ -37,7 +37,7 @@ def test_a_gpu_context_without_the_extension_is_our_line_alone(script, flag, tmp
     import subprocess
     import sys
 
-    from paths import REPO
+    from paths import HANG_GUARD, REPO
 
     from utils.process.context import gpu_count
 
@@ -47,7 +47,7 @@ def test_a_gpu_context_without_the_extension_is_our_line_alone(script, flag, tmp
             "train.py": ["-a", "resnet18", "-T", str(tmp_path), "-V", str(tmp_path)],
             "benchmark.py": ["-a", "resnet18", "-o", str(tmp_path / "b.csv")]}[script]
     result = subprocess.run([sys.executable, str(REPO / script), *args, "-c", flag],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: -c {flag} needs NNabla's CUDA extension (requirements-gpu.txt), not installed "
@@ -60,7 +60,7 @@ def test_channel_last_on_the_cpu_is_refused_before_any_work(backend, tmp_path):
     import subprocess
     import sys
 
-    from paths import REPO
+    from paths import HANG_GUARD, REPO
 
     from utils.process.context import gpu_count
 
@@ -70,7 +70,7 @@ def test_channel_last_on_the_cpu_is_refused_before_any_work(backend, tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "-a", "resnet18", "-T", str(missing),
          "-V", str(missing), "--channel-last", "-c", backend],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: --channel-last needs a GPU: NNabla's CPU backend runs NCHW only"]

@@ -139,11 +139,11 @@ print("started")
 # guard, it would wait that long and then kill the process); one that never ends, 1 s.
 @pytest.mark.parametrize("sleep, limit, started", [(0.0, 60.0, True), (30.0, 1.0, False)])
 def test_a_start_up_that_never_ends_is_stopped_with_one_line(sleep, limit, started):
-    from paths import REPO
+    from paths import HANG_GUARD, REPO
 
     done = subprocess.run(
         [sys.executable, "-c", GUARD.format(repo=str(REPO), sleep=sleep, limit=limit)],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=HANG_GUARD)
     if started:
         assert (done.returncode, done.stdout, done.stderr) == (0, "started\n", "")
     else:
