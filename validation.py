@@ -53,6 +53,7 @@ from utils.outputs.batch_grid import first_batch_grid
 from utils.outputs.results_table import Cell, markdown_path, model_size, read_results_table
 from utils.outputs.sink import output_sink
 from utils.process.errors import UsageError
+from utils.process.pause_point import pause_at
 from utils.process.run import run
 from utils.process.runtime import Runtime, setup_runtime
 from utils.process.watchdog import start_watchdog
@@ -209,6 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cell.arch, result_classes(cell), cli.spatial_size_of(cell))
         table.add(model, folder, Cell.of(result), size)
         sink.results_table(args.table, table)
+        pause_at("table cell written")
     runtime.log(f"wrote {args.table} and {markdown_path(args.table)}")
     return 0
 

@@ -37,7 +37,7 @@ def test_a_gpu_context_without_the_extension_is_our_line_alone(script, flag, tmp
     import subprocess
     import sys
 
-    from paths import REPO
+    from paths import HANG_GUARD, REPO
 
     from utils.process.context import gpu_count
 
@@ -47,8 +47,31 @@ def test_a_gpu_context_without_the_extension_is_our_line_alone(script, flag, tmp
             "train.py": ["-a", "resnet18", "-T", str(tmp_path), "-V", str(tmp_path)],
             "benchmark.py": ["-a", "resnet18", "-o", str(tmp_path / "b.csv")]}[script]
     result = subprocess.run([sys.executable, str(REPO / script), *args, "-c", flag],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: -c {flag} needs NNabla's CUDA extension (requirements-gpu.txt), not installed "
         "here (No module named 'nnabla_ext.cudnn'); use -c auto or cpu"]
+
+
+@pytest.mark.parametrize("backend", ["auto", "cpu"])
+def test_channel_last_on_the_cpu_is_refused_before_any_work(backend, tmp_path):
+    """train.py on a CPU with --channel-last: one line, status 2, nothing read or written."""
+    import subprocess
+    import sys
+
+    from paths import HANG_GUARD, REPO
+
+    from utils.process.context import gpu_count
+
+    if gpu_count() and backend == "auto":
+        pytest.skip("-c auto runs on this machine's GPU, which takes channel-last")
+    missing = tmp_path / "no-such-folder"  # never opened: the refusal comes first
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-a", "resnet18", "-T", str(missing),
+         "-V", str(missing), "--channel-last", "-c", backend],
+        cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --channel-last needs a GPU: NNabla's CPU backend runs NCHW only"]
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []

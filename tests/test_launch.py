@@ -128,19 +128,22 @@ GUARD = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from utils.process.launch import StartupGuard
-guard = StartupGuard(1.0, "srun started 2 processes")
+guard = StartupGuard({limit}, "srun started 2 processes")
 time.sleep({sleep})
 guard.done()
 print("started")
 """
 
 
-@pytest.mark.parametrize("sleep, started", [(0.0, True), (30.0, False)])
-def test_a_start_up_that_never_ends_is_stopped_with_one_line(sleep, started):
-    from paths import REPO
+# A start-up that ends is given a limit no busy machine reaches (were `done` not to stop the
+# guard, it would wait that long and then kill the process); one that never ends, 1 s.
+@pytest.mark.parametrize("sleep, limit, started", [(0.0, 60.0, True), (30.0, 1.0, False)])
+def test_a_start_up_that_never_ends_is_stopped_with_one_line(sleep, limit, started):
+    from paths import HANG_GUARD, REPO
 
-    done = subprocess.run([sys.executable, "-c", GUARD.format(repo=str(REPO), sleep=sleep)],
-                          capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        [sys.executable, "-c", GUARD.format(repo=str(REPO), sleep=sleep, limit=limit)],
+        capture_output=True, text=True, timeout=HANG_GUARD)
     if started:
         assert (done.returncode, done.stdout, done.stderr) == (0, "started\n", "")
     else:

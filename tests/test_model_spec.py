@@ -47,6 +47,33 @@ COUNTS = {
     "efficientnet_b8": (1151, 87793174, 87413142),
     "efficientnet_l2": (1654, 481399996, 480309308),
 }
+# Trainable parameters as published (1000 classes): exactly, by torchvision's model pages
+# (`num_params`) for the networks NNabla's files share with it, ...
+PUBLISHED_PARAMETERS = {
+    "resnet18": 11689512, "resnet34": 21797672, "resnet50": 25557032,
+    "resnet101": 44549160, "resnet152": 60192808, "resnext50": 25028904,
+    "mobilenet_v2": 3504872,
+    "efficientnet_b0": 5288548, "efficientnet_b1": 7794184, "efficientnet_b2": 9109994,
+    "efficientnet_b3": 12233232, "efficientnet_b4": 19341616, "efficientnet_b5": 30389784,
+    "efficientnet_b6": 43040704, "efficientnet_b7": 66347960,
+}
+# ... and in millions, as the papers round them: MobileNetV1 4.2 (Howard et al. 2017),
+# MobileNetV3 5.4 and 2.5 (Howard et al. 2019; NNabla's SE widths are not rounded to 8,
+# hence a little more), SE-ResNet-50 28.1 and SE-ResNeXt-50 27.6 (Hu et al. 2018),
+# EfficientNet-L2 480 (Xie et al. 2020).
+PAPER_MILLIONS = {
+    "mobilenet_v1": 4.2, "mobilenet_v3_large": 5.4, "mobilenet_v3_small": 2.5,
+    "se_resnet50": 28.1, "se_resnext50": 27.6, "efficientnet_l2": 480,
+}
+
+
+def test_the_pinned_counts_are_the_published_ones():
+    """COUNTS (checked against the built networks below) against the published counts."""
+    assert {a: COUNTS[a][2] for a in PUBLISHED_PARAMETERS} == PUBLISHED_PARAMETERS
+    for arch, millions in PAPER_MILLIONS.items():
+        assert COUNTS[arch][2] / 1e6 == pytest.approx(millions, rel=0.015), arch
+
+
 RESOLUTIONS = {
     "efficientnet_b0": 224, "efficientnet_b1": 240, "efficientnet_b2": 260,
     "efficientnet_b3": 300, "efficientnet_b4": 380, "efficientnet_b5": 456,

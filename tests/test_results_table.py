@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from eval_fixtures import DEMO, REPO, make_weight_file, run_script
+from fault_fixtures import Process, paused
 
 from utils.eval.evaluation import EvaluationResult
 from utils.outputs.results_table import Cell, ModelSize, markdown_path, read_results_table
@@ -62,24 +61,17 @@ def test_a_2x2_table_in_one_command_killed_halfway_measures_only_the_missing_cel
                "--num-classes", "10", "--spatial-size", "32", "-V", *sets, "--labels",
                labels_file(tmp_path / "labels.csv"), "-b", "10", "--no-progress", "-M",
                str(tmp_path / "M"), "--table", str(table)]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:  # killed as soon as one cell is in the table
-        deadline = time.monotonic() + 300
-        while not table.exists() and time.monotonic() < deadline and first.poll() is None:
-            time.sleep(0.05)
-        assert table.exists(), "no cell written"
-    finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
+    # killed once the first cell is in the table (it waits there: utils/process/pause_point.py)
+    first = Process(command[1:], tmp_path, "first", pause="table cell written")
+    first.wait_for(paused("table cell written"))
+    first.kill()
     rows = list(csv.DictReader(table.open()))
     kept = {(r["model"], s): r[f"{s}:images_per_s"] for r in rows for s in sets
             if r[f"{s}:top1_error"]}
-    assert 1 <= len(kept) < 4
+    assert list(kept) == [(models[0], sets[0])]  # the first cell, and only it
 
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=600)
+    rerun = subprocess.run(command, cwd=REPO, env={**os.environ, "MPLBACKEND": "Agg"},
+                           capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(kept)} of 4 cells measured earlier, {4 - len(kept)} to measure" in \
         rerun.stderr

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
-from paths import REPO
+from paths import HANG_GUARD, REPO
 from tqdm import tqdm
 
 from utils.process.comm import Communicator
@@ -49,8 +47,10 @@ def test_ctrl_c_is_status_130_and_one_line(capsys):
 
 @pytest.mark.parametrize("ending", ["returns", "user error", "bug"])
 def test_the_watchdog_main_started_stops_with_it(ending):
+    started = []
+
     def main() -> int:
-        start_watchdog(60, Communicator())
+        started.append(start_watchdog(60, Communicator()))
         if ending == "user error":
             raise DataError("x")
         if ending == "bug":
@@ -62,7 +62,8 @@ def test_the_watchdog_main_started_stops_with_it(ending):
             run(main)
     else:
         run(main)
-    deadline = time.monotonic() + 5
-    while any(t.name == "watchdog" for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "the watchdog thread is still running"
-        time.sleep(0.01)
+    (dog,) = started
+    assert dog._stopped.is_set(), "run left the watchdog watching"
+    # Stopped, its thread ends when next scheduled: joined, however busy the machine.
+    dog._thread.join(HANG_GUARD)
+    assert not dog._thread.is_alive()

@@ -234,7 +234,8 @@ def test_parse_args_defaults_and_errors(capsys):
     assert args.monitor_path is None and args.batch_size == 128
     with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "--finetune"])
-    assert "--finetune needs --model-load-path" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        ": error: --finetune needs --model-load-path")
     with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "-b", "0"])
     assert capsys.readouterr().err.endswith(
@@ -259,7 +260,8 @@ def test_save_interval_and_kept_checkpoints_must_be_positive(flag, capsys):
 def test_ema_decay_must_be_below_one(capsys):
     with pytest.raises(SystemExit, match="^2$"):  # a usage error
         train.parse_args(["-a", "resnet18", "--ema-decay", "1"])
-    assert "--ema-decay must be in [0, 1)" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        ": error: --ema-decay must be in [0, 1), got 1.0")
 
 
 def test_accumulating_more_batches_than_an_epoch_has_is_refused(setup, tmp_path):

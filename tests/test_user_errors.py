@@ -139,7 +139,8 @@ def test_messages_name_what_the_user_gave(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         train.parse_args(["-a", "resnet18", "-e", "0"])
     assert stopped.value.code == USER_ERROR_STATUS
-    assert "argument -e/--epochs: must be a positive integer, got 0" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        ": error: argument -e/--epochs: must be a positive integer, got 0")
     broken = tmp_path / "broken.JPEG"
     data = (DEMO / "val" / "ILSVRC2012_val_00000001.JPEG").read_bytes()
     broken.write_bytes(data[: len(data) // 2])

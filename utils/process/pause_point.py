@@ -3,7 +3,8 @@ whatever the machine's speed (waiting for a line, not for time). Never set in no
 
 With `NNABLA_IMAGENET_TEST_PAUSE` set to the name of a point the code passes ("epoch 0
 iteration 2": after the update of that batch, before the step's stop check; "checkpoint
-written": a checkpoint complete under its temporary name, not yet renamed), the process
+written": a checkpoint complete under its temporary name, not yet renamed; "table cell
+written": validation.py --table with a cell's row written), the process
 writes `test pause: <point>` on stderr there and waits: until a stop signal is seen, when
 the caller says how to see one, else until it is killed.
 """
