@@ -4,10 +4,13 @@ import os
 import re
 
 import pytest
+from annotated_types import Ge, Gt, Le, Lt
 from paths import CFG
+from pydantic_core import PydanticCustomError
 
 from utils.recipe.augmentation import Augmentation, ProgressiveResizing
 from utils.recipe.config import ConfigError, TrainConfig, config_from_data, load_config, save_config
+from utils.recipe.fields import Ordered, bound_words
 from utils.recipe.schedules import EpochCosineSchedule, EpochStepSchedule
 
 RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
@@ -535,3 +538,22 @@ def test_unknown_schedule_types_still_list_the_short_names(tmp_path):
                                           r"EpochCosineLearningRateScheduler, EpochStep, "
                                           r"EpochCosine$"):
         load_config(path)
+
+
+def test_an_ordered_pair_is_above_its_low_bound_and_may_be_equal():
+    rule = Ordered(0, 1)
+    assert rule((0.5, 0.5)) == (0.5, 0.5) and rule((0.25, 1.0)) == (0.25, 1.0)
+    for pair, got in (((0.0, 0.5), "[0, 0.5]"), ((2.0, 3.0), "[2, 3]"), ((0.5, 1.5), "[0.5, 1.5]")):
+        with pytest.raises(PydanticCustomError) as refused:
+            rule(pair)
+        assert refused.value.message() == f"must be 0 < low <= high <= 1, got {got}"
+
+
+@pytest.mark.parametrize("core, bounds, words", [
+    (float, [Gt(0)], "> 0"), (float, [Ge(0)], ">= 0"), (float, [Le(1)], "<= 1"),
+    (float, [Lt(1)], "< 1"), (float, [Ge(0), Lt(1)], "in [0, 1)"),
+    (float, [Gt(0), Le(1)], "in (0, 1]"), (int, [Ge(1), Le(10)], "in 1..10"),
+    (int, [Gt(0), Le(10)], "in (0, 10]"), (float, [], ""),
+])
+def test_bounds_in_words(core, bounds, words):
+    assert bound_words(core, bounds) == words
