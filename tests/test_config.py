@@ -557,3 +557,14 @@ def test_an_ordered_pair_is_above_its_low_bound_and_may_be_equal():
 ])
 def test_bounds_in_words(core, bounds, words):
     assert bound_words(core, bounds) == words
+
+
+@pytest.mark.parametrize("key, text", [("null", "null"), ("~", "~"), ("Null", "Null")])
+def test_a_null_key_is_named_with_its_line(tmp_path, key, text):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((CFG / "quickstart.yaml").read_text() + f"{key}: 3\n")
+    line = len(recipe.read_text().splitlines())
+    with pytest.raises(ConfigError) as refused:
+        load_config(recipe)
+    assert str(refused.value) == (f"{recipe}, line {line}: key {text!r} is YAML's null, not a "
+                                  "name: remove it, or quote it")
