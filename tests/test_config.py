@@ -568,3 +568,36 @@ def test_a_null_key_is_named_with_its_line(tmp_path, key, text):
         load_config(recipe)
     assert str(refused.value) == (f"{recipe}, line {line}: key {text!r} is YAML's null, not a "
                                   "name: remove it, or quote it")
+
+
+def test_a_recipe_from_data_keeps_its_source_and_a_wrong_epochs_there_is_its_own():
+    """The data's `epochs` is not train.py's --epochs: its error is the value's, not the
+    flag's."""
+    config = load_config(os.path.join(CFG, "quickstart.yaml"))
+    assert config_from_data(config.to_dict(), "x.ckpt").source == "x.ckpt"
+    with pytest.raises(ConfigError) as refused:
+        config_from_data({**config.to_dict(), "epochs": 0}, "x.ckpt")
+    assert str(refused.value).startswith("x.ckpt: 'epochs' must be")
+    assert "--epochs" not in str(refused.value) and "-e" not in str(refused.value)
+
+
+def test_the_saved_file_names_its_source_and_keeps_the_keys_in_file_order(tmp_path,
+                                                                          monkeypatch):
+    import yaml
+
+    config = load_config(os.path.join(CFG, "quickstart.yaml"))
+    monkeypatch.chdir(tmp_path)
+    save_config(config, "saved.yaml")  # no folder in the name: the current one
+    text = (tmp_path / "saved.yaml").read_text()
+    source = os.path.join(CFG, "quickstart.yaml")
+    assert text.splitlines()[0] == f"# Effective training configuration (from {source})."
+    keys = list(yaml.safe_load(text))
+    assert keys == list(config.to_dict()) and keys != sorted(keys)
+
+
+@pytest.mark.parametrize("noun, plural", [("policy", "policies"), ("key", "keys"),
+                                          ("solver", "solvers"), ("y", "ys")])
+def test_the_plural_in_the_list_of_valid_names(noun, plural):
+    from utils.recipe.config import _plural
+
+    assert _plural(noun) == plural
