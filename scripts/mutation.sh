@@ -34,7 +34,11 @@ else
     for path in "${configured[@]}"; do
       [ "$(basename "$path" .py)" = "$name" ] && found="$path"
     done
-    [ -n "$found" ] || { echo "mutation: '$name' is not one of: ${configured[*]}" >&2; exit 2; }
+    if [ -z "$found" ]; then
+      echo "mutation: '$name' is not a mutated module; name one of:" \
+           "$(for path in "${configured[@]}"; do basename "$path" .py; done | tr '\n' ' ')" >&2
+      exit 2
+    fi
     files+=("$found")
   done
 fi
