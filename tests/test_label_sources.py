@@ -266,3 +266,15 @@ def test_display_names_come_from_a_words_file_up_to_four_folders_above(tmp_path)
     nearer.write_text("n00000001\tin the folder\n")
     assert display_names(classes, str(train)) == (
         [imagenet_class_names()[0], "in the folder", "apple"], str(nearer))
+
+
+def test_an_id_without_a_training_folder_is_not_a_validation_class(tmp_path):
+    """Numbered training folders 0 and 2: id 1 exists but was never trained."""
+    classes, _ = training_classes(scan(["0", "2"], [0, 2]), "train", None, False, False)
+    val = files(tmp_path / "val", ["0/a.jpg", "2/b.jpg"])
+    got = ClassFolders(str(val), progress=False).label(classes)
+    assert (got.paths, got.labels) == (["0/a.jpg", "2/b.jpg"], [0, 2])
+    files(val, ["1/c.jpg"])
+    with pytest.raises(DataError, match=rf"^{val}: class folder\(s\) not among the training "
+                                        r"classes: 1$"):
+        ClassFolders(str(val), progress=False).label(classes)
