@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from utils.recipe.augmentation import Augmentation, ProgressiveResizing
 from utils.recipe.config import ConfigError, TrainConfig, config_from_data, load_config, save_config
-from utils.recipe.fields import Ordered, bound_words
+from utils.recipe.fields import Ordered, bound_words, type_words
 from utils.recipe.schedules import EpochCosineSchedule, EpochStepSchedule
 
 RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
@@ -601,3 +601,12 @@ def test_the_plural_in_the_list_of_valid_names(noun, plural):
     from utils.recipe.config import _plural
 
     assert _plural(noun) == plural
+
+
+def test_types_in_words_for_the_table_and_the_errors():
+    from typing import Dict, Literal, Tuple
+
+    assert type_words(Literal["sgd", "adamw"]) == ("name", "one of sgd, adamw")
+    assert type_words(Tuple[int, ...]) == ("list of integers", "a list of integers")
+    assert type_words(Tuple[float, float]) == ("[low, high]", "a list [low, high]")
+    assert type_words(Dict[str, int]) == ("mapping", "a mapping of keys to values")
