@@ -278,3 +278,16 @@ def test_an_id_without_a_training_folder_is_not_a_validation_class(tmp_path):
     with pytest.raises(DataError, match=rf"^{val}: class folder\(s\) not among the training "
                                         r"classes: 1$"):
         ClassFolders(str(val), progress=False).label(classes)
+
+
+def test_flat_file_numbers_start_at_one_and_refusals_name_the_file(tmp_path):
+    truth = GroundTruthFile("gt.txt", [3, 2, 1], str(tmp_path))
+    assert [truth.label_of(f"ILSVRC2012_val_0000000{n}.JPEG") for n in (1, 2, 3)] == [3, 2, 1]
+    for number in (0, 4):
+        name = f"ILSVRC2012_val_0000000{number}.JPEG"
+        with pytest.raises(DataError, match=rf"^{tmp_path / name}: image number {number} has "
+                                            r"no line in gt\.txt$"):
+            truth.label_of(name)
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'cat.jpg'}: not an ImageNet validation "
+                                        r"file name; give its labels with -V$"):
+        ImageNetPackage(str(tmp_path)).label_of("cat.jpg")
