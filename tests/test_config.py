@@ -610,3 +610,16 @@ def test_types_in_words_for_the_table_and_the_errors():
     assert type_words(Tuple[int, ...]) == ("list of integers", "a list of integers")
     assert type_words(Tuple[float, float]) == ("[low, high]", "a list [low, high]")
     assert type_words(Dict[str, int]) == ("mapping", "a mapping of keys to values")
+
+
+@pytest.mark.parametrize("epochs, error", [
+    (2**31 - 1, None), (2**31, "'epochs' must be at most 2147483647, got 2147483648")])
+def test_an_integer_key_is_at_most_the_common_limit(tmp_path, epochs, error):
+    recipe = tmp_path / "r.yaml"
+    text = (CFG / "quickstart.yaml").read_text()
+    recipe.write_text(re.sub(r"(?m)^epochs: .*$", f"epochs: {epochs}", text))
+    if error is None:
+        assert load_config(recipe).epochs == epochs
+    else:
+        with pytest.raises(ConfigError, match=re.escape(error) + "$"):
+            load_config(recipe)
