@@ -5,8 +5,8 @@
 # surviving mutants listed.
 #   bash scripts/mutation.sh                  every module in [tool.mutmut] of pyproject.toml
 #   bash scripts/mutation.sh schedules plots  only these (a module's file name without .py)
-# Each run starts afresh: mutmut's working copy ./mutants (git-ignored) is rebuilt. About 15
-# minutes for every module on two cores.
+# Each run starts afresh: mutmut's working copy ./mutants (git-ignored) is rebuilt. Every module
+# takes most of an hour on a busy 2-core machine (docs/setup.md, "Mutation testing").
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
