@@ -9,7 +9,7 @@ from typing import List
 import numpy as np
 import pytest
 
-from utils.data.batch_plan import BatchPlan, Shard
+from utils.data.batch_plan import BatchPlan, Shard, batch_positions
 from utils.labels.file_list import FileList
 from utils.process.errors import DataError
 from utils.train.step import update_group, updates_per_epoch
@@ -120,3 +120,43 @@ def test_the_real_images_of_iterations_over_all_ranks():
     plan = BatchPlan(files(13), 2, True, shard=Shard(1, 2))  # 4 images an iteration
     assert [plan.images_in(i, 1) for i in range(4)] == [4, 4, 4, 1]
     assert plan.images_in(2, 2) == 5 and plan.images_in(0, 4) == 13 and plan.images_in(4, 1) == 0
+
+
+def test_the_refusals_say_exactly_what_is_wrong():
+    """The lines a user or a caller gets: the rank's range, the list's name, the repeats."""
+    with pytest.raises(ValueError, match=r"^rank 3 outside 0\.\.2$"):
+        batch_positions(10, 2, 3, 3, 0)
+    with pytest.raises(ValueError, match=r"^rank -1 outside 0\.\.2$"):
+        batch_positions(10, 2, -1, 3, 0)
+    with pytest.raises(DataError, match=r"^the image list: no images$"):
+        BatchPlan(files(0), 4, True)
+    for repeats, training in ((0, True), (2, False)):
+        with pytest.raises(ValueError, match=rf"^repeats {repeats}: a positive number, 1 unless "
+                                             r"training$"):
+            BatchPlan(files(3), 1, training, repeats=repeats)
+
+
+def test_the_last_rank_gets_the_last_slot_of_each_iteration():
+    positions, valid = batch_positions(10, 2, 2, 3, 1)  # slots 6 + (0, 3) + 2
+    assert positions.tolist() == [8, 1] and valid.tolist() == [True, False]
+
+
+def test_repeated_augmentation_shows_each_image_k_times_a_cycle_side_by_side():
+    """repeats 2 on 6 images: epochs 0 and 1 are one cycle, each image twice in a row."""
+    plan = BatchPlan(files(6), 6, True, seed=4, repeats=2)
+    cycle = np.concatenate([plan.batch(0, 0).indices, plan.batch(1, 0).indices])
+    assert sorted(cycle.tolist()) == sorted(list(range(6)) * 2)
+    assert (cycle[0::2] == cycle[1::2]).all()
+    assert plan.layout["repeats"] == 2
+
+
+def test_a_change_of_several_keys_names_each_and_the_last_iteration_is_a_boundary(caplog):
+    plan = BatchPlan(files(13), 4, True, seed=2)
+    saved = {"epoch": 1, "iteration": 0, **plan.layout}
+    caplog.set_level(logging.WARNING, logger="nnabla")
+    other = BatchPlan(files(13), 4, False, seed=5)
+    assert other.position_of(saved) == (1, 0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "data layout changed since the saved state (seed, training); epoch 1 onwards follows "
+        "the new layout"]
+    assert plan.position_of({**saved, "iteration": 4}) == (1, 4)  # the epoch done

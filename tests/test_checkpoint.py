@@ -2,6 +2,7 @@
 import errno
 import io
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,7 @@ from utils.process.atomic import atomic_path, atomic_write_text
 from utils.process.errors import OutputError
 from utils.train.checkpoint import (
     CheckpointError,
+    checkpoint_dir,
     identity_mismatch,
     latest_checkpoint,
     list_checkpoints,
@@ -81,6 +83,67 @@ def test_only_the_newest_are_kept(tmp_path):
         "checkpoint_e0005_i0000040.npz", "checkpoint_e0005_i0000000.npz"]
 
 
+def test_three_are_kept_unless_told_and_at_least_one_must_be(tmp_path):
+    d = str(tmp_path)
+    for epoch in range(5):
+        save_checkpoint(d, epoch, 0, {}, *state(epoch))
+    assert [os.path.basename(p)[:16] for p in list_checkpoints(d)] == [
+        "checkpoint_e0004", "checkpoint_e0003", "checkpoint_e0002"]
+    save_checkpoint(d, 5, 0, {}, *state(5), keep=1)
+    assert [os.path.basename(p) for p in list_checkpoints(d)] == ["checkpoint_e0005_i0000000.npz"]
+    with pytest.raises(ValueError, match=r"^keep must be at least 1 \(the checkpoint just "
+                                         r"written\), got 0$"):
+        save_checkpoint(d, 6, 0, {}, *state(6), keep=0)
+    assert checkpoint_dir(os.path.join("runs", "a")) == os.path.join("runs", "a", "checkpoints")
+
+
+def test_the_newest_is_ordered_by_epoch_first_then_iteration(tmp_path):
+    d = str(tmp_path)
+    save_checkpoint(d, 1, 50, {}, *state(1))
+    save_checkpoint(d, 2, 3, {}, *state(2))
+    assert [os.path.basename(p) for p in list_checkpoints(d)] == [
+        "checkpoint_e0002_i0000003.npz", "checkpoint_e0001_i0000050.npz"]
+    ck = load_checkpoint(list_checkpoints(d)[0])
+    assert ck.path == list_checkpoints(d)[0] and ck.meta["iteration"] == 3
+
+
+def rewrite(path, change):
+    """Write `path` again with `change(arrays)` applied to its arrays (the record kept)."""
+    with np.load(path, allow_pickle=True) as data:
+        arrays = {k: data[k] for k in data.files}
+    change(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize("change", [
+    lambda a: a.update({"param/conv1/conv/W": a["param/conv1/conv/W"].view(np.int32)}),
+    lambda a: a.update({"param/conv1/conv/W": a["param/conv1/conv/W"].reshape(12, 9)}),
+], ids=["same bytes as another type", "same bytes in another shape"])
+def test_the_checksum_covers_each_arrays_type_and_shape(tmp_path, change):
+    path = save_checkpoint(str(tmp_path), 1, 0, {}, *state(1))
+    rewrite(path, change)
+    with pytest.raises(CheckpointError, match=r"checksum mismatch \(the file was damaged\)$"):
+        load_checkpoint(path)
+
+
+def test_a_file_without_a_usable_record_or_with_pickled_objects_is_named(tmp_path):
+    path = save_checkpoint(str(tmp_path), 1, 0, {}, *state(1))
+    rewrite(path, lambda a: a.update({"meta": np.frombuffer(b"{not json", np.uint8)}))
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(path)}: damaged record \("):
+        load_checkpoint(path)
+    rewrite(path, lambda a: a.pop("meta"))
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(path)}: not a checkpoint \(no "
+                                              r"record\)$"):
+        load_checkpoint(path)
+    rewrite(path, lambda a: a.update({"meta": np.array([{"epoch": 1}], dtype=object)}))
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(path)}: unreadable checkpoint \("):
+        load_checkpoint(path)  # never unpickled: a checkpoint holds plain arrays
+    with pytest.raises(ValueError, match="pickle"):
+        save_checkpoint(str(tmp_path), 2, 0, {}, *state(2),
+                        extra={"objects": np.array([{"a": 1}], dtype=object)})
+
+
 def test_no_checkpoint_in_a_new_directory(tmp_path):
     assert latest_checkpoint(str(tmp_path / "none")) == (None, [])
 
@@ -91,6 +154,16 @@ def test_identity_mismatch_names_each_difference():
     message = identity_mismatch(saved, {"arch": "resnet50", "batch_size": 32,
                                         "config": {"epochs": 90}})
     assert message == "arch: 'resnet18' in the checkpoint, 'resnet50' now"
+
+
+def test_identity_mismatch_names_nested_and_one_sided_keys_each_once():
+    saved = {"arch": "resnet18", "config": {"epochs": 90, "lr": {"base": 0.1}}}
+    current = {"arch": "resnet18", "config": {"epochs": 90, "lr": 0.1, "ema": True},
+               "seed": 3}
+    assert identity_mismatch(saved, current) == (
+        "config.ema: None in the checkpoint, True now; "
+        "config.lr: {'base': 0.1} in the checkpoint, 0.1 now; "
+        "seed: None in the checkpoint, 3 now")
 
 
 def test_monitor_series_append_truncate_and_torn_lines(tmp_path):

@@ -4,10 +4,13 @@ import os
 import re
 
 import pytest
+from annotated_types import Ge, Gt, Le, Lt
 from paths import CFG
+from pydantic_core import PydanticCustomError
 
 from utils.recipe.augmentation import Augmentation, ProgressiveResizing
 from utils.recipe.config import ConfigError, TrainConfig, config_from_data, load_config, save_config
+from utils.recipe.fields import Ordered, bound_words, type_words
 from utils.recipe.schedules import EpochCosineSchedule, EpochStepSchedule
 
 RECIPES = ["step90", "cos90", "cos350", "mixup90", "mixup250", "mixup350", "finetune10"]
@@ -535,3 +538,88 @@ def test_unknown_schedule_types_still_list_the_short_names(tmp_path):
                                           r"EpochCosineLearningRateScheduler, EpochStep, "
                                           r"EpochCosine$"):
         load_config(path)
+
+
+def test_an_ordered_pair_is_above_its_low_bound_and_may_be_equal():
+    rule = Ordered(0, 1)
+    assert rule((0.5, 0.5)) == (0.5, 0.5) and rule((0.25, 1.0)) == (0.25, 1.0)
+    for pair, got in (((0.0, 0.5), "[0, 0.5]"), ((2.0, 3.0), "[2, 3]"), ((0.5, 1.5), "[0.5, 1.5]")):
+        with pytest.raises(PydanticCustomError) as refused:
+            rule(pair)
+        assert refused.value.message() == f"must be 0 < low <= high <= 1, got {got}"
+
+
+@pytest.mark.parametrize("core, bounds, words", [
+    (float, [Gt(0)], "> 0"), (float, [Ge(0)], ">= 0"), (float, [Le(1)], "<= 1"),
+    (float, [Lt(1)], "< 1"), (float, [Ge(0), Lt(1)], "in [0, 1)"),
+    (float, [Gt(0), Le(1)], "in (0, 1]"), (int, [Ge(1), Le(10)], "in 1..10"),
+    (int, [Gt(0), Le(10)], "in (0, 10]"), (float, [], ""),
+])
+def test_bounds_in_words(core, bounds, words):
+    assert bound_words(core, bounds) == words
+
+
+@pytest.mark.parametrize("key, text", [("null", "null"), ("~", "~"), ("Null", "Null")])
+def test_a_null_key_is_named_with_its_line(tmp_path, key, text):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((CFG / "quickstart.yaml").read_text() + f"{key}: 3\n")
+    line = len(recipe.read_text().splitlines())
+    with pytest.raises(ConfigError) as refused:
+        load_config(recipe)
+    assert str(refused.value) == (f"{recipe}, line {line}: key {text!r} is YAML's null, not a "
+                                  "name: remove it, or quote it")
+
+
+def test_a_recipe_from_data_keeps_its_source_and_a_wrong_epochs_there_is_its_own():
+    """The data's `epochs` is not train.py's --epochs: its error is the value's, not the
+    flag's."""
+    config = load_config(os.path.join(CFG, "quickstart.yaml"))
+    assert config_from_data(config.to_dict(), "x.ckpt").source == "x.ckpt"
+    with pytest.raises(ConfigError) as refused:
+        config_from_data({**config.to_dict(), "epochs": 0}, "x.ckpt")
+    assert str(refused.value).startswith("x.ckpt: 'epochs' must be")
+    assert "--epochs" not in str(refused.value) and "-e" not in str(refused.value)
+
+
+def test_the_saved_file_names_its_source_and_keeps_the_keys_in_file_order(tmp_path,
+                                                                          monkeypatch):
+    import yaml
+
+    config = load_config(os.path.join(CFG, "quickstart.yaml"))
+    monkeypatch.chdir(tmp_path)
+    save_config(config, "saved.yaml")  # no folder in the name: the current one
+    text = (tmp_path / "saved.yaml").read_text()
+    source = os.path.join(CFG, "quickstart.yaml")
+    assert text.splitlines()[0] == f"# Effective training configuration (from {source})."
+    keys = list(yaml.safe_load(text))
+    assert keys == list(config.to_dict()) and keys != sorted(keys)
+
+
+@pytest.mark.parametrize("noun, plural", [("policy", "policies"), ("key", "keys"),
+                                          ("solver", "solvers"), ("y", "ys")])
+def test_the_plural_in_the_list_of_valid_names(noun, plural):
+    from utils.recipe.config import _plural
+
+    assert _plural(noun) == plural
+
+
+def test_types_in_words_for_the_table_and_the_errors():
+    from typing import Dict, Literal, Tuple
+
+    assert type_words(Literal["sgd", "adamw"]) == ("name", "one of sgd, adamw")
+    assert type_words(Tuple[int, ...]) == ("list of integers", "a list of integers")
+    assert type_words(Tuple[float, float]) == ("[low, high]", "a list [low, high]")
+    assert type_words(Dict[str, int]) == ("mapping", "a mapping of keys to values")
+
+
+@pytest.mark.parametrize("epochs, error", [
+    (2**31 - 1, None), (2**31, "'epochs' must be at most 2147483647, got 2147483648")])
+def test_an_integer_key_is_at_most_the_common_limit(tmp_path, epochs, error):
+    recipe = tmp_path / "r.yaml"
+    text = (CFG / "quickstart.yaml").read_text()
+    recipe.write_text(re.sub(r"(?m)^epochs: .*$", f"epochs: {epochs}", text))
+    if error is None:
+        assert load_config(recipe).epochs == epochs
+    else:
+        with pytest.raises(ConfigError, match=re.escape(error) + "$"):
+            load_config(recipe)

@@ -8,12 +8,13 @@ from typing import List, Optional
 import pytest
 
 from utils.labels.image_folders import ScanResult
-from utils.labels.imagenet import imagenet_val_ground_truth, imagenet_wnids
+from utils.labels.imagenet import imagenet_class_names, imagenet_val_ground_truth, imagenet_wnids
 from utils.labels.label_sources import (
     AnnotationFile,
     ClassFolders,
     GroundTruthFile,
     ImageNetPackage,
+    display_names,
     resolve_validation,
     training_classes,
 )
@@ -185,3 +186,108 @@ def test_the_resolver_picks_the_source_the_inputs_call_for(tmp_path):
         pick(other, flat)
     with pytest.raises(DataError, match="class id 1 out of range \\(0..0\\)"):
         pick(classes_of(["cat"])[0], flat, gt)
+
+
+# --------------------------------------------------------------------------- exact summaries
+
+
+def test_the_summary_line_says_how_the_ids_were_chosen():
+    classes, _ = training_classes(scan(["0", "1"], [0, 1]), "train", None, False, False)
+    assert classes.kind == "numbered folders: the numbers are the class ids, 0..1"
+    subset = [WNIDS[5], WNIDS[7], WNIDS[900]]
+    assert classes_of(subset)[0].kind == (
+        "3 of the 1000 ImageNet classes; ids 0..2; --imagenet-ids keeps the 1000-class ids")
+    assert classes_of(subset, imagenet_ids=True)[0].kind == (
+        "3 of the 1000 ImageNet classes; their ImageNet-1k ids kept (--imagenet-ids): train "
+        "with --num-classes 1000")
+    with pytest.raises(DataError, match=r"^--imagenet-ids: the class folders are not "
+                                        r"ImageNet-1k WordNet IDs$"):
+        classes_of(["n00000001", WNIDS[0]], imagenet_ids=True)
+    other, train = classes_of(["n00000001", WNIDS[0]])
+    assert other.imagenet is None and other.kind == "folder names"
+    assert train.paths == ["n00000001/n00000001_1.JPEG", f"{WNIDS[0]}/{WNIDS[0]}_1.JPEG"]
+
+
+def test_nine_hundred_imagenet_classes_are_a_subset_and_one_stray_folder_is_noted():
+    assert classes_of(list(WNIDS[:900]))[0].kind.startswith("900 of the 1000 ImageNet classes")
+    _, train = classes_of(list(WNIDS[:899]) + ["n00000001"])
+    assert train.notes == ["1 of the 900 WordNet-ID class folders are not ImageNet-1k classes: "
+                           "ids follow the folders"] and not train.warnings
+
+
+@pytest.mark.parametrize("folders,missing,unexpected", [
+    (list(WNIDS[:999]) + ["n00000001"], f"1 missing: {WNIDS[999]}", "1 unexpected: n00000001"),
+    (list(WNIDS) + ["n00000001"], "0 missing: -", "1 unexpected: n00000001"),
+], ids=["1000 with one stray", "1001"])
+def test_a_near_miss_of_imagenet_is_reported_exactly(folders, missing, unexpected):
+    report = ("the class folders look like ImageNet WordNet IDs but are not ImageNet-1k's 1000: "
+              f"{missing}; {unexpected}")
+    with pytest.raises(DataError) as refused:
+        classes_of(folders)
+    assert str(refused.value) == (report + " (--no-imagenet-check writes the lists anyway, with "
+                                           "ids in the order of these folders)")
+    classes, train = classes_of(folders, allow=True)
+    assert classes.imagenet is None and train.warnings == [f"warning: {report}"]
+
+
+def test_a_csv_names_the_classes_without_a_string_order_note(tmp_path):
+    csv = tmp_path / "ids.csv"
+    csv.write_text("0,class2\n1,class10\n2,class1\n")
+    classes, train = classes_of(["class1", "class10", "class2"], csv=str(csv))
+    assert train.labels == [2, 1, 0] and not train.notes
+    csv.write_text("0,class2\n")
+    with pytest.raises(DataError, match=rf"^{csv}: no id for class folder\(s\) class1, class10$"):
+        classes_of(["class1", "class10", "class2"], csv=str(csv))
+
+
+def test_a_validation_class_folder_outside_training_is_named_with_its_folder(tmp_path):
+    classes, _ = classes_of(["cat", "dog"])
+    val = files(tmp_path / "val", ["dog/a.jpg", "cow/d.jpg"])
+    with pytest.raises(DataError, match=rf"^{val}: class folder\(s\) not among the training "
+                                        r"classes: cow$"):
+        ClassFolders(str(val), progress=False).label(classes)
+
+
+def test_display_names_come_from_a_words_file_up_to_four_folders_above(tmp_path):
+    wnid = WNIDS[0]
+    classes, _ = classes_of([wnid, "n00000001", "apple"])
+    train = tmp_path / "a" / "b" / "c" / "d" / "train"
+    train.mkdir(parents=True)
+    names, source = display_names(classes, str(train))
+    assert source is None and names[1:] == ["n00000001", "apple"]
+    assert names[0] == imagenet_class_names()[0] and names[0] != wnid
+    (tmp_path / "words.txt").write_text("n00000001\tfive above\n")
+    assert display_names(classes, str(train))[1] is None
+    words = tmp_path / "a" / "LOC_synset_mapping.txt"
+    words.write_text(f"n00000001 a stray class\n{wnid}\tits own name\n")
+    assert display_names(classes, str(train)) == (
+        ["its own name", "a stray class", "apple"], str(words))
+    nearer = train / "words.txt"
+    nearer.write_text("n00000001\tin the folder\n")
+    assert display_names(classes, str(train)) == (
+        [imagenet_class_names()[0], "in the folder", "apple"], str(nearer))
+
+
+def test_an_id_without_a_training_folder_is_not_a_validation_class(tmp_path):
+    """Numbered training folders 0 and 2: id 1 exists but was never trained."""
+    classes, _ = training_classes(scan(["0", "2"], [0, 2]), "train", None, False, False)
+    val = files(tmp_path / "val", ["0/a.jpg", "2/b.jpg"])
+    got = ClassFolders(str(val), progress=False).label(classes)
+    assert (got.paths, got.labels) == (["0/a.jpg", "2/b.jpg"], [0, 2])
+    files(val, ["1/c.jpg"])
+    with pytest.raises(DataError, match=rf"^{val}: class folder\(s\) not among the training "
+                                        r"classes: 1$"):
+        ClassFolders(str(val), progress=False).label(classes)
+
+
+def test_flat_file_numbers_start_at_one_and_refusals_name_the_file(tmp_path):
+    truth = GroundTruthFile("gt.txt", [3, 2, 1], str(tmp_path))
+    assert [truth.label_of(f"ILSVRC2012_val_0000000{n}.JPEG") for n in (1, 2, 3)] == [3, 2, 1]
+    for number in (0, 4):
+        name = f"ILSVRC2012_val_0000000{number}.JPEG"
+        with pytest.raises(DataError, match=rf"^{tmp_path / name}: image number {number} has "
+                                            r"no line in gt\.txt$"):
+            truth.label_of(name)
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'cat.jpg'}: not an ImageNet validation "
+                                        r"file name; give its labels with -V$"):
+        ImageNetPackage(str(tmp_path)).label_of("cat.jpg")

@@ -130,3 +130,25 @@ def test_solver_learning_rate_matches_the_official_summed_gradient_update():
     )
     np.testing.assert_allclose(ours, official, rtol=1e-12)
     assert solver_learning_rate(0.001, 256) == pytest.approx(0.256)
+
+
+def test_step_schedule_edges_a_decay_inside_warm_up_and_fractional_epochs():
+    """At epoch W the warm-up is over, so a decay due by then applies; a fractional epoch in
+    the last warm-up epoch is capped at base_lr."""
+    schedule = EpochStepSchedule(base_lr=1.0, warmup_epochs=2, decay_at=(2,), decay_rate=0.5)
+    assert [schedule(e) for e in (0, 1, 2)] == [0.5, 1.0, 0.5]
+    assert EpochStepSchedule(base_lr=1.0, warmup_epochs=4)(3.5) == 1.0
+
+
+@pytest.mark.parametrize("epochs, expected", [(4, [0.0, 0.0]), (5, [1.0, 0.0])])
+def test_cosine_with_a_decay_of_zero_or_one_epoch(epochs, expected):
+    schedule = EpochCosineSchedule(base_lr=1.0, epochs=epochs, warmup_epochs=4)
+    assert [schedule(4), schedule(5)] == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_schedule_is_per_epoch_unless_asked_and_starts_an_epoch_at_its_first_iteration():
+    cosine = EpochCosineSchedule(base_lr=1.0, epochs=10, warmup_epochs=0)
+    assert LearningRateSchedule(cosine, 10)(2, 5) == cosine(2)
+    per_iteration = LearningRateSchedule(cosine, 10, per_iteration=True)
+    assert per_iteration.position(3) == 3.0 and per_iteration(3) == cosine(3)
+    assert per_iteration.position(3, 5) == 3.5

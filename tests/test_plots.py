@@ -15,7 +15,15 @@ from PIL import Image
 import plot_curves
 from utils.eval.evaluation import EvaluationResult
 from utils.outputs.monitor import MonitorSeries
-from utils.outputs.plots import CHARTS, chart_lines, draw_chart, plot_monitor, run_names
+from utils.outputs.plots import (
+    CHARTS,
+    chart_lines,
+    draw_chart,
+    plot_chart,
+    plot_monitor,
+    plot_runs,
+    run_names,
+)
 from utils.outputs.sink import record_evaluation
 from utils.process.run import run
 
@@ -142,3 +150,61 @@ def test_nnabla_cli_plot_series_reads_our_files(monitor, tmp_path):
         check=True, capture_output=True, env={**os.environ, "MPLBACKEND": "Agg"}, timeout=120)
     with Image.open(out) as img:
         assert img.format == "PNG"
+
+
+def test_a_quantitys_chart_holds_its_three_series_with_their_legend_labels():
+    from utils.outputs.plots import Chart, _chart
+
+    assert _chart("x.png", "the loss", "loss") == Chart("x.png", "the loss", (
+        ("Train-loss", "training"), ("Validation-loss", "validation"),
+        ("Validation-EMA-loss", "validation (EMA)")))
+
+
+def test_clashing_run_names_become_their_paths(tmp_path):
+    assert run_names(["a/x", "b/x/", "c/y"]) == ["a/x", "b/x", "y"]
+
+
+def test_one_runs_lines_are_solid_with_markers_while_short(monitor, tmp_path):
+    lines = chart_lines(CHARTS[0], [str(monitor)])
+    assert [(line.label, line.style, line.color) for line in lines] == [
+        ("training", "-", None), ("validation", "-", None)]
+    curve = draw_chart(CHARTS[0], [str(monitor)], "t").axes[0].get_lines()[0]
+    assert (curve.get_marker(), curve.get_markersize()) == ("o", 3)
+    long = tmp_path / "long"
+    long.mkdir()
+    series = MonitorSeries(str(long), "Train-loss")
+    for epoch in range(30):
+        series.add(epoch, 1.0 / (epoch + 1))
+    assert draw_chart(CHARTS[0], [str(long)], "t").axes[0].get_lines()[0].get_marker() == "None"
+
+
+def test_a_chart_is_640_by_400_whatever_the_figure_dpi_setting(monitor, tmp_path):
+    import matplotlib
+
+    with matplotlib.rc_context({"figure.dpi": 50, "savefig.dpi": "figure"}):
+        written = plot_monitor(str(monitor), str(tmp_path / "out"), CHARTS[:1])
+    with Image.open(written[0]) as img:
+        assert img.size == (640, 400)
+
+
+def test_the_title_is_the_runs_name_or_runs_compared(monitor, tmp_path):
+    """The PNG that plot_runs writes is the one drawn with that title, byte for byte."""
+    other = tmp_path / "other"
+    other.mkdir()
+    MonitorSeries(str(other), "Train-loss").add(0, 0.8)
+    for directories, title in (([monitor], monitor.name), ([monitor, other], "runs compared")):
+        out, expected = tmp_path / f"out{len(directories)}", tmp_path / f"exp{len(directories)}"
+        assert plot_runs([str(d) for d in directories], str(out), CHARTS[:1]) == [
+            str(out / "loss.png")]
+        plot_chart(CHARTS[0], [str(d) for d in directories], str(expected), title)
+        expected_png = (expected / "loss.png").read_bytes()
+        assert (out / "loss.png").read_bytes() == expected_png
+        plot_chart(CHARTS[0], [str(d) for d in directories], str(expected), "another")
+        assert (out / "loss.png").read_bytes() != (expected / "loss.png").read_bytes()
+
+
+def test_one_runs_charts_go_where_asked_and_only_those_asked(monitor, tmp_path):
+    out = tmp_path / "out"
+    assert plot_monitor(str(monitor), str(out), CHARTS[1:2]) == [str(out / "error.png")]
+    assert sorted(os.listdir(out)) == ["error.png"]
+    assert not [n for n in os.listdir(monitor) if n.endswith(".png")]
