@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
@@ -784,18 +784,22 @@ def run_case(case: Case, ws: Path, runs: Path, timeout: float) -> Outcome:
 
 
 def run_cases(cases: Sequence[Case], ws: Path, jobs: int, timeout: float,
-              progress: bool = True) -> List[Outcome]:
+              progress: bool = True,
+              done: Optional[Callable[[List[Outcome]], None]] = None) -> List[Outcome]:
+    """Run `cases`, at most two at a time; `done` sees the outcomes so far after each."""
     runs = ws / "runs"
     jobs = max(1, min(jobs, 2))
     outcomes: List[Outcome] = []
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(run_case, case, ws, runs, timeout) for case in cases]
-        for i, future in enumerate(futures, 1):
+        for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
             outcomes.append(future.result())
             if progress:
                 o = outcomes[-1]
                 print(f"[{i}/{len(cases)}] {o.outcome:>18}  {o.case.name}  ({o.seconds:.0f} s)",
                       file=sys.stderr, flush=True)
+            if done:
+                done(outcomes)
     return outcomes
 
 
@@ -850,11 +854,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     ws = Path(args.workspace or tempfile.mkdtemp(prefix="probe-")).resolve()
     make_workspace(ws)
-    report = PAGE_HEAD + table(run_cases(cases, ws, args.jobs, args.timeout))
-    if args.output:
-        atomic_write_text(args.output, report)
-    else:
-        print(report, end="")
+    # the quick refusals first, so that an interrupted probe has covered the most flags
+    cases.sort(key=lambda c: c.expect == OK)
+
+    def write(outcomes: List[Outcome]) -> None:
+        head = PAGE_HEAD if len(outcomes) == len(cases) else \
+            PAGE_HEAD + f"(incomplete: {len(outcomes)} of {len(cases)} cases run)\n\n"
+        if args.output:
+            atomic_write_text(args.output, head + table(outcomes))
+        elif len(outcomes) == len(cases):
+            print(head + table(outcomes), end="")
+
+    run_cases(cases, ws, args.jobs, args.timeout, done=write)
     return 0
 
 
