@@ -177,7 +177,7 @@ def run_export_main(argv):
     ("missing", "no such weight file"),
     ("wrong_arch", "does not fit mobilenet_v3_small"),
     ("extension", "unsupported output format '.pb'"),
-    ("classes", "does not fit resnet18: parameter 'fc/fc/conv/W'"),
+    ("classes", "r18.h5: the classifier has 10 classes, not --num-classes 7"),
 ])
 def test_command_errors_are_one_line(problem, message, tmp_path, capsys):
     weights = make_weight_file(tmp_path / "r18.h5", "resnet18")

@@ -323,7 +323,8 @@ def test_recompute_bn_without_a_training_list_names_the_flag(tmp_path, capsys, m
 
 @pytest.mark.parametrize("script, needed", [
     (train, ["-a", "resnet18"]), (benchmark, []), (create_input_files, ["-T", "x"]),
-    (convert_parameter_format, ["in.h5", "out.h5"]), (export, ["w.h5", "-o", "m.nnp", "--softmax"])])
+    (convert_parameter_format, ["in.h5", "out.h5"]),
+    (export, ["w.h5", "-o", "m.nnp", "--softmax"])])
 def test_an_empty_or_spaced_argument_no_flag_takes_is_shown_quoted(script, needed, capsys):
     """Found by scripts/probe_flags.py: `--channel-last ''` ended in "unrecognized arguments: "
     with nothing after it, the empty argument invisible."""
