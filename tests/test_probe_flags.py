@@ -101,7 +101,7 @@ def test_the_cases_cover_every_flag_of_every_script_with_unique_names():
 @slow
 def test_the_probe_runs_cases_and_classifies_them(tmp_path: Path):
     """Three real runs: a good conversion, an argparse refusal, a bad recipe key."""
-    wanted = {"convert good": "ok", "convert -m=bogus": "one-line",
+    wanted = {"convert good": "ok", "convert-parameter-format -m=bogus": "one-line",
               "recipe momentum=1": "one-line"}
     cases = [c for c in probe.all_cases() if c.name in wanted]
     assert len(cases) == len(wanted)
@@ -112,5 +112,6 @@ def test_the_probe_runs_cases_and_classifies_them(tmp_path: Path):
     assert {o.case.name: o.outcome for o in outcomes} == wanted
     report = probe.table(outcomes)
     assert report.startswith("3 cases: 2 one-line, 1 ok\n")
-    assert "| convert -m=bogus | `convert_parameter_format.py '$WS/weights.h5' " in report
+    assert ("| convert-parameter-format -m=bogus | "
+            "`convert_parameter_format.py '$WS/weights.h5' ") in report
     assert "argument -m/--memory-layout: invalid choice: 'bogus'" in report
