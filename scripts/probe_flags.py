@@ -168,7 +168,8 @@ def _demo_lists(ws: Path) -> None:
     (ws / "val_list").write_text("".join(
         f"ILSVRC2012_val_{i:08d}.JPEG {truth[i - 1]}\n" for i in range(1, 11)))
     (ws / "labels.csv").write_text("".join(f"{i},{name}\n" for i, name in enumerate(classes)))
-    (ws / "mask.txt").write_text("0\n1\n2\n")
+    scored = sorted({int(truth[i]) for i in range(10)})  # the val images' classes, and no other
+    (ws / "mask.txt").write_text("".join(f"{i}\n" for i in scored))
     (ws / "images").mkdir(exist_ok=True)
     shutil.copy(DEMO / "val" / "ILSVRC2012_val_00000001.JPEG", ws / "images" / "a.JPEG")
     shutil.copy(DEMO / "val" / "ILSVRC2012_val_00000002.JPEG", ws / "images" / "b.JPEG")
@@ -266,19 +267,21 @@ class CaseList:
         self.cases.append(case)
 
     def bad(self, script: str, flag: str, values: Iterable[str], names: Sequence[str] = (),
-            also: Sequence[str] = ()) -> None:
+            also: Sequence[str] = (), base: Optional[Sequence[str]] = None) -> None:
         for value in values:
             label = value if value and len(value) < 24 else ("empty" if not value else "huge")
             label = re.sub(r"[^\w.+-]+", "_", label.replace("{ws}/", "").replace("{out}/", ""))
             self.add(Case(f"{_stem(script)}{flag}={label}", script,
-                          with_flag(BASES[script], flag, value.split("\0") if value else [""])
+                          with_flag(base or BASES[script], flag,
+                                    value.split("\0") if value else [""])
                           + tuple(also), REFUSE, tuple(names) or (flag,)))
 
-    def good(self, script: str, flag: str, *values: str, also: Sequence[str] = ()) -> None:
+    def good(self, script: str, flag: str, *values: str, also: Sequence[str] = (),
+             base: Optional[Sequence[str]] = None) -> None:
         label = "_".join(values) or "on"
         label = re.sub(r"[^\w.+-]+", "_", label.replace("{ws}/", "").replace("{out}/", ""))
         self.add(Case(f"{_stem(script)}{flag}={label}:good", script,
-                      with_flag(BASES[script], flag, values) + tuple(also), OK))
+                      with_flag(base or BASES[script], flag, values) + tuple(also), OK))
 
 
 def _stem(script: str) -> str:
@@ -320,7 +323,8 @@ def _input_file(cases: CaseList, script: str, flag: str, kind_wrong: str,
               also=also)
 
 
-def _output_file(cases: CaseList, script: str, flag: str, kind: str) -> None:
+def _output_file(cases: CaseList, script: str, flag: str, kind: str,
+                 makes_parent: bool = True) -> None:
     """A file to write: a folder, under a missing folder (made), under a file, unwritable,
     and an existing file of another kind that must stay as it was."""
     stem = _stem(script)
@@ -329,8 +333,9 @@ def _output_file(cases: CaseList, script: str, flag: str, kind: str) -> None:
                          ("unwritable", UNWRITABLE + "/x" + kind)):
         cases.add(Case(f"{stem}{flag}={label}", script,
                        with_flag(BASES[script], flag, [value]), REFUSE, names))
-    cases.add(Case(f"{stem}{flag}=missing-parent:good", script,
-                   with_flag(BASES[script], flag, ["{out}/new/sub/x" + kind]), OK))
+    cases.add(Case(f"{stem}{flag}=missing-parent" + (":good" if makes_parent else ""), script,
+                   with_flag(BASES[script], flag, ["{out}/new/sub/x" + kind]),
+                   OK if makes_parent else REFUSE, ("sub",)))
     cases.add(Case(f"{stem}{flag}=other-kind", script,
                    with_flag(BASES[script], flag, ["{out}/keep" + kind]), REFUSE, names,
                    files=(("keep" + kind, "a user's file, not an output\n"),),
@@ -437,8 +442,8 @@ def train_cases(cases: CaseList) -> None:
     cases.good(s, "--finetune", also=("--model-load-path", "{ws}/weights.h5"))
     cases.good(s, "--dynamic-loss-scaling")
     cases.good(s, "--no-tensorboard")
-    cases.bad(s, "--channel-last", ("",), names=("--channel-last",))
-    cases.bad(s, "--no-tensorboard", ("",), names=("--no-tensorboard",))
+    cases.bad(s, "--channel-last", ("",), names=("--channel-last", "''"))
+    cases.bad(s, "--no-tensorboard", ("",), names=("--no-tensorboard", "''"))
     _runtime_flags(cases, s, hang=True)
     _dali_flags(cases, s)
 
@@ -483,10 +488,11 @@ def validation_cases(cases: CaseList) -> None:
     _output_dir(cases, s, "-M")
     cases.add(Case("validation -M=training-run", s, with_flag(BASES[s], "-M", ["{ws}/mon"]),
                    REFUSE, ("-M", "mon")))
-    _output_file(cases, s, "--table", ".md")
+    _output_file(cases, s, "--table", ".csv")
+    cases.bad(s, "--table", ("{out}/table.md",), names=("--table", ".csv"))
     cases.good(s, "--json")
     cases.good(s, "-E")
-    cases.bad(s, "--json", ("",), names=("--json",))
+    cases.bad(s, "--json", ("",), names=("--json", "''"))
     cases.good(s, "--channel-last")
     _int8_flags(cases, s, ("--runtime", "onnxruntime-int8"))
     _published_name(cases, s, 0)
@@ -556,7 +562,7 @@ def export_cases(cases: CaseList) -> None:
     cases.add(Case("export --int8 without --calibration", s,
                    with_flag(BASES[s], "-o", ["{out}/m.onnx"]) + ("--int8",), REFUSE,
                    ("--calibration", "--int8")))
-    cases.good(s, "--int8", also=("-o", "{out}/q.onnx", "--calibration", "{ws}/images"))
+    cases.good(s, "-o", "{out}/q.onnx", also=("--int8", "--calibration", "{ws}/images"))
     cases.good(s, "--softmax")
     _published_name(cases, s, 0)
     cases.add(Case("export --calibration-root=missing", s,
@@ -567,7 +573,7 @@ def export_cases(cases: CaseList) -> None:
     cases.good(s, "-o", "{out}/m.nnp", "{out}/m.onnx")
     cases.bad(s, "-o", ("{out}/m.txt",), names=("-o", "m.txt"))
     cases.good(s, "-o", "{out}/same.nnp", "{out}/same.nnp")  # written once
-    _output_file(cases, s, "-o", ".onnx")
+    _output_file(cases, s, "-o", ".onnx", makes_parent=False)  # a missing folder: one line
     cases.add(Case("export -o=other-kind.nnp", s, with_flag(BASES[s], "-o", ["{out}/keep.nnp"]),
                    REFUSE, ("-o", "keep.nnp"), files=(("keep.nnp", "not a model\n"),),
                    keep=("keep.nnp",)))
@@ -594,7 +600,7 @@ def benchmark_cases(cases: CaseList) -> None:
     cases.add(Case("benchmark --no-infer --no-train", s, BASES[s] + ("--no-infer", "--no-train"),
                    REFUSE, ("--no-infer", "--no-train")))
     cases.good(s, "--no-train")
-    cases.bad(s, "--channel-last", ("",), names=("--channel-last",))
+    cases.bad(s, "--channel-last", ("",), names=("--channel-last", "''"))
     cases.add(Case("benchmark --channel-last on the CPU", s, BASES[s] + ("--channel-last",),
                    REFUSE, ("--channel-last",)))
     _input_file(cases, s, "-C", "{ws}/weights.h5")
@@ -604,7 +610,9 @@ def benchmark_cases(cases: CaseList) -> None:
                    keep=("w.h5",)))
     cases.add(Case("benchmark -o=existing-csv:good", s,
                    with_flag(BASES[s], "-o", ["{out}/old.csv"]), OK,
-                   files=(("old.csv", "network,infer img/s\nresnet50,1.0\n"),)))
+                   files=(("old.csv", "arch,height,width,parameters,macs_per_image,"
+                                       "infer_images_per_s,train_images_per_s,batch,ranks,"
+                                       "layout,precision,backend,runtime\n"),)))
     _runtime_flags(cases, s, hang=False)
 
 
@@ -643,12 +651,12 @@ def create_input_files_cases(cases: CaseList) -> None:
     _input_dir(cases, s, "--val-dir")
     _input_file(cases, s, "-L", "{ws}/weights.h5")
     _input_file(cases, s, "-V", "{ws}/weights.h5", also=("--val-dir", f"{DEMO}/val"))
-    cases.bad(s, "--train-fraction", ("0", "-0.1", "1.5", "nan", "x", ""),
-              also=("--val-dir",))
+    no_val = with_flag(BASES[s], "--val-dir", [])[:-1]  # without --val-dir
+    cases.bad(s, "--train-fraction", ("0", "-0.1", "1.5", "nan", "x", ""), base=no_val)
     cases.add(Case("create-input-files --train-fraction with --val-dir", s,
                    BASES[s] + ("--train-fraction", "0.5"), REFUSE,
                    ("--train-fraction", "--val-dir")))
-    cases.good(s, "--train-fraction", "0.5", also=())
+    cases.good(s, "--train-fraction", "0.5", base=no_val)
     cases.bad(s, "--workers", POSITIVE + ("100000",))
     cases.good(s, "--verify", also=("--workers", "2"))
     cases.bad(s, "--exclude", ("nope",), names=("--exclude", "nope"))
