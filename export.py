@@ -11,6 +11,7 @@ preprocessing), compared with the float model on those images.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -92,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = build_parser()
     args = cli.parse_weight_file_args(p, argv)
-    if not args.tolerance >= 0:
-        p.error(f"argument --tolerance: must be zero or positive, got {args.tolerance}")
+    if not 0 <= args.tolerance < math.inf:  # inf would pass every file: --no-verify says so
+        p.error(f"argument --tolerance: must be a finite number, zero or positive, got "
+                f"{args.tolerance} (--no-verify skips the check)")
     if args.int8:
         if args.calibration is None:
             p.error("--int8 needs --calibration: a list file or a folder of training images")

@@ -173,11 +173,27 @@ def run_export_main(argv):
     return run(lambda: script.main(argv))
 
 
+@pytest.mark.parametrize("value, shown", [("-1", "-1.0"), ("nan", "nan"), ("inf", "inf"),
+                                           ("1e400", "inf")])
+def test_a_tolerance_that_is_negative_nan_or_infinite_is_one_line(value, shown, capsys):
+    """inf passed every file, a verification that could not fail (found by
+    scripts/probe_flags.py)."""
+    spec = importlib.util.spec_from_file_location("export_script", REPO / "export.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(["w.h5", "-a", "resnet18", "-o", "m.nnp", "--tolerance", value])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].split(": ", 1)[1] == (
+        f"error: argument --tolerance: must be a finite number, zero or positive, got {shown} "
+        "(--no-verify skips the check)")
+
+
 @pytest.mark.parametrize("problem, message", [
     ("missing", "no such weight file"),
     ("wrong_arch", "does not fit mobilenet_v3_small"),
     ("extension", "unsupported output format '.pb'"),
-    ("classes", "does not fit resnet18: parameter 'fc/fc/conv/W'"),
+    ("classes", "r18.h5: the classifier has 10 classes, not --num-classes 7"),
 ])
 def test_command_errors_are_one_line(problem, message, tmp_path, capsys):
     weights = make_weight_file(tmp_path / "r18.h5", "resnet18")

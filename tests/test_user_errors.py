@@ -14,8 +14,10 @@ from data_fixtures import class_tree
 from eval_fixtures import error_lines, make_weight_file, run_main, run_script
 from paths import DEMO, REPO
 
+import benchmark
 import convert_parameter_format
 import create_input_files
+import export
 import infer
 import plot_curves
 import train
@@ -317,3 +319,18 @@ def test_recompute_bn_without_a_training_list_names_the_flag(tmp_path, capsys, m
                     "--no-progress", "--recompute-bn", "2") == USER_ERROR_STATUS
     one_line(capsys, "--recompute-bn needs the training images: list file train_label "
                      "(--train-list) not found")
+
+
+
+@pytest.mark.parametrize("script, needed", [
+    (train, ["-a", "resnet18"]), (benchmark, []), (create_input_files, ["-T", "x"]),
+    (convert_parameter_format, ["in.h5", "out.h5"]),
+    (export, ["w.h5", "-o", "m.nnp", "--softmax"])])
+def test_an_empty_or_spaced_argument_no_flag_takes_is_shown_quoted(script, needed, capsys):
+    """Found by scripts/probe_flags.py: `--channel-last ''` ended in "unrecognized arguments: "
+    with nothing after it, the empty argument invisible."""
+    with pytest.raises(SystemExit) as exit_info:
+        script.build_parser().parse_args([*needed, "", "a b"])
+    assert exit_info.value.code == USER_ERROR_STATUS
+    last = capsys.readouterr().err.splitlines()[-1]  # "<prog>: error: ..." (prog: pytest's)
+    assert last.split(": ", 1)[1] == "error: unrecognized arguments: '' 'a b'", last

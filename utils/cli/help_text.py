@@ -8,6 +8,7 @@ it without importing NNabla.
 from __future__ import annotations
 
 import argparse
+import shlex
 import textwrap
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -54,8 +55,21 @@ def script_parser(doc: str, examples: Sequence[str], writes: str) -> argparse.Ar
     epilog = ("examples:\n" + "".join(f"  {continued(e)}\n" for e in examples) + "\n"
               + textwrap.fill(f"files written: {writes}", HELP_WIDTH, subsequent_indent="  ",
                               break_on_hyphens=False))
-    return argparse.ArgumentParser(description=doc, epilog=epilog,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return ScriptParser(description=doc, epilog=epilog,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """argparse's parser, with the arguments it does not know quoted as a shell would, so
+    that an empty one (`--json ''`) or one with spaces shows (argparse joined them bare: the
+    line ended in "unrecognized arguments: " with nothing after it)."""
+
+    def parse_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                   namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error("unrecognized arguments: " + " ".join(map(shlex.quote, unknown)))
+        return parsed
 
 
 def continued(command: str) -> str:

@@ -273,8 +273,13 @@ class WeightFile:
     num_classes: Optional[int]  # None: no classifier of the expected architecture found
 
     def classes(self, requested: Optional[int]) -> int:
-        """--num-classes if given (a mismatch is then reported by loading), else the file's,
-        else ImageNet's 1000."""
+        """--num-classes if given, else the file's, else ImageNet's 1000. A --num-classes that
+        the file's classifier contradicts is refused here, before any list is read against it
+        (it was reported as the list's class ids being out of range)."""
+        if requested and self.num_classes and requested != self.num_classes:
+            raise WeightFileError(f"{self.path}: the classifier has {self.num_classes} classes, "
+                                  f"not --num-classes {requested} (leave --num-classes out to "
+                                  "use the file's)")
         return requested or self.num_classes or NUM_IMAGENET_CLASSES
 
     def load_into(self, arch: str, skip_prefixes: Iterable[str] = ()) -> Optional[str]:
