@@ -79,17 +79,25 @@ def pytest_sessionfinish(session):
 def private_tmpdir(tmp_path_factory):
     """TMPDIR inside this session's temporary folder (per xdist worker): what the tests and the
     processes they start put in the system's temporary folder stays with the session, and
-    pytest removes it with the session's other folders."""
+    pytest removes it with the session's other folders. MPICH's mpirun writes to /tmp
+    whatever TMPDIR says, unless given the topology file it would write (mpi_topology)."""
     folder = tmp_path_factory.getbasetemp() / "TMPDIR"
     folder.mkdir(exist_ok=True)
-    before = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(folder)
+    from mpi_topology import machine_topology
+
+    topology = built_once(tmp_path_factory, "hwloc", machine_topology)
+    values = {"TMPDIR": str(folder), "HWLOC_XMLFILE": str(topology) if topology else None}
+    before = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is not None:
+            os.environ[name] = value
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
     yield folder
-    if before is None:
-        del os.environ["TMPDIR"]
-    else:
-        os.environ["TMPDIR"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     tempfile.tempdir = None
 
 

@@ -75,3 +75,27 @@ def test_a_file_left_in_a_checkout_is_seen_and_the_caches_are_not(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "loss.png").write_bytes(b"")
     assert checkout_changes(tmp_path) == {"!! train_label", " M kept.py", "?? out/loss.png"}
+
+
+
+def test_mpirun_started_by_a_test_writes_no_topology_file_in_tmp(tmp_path_factory):
+    """Killed before it ends (as the fault tests do), Hydra would leave that file in /tmp: its
+    proxy, the rank's parent, holds it open while the rank runs. Given the session's copy
+    of the topology, it makes none."""
+    topology = Path(os.environ["HWLOC_XMLFILE"])
+    assert topology.is_relative_to(tmp_path_factory.getbasetemp().parent)
+    assert topology.read_text().startswith("<?xml")
+    parents_files = """
+import os
+from mpi4py import MPI
+fds = f"/proc/{os.getppid()}/fd"
+for fd in os.listdir(fds):
+    try:
+        print(os.readlink(os.path.join(fds, fd)))
+    except OSError:
+        pass
+"""
+    mpirun = Path(sys.executable).parent / "mpirun"
+    rank = subprocess.run([str(mpirun), "-n", "1", sys.executable, "-c", parents_files],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert rank.stdout.strip() and "hydra_hwloc_xmlfile" not in rank.stdout, rank.stdout
