@@ -10,8 +10,9 @@ quickstart's epoch count, and on a machine without a GPU the flags a CPU refuses
 refusal, then runs it without them. What a CPU runs another way (`FALLBACKS_ON_CPU`: `-t half`
 in float) is kept, and the case asserts the line that says so. No case depends on another
 having run, so each runs alone and in any order: the module's sandbox runs, on first need,
-the commands that write what a command reads (a list file, a training run: `PRODUCERS`), and
-each command at most once; the result is reused when that command's own case comes. The
+the commands that write what a command reads (a list file, a training run: `PRODUCERS`; again
+only if what it wrote is gone), and checks each command's outputs as soon as it ran, before
+another command changes them; the command's own case reports that check whenever it comes. The
 sandbox's `.venv` is its own (it sees the test environment's packages), so the set-up commands
 run there cannot install into the developer's; the developer's is checked unchanged after the
 module.
@@ -185,6 +186,7 @@ class Sandbox:
         self.original_digest = digest(root / "rn50-nhwc.h5")
         self.started = 0.0  # when the last command started (time.time())
         self.refusals: Dict[str, Dict[str, str]] = {}  # command -> flag -> last stderr line
+        self.failures: Dict[str, Exception] = {}  # command -> its check's failure
 
     def env(self, script: str) -> Dict[str, str]:
         return {**os.environ, "MPLBACKEND": "Agg", **ENVIRONMENT.get(script, {}),
@@ -204,14 +206,27 @@ class Sandbox:
             elif not (self.root / path).exists():
                 for producer in producers:
                     self.prepare(producer)
-                    self.ran[producer] = self.execute(producer)
+                    self.ran[producer] = self.run_and_check(producer)
 
     def result_of(self, command: str) -> subprocess.CompletedProcess:
         """`command`'s result: run now, after what it needs, unless it ran for another."""
         if command not in self.ran:
             self.prepare(command)
-            self.ran[command] = self.execute(command)
+            self.ran[command] = self.run_and_check(command)
         return self.ran[command]
+
+    def run_and_check(self, command: str) -> subprocess.CompletedProcess:
+        """Run `command` and check what it wrote at once, before another command changes it (a
+        list file rewritten, a folder of runs grown); a failed check is kept for the command's
+        own case, whenever that comes."""
+        result = self.execute(command)
+        argv = shlex.split(command)
+        try:
+            CHECKS[script_of(argv)](argv, result, self)
+            check_on_a_cpu(command, result, self)
+        except Exception as failure:  # raised again by the command's own case
+            self.failures.setdefault(command, failure)
+        return result
 
     def execute(self, command: str) -> subprocess.CompletedProcess:
         argv = shlex.split(command)
@@ -501,6 +516,6 @@ def test_readme_command_runs(command, sandbox):
         return
     script = script_of(argv)
     assert script in CHECKS, f"no check for {script}: add one so that {command!r} is tested"
-    result = sandbox.result_of(command)
-    CHECKS[script](argv, result, sandbox)
-    check_on_a_cpu(command, result, sandbox)
+    sandbox.result_of(command)
+    if command in sandbox.failures:
+        raise sandbox.failures[command]
