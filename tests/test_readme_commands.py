@@ -285,14 +285,17 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def installed_state(prefix: Path) -> Dict[str, int]:
+def installed_state(prefix: Path) -> Dict[str, object]:
     """What an installation into the environment at `prefix` changes: its site-packages and
-    programs (each entry's and folder's modification time) and set-up's install stamps."""
+    programs (each entry's and folder's modification time) and set-up's install stamps (their
+    contents: a set-up run that installs nothing rewrites them as they were)."""
     folders = [Path(sysconfig.get_path("purelib", vars={"base": str(prefix),
                                                          "platbase": str(prefix)})),
-               prefix / "bin", prefix / ".installed"]
+               prefix / "bin"]
     entries = [p for folder in folders if folder.is_dir() for p in (folder, *folder.iterdir())]
-    return {str(p): p.lstat().st_mtime_ns for p in entries}
+    stamps = prefix / ".installed"
+    return {**{str(p): p.lstat().st_mtime_ns for p in entries},
+            **{str(p): p.read_text() for p in (stamps.iterdir() if stamps.is_dir() else ())}}
 
 
 @pytest.fixture(scope="module")
