@@ -3,9 +3,11 @@
 # lint and the whole test suite, or with --fast its fast subset (the tests not marked slow:
 # every module, in under two minutes). Either way the time taken is printed at the end.
 # The tests run on two pytest-xdist workers (one per core: NNabla's CPU backend uses one),
-# each module's tests on one worker in file order (--dist loadfile: module fixtures are built
-# once, and the commands of README.md and docs/ run in turn). Other arguments go to pytest and override
-# these, e.g. `bash scripts/test.sh -k weights`, or `-n 4` on a bigger machine.
+# each module's tests on one worker (--dist loadfile: module fixtures are built once), in a
+# random order (pytest-randomly: modules, and the tests within each, shuffled by a seed that
+# the header prints and both workers share). `--randomly-seed=N` repeats a run's order,
+# `-p no:randomly` gives file order. Other arguments go to pytest and override these, e.g.
+# `bash scripts/test.sh -k weights`, or `-n 4` on a bigger machine.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 selection=()

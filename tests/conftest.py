@@ -1,12 +1,14 @@
 """Shared fixtures: the repository on sys.path, a clean NNabla parameter scope per test, the
+process-wide state put back after each test, TMPDIR inside the session's temporary folder, the
 CPU half-precision context, and the train.py run that many tests read, made once for all
-pytest-xdist workers."""
+pytest-xdist workers; after the session, the checkout checked unchanged."""
 import fcntl
 import os
 import pickle
 import shutil
-import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -40,29 +42,63 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
 
 
 # What a test run itself keeps in the checkout; anything else new there is a test's output.
-CHECKOUT_CACHES = {".git", ".venv", ".pytest_cache", ".ruff_cache", "__pycache__"}
+CACHE_FOLDERS = {".pytest_cache", ".ruff_cache", "__pycache__"}
 _CHECKOUT_BEFORE = pytest.StashKey[set]()
 
 
-def checkout_entries() -> set:
-    return {p.name for p in REPO.iterdir()} - CHECKOUT_CACHES
+def checkout_changes(root: Path = REPO) -> set:
+    """`git status` of the checkout, ignored files included (./train_label, ./tmp.val/ are),
+    less the caches that running Python and the tools keep: about 0.1 s."""
+    lines = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=root,
+        capture_output=True, text=True, check=True).stdout.splitlines()
+    return {line for line in lines if not CACHE_FOLDERS & set(Path(line[3:]).parts)}
 
 
 def pytest_sessionstart(session):
-    session.config.stash[_CHECKOUT_BEFORE] = checkout_entries()
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_CHECKOUT_BEFORE] = checkout_changes()
 
 
 def pytest_sessionfinish(session):
     """Tests write in their own temporary folders, never in the checkout (where the script
-    defaults put outputs: ./tmp.val, ./train_label): two test processes would meet there.
-    Checked once, by the process that started the run (xdist's workers end first)."""
+    defaults put outputs: ./tmp.val, ./train_label): two test processes would meet there, and
+    a developer's files would change. Checked once, by the process that started the run
+    (xdist's workers end first); an edit of yours during the run is reported too."""
     if hasattr(session.config, "workerinput"):
         return
-    left = sorted(checkout_entries() - session.config.stash[_CHECKOUT_BEFORE])
+    left = sorted(checkout_changes() - session.config.stash[_CHECKOUT_BEFORE])
     if left:
         session.config.get_terminal_writer().line(
-            f"\nerror: the tests left {', '.join(left)} in the checkout {REPO}", red=True)
+            f"\nerror: the tests changed the checkout {REPO} (git status): {'; '.join(left)}",
+            red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tmpdir(tmp_path_factory):
+    """TMPDIR inside this session's temporary folder (per xdist worker): what the tests and the
+    processes they start put in the system's temporary folder stays with the session, and
+    pytest removes it with the session's other folders. MPICH's mpirun writes to /tmp
+    whatever TMPDIR says, unless given the topology file it would write (mpi_topology)."""
+    folder = tmp_path_factory.getbasetemp() / "TMPDIR"
+    folder.mkdir(exist_ok=True)
+    from mpi_topology import machine_topology
+
+    topology = built_once(tmp_path_factory, "hwloc", machine_topology)
+    values = {"TMPDIR": str(folder), "HWLOC_XMLFILE": str(topology) if topology else None}
+    before = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is not None:
+            os.environ[name] = value
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    yield folder
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    tempfile.tempdir = None
 
 
 @pytest.fixture(autouse=True)
@@ -75,15 +111,15 @@ def fresh_parameters():
 
 
 @pytest.fixture(autouse=True)
-def restored_signal_handlers():
-    """A script's main run in this process (train.main installs its stop handlers) leaves
-    the handlers as it found them for the next test."""
-    handlers = {s: signal.getsignal(s) for s in signal.valid_signals()
-                if s not in (signal.SIGKILL, signal.SIGSTOP)}
+def restored_process_state():
+    """What a test changes of the process (train.main run in-process installs its stop
+    handlers; environment variables, the working directory, log handlers, NNabla's default
+    context) is put back for the next test: each test runs as it would alone."""
+    from process_state import restore, snapshot
+
+    before = snapshot()
     yield
-    for signum, handler in handlers.items():
-        if handler is not None and signal.getsignal(signum) is not handler:
-            signal.signal(signum, handler)
+    restore(before)
 
 
 @pytest.fixture

@@ -5,13 +5,17 @@ Each command is run once, even where two pages show it, as written, in a folder 
 like a checkout with ImageNet and the published weight files beside it (stand-ins: see
 `readme_sandbox`). What is changed to make them fit a 2-core CPU machine in a test is listed
 below and nothing else: size options appended (argparse keeps the last value), the
-quickstart's epoch count, and on a machine without a GPU `--channel-last`, which the CPU
-refuses (each such command is first run with it, to see the refusal, and the drop is said in a
-warning); `-t half` is kept (it runs in float on a CPU, and says so). No case depends on
-another having run: a command that reads what another writes (a list file, a training run)
-has that command run first if its output is missing (`PRODUCERS`), and the result is reused
-when that command's own case comes. The sandbox's `.venv` is its own (it sees the test
-environment's packages), so the set-up commands run there cannot install into the developer's.
+quickstart's epoch count, and on a machine without a GPU the flags a CPU refuses
+(`REFUSED_ON_CPU`): each such command is first run as written and its case asserts the exact
+refusal, then runs it without them. What a CPU runs another way (`FALLBACKS_ON_CPU`: `-t half`
+in float) is kept, and the case asserts the line that says so. No case depends on another
+having run, so each runs alone and in any order: the module's sandbox runs, on first need,
+the commands that write what a command reads (a list file, a training run: `PRODUCERS`; again
+only if what it wrote is gone), and checks each command's outputs as soon as it ran, before
+another command changes them; the command's own case reports that check whenever it comes. The
+sandbox's `.venv` is its own (it sees the test environment's packages), so the set-up commands
+run there cannot install into the developer's; the developer's is checked unchanged after the
+module.
 """
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ import re
 import shlex
 import subprocess
 import sys
+import sysconfig
 import time
-import warnings
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -51,8 +55,14 @@ SMALLER = {
     "validation.py": ["-b", "8", "--spatial-size", "32"],
     "benchmark.py": ["-b", "2", "--spatial-size", "32", "--warmup", "0", "--iterations", "1"],
 }
-# Refused on a CPU with a one-line error; dropped there, after its refusal is seen.
-GPU_ONLY_FLAGS = ("--channel-last",)
+# Refused on a CPU, before any work, with this line (status 2); dropped there after that.
+REFUSED_ON_CPU = {
+    "--channel-last": "error: --channel-last needs a GPU: NNabla's CPU backend runs NCHW only",
+}
+# Run another way on a CPU, with this in the run's stderr.
+FALLBACKS_ON_CPU = {
+    ("-t", "half"): "-t half runs in float on the CPU (NNabla's CPU half is ~200x slower)",
+}
 ENVIRONMENT = {"scripts/quickstart.sh": {"QUICKSTART_EPOCHS": "2"}}
 NOT_RUN_HERE = {
     "bash scripts/test.sh": "it runs this test suite; CI runs it through .ci/run",
@@ -175,6 +185,8 @@ class Sandbox:
         self.results: Dict[str, dict] = {}
         self.original_digest = digest(root / "rn50-nhwc.h5")
         self.started = 0.0  # when the last command started (time.time())
+        self.refusals: Dict[str, Dict[str, str]] = {}  # command -> flag -> last stderr line
+        self.failures: Dict[str, Exception] = {}  # command -> its check's failure
 
     def env(self, script: str) -> Dict[str, str]:
         return {**os.environ, "MPLBACKEND": "Agg", **ENVIRONMENT.get(script, {}),
@@ -194,22 +206,36 @@ class Sandbox:
             elif not (self.root / path).exists():
                 for producer in producers:
                     self.prepare(producer)
-                    self.ran[producer] = self.execute(producer)
+                    self.ran[producer] = self.run_and_check(producer)
 
     def result_of(self, command: str) -> subprocess.CompletedProcess:
         """`command`'s result: run now, after what it needs, unless it ran for another."""
         if command not in self.ran:
             self.prepare(command)
-            self.ran[command] = self.execute(command)
+            self.ran[command] = self.run_and_check(command)
         return self.ran[command]
+
+    def run_and_check(self, command: str) -> subprocess.CompletedProcess:
+        """Run `command` and check what it wrote at once, before another command changes it (a
+        list file rewritten, a folder of runs grown); a failed check is kept for the command's
+        own case, whenever that comes."""
+        result = self.execute(command)
+        argv = shlex.split(command)
+        try:
+            CHECKS[script_of(argv)](argv, result, self)
+            check_on_a_cpu(command, result, self)
+        except Exception as failure:  # raised again by the command's own case
+            self.failures.setdefault(command, failure)
+        return result
 
     def execute(self, command: str) -> subprocess.CompletedProcess:
         argv = shlex.split(command)
         script = script_of(argv)
         argv += SMALLER.get(script, [])
-        if not gpu_available() and set(argv) & set(GPU_ONLY_FLAGS):
-            self.check_refused(argv, script)
-            argv = [a for a in argv if a not in GPU_ONLY_FLAGS]
+        refused = set(argv) & set(REFUSED_ON_CPU) if not gpu_available() else set()
+        if refused:
+            self.refusals[command] = self.refusal(argv, script, refused)
+            argv = [a for a in argv if a not in refused]
         hidden = [self.root / name for name in WITHOUT.get(command, ())
                   if (self.root / name).exists()]
         for path in hidden:
@@ -227,30 +253,59 @@ class Sandbox:
             f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
         return result
 
-    def check_refused(self, argv: List[str], script: str) -> None:
-        """On this CPU the GPU-only flags are refused before any work: seen, then said."""
+    def refusal(self, argv: List[str], script: str, flags: set) -> Dict[str, str]:
+        """The command as written, on this CPU: ended with status 2 and one error line, before
+        any work; that line for each refused flag."""
         result = subprocess.run(shlex.join(argv), shell=True, cwd=self.root,
                                 env=self.env(script), capture_output=True, text=True,
                                 timeout=900)
-        flags = sorted(set(argv) & set(GPU_ONLY_FLAGS))
-        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
-        assert result.returncode == 2 and all(f in last for f in flags), (
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (
             result.returncode, result.stderr[-2000:])
-        warnings.warn(f"no GPU: {' '.join(flags)} dropped from {script}'s command, refused "
-                      f"here as expected ({last!r})", stacklevel=2)
+        last = result.stderr.strip().splitlines()[-1]
+        return {flag: last for flag in flags}
+
+
+def check_on_a_cpu(command: str, result: subprocess.CompletedProcess, box: Sandbox) -> None:
+    """Without a GPU, the command's refused flags were refused in the expected line, and each
+    fallback was said; on a GPU, nothing was dropped."""
+    argv = shlex.split(command)
+    if gpu_available():
+        assert command not in box.refusals
+        return
+    refusals = box.refusals.get(command, {})
+    assert set(refusals) == set(REFUSED_ON_CPU) & set(argv)
+    for flag, last in refusals.items():  # on one rank, or on each under mpirun
+        assert re.fullmatch(rf"(\[rank \d+\] )?{re.escape(REFUSED_ON_CPU[flag])}", last), last
+    for (flag, value), line in FALLBACKS_ON_CPU.items():
+        if any(a == flag and b == value for a, b in zip(argv, argv[1:])):
+            assert line in result.stderr, result.stderr[-2000:]
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def installed_state(prefix: Path) -> Dict[str, int]:
+    """What an installation into the environment at `prefix` changes: its site-packages and
+    programs (each entry's and folder's modification time). Set-up's install stamps are left
+    out: a set-up run elsewhere that installs nothing rewrites them."""
+    folders = [Path(sysconfig.get_path("purelib", vars={"base": str(prefix),
+                                                         "platbase": str(prefix)})),
+               prefix / "bin"]
+    entries = [p for folder in folders if folder.is_dir() for p in (folder, *folder.iterdir())]
+    return {str(p): p.lstat().st_mtime_ns for p in entries}
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     if sys.prefix == sys.base_prefix:
         pytest.skip("the pages' commands run in the virtual environment scripts/setup.sh makes")
+    developers = installed_state(Path(sys.prefix))
     box = Sandbox(readme_sandbox.build(tmp_path_factory.mktemp("readme") / "checkout"))
     assert not (box.root / ".venv").is_symlink()  # set-up there installs into its own
-    return box
+    yield box
+    assert installed_state(Path(sys.prefix)) == developers, \
+        f"the pages' commands changed the environment running the tests, {sys.prefix}"
 
 
 def test_the_sandbox_installs_into_its_own_environment(sandbox):
@@ -346,8 +401,6 @@ def check_train(argv, result, box):
     classes = [p.data.shape for name, p in params.items() if name.startswith(scope + "/")]
     wanted = int(argv[argv.index("--num-classes") + 1]) if "--num-classes" in argv else 1000
     assert wanted in classes[0]
-    if "-t" in argv and not gpu_available():
-        assert "-t half runs in float on the CPU" in result.stderr
     if "--model-load-path" in argv:
         assert "(new classifier); converted from NHWC" in result.stderr
 
@@ -464,4 +517,6 @@ def test_readme_command_runs(command, sandbox):
         return
     script = script_of(argv)
     assert script in CHECKS, f"no check for {script}: add one so that {command!r} is tested"
-    CHECKS[script](argv, sandbox.result_of(command), sandbox)
+    sandbox.result_of(command)
+    if command in sandbox.failures:
+        raise sandbox.failures[command]
