@@ -43,6 +43,7 @@ from utils.process.atomic import check_output_file
 from utils.process.memory import available_memory, check_batch_fits
 from utils.process.run import run
 from utils.weights.files import open_weights
+from utils.weights.stats import largest_step_values
 
 VERIFICATION_FAILED_STATUS = 3  # the exported model differs from NNabla's (docs/deployment.md)
 
@@ -131,6 +132,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     num_classes = weights.classes(args.num_classes)
     graph = build_inference_graph(args.arch, num_classes, args.batch_size, spatial_size,
                                   args.softmax)
+    check_batch_fits(4 * args.batch_size * largest_step_values(graph.output, graph.parameters()),
+                     available_memory(), f"-b {args.batch_size} test images at "
+                     f"{spatial_size[0]}x{spatial_size[1]}", "use a smaller -b or --spatial-size",
+                     where=f"for the largest layer of {args.arch} in the verification's forward "
+                           "pass")
     note = load_weights(graph, weights)
     print(f"{args.arch} from {args.weights} ({weights.layout}{'; ' + note if note else ''}): "
           f"input '{INPUT_NAME}' {graph.image.shape} NCHW, output '{graph.output_name}' "

@@ -25,6 +25,7 @@ from utils.weights.stats import (
     count_forward_values,
     count_macs,
     count_parameters,
+    largest_step_values,
     model_stats,
 )
 
@@ -73,6 +74,18 @@ def test_forward_values_are_every_output_per_image():
     h = F.relu(PF.convolution(x, 4, (3, 3), pad=(1, 1), name="conv"))  # 256 + 256 per image
     y = PF.affine(h, 10, name="fc")  # 10 per image
     assert count_forward_values(y) == 256 + 256 + 10
+
+
+def test_the_largest_step_is_one_functions_data_in_and_out_without_parameters():
+    nn.clear_parameters()
+    x = nn.Variable((2, 3, 8, 8))  # 192 values per image
+    h = PF.convolution(x, 4, (3, 3), pad=(1, 1), name="conv")  # 192 in, 256 out
+    h = PF.batch_normalization(h, batch_stat=False, name="bn")  # 256 in, 256 out
+    y = PF.affine(F.relu(h), 10, name="fc")  # relu 256 + 256, affine 256 + 10
+    # The weights, bias and batch-norm statistics are left out; batch norm and relu tie.
+    assert largest_step_values(y, nn.get_parameters(grad_only=False)) == 512
+    assert largest_step_values(y, {}) > 512  # with the parameters counted
+    nn.clear_parameters()
 
 
 def test_parameters_are_the_trainable_values_the_graph_reads_each_once():

@@ -230,3 +230,23 @@ def test_command_end_to_end(tmp_path):
         assert [o.version for o in model.opset_import if o.domain == ""] == [13]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["b0.h5"] + [p.name for p in outputs])
+
+
+def test_a_batch_whose_largest_layer_cannot_fit_is_one_line_before_any_export(
+        tmp_path, capsys, monkeypatch):
+    """Its pixels fit, its activations would not: the probe's `-b 100000` ran for minutes
+    into a forward pass the memory check had let through."""
+    import utils.process.memory as memory
+
+    weights = make_weight_file(tmp_path / "r18.h5", "resnet18")
+    # -b 4096 at 32x32: 48 MiB of pixels; resnet18's largest step there reads and writes
+    # 2 x 64 x 16 x 16 values per image, 0.5 GiB for the batch.
+    monkeypatch.setattr(memory, "available_memory", lambda: 256 << 20)
+    out = tmp_path / "m.nnp"
+    assert run_export_main([str(weights), "-a", "resnet18", "--spatial-size", "32", "-b",
+                            "4096", "-o", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == ("error: -b 4096 test images at 32x32 need at least 0.5 GiB for the largest "
+                    "layer of resnet18 in the verification's forward pass, more than the 0.2 "
+                    "GiB of memory available: use a smaller -b or --spatial-size")
+    assert not out.exists()

@@ -110,6 +110,25 @@ def count_forward_values(output: nn.Variable, batch_size: Optional[int] = None) 
     return total // batch
 
 
+def largest_step_values(output: nn.Variable, parameters: Mapping[str, nn.Variable],
+                        batch_size: Optional[int] = None) -> int:
+    """Values per image that the largest function of the forward pass reads and writes at
+    once, its inputs and outputs less the `parameters` (all of them, batch-norm statistics
+    included). A test-mode forward that frees each buffer after use (`clear_buffer`) holds
+    about this much beyond the parameters at its peak."""
+    batch = output.shape[0] if batch_size is None else batch_size
+    fixed = set(parameters.values())
+    largest = 0
+
+    def visit(f: Any) -> None:
+        nonlocal largest
+        data = [x for x in f.inputs if x not in fixed] + list(f.outputs)
+        largest = max(largest, sum(math.prod(x.shape) for x in data))
+
+    output.visit(visit)
+    return largest // batch
+
+
 @dataclass(frozen=True)
 class ModelStats:
     macs_per_image: int
