@@ -1,7 +1,8 @@
 """Shared fixtures: the repository on sys.path, a clean NNabla parameter scope per test, the
 process-wide state put back after each test, TMPDIR inside the session's temporary folder, the
 CPU half-precision context, and the train.py run that many tests read, made once for all
-pytest-xdist workers; after the session, the checkout checked unchanged."""
+pytest-xdist workers; after the session, the checkout checked unchanged. The modules with the
+most slow tests run first."""
 import fcntl
 import os
 import pickle
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -19,6 +21,18 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 T = TypeVar("T")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle
+def pytest_collection_modifyitems(items: list) -> None:
+    """Modules with the most slow tests first, each one's tests kept in the shuffled order.
+    pytest-xdist's --dist loadfile hands out whole modules in this order: a long module drawn
+    last (the README commands take minutes) left one worker running alone at the end."""
+    slow = Counter(item.module.__name__ for item in items if item.get_closest_marker("slow"))
+    first_seen = {}
+    for position, item in enumerate(items):
+        first_seen.setdefault(item.module.__name__, position)
+    items.sort(key=lambda item: (-slow[item.module.__name__], first_seen[item.module.__name__]))
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
