@@ -96,9 +96,11 @@ def relu6_as_clip(model, opset: int) -> int:
     """Rewrite each `Min(Max(x, a), b)` of `model` (an onnx ModelProto, changed in place)
     whose `Max` feeds only that `Min` into `Clip(x, a, b)`; nodes left unused are removed.
     Returns the number of pairs rewritten."""
-    from onnx import helper
+    from onnx import TensorProto, helper
 
     graph = model.graph
+    if not any(node.op_type == "Min" for node in graph.node):
+        return 0  # (no shape inference over a large network that has no ReLU6)
     values = _constant_values(graph)
     shapes = _known_shapes(model)
     consumers = _consumers(graph)
@@ -119,7 +121,7 @@ def relu6_as_clip(model, opset: int) -> int:
             continue
         name = f"{node.name or node.output[0]}_clip"
         if opset >= CLIP_BOUNDS_AS_INPUTS:
-            bounds = [helper.make_tensor(f"{name}_{end}", 1, [], [value])  # FLOAT scalars
+            bounds = [helper.make_tensor(f"{name}_{end}", TensorProto.FLOAT, [], [value])
                       for end, value in (("min", lower[1]), ("max", upper[1]))]
             graph.initializer.extend(bounds)
             clip = helper.make_node("Clip", [lower[0]] + [b.name for b in bounds],
